@@ -1,0 +1,7 @@
+"""``python -m inspector``: the command line."""
+
+import sys
+
+from inspector.cli import main
+
+sys.exit(main())

@@ -1,0 +1,126 @@
+"""Image sets as pixel-space tensors: the shipped task and OOD pool, folders and zips of images.
+
+Everything leaves this module as float pixels in [0, 1] at the backbone's input size, so that a
+trigger can be added before the model's own normalisation.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from inspector.backbone import ASSETS_DIR, pil_to_pixels, uint8_to_pixels
+from inspector.errors import InputError
+
+TASK_FILE = ASSETS_DIR / "task.npz"
+OOD_FILE = ASSETS_DIR / "ood_pool.npz"
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class Task:
+    """A labelled few-shot task: train split for tuning/repair, test split for accuracy."""
+
+    class_names: list[str]
+    train_pixels: torch.Tensor
+    train_labels: torch.Tensor
+    test_pixels: torch.Tensor
+    test_labels: torch.Tensor
+
+
+@dataclass
+class ImagePool:
+    """Unlabelled images (the defender's OOD pool) plus what was skipped while reading it."""
+
+    pixels: torch.Tensor
+    names: list[str]
+    skipped: list[tuple[str, str]]  # (file, reason)
+
+
+def resize_pixels(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a pixel batch to the backbone's input size (no-op when it already fits)."""
+    if pixels.shape[-1] == size and pixels.shape[-2] == size:
+        return pixels
+    return F.interpolate(pixels, size=(size, size), mode="bicubic", antialias=True,
+                         align_corners=False).clamp(0, 1)
+
+
+def _read_npz(path: Path) -> np.lib.npyio.NpzFile:
+    if not path.is_file():
+        raise InputError(f"{path} is missing", hint="it ships in assets/; restore it from git "
+                                                    "or rebuild with scripts/build_pocket_world.py")
+    return np.load(path, allow_pickle=False)
+
+
+def load_task(size: int | None = None, path: Path = TASK_FILE) -> Task:
+    """The shipped pocket task, at ``size`` pixels (default: as stored, 64)."""
+    with _read_npz(path) as data:
+        def pix(key: str) -> torch.Tensor:
+            p = uint8_to_pixels(data[key])
+            return resize_pixels(p, size) if size else p
+
+        return Task(class_names=[str(c) for c in data["class_names"]],
+                    train_pixels=pix("train_images"),
+                    train_labels=torch.from_numpy(data["train_labels"].astype(np.int64)),
+                    test_pixels=pix("test_images"),
+                    test_labels=torch.from_numpy(data["test_labels"].astype(np.int64)))
+
+
+def load_shipped_pool(size: int | None = None, path: Path = OOD_FILE) -> ImagePool:
+    """The shipped OOD pool (categories disjoint from the task), at ``size`` pixels."""
+    with _read_npz(path) as data:
+        pixels = uint8_to_pixels(data["images"])
+        names = [str(s) for s in data["sources"]]
+    return ImagePool(resize_pixels(pixels, size) if size else pixels, names, [])
+
+
+def _decode(name: str, blob: bytes, size: int) -> torch.Tensor:
+    with Image.open(io.BytesIO(blob)) as image:
+        image.load()
+        return pil_to_pixels(image, size)
+
+
+def load_image_pool(source: Path | str, size: int, limit: int | None = None) -> ImagePool:
+    """Images from a folder (recursively) or a .zip, as [0, 1] pixels at ``size``.
+
+    Unreadable files are skipped and reported with their reason, never silently dropped.
+    """
+    source = Path(source)
+    entries: list[tuple[str, bytes]] = []
+    skipped: list[tuple[str, str]] = []
+    if source.is_dir():
+        for path in sorted(p for p in source.rglob("*") if p.is_file()):
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                entries.append((str(path.relative_to(source)), path.read_bytes()))
+            else:
+                skipped.append((str(path.relative_to(source)), "not an image file type"))
+    elif source.is_file() and zipfile.is_zipfile(source):
+        with zipfile.ZipFile(source) as archive:
+            for info in sorted(archive.infolist(), key=lambda i: i.filename):
+                if info.is_dir():
+                    continue
+                if Path(info.filename).suffix.lower() in IMAGE_SUFFIXES:
+                    entries.append((info.filename, archive.read(info)))
+                else:
+                    skipped.append((info.filename, "not an image file type"))
+    else:
+        raise InputError(f"image pool {source} is neither a folder nor a zip file",
+                         hint="pass a folder of images or a .zip of images")
+    pixels, names = [], []
+    for name, blob in entries[:limit] if limit else entries:
+        try:
+            pixels.append(_decode(name, blob, size))
+            names.append(name)
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            skipped.append((name, f"unreadable image ({type(exc).__name__})"))
+    if not pixels:
+        raise InputError(f"image pool {source} holds no readable images "
+                         f"({len(skipped)} files skipped)", hint="add PNG or JPEG images to it")
+    return ImagePool(torch.stack(pixels), names, skipped)

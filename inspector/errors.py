@@ -1,0 +1,15 @@
+"""User-facing errors: what is wrong, with which input, and what to do about it."""
+
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """A bad input (file, setting, pool) that the user can fix; shown without a traceback."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message

@@ -1,0 +1,453 @@
+"""CoOp and CoCoOp prompt learners on a frozen open_clip model, their text path and their files.
+
+Decomposition as in the CoOp code: ``TextEncoder`` runs CLIP's own text tower on embeddings,
+``PromptLearner`` owns the learnable parts and assembles [SOS | context | class tokens | . EOS],
+``PromptedCLIP`` turns pixels into logits = logit_scale * cosine(image, class text).
+CoCoOp adds a meta-net (Linear-ReLU-Linear) whose output shifts the context per image.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from open_clip.transformer import text_global_pool
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from inspector.backbone import Backbone
+from inspector.errors import InputError
+
+Kind = Literal["coop", "cocoop"]
+FORMAT = "inspector.prompt_learner"
+FORMAT_VERSION = 1
+METADATA_KEY = "inspector"  # what the engine reads; ground truth of implants lives elsewhere
+DEFAULT_CTX_INIT = "a photo of a"
+
+
+class TextEncoder(nn.Module):
+    """open_clip's text tower from token *embeddings* onwards (so context vectors can be learnt)."""
+
+    def __init__(self, clip: nn.Module) -> None:
+        super().__init__()
+        self.transformer = clip.transformer
+        self.positional_embedding = clip.positional_embedding
+        self.ln_final = clip.ln_final
+        self.text_projection = clip.text_projection
+        self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
+        self.pool_type = clip.text_pool_type
+        self.eos_token_id = getattr(clip, "text_eos_id", None)
+
+    def forward(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, L, d) prompt embeddings + (N, L) token ids (for pooling) -> (N, embed_dim)."""
+        cast = self.transformer.get_cast_dtype()
+        x = embeddings.to(cast) + self.positional_embedding.to(cast)
+        x = self.transformer(x, attn_mask=self.attn_mask)
+        x = self.ln_final(x)
+        x = text_global_pool(x, tokens, self.pool_type, eos_token_id=self.eos_token_id)
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(x)
+        return x @ self.text_projection if self.text_projection is not None else x
+
+
+class MetaNet(nn.Sequential):
+    """CoCoOp's meta-net: image feature -> a shift added to every context vector."""
+
+    def __init__(self, vis_dim: int, ctx_dim: int) -> None:
+        hidden = max(vis_dim // 16, 1)
+        super().__init__()
+        self.add_module("linear1", nn.Linear(vis_dim, hidden))
+        self.add_module("relu", nn.ReLU(inplace=True))
+        self.add_module("linear2", nn.Linear(hidden, ctx_dim))
+
+
+@dataclass(frozen=True)
+class LearnerSpec:
+    """Everything needed to rebuild a learner around a backbone (stored in the file's header)."""
+
+    kind: Kind
+    class_names: tuple[str, ...]
+    n_ctx: int = 4
+    class_specific: bool = False
+    ctx_init: str | None = DEFAULT_CTX_INIT
+    class_token_position: str = "end"
+
+
+class PromptLearner(nn.Module):
+    """Learnable context (+ meta-net for CoCoOp); prefix/suffix embeddings rebuilt from class names."""
+
+    def __init__(self, spec: LearnerSpec, backbone: Backbone, generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if spec.class_token_position != "end":
+            raise InputError(f"class token position {spec.class_token_position!r} is not supported",
+                             hint="prompt learners here put the class token at the end, as CoOp's default")
+        if not spec.class_names:
+            raise InputError("a prompt learner needs at least one class name")
+        clip = backbone.model
+        self.spec = spec
+        ctx_dim = clip.ln_final.weight.shape[0]
+        n_ctx = spec.n_ctx
+        device = backbone.device
+        with torch.no_grad():
+            if spec.ctx_init:
+                init_tokens = backbone.tokenize([spec.ctx_init]).to(device)
+                n_init = int((init_tokens[0] > 0).sum()) - 2
+                if n_init != n_ctx:
+                    raise InputError(f"ctx_init {spec.ctx_init!r} has {n_init} tokens but n_ctx is {n_ctx}",
+                                     hint="make n_ctx equal the number of words in the initial prompt")
+                ctx = clip.token_embedding(init_tokens)[0, 1:1 + n_ctx].float()
+                if spec.class_specific:
+                    ctx = ctx.unsqueeze(0).repeat(len(spec.class_names), 1, 1)
+                prefix_text = spec.ctx_init
+            else:
+                shape = (len(spec.class_names), n_ctx, ctx_dim) if spec.class_specific else (n_ctx, ctx_dim)
+                ctx = torch.randn(shape, generator=generator) * 0.02
+                prefix_text = " ".join(["X"] * n_ctx)
+            prompts = [f"{prefix_text} {name.replace('_', ' ')}." for name in spec.class_names]
+            tokens = backbone.tokenize(prompts).to(device)
+            too_long = [n for n, t in zip(spec.class_names, tokens, strict=True) if int(t[-1]) != 0]
+            if too_long:
+                raise InputError(f"class name {too_long[0]!r} does not fit the text context "
+                                 f"({backbone.context_length} tokens)", hint="shorten the class name")
+            embedding = clip.token_embedding(tokens).float()
+        self.ctx = nn.Parameter(ctx.to(device))
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.register_buffer("token_prefix", embedding[:, :1], persistent=False)
+        self.register_buffer("token_suffix", embedding[:, 1 + n_ctx:], persistent=False)
+        vis_dim = clip.visual.output_dim
+        self.meta_net = MetaNet(vis_dim, ctx_dim).to(device) if spec.kind == "cocoop" else None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.spec.class_names)
+
+    def _assemble(self, ctx: torch.Tensor) -> torch.Tensor:
+        """(..., n_cls, n_ctx, d) context -> (..., n_cls, L, d) prompt embeddings."""
+        lead = ctx.shape[:-3]
+        prefix = self.token_prefix.expand(*lead, *self.token_prefix.shape)
+        suffix = self.token_suffix.expand(*lead, *self.token_suffix.shape)
+        return torch.cat([prefix, ctx, suffix], dim=-2)
+
+    def class_context(self) -> torch.Tensor:
+        """(n_cls, n_ctx, d): the shared context repeated per class, or the class-specific one."""
+        return self.ctx if self.ctx.dim() == 3 else self.ctx.unsqueeze(0).expand(self.n_classes, -1, -1)
+
+    def forward(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """CoOp: (n_cls, L, d). CoCoOp: (B, n_cls, L, d), one prompt set per image feature."""
+        if self.meta_net is None:
+            return self._assemble(self.class_context())
+        if image_features is None:
+            raise ValueError("CoCoOp prompts depend on the image feature")
+        shifts = self.meta_net(image_features.to(self.ctx.dtype))  # (B, d)
+        return self._assemble(self.class_context().unsqueeze(0) + shifts[:, None, None, :])
+
+
+class PromptedCLIP(nn.Module):
+    """Frozen CLIP + prompt learner -> logits; pixels are [0, 1] (normalised inside)."""
+
+    def __init__(self, backbone: Backbone, learner: PromptLearner) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.learner = learner
+        self.text_encoder = TextEncoder(backbone.model)
+        self.logit_scale = float(backbone.model.logit_scale.exp())
+
+    @property
+    def kind(self) -> Kind:
+        return self.learner.spec.kind
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.learner.spec.class_names
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.backbone.encode_image(pixels)
+
+    def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit-norm class text features: (n_cls, D) for CoOp, (B, n_cls, D) for CoCoOp."""
+        prompts = self.learner(image_features)
+        if prompts.dim() == 3:
+            feats = self.text_encoder(prompts, self.learner.tokens)
+        else:
+            b, n, length, d = prompts.shape
+            tokens = self.learner.tokens.repeat(b, 1)
+            feats = self.text_encoder(prompts.reshape(b * n, length, d), tokens).reshape(b, n, -1)
+        return feats / feats.norm(dim=-1, keepdim=True)
+
+    def logits_from_features(self, image_features: torch.Tensor,
+                             text_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits from unit-norm image features; pass CoOp ``text_features`` to reuse them."""
+        if text_features is None:
+            text_features = self.text_features(image_features)
+        if text_features.dim() == 2:
+            return self.logit_scale * image_features @ text_features.T
+        return self.logit_scale * torch.einsum("bd,bnd->bn", image_features, text_features)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.logits_from_features(self.image_features(pixels))
+
+
+def build_learner(kind: Kind, backbone: Backbone, class_names: list[str] | tuple[str, ...],
+                  n_ctx: int = 4, ctx_init: str | None = DEFAULT_CTX_INIT, class_specific: bool = False,
+                  seed: int = 0) -> PromptedCLIP:
+    """A fresh CoOp / CoCoOp model around ``backbone`` (context from ``ctx_init`` or random)."""
+    if kind not in ("coop", "cocoop"):
+        raise InputError(f"unknown prompt learner kind {kind!r}", hint="use coop or cocoop")
+    spec = LearnerSpec(kind=kind, class_names=tuple(class_names), n_ctx=n_ctx,
+                       class_specific=class_specific, ctx_init=ctx_init)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # the meta-net's default initialisation
+    return PromptedCLIP(backbone, PromptLearner(spec, backbone, generator))
+
+
+def zero_shot_text_features(backbone: Backbone, class_names: list[str] | tuple[str, ...],
+                            template: str = DEFAULT_CTX_INIT + " {}.") -> torch.Tensor:
+    """CLIP's own zero-shot classifier: unit-norm text features of ``template`` per class."""
+    tokens = backbone.tokenize([template.format(n.replace("_", " ")) for n in class_names])
+    with torch.inference_mode():
+        feats = backbone.model.encode_text(tokens.to(backbone.device))
+    return feats / feats.norm(dim=-1, keepdim=True)
+
+
+# ---------------------------------------------------------------- files
+
+
+def learner_tensors(model: PromptedCLIP) -> dict[str, torch.Tensor]:
+    """The learnable tensors only, in CoOp/CoCoOp's own names (``ctx``, ``meta_net.linear1.weight``...)."""
+    state = model.learner.state_dict()
+    return {k: v.detach().float().cpu().contiguous() for k, v in state.items()}
+
+
+def save_learner(model: PromptedCLIP, path: Path, extra: dict[str, Any] | None = None,
+                 private: dict[str, Any] | None = None) -> Path:
+    """Write a prompt learner as safetensors + JSON header metadata (DESIGN §4).
+
+    ``private`` goes under its own header key (used by the lab for ground truth) that the
+    engine never reads when it loads a model.
+    """
+    spec, bb = model.learner.spec, model.backbone
+    meta = {"format": FORMAT, "version": FORMAT_VERSION, "arch": bb.arch, "pretrained": bb.pretrained,
+            "kind": spec.kind, "n_ctx": spec.n_ctx, "class_specific": spec.class_specific,
+            "ctx_init": spec.ctx_init, "class_names": list(spec.class_names),
+            "class_token_position": spec.class_token_position,
+            "preprocessing": {"image_size": bb.image_size, "mean": bb.mean.flatten().tolist(),
+                              "std": bb.std.flatten().tolist(), "interpolation": bb.interpolation},
+            **(extra or {})}
+    header = {METADATA_KEY: json.dumps(meta)}
+    if private:
+        header["ground_truth"] = json.dumps(private)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    save_file(learner_tensors(model), str(tmp), metadata=header)
+    tmp.replace(path)
+    return path
+
+
+def read_header(path: Path, key: str = METADATA_KEY) -> dict[str, Any]:
+    """The JSON stored under ``key`` in a learner file's header ({} when absent)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"model file {path} does not exist", hint="check the path or use `zoo list`")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - any parse failure means "not a safetensors file"
+        raise InputError(f"{path} is not a readable safetensors file ({exc})",
+                         hint="prompt learners are .safetensors files; import Dassl checkpoints "
+                              "with `python -m inspector import`") from exc
+    try:
+        return json.loads(header.get(key, "{}"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: header key {key!r} is not valid JSON") from exc
+
+
+def load_learner(path: Path, backbone: Backbone) -> PromptedCLIP:
+    """Load a learner file onto ``backbone``; mismatches are named, never silently fixed."""
+    from safetensors.torch import load_file
+
+    meta = read_header(path)
+    if meta.get("format") != FORMAT:
+        raise InputError(f"{path} is not an inspector prompt learner (no '{METADATA_KEY}' header)",
+                         hint="import CoOp/CoCoOp checkpoints with `python -m inspector import`")
+    spec = LearnerSpec(kind=meta["kind"], class_names=tuple(meta["class_names"]), n_ctx=int(meta["n_ctx"]),
+                       class_specific=bool(meta.get("class_specific", False)), ctx_init=meta.get("ctx_init"),
+                       class_token_position=meta.get("class_token_position", "end"))
+    model = PromptedCLIP(backbone, PromptLearner(spec, backbone))
+    _load_tensors(model, load_file(str(path)), path)
+    return model
+
+
+def _load_tensors(model: PromptedCLIP, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    expected = model.learner.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise InputError(f"{source}: missing tensor {missing[0]!r} for a {model.kind} learner")
+    for name, ref in expected.items():
+        if tuple(tensors[name].shape) != tuple(ref.shape):
+            raise InputError(f"{source}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+                             f"the backbone {model.backbone.arch} needs {tuple(ref.shape)}",
+                             hint="load it with the CLIP architecture it was trained on (--arch)")
+    model.learner.load_state_dict({k: tensors[k].float() for k in expected})
+
+
+def import_dassl(path: Path, backbone: Backbone, class_names: list[str],
+                 kind: Kind | None = None) -> PromptedCLIP:
+    """Import a CoOp / CoCoOp / BadCLIP checkpoint written by Dassl (``model.pth.tar-N``).
+
+    Read with ``torch.load(weights_only=True)``; only ``ctx`` and ``meta_net.*`` are taken:
+    ``token_prefix``/``token_suffix`` are rebuilt from the class names, never trusted.
+    """
+    try:
+        checkpoint = torch.load(Path(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - refused pickles and broken files alike
+        raise InputError(f"cannot read {path} as a weights-only torch checkpoint ({type(exc).__name__})",
+                         hint="only plain tensor checkpoints are accepted; arbitrary pickles are refused") from exc
+    state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict):
+        raise InputError(f"{path} holds no state_dict", hint="expected a Dassl checkpoint dict")
+    state = {k.removeprefix("module.").removeprefix("prompt_learner."): v for k, v in state.items()}
+    if "ctx" not in state:
+        raise InputError(f"{path} has no 'ctx' tensor", hint="is this a CoOp/CoCoOp prompt learner checkpoint?")
+    ctx = state["ctx"]
+    has_meta = any(k.startswith("meta_net.") for k in state)
+    kind = kind or ("cocoop" if has_meta else "coop")
+    class_specific = ctx.dim() == 3
+    if class_specific and ctx.shape[0] != len(class_names):
+        raise InputError(f"{path}: class-specific context for {ctx.shape[0]} classes, "
+                         f"but {len(class_names)} class names were given")
+    n_ctx = int(ctx.shape[-2])
+    # The context words never reach the prompt (the loaded ctx replaces them), so none are needed.
+    model = build_learner(kind, backbone, class_names, n_ctx=n_ctx, ctx_init=None,
+                          class_specific=class_specific)
+    _load_tensors(model, {k: v for k, v in state.items() if k == "ctx" or k.startswith("meta_net.")}, Path(path))
+    return model
+
+
+# ---------------------------------------------------------------- clean prompt tuning
+
+
+@dataclass
+class TuneConfig:
+    """Clean prompt-tuning recipe; ``for_kind`` gives the defaults measured on the pocket task."""
+
+    epochs: int = 200
+    batch_size: int = 32
+    lr: float = 2e-2
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    weight_decay: float = 1e-4
+    views: int = 8  # augmented views per training image, encoded once (the encoder is frozen)
+    seed: int = 0
+
+    @classmethod
+    def for_kind(cls, kind: Kind, **overrides: Any) -> TuneConfig:
+        base = {"coop": {"epochs": 200, "lr": 2e-2}, "cocoop": {"epochs": 60, "lr": 5e-3}}[kind]
+        return cls(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def encode_views(backbone: Backbone, pixels: torch.Tensor, views: int, seed: int,
+                 batch_size: int = 128) -> torch.Tensor:
+    """(V, N, D) unit-norm features of V augmented views (view 0 is the clean image)."""
+    from inspector.augment import random_resized_crop_flip
+
+    generator = torch.Generator().manual_seed(seed)
+    out = []
+    with torch.inference_mode():
+        for v in range(views):
+            feats = []
+            for start in range(0, len(pixels), batch_size):
+                batch = pixels[start:start + batch_size]
+                if v > 0:
+                    batch = random_resized_crop_flip(batch, generator, min_scale=0.5, jitter=0.05)
+                feats.append(backbone.encode_image(batch.to(backbone.device)).float())
+            out.append(torch.cat(feats))
+    return torch.stack(out)
+
+
+def tune(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor, config: TuneConfig | None = None,
+         progress: bool = False) -> dict[str, float]:
+    """Clean few-shot prompt tuning (cross-entropy, cosine schedule); returns the final train stats."""
+    from tqdm.auto import tqdm
+
+    config = config or TuneConfig.for_kind(model.kind)
+    torch.manual_seed(config.seed)
+    features = encode_views(model.backbone, pixels, config.views, config.seed)
+    labels = labels.to(features.device).long()
+    params = [p for p in model.learner.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    n = features.shape[1]
+    steps = config.epochs * max(1, n // config.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.learner.train()
+    bar = tqdm(total=steps, desc=f"tuning {model.kind}", disable=not progress, leave=False)
+    loss_sum, correct, seen = 0.0, 0, 0
+    for epoch in range(config.epochs):
+        order = torch.randperm(n, generator=generator)
+        view = torch.randint(0, config.views, (n,), generator=generator)
+        last_epoch = epoch == config.epochs - 1
+        for start in range(0, n - config.batch_size + 1, config.batch_size):
+            idx = order[start:start + config.batch_size]
+            feats = features[view[idx], idx]
+            logits = model.logits_from_features(feats)
+            loss = F.cross_entropy(logits, labels[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            bar.update(1)
+            if last_epoch:
+                loss_sum += loss.item() * len(idx)
+                correct += int((logits.argmax(1) == labels[idx]).sum())
+                seen += len(idx)
+    bar.close()
+    model.learner.eval()
+    return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+            "epochs": config.epochs, "steps": steps}
+
+
+@torch.inference_mode()
+def predict(model: PromptedCLIP, pixels: torch.Tensor, batch_size: int = 128,
+            progress: bool = False) -> torch.Tensor:
+    """Predicted class index per image; CoOp text features computed once, not per batch."""
+    from tqdm.auto import tqdm
+
+    text = model.text_features() if model.kind == "coop" else None
+    preds = []
+    for start in tqdm(range(0, len(pixels), batch_size), desc="evaluating", disable=not progress, leave=False):
+        feats = model.image_features(pixels[start:start + batch_size].to(model.backbone.device))
+        preds.append(model.logits_from_features(feats, text).argmax(1).cpu())
+    return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
+
+
+def open_model(path: Path, weights: str | None = None, device: str | torch.device | None = None) -> PromptedCLIP:
+    """Load a learner file together with the backbone its header names.
+
+    ``weights`` overrides the header's pretrained tag: needed when the learner was tuned on a
+    local weights file (the header then holds that file's hash, which is checked).
+    """
+    from inspector.backbone import file_sha256, load_backbone
+
+    meta = read_header(path)
+    if meta.get("format") != FORMAT:
+        raise InputError(f"{path} is not an inspector prompt learner (no '{METADATA_KEY}' header)",
+                         hint="import CoOp/CoCoOp checkpoints with `python -m inspector import`")
+    recorded = str(meta.get("pretrained", ""))
+    if weights is None and recorded.startswith("file:"):
+        raise InputError(f"{path} was tuned on a local weights file ({recorded})",
+                         hint="pass that file with --weights PATH")
+    if weights is not None and recorded.startswith("file:") and Path(weights).is_file():
+        actual = f"file:{file_sha256(Path(weights))}"
+        if actual != recorded:
+            raise InputError(f"weights {weights} (hash {actual}) are not the ones {path} was tuned on ({recorded})",
+                             hint="pass the weights file the prompt learner was trained with")
+    backbone = load_backbone(meta.get("arch", "pocket-clip"), weights or recorded or None, device=device)
+    return load_learner(path, backbone)
