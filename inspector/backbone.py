@@ -77,7 +77,7 @@ def pil_to_pixels(image: Image.Image, size: int, interpolation: str = "bicubic")
         image = image.resize(new, resample)
         left, top = (image.width - size) // 2, (image.height - size) // 2
         image = image.crop((left, top, left + size, top + size))
-    array = np.asarray(image, dtype=np.uint8)
+    array = np.array(image, dtype=np.uint8)  # a writable copy for torch
     return torch.from_numpy(array).permute(2, 0, 1).float() / 255.0
 
 

@@ -20,6 +20,7 @@ from pocket_sources import SourceImage
 SHOTS = 16
 MIN_TEST_SOURCES = 10
 MAX_TEST_IMAGES = 30
+MAX_VIEWS_PER_SOURCE = 3  # so one drawing with many variants cannot fill a class's test split
 OOD_PER_CATEGORY = 60
 OOD_POOL_SIZE = 1200
 
@@ -119,12 +120,16 @@ def make_splits(meta: list[SourceImage], images: np.ndarray, seed: int = 0) -> S
             train.append((rng.choice(by_class[name][source]), label))
         train_hashes = {hashes[i] for s in sources[:SHOTS] for i in by_class[name][s]}
         taken: list[int] = []
-        for source in sources[SHOTS:]:  # whole drawings, until the cap on test images
-            if len(taken) >= MAX_TEST_IMAGES:
+        used_sources = 0
+        for source in sources[SHOTS:]:  # whole drawings until both the image cap and the source floor
+            if len(taken) >= MAX_TEST_IMAGES and used_sources >= MIN_TEST_SOURCES:
                 break
             fresh = [i for i in by_class[name][source] if hashes[i] not in train_hashes]
-            taken.extend(fresh)
-            held_out.update(fresh)
+            fresh = fresh[:MAX_VIEWS_PER_SOURCE]
+            if fresh:
+                taken.extend(fresh)
+                used_sources += 1
+            held_out.update(by_class[name][source])  # every variant of a test drawing stays unseen
         test.extend((i, label) for i in sorted(taken))
     ood_by_category: dict[str, list[int]] = defaultdict(list)
     for index, m in enumerate(meta):
