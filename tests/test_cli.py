@@ -45,3 +45,36 @@ def test_bad_model_is_one_clear_error_without_traceback(tmp_path):
     junk.write_bytes(b"not a safetensors file")
     result = run_cli("eval", str(junk))
     assert result.returncode == 2 and str(junk) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tune_writes_a_learner_that_eval_reads(tmp_path):
+    out = tmp_path / "tuned.safetensors"
+    result = run_cli("tune", "--kind", "coop", "--epochs", "2", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)
+    assert out.is_file() and stats["steps"] == 2 * (320 // 32) and 0.0 < stats["test_accuracy"] <= 1.0
+    again = run_cli("tune", "--kind", "coop", "--epochs", "1", "--out", str(out))
+    assert again.returncode == 2 and "already exists" in again.stderr  # never overwrites silently
+    evaluated = json.loads(run_cli("eval", str(out), "--json").stdout)
+    assert abs(evaluated["accuracy"] - stats["test_accuracy"]) < 1e-3
+
+
+def test_import_cli_round_trip(tmp_path):
+    import torch
+
+    classes = tmp_path / "classes.txt"
+    classes.write_text("star\narrow\nclock\n")
+    checkpoint = tmp_path / "model.pth.tar-10"
+    torch.save({"state_dict": {"ctx": torch.randn(4, 192) * 0.02, "token_prefix": torch.zeros(3, 1, 192)},
+                "epoch": 10}, checkpoint)
+    out = tmp_path / "imported.safetensors"
+    result = run_cli("import", str(checkpoint), "--classes", str(classes), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "coop learner for 3 classes" in result.stdout and out.is_file()
+
+
+def test_app_entry_point_runs_the_pocket_world_tour():
+    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "clean-coop" in result.stdout and "clean-cocoop" in result.stdout
+    assert "zero-shot CLIP" in result.stdout
