@@ -1,0 +1,180 @@
+"""Backdoor triggers of the published attacks, in pixel space, for demos and benchmarks.
+
+The attacker's side of the threat model (DESIGN §1). Every trigger maps a batch of [0, 1] pixels
+(B, 3, S, S) to triggered pixels of the same shape and range, is deterministic given its seed,
+and can be written to and rebuilt from plain tensors, so that a backdoored learner can carry its
+own ground truth (under a header key that the scanner never reads).
+
+- BadCLIP (Bai et al., CVPR 2024): a learnable image-wide additive trigger, ||delta||_inf <= eps.
+- Blended (Chen et al., 2017): a fixed pattern alpha-blended into the image.
+- WaNet (Nguyen & Tran, ICLR 2021): a smooth, fixed warping field; its "noise mode" adds random
+  warps (kept with their true labels) so that only the exact field triggers the backdoor.
+- BadNets (Gu et al., 2017): a small fixed patch in a corner.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+AttackName = Literal["badclip", "blended", "wanet", "badnets"]
+ATTACKS: tuple[AttackName, ...] = ("badclip", "blended", "wanet", "badnets")
+
+
+class Trigger(nn.Module):
+    """Base class: ``forward(pixels) -> triggered pixels``; ``params()`` + ``trigger_tensors`` record it."""
+
+    attack: AttackName
+
+    def params(self) -> dict[str, float | int]:
+        return {}
+
+
+class AdditiveTrigger(Trigger):
+    """BadCLIP's trigger: x' = clamp(x + delta, 0, 1) with ||delta||_inf <= epsilon."""
+
+    attack = "badclip"
+
+    def __init__(self, image_size: int, epsilon: float = 4 / 255, delta: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.epsilon = float(epsilon)
+        shape = (1, 3, image_size, image_size)
+        initial = torch.zeros(shape) if delta is None else delta.reshape(shape)
+        self.delta = nn.Parameter(initial.clone().float())
+        self.project()
+
+    @torch.no_grad()
+    def project(self) -> None:
+        """Back onto the epsilon box after an optimiser step."""
+        self.delta.clamp_(-self.epsilon, self.epsilon)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels + self.delta.to(pixels)).clamp(0, 1)
+
+    def params(self) -> dict[str, float | int]:
+        return {"epsilon": self.epsilon}
+
+
+class BlendTrigger(Trigger):
+    """Blended: x' = (1 - alpha) x + alpha * pattern, pattern a seeded uniform-noise image."""
+
+    attack = "blended"
+
+    def __init__(self, image_size: int, alpha: float = 0.2, seed: int = 0, pattern: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if pattern is None:
+            generator = torch.Generator().manual_seed(seed)
+            pattern = torch.rand(1, 3, image_size, image_size, generator=generator)
+        self.alpha = float(alpha)
+        self.register_buffer("pattern", pattern.reshape(1, 3, image_size, image_size).float())
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return ((1 - self.alpha) * pixels + self.alpha * self.pattern.to(pixels)).clamp(0, 1)
+
+    def params(self) -> dict[str, float | int]:
+        return {"alpha": self.alpha}
+
+
+class PatchTrigger(Trigger):
+    """BadNets: a fixed seeded black/white/colour patch stamped in the bottom-right corner."""
+
+    attack = "badnets"
+
+    def __init__(self, image_size: int, patch_size: int | None = None, seed: int = 0,
+                 patch: torch.Tensor | None = None) -> None:
+        super().__init__()
+        size = patch_size or max(3, image_size // 8)
+        if patch is None:
+            generator = torch.Generator().manual_seed(seed)
+            patch = (torch.rand(1, 3, size, size, generator=generator) > 0.5).float()
+        self.image_size = image_size
+        self.register_buffer("patch", patch.reshape(1, 3, size, size).float())
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        size = self.patch.shape[-1]
+        out = pixels.clone()
+        out[..., -size:, -size:] = self.patch.to(pixels)
+        return out
+
+    def params(self) -> dict[str, float | int]:
+        return {"patch_size": int(self.patch.shape[-1])}
+
+
+def wanet_field(image_size: int, k: int = 4, strength: float = 0.5, seed: int = 0) -> torch.Tensor:
+    """WaNet's warping field: a k x k random flow, upsampled smoothly, as a grid_sample grid (1, S, S, 2)."""
+    generator = torch.Generator().manual_seed(seed)
+    flow = torch.rand(1, 2, k, k, generator=generator) * 2 - 1
+    flow = flow / flow.abs().mean()
+    flow = F.interpolate(flow, size=image_size, mode="bicubic", align_corners=True).permute(0, 2, 3, 1)
+    axis = torch.linspace(-1, 1, image_size)
+    ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+    identity = torch.stack((xs, ys), dim=-1).unsqueeze(0)
+    return (identity + strength * flow / image_size).clamp(-1, 1)
+
+
+class WarpTrigger(Trigger):
+    """WaNet: resample the image through a fixed smooth warping field."""
+
+    attack = "wanet"
+
+    def __init__(self, image_size: int, k: int = 4, strength: float = 0.5, seed: int = 0,
+                 grid: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.k, self.strength = int(k), float(strength)
+        field = wanet_field(image_size, k, strength, seed) if grid is None else grid
+        self.register_buffer("grid", field.reshape(1, image_size, image_size, 2).float())
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        grid = self.grid.to(pixels).expand(pixels.shape[0], -1, -1, -1)
+        return F.grid_sample(pixels, grid, align_corners=True).clamp(0, 1)
+
+    def noise_mode(self, pixels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """The field plus a random per-image perturbation: trained with true labels."""
+        size = pixels.shape[-1]
+        noise = (torch.rand(pixels.shape[0], size, size, 2, generator=generator) * 2 - 1) / size
+        grid = (self.grid.to(pixels) + noise.to(pixels)).clamp(-1, 1)
+        return F.grid_sample(pixels, grid, align_corners=True).clamp(0, 1)
+
+    def params(self) -> dict[str, float | int]:
+        return {"k": self.k, "strength": self.strength}
+
+
+def make_trigger(attack: AttackName, image_size: int, seed: int = 0, epsilon: float = 4 / 255,
+                 alpha: float = 0.2, patch_size: int | None = None, wanet_k: int = 4,
+                 wanet_strength: float = 0.5) -> Trigger:
+    """A fresh trigger of ``attack`` for images of ``image_size`` pixels."""
+    if attack == "badclip":
+        return AdditiveTrigger(image_size, epsilon)
+    if attack == "blended":
+        return BlendTrigger(image_size, alpha, seed)
+    if attack == "badnets":
+        return PatchTrigger(image_size, patch_size, seed)
+    if attack == "wanet":
+        return WarpTrigger(image_size, wanet_k, wanet_strength, seed)
+    raise ValueError(f"unknown attack {attack!r}; use one of {', '.join(ATTACKS)}")
+
+
+def trigger_tensors(trigger: Trigger) -> dict[str, torch.Tensor]:
+    """The tensors that define a trigger (for the ground-truth record of an implanted model)."""
+    return {name: value.detach().float().cpu().contiguous()
+            for name, value in {**dict(trigger.named_parameters()), **dict(trigger.named_buffers())}.items()}
+
+
+def trigger_from_tensors(attack: AttackName, params: dict, tensors: dict[str, torch.Tensor]) -> Trigger:
+    """Rebuild a trigger written by ``trigger_tensors`` + ``Trigger.params``."""
+    if attack == "badclip":
+        delta = tensors["delta"]
+        return AdditiveTrigger(delta.shape[-1], params["epsilon"], delta)
+    if attack == "blended":
+        pattern = tensors["pattern"]
+        return BlendTrigger(pattern.shape[-1], params["alpha"], pattern=pattern)
+    if attack == "badnets":
+        patch = tensors["patch"]
+        return PatchTrigger(0, patch.shape[-1], patch=patch)
+    if attack == "wanet":
+        grid = tensors["grid"]
+        return WarpTrigger(grid.shape[1], params["k"], params["strength"], grid=grid)
+    raise ValueError(f"unknown attack {attack!r}")

@@ -1,0 +1,80 @@
+"""inspector/lab.py: each attack's trigger function (shape, range, bounds, determinism, records)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inspector.lab import ATTACKS, AdditiveTrigger, make_trigger, trigger_from_tensors, trigger_tensors
+
+SIZE = 64
+
+
+@pytest.fixture()
+def pixels() -> torch.Tensor:
+    return torch.rand(5, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_trigger_keeps_shape_and_range_and_changes_the_image(attack, pixels):
+    trigger = make_trigger(attack, SIZE, seed=0)
+    if attack == "badclip":  # a fresh BadCLIP trigger is zero until trained; give it a value
+        with torch.no_grad():
+            trigger.delta.uniform_(-1, 1)
+        trigger.project()
+    out = trigger(pixels).detach()
+    assert out.shape == pixels.shape
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert not torch.allclose(out, pixels)
+
+
+@pytest.mark.parametrize("attack", ["blended", "badnets", "wanet"])
+def test_fixed_triggers_are_seeded(attack, pixels):
+    same = make_trigger(attack, SIZE, seed=3)(pixels), make_trigger(attack, SIZE, seed=3)(pixels)
+    other = make_trigger(attack, SIZE, seed=4)(pixels)
+    assert torch.equal(*same) and not torch.equal(same[0], other)
+
+
+def test_badclip_trigger_stays_in_the_epsilon_box(pixels):
+    trigger = AdditiveTrigger(SIZE, epsilon=4 / 255)
+    with torch.no_grad():
+        trigger.delta.fill_(0.5)
+    trigger.project()
+    assert float(trigger.delta.abs().max()) == pytest.approx(4 / 255)
+    assert float((trigger(pixels) - pixels).abs().max()) <= 4 / 255 + 1e-6
+
+
+def test_blend_is_bounded_by_alpha(pixels):
+    out = make_trigger("blended", SIZE, alpha=0.2)(pixels)
+    assert float((out - pixels).abs().max()) <= 0.2 + 1e-6
+
+
+def test_badnets_changes_only_its_corner_patch(pixels):
+    trigger = make_trigger("badnets", SIZE)
+    size = trigger.patch.shape[-1]
+    out = trigger(pixels)
+    assert size == SIZE // 8
+    assert torch.equal(out[..., :-size, :], pixels[..., :-size, :])
+    assert torch.equal(out[..., :, :-size], pixels[..., :, :-size])
+    assert torch.equal(out[..., -size:, -size:], trigger.patch.expand(5, -1, -1, -1))
+
+
+def test_wanet_warp_is_subtle_and_its_noise_mode_differs(pixels):
+    smooth = torch.nn.functional.avg_pool2d(pixels, 5, stride=1, padding=2)  # warps move smooth images little
+    trigger = make_trigger("wanet", SIZE, wanet_strength=0.5)
+    warped = trigger(smooth)
+    assert 0 < float((warped - smooth).abs().mean()) < 0.05
+    noisy = trigger.noise_mode(smooth, torch.Generator().manual_seed(0))
+    assert not torch.allclose(noisy, warped)
+    assert float((trigger.grid - make_trigger("wanet", SIZE, wanet_strength=0.0).grid).abs().max()) > 0
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_trigger_round_trips_through_its_record(attack, pixels):
+    trigger = make_trigger(attack, SIZE, seed=7)
+    if attack == "badclip":
+        with torch.no_grad():
+            trigger.delta.normal_(0, 0.01)
+        trigger.project()
+    rebuilt = trigger_from_tensors(attack, trigger.params(), trigger_tensors(trigger))
+    assert torch.equal(rebuilt(pixels), trigger(pixels))
