@@ -105,10 +105,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"task: {len(task.class_names)} classes, {len(task.train_labels)} few-shot train images, "
           f"{len(task.test_labels)} test images; OOD pool: {len(pool.names)} unlabelled images")
     print("classes: " + ", ".join(task.class_names) + "\n")
+    zero_shot: dict[tuple[str, str], float] = {}  # one zero-shot number per backbone
     for entry in list_zoo():
         model = open_model(Path(entry.path), device=args.device)
         acc = accuracy(model, task)
-        zs = zero_shot_accuracy(model.backbone, task)
+        key = (model.backbone.arch, model.backbone.pretrained)
+        if key not in zero_shot:
+            zero_shot[key] = zero_shot_accuracy(model.backbone, task)
+        zs = zero_shot[key]
         truth = f"backdoor: {entry.attack} -> {entry.target}" if entry.attack else "clean"
         print(f"{entry.name:<16} {entry.kind:<7} accuracy {acc:6.1%}  (zero-shot CLIP {zs:.1%})  [{truth}]")
     print("\nnext: python -m inspector eval clean-coop --json  |  python -m inspector zoo list")

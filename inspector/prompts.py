@@ -282,14 +282,20 @@ def read_header(path: Path, key: str = METADATA_KEY) -> dict[str, Any]:
         raise InputError(f"{path}: header key {key!r} is not valid JSON") from exc
 
 
-def load_learner(path: Path, backbone: Backbone) -> PromptedCLIP:
-    """Load a learner file onto ``backbone``; mismatches are named, never silently fixed."""
-    from safetensors.torch import load_file
-
+def read_learner_meta(path: Path) -> dict[str, Any]:
+    """The header of a prompt-learner file, refusing files that are not ours."""
     meta = read_header(path)
     if meta.get("format") != FORMAT:
         raise InputError(f"{path} is not an inspector prompt learner (no '{METADATA_KEY}' header)",
                          hint="import CoOp/CoCoOp checkpoints with `python -m inspector import`")
+    return meta
+
+
+def load_learner(path: Path, backbone: Backbone, meta: dict[str, Any] | None = None) -> PromptedCLIP:
+    """Load a learner file onto ``backbone``; mismatches are named, never silently fixed."""
+    from safetensors.torch import load_file
+
+    meta = meta or read_learner_meta(path)
     spec = LearnerSpec(kind=meta["kind"], class_names=tuple(meta["class_names"]), n_ctx=int(meta["n_ctx"]),
                        class_specific=bool(meta.get("class_specific", False)), ctx_init=meta.get("ctx_init"),
                        class_token_position=meta.get("class_token_position", "end"))
@@ -451,10 +457,7 @@ def open_model(path: Path, weights: str | None = None, device: str | torch.devic
     """
     from inspector.backbone import file_sha256, load_backbone
 
-    meta = read_header(path)
-    if meta.get("format") != FORMAT:
-        raise InputError(f"{path} is not an inspector prompt learner (no '{METADATA_KEY}' header)",
-                         hint="import CoOp/CoCoOp checkpoints with `python -m inspector import`")
+    meta = read_learner_meta(path)
     recorded = str(meta.get("pretrained", ""))
     if weights is None and recorded.startswith("file:"):
         raise InputError(f"{path} was tuned on a local weights file ({recorded})",
@@ -465,4 +468,4 @@ def open_model(path: Path, weights: str | None = None, device: str | torch.devic
             raise InputError(f"weights {weights} (hash {actual}) are not the ones {path} was tuned on ({recorded})",
                              hint="pass the weights file the prompt learner was trained with")
     backbone = load_backbone(meta.get("arch", "pocket-clip"), weights or recorded or None, device=device)
-    return load_learner(path, backbone)
+    return load_learner(path, backbone, meta)

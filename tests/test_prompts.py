@@ -158,3 +158,12 @@ def test_tiny_prompt_tuning_run_improves_accuracy(backbone, task):
     after = float((predict(model, test_pixels) == task.test_labels).float().mean())
     assert stats["steps"] == 15 * (len(task.train_labels) // 32)
     assert after > before + 0.15, (before, after)
+
+
+def test_a_safetensors_file_that_is_not_a_learner_is_named(backbone, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "weights.safetensors"
+    save_file({"x": torch.zeros(2)}, str(path))
+    with pytest.raises(InputError, match="is not an inspector prompt learner"):
+        load_learner(path, backbone)
