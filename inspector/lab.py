@@ -90,7 +90,6 @@ class PatchTrigger(Trigger):
         if patch is None:
             generator = torch.Generator().manual_seed(seed)
             patch = (torch.rand(1, 3, size, size, generator=generator) > 0.5).float()
-        self.image_size = image_size
         self.register_buffer("patch", patch.reshape(1, 3, size, size).float())
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:

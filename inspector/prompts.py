@@ -62,7 +62,8 @@ class TextEncoder(nn.Module):
         embeddings, tokens = embeddings[:, :length], tokens[:, :length]
         cast = self.transformer.get_cast_dtype()
         x = embeddings.to(cast) + self.positional_embedding[:length].to(cast)
-        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
+        mask = None if self.attn_mask is None else self.attn_mask[:length, :length]
+        x = self.transformer(x, attn_mask=mask)
         x = self.ln_final(x)
         x = text_global_pool(x, tokens, self.pool_type, eos_token_id=self.eos_token_id)
         if isinstance(self.text_projection, nn.Linear):
