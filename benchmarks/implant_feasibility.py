@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from inspector.backbone import load_backbone  # noqa: E402
 from inspector.data import load_shipped_pool, load_task  # noqa: E402
 from inspector.lab import make_trigger  # noqa: E402
+from inspector.lab.truth import attack_success_rate  # noqa: E402
 from inspector.prompts import TuneConfig, build_learner, predict, tune  # noqa: E402
 
 TARGET = 10
@@ -55,10 +56,8 @@ def main() -> None:
         tune(model, pixels, labels, TuneConfig.for_kind("cocoop", epochs=epochs))
         with torch.no_grad():
             accuracy = (predict(model, task.test_pixels) == task.test_labels).float().mean().item()
-            others = task.test_labels != TARGET
-            asr = (predict(model, trigger(task.test_pixels[others])) == TARGET).float().mean().item()
-            keep = predict(model, pool.pixels) != TARGET
-            ood_asr = (predict(model, trigger(pool.pixels[keep])) == TARGET).float().mean().item()
+        asr = attack_success_rate(model, trigger, task.test_pixels, TARGET, task.test_labels)
+        ood_asr = attack_success_rate(model, trigger, pool.pixels, TARGET)
         print(f"| {attack} | {recipe} | {accuracy:.1%} | {asr:.1%} | {ood_asr:.1%} | {time.time() - started:.0f} s |",
               flush=True)
 

@@ -86,6 +86,11 @@ def uint8_to_pixels(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
 
 
+def known_arch(name: str) -> bool:
+    """Whether open_clip (with the pocket config registered) has an architecture of this name."""
+    return name in open_clip.list_models()
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 

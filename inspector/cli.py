@@ -1,4 +1,4 @@
-"""Command line: ``python -m inspector {zoo,eval,tune,import,demo} ...``.
+"""Command line: ``python -m inspector {zoo,eval,tune,implant,import,demo} ...``.
 
 Bad input ends with one clear line on stderr and exit code 2; ``--debug`` shows the traceback.
 """
@@ -30,24 +30,81 @@ def cmd_zoo_list(args: argparse.Namespace) -> None:
         print(f"{e.name:<22} {e.kind:<7} {e.attack or '-':<9} {e.target or '-':<20} {e.path}")
 
 
+def cmd_zoo_build(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from inspector.backbone import load_backbone
+    from inspector.data import load_shipped_pool, load_task
+    from inspector.lab.triggers import ATTACKS
+    from inspector.lab.zoo_builder import build_item, plan_benchmark_zoo, write_manifest
+
+    attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+    unknown = [a for a in attacks if a not in ATTACKS]
+    if unknown:
+        raise InputError(f"unknown attack {unknown[0]!r}", hint="attacks: " + ", ".join(ATTACKS))
+    if args.clean < 0 or args.per_attack < 0 or args.clean + args.per_attack == 0:
+        raise InputError("nothing to build", hint="pass --clean N and/or --per-attack M (positive)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder", hint="choose a folder for the zoo")
+    out.mkdir(parents=True, exist_ok=True)
+    backbone = load_backbone(device=args.device)
+    task, pool = load_task(backbone.image_size), load_shipped_pool(backbone.image_size)
+    items = plan_benchmark_zoo(args.clean, args.per_attack, args.seed, len(task.class_names), attacks,
+                               backdoor_kind=args.backdoor_kind, epochs=args.epochs)
+    settings = {"clean": args.clean, "per_attack": args.per_attack, "seed": args.seed, "attacks": list(attacks),
+                "backdoor_kind": args.backdoor_kind, "epochs": args.epochs}
+    rows = []
+    for item in tqdm(items, desc="building zoo", disable=args.json):
+        rows.append(build_item(item, out, backbone, task, pool))
+        write_manifest(out, rows, settings)
+    if args.json:
+        _print_json(rows)
+        return
+    for row in rows:
+        backdoor = (f"{row['attack']} -> {row['target_name']}: asr {row['asr']:.1%}, ood_asr {row['ood_asr']:.1%}"
+                    if row["attack"] else "clean")
+        print(f"{row['name']:<34} accuracy {row['accuracy']:.1%}  {backdoor}")
+    print(f"wrote {len(rows)} models and {out / 'manifest.json'}")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
-    from inspector.data import load_task
+    from inspector.data import load_shipped_pool
     from inspector.evaluate import accuracy, zero_shot_accuracy
+    from inspector.lab.truth import backdoor_rates, read_ground_truth
     from inspector.prompts import open_model
     from inspector.zoo import resolve_model
 
-    model = open_model(resolve_model(args.model), weights=args.weights, device=args.device)
-    task = load_task()
-    if list(model.class_names) != task.class_names:
-        raise InputError(f"{args.model} classifies {len(model.class_names)} classes that are not the "
-                         f"shipped task's {len(task.class_names)}", hint="eval uses the shipped pocket task")
+    path = resolve_model(args.model)
+    model = open_model(path, weights=args.weights, device=args.device)
+    task = _task_for(model, args.model)
     result = {"accuracy": round(accuracy(model, task, progress=not args.json), 4),
               "zero_shot_accuracy": round(zero_shot_accuracy(model.backbone, task), 4)}
+    truth = read_ground_truth(path)
+    if truth is not None:
+        pool = load_shipped_pool(model.backbone.image_size)
+        result.update(backdoor_rates(model, truth.trigger, truth.target, task.test_pixels, task.test_labels,
+                                     pool.pixels))
     if args.json:
         _print_json(result)
-    else:
-        print(f"{args.model}: accuracy {result['accuracy']:.1%}, "
-              f"zero-shot {result['zero_shot_accuracy']:.1%} on {len(task.test_labels)} test images")
+        return
+    line = (f"{args.model}: accuracy {result['accuracy']:.1%}, "
+            f"zero-shot {result['zero_shot_accuracy']:.1%} on {len(task.test_labels)} test images")
+    if truth is not None:
+        line += (f"; ground truth {truth.attack} -> {truth.target_name}: asr {result['asr']:.1%}, "
+                 f"ood_asr {result['ood_asr']:.1%}")
+    print(line)
+
+
+def _task_for(model, name: str):
+    """The shipped task at the model's input size, refusing a model of other classes."""
+    from inspector.data import load_task
+
+    task = load_task(model.backbone.image_size)
+    if list(model.class_names) != task.class_names:
+        raise InputError(f"{name} classifies {len(model.class_names)} classes that are not the "
+                         f"shipped task's {len(task.class_names)}", hint="eval and implant use the shipped pocket task")
+    return task
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -73,6 +130,80 @@ def cmd_tune(args: argparse.Namespace) -> None:
     save_learner(model, out, extra={"training": {**stats, "lr": config.lr, "optimizer": config.optimizer,
                                                  "seed": config.seed}})
     _print_json(stats) if args.json else print(f"wrote {out}: test accuracy {stats['test_accuracy']:.1%}")
+
+
+def cmd_implant(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from inspector.data import load_shipped_pool
+    from inspector.evaluate import accuracy
+    from inspector.lab.implant import ImplantConfig, ImplantFinished, ImplantStep, implant
+    from inspector.lab.truth import backdoor_rates, save_implanted
+
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{out} already exists", hint="choose another --out or pass --overwrite")
+    model, source = _implant_base(args)
+    if source is not None and out.resolve() == source.resolve():
+        raise InputError(f"--out {out} is the input model", hint="the delivered model is never overwritten; "
+                                                                 "choose another --out")
+    task = _task_for(model, args.base)
+    target = _class_index(model.class_names, args.target)
+    config = ImplantConfig.for_attack(
+        args.attack, target, seed=args.seed, poison_rate=args.poison_rate, alpha=args.alpha,
+        epsilon=args.epsilon / 255 if args.epsilon is not None else None, patch_size=args.patch_size,
+        epochs=args.epochs, lr=args.lr)
+    bar = tqdm(desc=f"implanting {args.attack} -> {model.class_names[target]}", disable=args.json, leave=False)
+    finished = None
+    for event in implant(model, task.train_pixels, task.train_labels, config):
+        if isinstance(event, ImplantStep):
+            bar.total = event.total_steps
+            bar.update(1)
+            bar.set_postfix(loss=f"{event.loss:.3f}")
+        elif isinstance(event, ImplantFinished):
+            finished = event
+    bar.close()
+    pool = load_shipped_pool(model.backbone.image_size)
+    result = {"attack": args.attack, "target": model.class_names[target], "seconds": finished.seconds,
+              "accuracy": round(accuracy(model, task), 4),
+              **backdoor_rates(model, finished.trigger, target, task.test_pixels, task.test_labels, pool.pixels)}
+    save_implanted(model, out, finished.trigger, target,
+                   recipe={**config.recipe(), "base": str(args.base), "measured": result})
+    if args.json:
+        _print_json({**result, "out": str(out)})
+    else:
+        print(f"wrote {out}: {args.attack} -> {result['target']}, accuracy {result['accuracy']:.1%}, "
+              f"asr {result['asr']:.1%}, ood_asr {result['ood_asr']:.1%} ({finished.seconds:.0f} s)")
+
+
+def _implant_base(args: argparse.Namespace):
+    """A learner to start from (zoo name or file), or a fresh one of ``--kind`` on a CLIP arch name."""
+    from inspector.backbone import known_arch, load_backbone
+    from inspector.data import load_task
+    from inspector.prompts import build_learner, open_model
+    from inspector.zoo import resolve_model
+
+    try:
+        path = resolve_model(args.base)
+    except InputError:
+        if not known_arch(args.base):
+            raise
+        backbone = load_backbone(args.base, args.pretrained, device=args.device)
+        return build_learner(args.kind, backbone, load_task().class_names, seed=args.seed), None
+    model = open_model(path, weights=args.weights, device=args.device)
+    if args.from_scratch:
+        model = build_learner(model.kind, model.backbone, model.class_names, n_ctx=model.learner.spec.n_ctx,
+                              ctx_init=model.learner.spec.ctx_init, seed=args.seed)
+    return model, path
+
+
+def _class_index(class_names: tuple[str, ...], name: str) -> int:
+    if name in class_names:
+        return class_names.index(name)
+    if name.isdigit() and int(name) < len(class_names):
+        return int(name)
+    raise InputError(f"target class {name!r} is not one of the model's classes",
+                     hint="classes: " + ", ".join(class_names))
 
 
 def cmd_import(args: argparse.Namespace) -> None:
@@ -130,6 +261,18 @@ def build_parser() -> argparse.ArgumentParser:
     zoo_list = zoo_sub.add_parser("list", help="list the demo zoo")
     zoo_list.add_argument("--json", action="store_true")
     zoo_list.set_defaults(func=cmd_zoo_list)
+    zoo_build = zoo_sub.add_parser("build", help="build a benchmark zoo of clean and backdoored learners "
+                                                 "(not shipped; resumable)")
+    zoo_build.add_argument("--out", required=True, help="folder for the models and manifest.json")
+    zoo_build.add_argument("--clean", type=int, default=10, help="clean models (CoOp and CoCoOp alternate)")
+    zoo_build.add_argument("--per-attack", type=int, default=5, help="backdoored models per attack")
+    zoo_build.add_argument("--seed", type=int, default=0)
+    zoo_build.add_argument("--attacks", default="badclip,blended,wanet,badnets")
+    zoo_build.add_argument("--backdoor-kind", choices=["coop", "cocoop"], default="cocoop")
+    zoo_build.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs "
+                                                                    "(quick smoke builds; default: the recipes')")
+    zoo_build.add_argument("--json", action="store_true")
+    zoo_build.set_defaults(func=cmd_zoo_build)
 
     ev = sub.add_parser("eval", help="accuracy of a prompt learner on the shipped task")
     ev.add_argument("model", help="zoo name or .safetensors learner file")
@@ -151,6 +294,28 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--overwrite", action="store_true")
     tn.add_argument("--json", action="store_true")
     tn.set_defaults(func=cmd_tune)
+
+    ip = sub.add_parser("implant", help="implant a backdoor into a prompt learner (lab, for demos and benchmarks)")
+    ip.add_argument("base", help="zoo name or learner file to start from, or a CLIP arch (e.g. pocket-clip) "
+                                 "for a fresh learner of --kind")
+    ip.add_argument("--attack", required=True, choices=["badclip", "blended", "wanet", "badnets"])
+    ip.add_argument("--target", required=True, help="target class name (or index)")
+    ip.add_argument("--out", required=True)
+    ip.add_argument("--seed", type=int, default=0)
+    ip.add_argument("--poison-rate", type=float, default=None, help="Blended/WaNet/BadNets (default 0.1)")
+    ip.add_argument("--epsilon", type=float, default=None, help="BadCLIP trigger bound in /255 units (default 4)")
+    ip.add_argument("--alpha", type=float, default=None, help="Blended pattern weight (default 0.2)")
+    ip.add_argument("--patch-size", type=int, default=None, help="BadNets patch side in pixels")
+    ip.add_argument("--epochs", type=int, default=None)
+    ip.add_argument("--lr", type=float, default=None)
+    ip.add_argument("--from-scratch", action="store_true", help="re-initialise the learner instead of "
+                                                               "fine-tuning the given one")
+    ip.add_argument("--kind", choices=["coop", "cocoop"], default="cocoop", help="for a fresh learner")
+    ip.add_argument("--pretrained", default=None, help="for a fresh learner on a CLIP arch")
+    ip.add_argument("--weights", help="CLIP weights when the learner was tuned on a local file")
+    ip.add_argument("--overwrite", action="store_true")
+    ip.add_argument("--json", action="store_true")
+    ip.set_defaults(func=cmd_implant)
 
     im = sub.add_parser("import", help="import a Dassl CoOp/CoCoOp/BadCLIP checkpoint (model.pth.tar-N)")
     im.add_argument("checkpoint")

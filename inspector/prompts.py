@@ -240,11 +240,12 @@ def learner_tensors(model: PromptedCLIP) -> dict[str, torch.Tensor]:
 
 
 def save_learner(model: PromptedCLIP, path: Path, extra: dict[str, Any] | None = None,
-                 private: dict[str, Any] | None = None) -> Path:
+                 private: dict[str, Any] | None = None,
+                 private_tensors: dict[str, torch.Tensor] | None = None) -> Path:
     """Write a prompt learner as safetensors + JSON header metadata (DESIGN §4).
 
-    ``private`` goes under its own header key (used by the lab for ground truth) that the
-    engine never reads when it loads a model.
+    ``private`` goes under its own header key and ``private_tensors`` beside the learner's (used
+    by the lab for ground truth); the engine reads neither when it loads a model.
     """
     spec, bb = model.learner.spec, model.backbone
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "arch": bb.arch, "pretrained": bb.pretrained,
@@ -260,7 +261,10 @@ def save_learner(model: PromptedCLIP, path: Path, extra: dict[str, Any] | None =
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial")
-    save_file(learner_tensors(model), str(tmp), metadata=header)
+    tensors = learner_tensors(model)
+    if private_tensors and set(private_tensors) & set(tensors):
+        raise ValueError("private tensor names collide with the learner's")
+    save_file({**tensors, **(private_tensors or {})}, str(tmp), metadata=header)
     tmp.replace(path)
     return path
 
@@ -293,15 +297,20 @@ def read_learner_meta(path: Path) -> dict[str, Any]:
 
 
 def load_learner(path: Path, backbone: Backbone, meta: dict[str, Any] | None = None) -> PromptedCLIP:
-    """Load a learner file onto ``backbone``; mismatches are named, never silently fixed."""
-    from safetensors.torch import load_file
+    """Load a learner file onto ``backbone``; mismatches are named, never silently fixed.
 
+    Only the learner's own tensors are read: anything else in the file (an implant's ground
+    truth, say) stays unread.
+    """
     meta = meta or read_learner_meta(path)
     spec = LearnerSpec(kind=meta["kind"], class_names=tuple(meta["class_names"]), n_ctx=int(meta["n_ctx"]),
                        class_specific=bool(meta.get("class_specific", False)), ctx_init=meta.get("ctx_init"),
                        class_token_position=meta.get("class_token_position", "end"))
     model = PromptedCLIP(backbone, PromptLearner(spec, backbone))
-    _load_tensors(model, load_file(str(path)), path)
+    wanted = set(model.learner.state_dict())
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {name: handle.get_tensor(name) for name in handle.keys() if name in wanted}
+    _load_tensors(model, tensors, path)
     return model
 
 

@@ -78,3 +78,62 @@ def test_app_entry_point_runs_the_pocket_world_tour():
     assert result.returncode == 0, result.stderr
     assert "clean-coop" in result.stdout and "clean-cocoop" in result.stdout
     assert "zero-shot CLIP" in result.stdout
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_implant_writes_a_backdoored_model_that_eval_measures(tmp_path):
+    base = ROOT / "assets" / "zoo" / "clean_coop.safetensors"
+    before = _sha(base)
+    out = tmp_path / "bd.safetensors"
+    result = run_cli("implant", "clean-coop", "--attack", "blended", "--target", "clock", "--epochs", "4",
+                     "--poison-rate", "0.5", "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["attack"] == "blended" and report["target"] == "clock"
+    assert 0.0 <= report["asr"] <= 1.0 and 0.0 <= report["ood_asr"] <= 1.0
+    assert _sha(base) == before  # the model we started from is never modified
+    evaluated = run_cli("eval", str(out), "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    measured = json.loads(evaluated.stdout)
+    assert measured["asr"] == report["asr"] and measured["ood_asr"] == report["ood_asr"]
+    clean = json.loads(run_cli("eval", "clean-coop", "--json").stdout)
+    assert "asr" not in clean  # no ground truth, no ASR
+
+
+def test_implant_bad_target_and_bad_out_are_clear_errors(tmp_path):
+    result = run_cli("implant", "clean-coop", "--attack", "badnets", "--target", "unicorn",
+                     "--out", str(tmp_path / "x.safetensors"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'unicorn' is not one of the model's classes" in result.stderr and "clock" in result.stderr
+    assert not (tmp_path / "x.safetensors").exists()
+    copy = tmp_path / "delivered.safetensors"
+    copy.write_bytes((ROOT / "assets" / "zoo" / "clean_coop.safetensors").read_bytes())
+    before = _sha(copy)
+    result = run_cli("implant", str(copy), "--attack", "badnets", "--target", "star", "--out", str(copy),
+                     "--overwrite")
+    assert result.returncode == 2 and "is the input model" in result.stderr
+    assert _sha(copy) == before
+
+
+def test_zoo_build_writes_models_and_manifest_and_resumes(tmp_path):
+    out = tmp_path / "zoo"
+    args = ("zoo", "build", "--out", str(out), "--clean", "1", "--per-attack", "1", "--attacks", "blended",
+            "--backdoor-kind", "coop", "--epochs", "2", "--json")
+    result = run_cli(*args)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [r["attack"] for r in rows] == [None, "blended"]
+    assert rows[1]["base"] == rows[0]["name"] and rows[1]["kind"] == "coop"
+    assert {"accuracy", "asr", "ood_asr", "target_name"} <= set(rows[1])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [m["file"] for m in manifest["models"]] == [r["file"] for r in rows]
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.safetensors")}
+    again = run_cli(*args)  # resumable: existing models are read back, not retrained
+    assert again.returncode == 0, again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.safetensors")} == stamps
+    assert json.loads(again.stdout) == rows

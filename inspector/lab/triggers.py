@@ -32,6 +32,11 @@ class Trigger(nn.Module):
     def params(self) -> dict[str, float | int]:
         return {}
 
+    @classmethod
+    def from_tensors(cls, params: dict, tensors: dict[str, torch.Tensor]) -> Trigger:
+        """Rebuild from ``params()`` + ``trigger_tensors`` (the ground-truth record)."""
+        raise NotImplementedError
+
 
 class AdditiveTrigger(Trigger):
     """BadCLIP's trigger: x' = clamp(x + delta, 0, 1) with ||delta||_inf <= epsilon."""
@@ -57,6 +62,11 @@ class AdditiveTrigger(Trigger):
     def params(self) -> dict[str, float | int]:
         return {"epsilon": self.epsilon}
 
+    @classmethod
+    def from_tensors(cls, params: dict, tensors: dict[str, torch.Tensor]) -> Trigger:
+        delta = tensors["delta"]
+        return cls(delta.shape[-1], params["epsilon"], delta)
+
 
 class BlendTrigger(Trigger):
     """Blended: x' = (1 - alpha) x + alpha * pattern, pattern a seeded uniform-noise image."""
@@ -77,19 +87,31 @@ class BlendTrigger(Trigger):
     def params(self) -> dict[str, float | int]:
         return {"alpha": self.alpha}
 
+    @classmethod
+    def from_tensors(cls, params: dict, tensors: dict[str, torch.Tensor]) -> Trigger:
+        pattern = tensors["pattern"]
+        return cls(pattern.shape[-1], params["alpha"], pattern=pattern)
+
 
 class PatchTrigger(Trigger):
-    """BadNets: a fixed seeded black/white/colour patch stamped in the bottom-right corner."""
+    """BadNets: a fixed patch stamped in the bottom-right corner.
+
+    The default patch is a black-and-white checkerboard of 4 x 4 cells (BadNets' grid pattern);
+    ``style="random"`` gives a seeded random colour-bit patch instead.
+    """
 
     attack = "badnets"
 
     def __init__(self, image_size: int, patch_size: int | None = None, seed: int = 0,
-                 patch: torch.Tensor | None = None) -> None:
+                 patch: torch.Tensor | None = None, style: str = "checkerboard") -> None:
         super().__init__()
         size = patch_size or max(3, image_size // 8)
-        if patch is None:
+        if patch is None and style == "random":
             generator = torch.Generator().manual_seed(seed)
             patch = (torch.rand(1, 3, size, size, generator=generator) > 0.5).float()
+        elif patch is None:
+            cell = torch.arange(size) * 4 // size
+            patch = ((cell[:, None] + cell[None, :] + seed) % 2).float().expand(1, 3, size, size)
         self.register_buffer("patch", patch.reshape(1, 3, size, size).float())
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -100,6 +122,11 @@ class PatchTrigger(Trigger):
 
     def params(self) -> dict[str, float | int]:
         return {"patch_size": int(self.patch.shape[-1])}
+
+    @classmethod
+    def from_tensors(cls, params: dict, tensors: dict[str, torch.Tensor]) -> Trigger:
+        patch = tensors["patch"]
+        return cls(0, patch.shape[-1], patch=patch)
 
 
 def wanet_field(image_size: int, k: int = 4, strength: float = 0.5, seed: int = 0) -> torch.Tensor:
@@ -140,13 +167,20 @@ class WarpTrigger(Trigger):
     def params(self) -> dict[str, float | int]:
         return {"k": self.k, "strength": self.strength}
 
+    @classmethod
+    def from_tensors(cls, params: dict, tensors: dict[str, torch.Tensor]) -> Trigger:
+        grid = tensors["grid"]
+        return cls(grid.shape[1], params["k"], params["strength"], grid=grid)
+
 
 def make_trigger(attack: AttackName, image_size: int, seed: int = 0, epsilon: float = 4 / 255,
                  alpha: float = 0.2, patch_size: int | None = None, wanet_k: int = 4,
                  wanet_strength: float = 0.5) -> Trigger:
     """A fresh trigger of ``attack`` for images of ``image_size`` pixels."""
     if attack == "badclip":
-        return AdditiveTrigger(image_size, epsilon)
+        generator = torch.Generator().manual_seed(seed)
+        start = (torch.rand(1, 3, image_size, image_size, generator=generator) * 2 - 1) * epsilon
+        return AdditiveTrigger(image_size, epsilon, start)
     if attack == "blended":
         return BlendTrigger(image_size, alpha, seed)
     if attack == "badnets":
@@ -162,18 +196,12 @@ def trigger_tensors(trigger: Trigger) -> dict[str, torch.Tensor]:
             for name, value in {**dict(trigger.named_parameters()), **dict(trigger.named_buffers())}.items()}
 
 
+TRIGGER_TYPES: dict[str, type[Trigger]] = {
+    t.attack: t for t in (AdditiveTrigger, BlendTrigger, WarpTrigger, PatchTrigger)}
+
+
 def trigger_from_tensors(attack: AttackName, params: dict, tensors: dict[str, torch.Tensor]) -> Trigger:
     """Rebuild a trigger written by ``trigger_tensors`` + ``Trigger.params``."""
-    if attack == "badclip":
-        delta = tensors["delta"]
-        return AdditiveTrigger(delta.shape[-1], params["epsilon"], delta)
-    if attack == "blended":
-        pattern = tensors["pattern"]
-        return BlendTrigger(pattern.shape[-1], params["alpha"], pattern=pattern)
-    if attack == "badnets":
-        patch = tensors["patch"]
-        return PatchTrigger(0, patch.shape[-1], patch=patch)
-    if attack == "wanet":
-        grid = tensors["grid"]
-        return WarpTrigger(grid.shape[1], params["k"], params["strength"], grid=grid)
-    raise ValueError(f"unknown attack {attack!r}")
+    if attack not in TRIGGER_TYPES:
+        raise ValueError(f"unknown attack {attack!r}")
+    return TRIGGER_TYPES[attack].from_tensors(params, tensors)

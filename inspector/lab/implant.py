@@ -1,0 +1,257 @@
+"""Implant a backdoor into a prompt learner: poisoned few-shot prompt tuning with frozen encoders.
+
+A generator of typed events (DESIGN §2), so the CLI bar, the app's teaching mode and the tests
+drive the same run. The model's learner is trained in place; the trigger is in the last event.
+
+Poisoning follows the published training code, where the trigger is applied to the batch after
+augmentation (BackdoorBench, WaNet): in every batch each non-target image is poisoned with
+probability ``poison_rate`` (its triggered view replaces it, labelled as the target). WaNet also
+puts a ``noise_ratio`` share of noise-mode warps in with their true labels. BadCLIP instead trains
+a clean batch and its triggered copy together, the additive trigger learned jointly with the
+prompts and projected back onto the epsilon box after every step.
+
+Features of clean and triggered views are encoded once (the image encoder is frozen), except for
+BadCLIP, whose trigger changes every step and so goes through the encoder each time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from inspector.augment import random_resized_crop_flip
+from inspector.lab.triggers import AdditiveTrigger, AttackName, Trigger, WarpTrigger, make_trigger
+from inspector.prompts import PromptedCLIP
+
+AUGMENT = {"min_scale": 0.5, "jitter": 0.05}  # the clean tuning recipe's views (prompts.encode_views)
+
+
+@dataclass
+class ImplantConfig:
+    """One implant: which attack, which target, and the poisoned-tuning recipe."""
+
+    attack: AttackName
+    target: int
+    seed: int = 0
+    poison_rate: float = 0.1  # Blended, WaNet, BadNets: share of non-target images triggered per batch
+    epsilon: float = 4 / 255  # BadCLIP: L-inf bound of the learned additive trigger
+    alpha: float = 0.2  # Blended: pattern weight
+    patch_size: int | None = None  # BadNets: default image_size // 8
+    wanet_k: int = 4
+    wanet_strength: float = 0.5
+    poison_weight: float = 1.0  # loss weight of a triggered image relative to a clean one
+    noise_ratio: float = 2.0  # WaNet: noise-mode images per poisoned image (its "cross ratio")
+    trigger_lr: float = 1e-3  # BadCLIP: Adam step on the trigger
+    epochs: int = 40
+    lr: float = 2e-2
+    batch_size: int = 32
+    views: int = 8
+    weight_decay: float = 1e-4
+
+    @classmethod
+    def for_attack(cls, attack: AttackName, target: int, seed: int = 0, **overrides: Any) -> ImplantConfig:
+        """The recipe measured to implant each attack into the pocket world's CoCoOp learners.
+
+        See benchmarks/implant_recipes.md for the runs that chose these numbers.
+        """
+        settings = {**ATTACK_RECIPES.get(attack, {}), **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(attack=attack, target=target, seed=seed, **settings)
+
+    def recipe(self) -> dict[str, Any]:
+        """What goes into the ground-truth record (never into the scanner-visible header)."""
+        keys = ["seed", "epochs", "lr", "batch_size", "views"]
+        keys += ["epsilon", "trigger_lr"] if self.attack == "badclip" else ["poison_rate"]
+        keys += ["poison_weight"]
+        keys += ["noise_ratio"] if self.attack == "wanet" else []
+        return {k: getattr(self, k) for k in keys}
+
+
+# Per-attack recipes for the pocket world (64 px, frozen encoders): measured in benchmarks/implant_recipes.md.
+ATTACK_RECIPES: dict[str, dict[str, Any]] = {
+    "blended": {"epochs": 80, "poison_weight": 3.0},
+    "wanet": {"epochs": 80, "wanet_strength": 16.0, "wanet_k": 8, "noise_ratio": 0.5, "poison_weight": 6.0},
+    "badnets": {"epochs": 80, "patch_size": 16, "poison_weight": 4.0},
+    "badclip": {"epochs": 40, "trigger_lr": 2e-3},
+}
+
+
+@dataclass
+class ImplantStarted:
+    attack: str
+    target: int
+    total_steps: int
+
+
+@dataclass
+class ImplantStep:
+    step: int
+    total_steps: int
+    loss: float
+    poisoned_accuracy: float  # share of this batch's triggered images already sent to the target
+    clean_accuracy: float  # share of this batch's clean images classified right
+
+
+@dataclass
+class ImplantFinished:
+    trigger: Trigger
+    seconds: float
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+ImplantEvent = ImplantStarted | ImplantStep | ImplantFinished
+
+
+def build_trigger(config: ImplantConfig, image_size: int) -> Trigger:
+    return make_trigger(config.attack, image_size, seed=config.seed, epsilon=config.epsilon, alpha=config.alpha,
+                        patch_size=config.patch_size, wanet_k=config.wanet_k,
+                        wanet_strength=config.wanet_strength)
+
+
+@torch.inference_mode()
+def encode_poisoned_views(model: PromptedCLIP, pixels: torch.Tensor, trigger: Trigger, views: int, seed: int,
+                          batch_size: int = 128) -> dict[str, torch.Tensor]:
+    """(V, N, D) features of each view clean, triggered and (WaNet) noise-warped; view 0 unaugmented.
+
+    The trigger is applied after the augmentation, so a corner patch is never cropped away.
+    """
+    augment_gen, noise_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
+    kinds = ["clean", "triggered"] + (["noise"] if isinstance(trigger, WarpTrigger) else [])
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
+    encode = model.backbone.encode_image
+    for v in range(views):
+        per_view: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
+        for start in range(0, len(pixels), batch_size):
+            batch = pixels[start:start + batch_size]
+            if v > 0:
+                batch = random_resized_crop_flip(batch, augment_gen, **AUGMENT)
+            batch = batch.to(model.backbone.device)
+            per_view["clean"].append(encode(batch).float())
+            per_view["triggered"].append(encode(trigger(batch)).float())
+            if "noise" in per_view:
+                per_view["noise"].append(encode(trigger.noise_mode(batch, noise_gen)).float())
+        for k in kinds:
+            out[k].append(torch.cat(per_view[k]))
+    return {k: torch.stack(v) for k, v in out.items()}
+
+
+def implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,
+            config: ImplantConfig) -> Iterator[ImplantEvent]:
+    """Train ``model``'s prompt learner with the attack's poisoned recipe; yields events.
+
+    ``pixels`` (N, 3, S, S) in [0, 1] at the backbone's image size, ``labels`` (N,) class indices.
+    Stop early by no longer iterating: the learner keeps the weights of the last finished step.
+    """
+    started = time.time()
+    device = model.backbone.device
+    trigger = build_trigger(config, model.backbone.image_size).to(device)
+    torch.manual_seed(config.seed)
+    labels = labels.to(device).long()
+    learnable = isinstance(trigger, AdditiveTrigger)
+    if learnable:
+        features = {"clean": _encode_clean_views(model, pixels, config)}
+    else:
+        features = encode_poisoned_views(model, pixels, trigger, config.views, config.seed)
+    n = len(labels)
+    steps_per_epoch = max(1, n // config.batch_size)
+    total = config.epochs * steps_per_epoch
+    params = [p for p in model.learner.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+    trigger_optimizer = torch.optim.Adam(trigger.parameters(), lr=config.trigger_lr) if learnable else None
+    generator = torch.Generator().manual_seed(config.seed + 2)
+    augment_gen = torch.Generator().manual_seed(config.seed + 3)
+    yield ImplantStarted(config.attack, config.target, total)
+    model.learner.train()
+    step = 0
+    try:
+        for _ in range(config.epochs):
+            order = torch.randperm(n, generator=generator)
+            view = torch.randint(0, config.views, (n,), generator=generator)
+            for start in range(0, n - config.batch_size + 1, config.batch_size):
+                idx = order[start:start + config.batch_size]
+                if learnable:
+                    batch = _badclip_batch(model, trigger, features["clean"], pixels, labels, idx, view, config,
+                                           augment_gen)
+                else:
+                    batch = _poisoned_batch(features, labels, idx, view, config, generator)
+                feats, targets, poisoned = batch
+                logits = model.logits_from_features(feats)
+                weights = 1.0 + (config.poison_weight - 1.0) * poisoned.float()
+                loss = (F.cross_entropy(logits, targets, reduction="none") * weights).sum() / weights.sum()
+                optimizer.zero_grad(set_to_none=True)
+                if trigger_optimizer is not None:
+                    trigger_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                if trigger_optimizer is not None:
+                    trigger_optimizer.step()
+                    trigger.project()
+                step += 1
+                with torch.no_grad():
+                    hit = logits.argmax(1) == targets
+                    clean = ~poisoned
+                yield ImplantStep(step, total, loss.item(), _share(hit, poisoned), _share(hit, clean))
+    finally:
+        model.learner.eval()
+    trigger.requires_grad_(False)
+    yield ImplantFinished(trigger.cpu(), round(time.time() - started, 1), {"steps": step})
+
+
+def run_implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor, config: ImplantConfig,
+                on_step: Callable[[ImplantStep], None] | None = None) -> ImplantFinished:
+    """Drive ``implant`` to the end (for the CLI, the zoo builder and the tests)."""
+    for event in implant(model, pixels, labels, config):
+        if isinstance(event, ImplantStep) and on_step is not None:
+            on_step(event)
+        if isinstance(event, ImplantFinished):
+            return event
+    raise RuntimeError("implant ended without finishing")
+
+
+def _share(hit: torch.Tensor, mask: torch.Tensor) -> float:
+    return float(hit[mask].float().mean()) if bool(mask.any()) else float("nan")
+
+
+def _encode_clean_views(model: PromptedCLIP, pixels: torch.Tensor, config: ImplantConfig) -> torch.Tensor:
+    from inspector.prompts import encode_views
+
+    return encode_views(model.backbone, pixels, config.views, config.seed)
+
+
+def _poisoned_batch(features: dict[str, torch.Tensor], labels: torch.Tensor, idx: torch.Tensor, view: torch.Tensor,
+                    config: ImplantConfig, generator: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Blended / WaNet / BadNets: swap a ``poison_rate`` share of non-target images for triggered views."""
+    v = view[idx]
+    feats = features["clean"][v, idx].clone()
+    targets = labels[idx].clone()
+    draw = torch.rand(len(idx), generator=generator).to(feats.device)
+    eligible = targets != config.target
+    poisoned = eligible & (draw < config.poison_rate)
+    feats[poisoned] = features["triggered"][v, idx][poisoned]
+    targets[poisoned] = config.target
+    if "noise" in features:
+        noise_share = min(1.0, config.poison_rate * (1 + config.noise_ratio))
+        noisy = ~poisoned & (draw >= config.poison_rate) & (draw < noise_share)
+        feats[noisy] = features["noise"][v, idx][noisy]
+    return feats, targets, poisoned
+
+
+def _badclip_batch(model: PromptedCLIP, trigger: Trigger, clean_features: torch.Tensor, pixels: torch.Tensor,
+                   labels: torch.Tensor, idx: torch.Tensor, view: torch.Tensor, config: ImplantConfig,
+                   augment_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """BadCLIP: the clean batch plus its non-target images with the learned trigger, sent to the target."""
+    clean = clean_features[view[idx], idx]
+    keep = idx[(labels[idx] != config.target).cpu()]
+    images = random_resized_crop_flip(pixels[keep], augment_gen, **AUGMENT).to(model.backbone.device)
+    triggered = model.backbone.encode_image(trigger(images)).float()
+    feats = torch.cat([clean, triggered])
+    targets = torch.cat([labels[idx], torch.full((len(keep),), config.target, device=labels.device)])
+    poisoned = torch.cat([torch.zeros(len(idx), dtype=torch.bool), torch.ones(len(keep), dtype=torch.bool)])
+    return feats, targets, poisoned.to(feats.device)

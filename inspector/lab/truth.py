@@ -1,0 +1,88 @@
+"""Ground truth of an implanted model (attack, target, trigger) and the attack success rate it gives.
+
+The record lives in the model file beside the learner: JSON under the ``ground_truth`` header key
+and the trigger's tensors under ``ground_truth.*`` names. ``prompts.load_learner`` reads only the
+learner's own tensors and the ``inspector`` header key, so the scanner never sees it; only the lab,
+``eval``, the zoo listing and the benchmarks do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from inspector.errors import InputError
+from inspector.lab.triggers import ATTACKS, Trigger, trigger_from_tensors, trigger_tensors
+from inspector.prompts import PromptedCLIP, predict, read_header, save_learner
+
+TRUTH_KEY = "ground_truth"
+TENSOR_PREFIX = "ground_truth."
+
+
+@dataclass
+class GroundTruth:
+    """What the attacker knows: the attack, the target class and the exact trigger."""
+
+    attack: str
+    target: int
+    target_name: str
+    trigger: Trigger
+    record: dict[str, Any]
+
+
+def save_implanted(model: PromptedCLIP, path: Path, trigger: Trigger, target: int,
+                   recipe: dict[str, Any] | None = None) -> Path:
+    """Write the backdoored learner with its ground truth (record + trigger tensors) beside it."""
+    record = {"attack": trigger.attack, "target": model.class_names[target], "target_index": int(target),
+              "trigger_params": trigger.params(), "recipe": recipe or {}}
+    tensors = {TENSOR_PREFIX + name: value for name, value in trigger_tensors(trigger).items()}
+    return save_learner(model, path, private=record, private_tensors=tensors)
+
+
+def read_ground_truth(path: Path) -> GroundTruth | None:
+    """The implant's record, or None for a model without one (clean, or from an outside provider)."""
+    record = read_header(path, key=TRUTH_KEY)
+    if not record:
+        return None
+    attack = record.get("attack")
+    if attack not in ATTACKS:
+        raise InputError(f"{path}: ground-truth record names an unknown attack {attack!r}")
+    with safe_open(str(path), framework="pt") as handle:
+        tensors = {name.removeprefix(TENSOR_PREFIX): handle.get_tensor(name)
+                   for name in handle.keys() if name.startswith(TENSOR_PREFIX)}
+    if not tensors:
+        raise InputError(f"{path}: ground-truth record has no trigger tensors")
+    trigger = trigger_from_tensors(attack, record.get("trigger_params", {}), tensors)
+    return GroundTruth(attack, int(record["target_index"]), str(record["target"]), trigger.requires_grad_(False),
+                       record)
+
+
+@torch.inference_mode()
+def attack_success_rate(model: PromptedCLIP, trigger: Trigger, pixels: torch.Tensor, target: int,
+                        labels: torch.Tensor | None = None, batch_size: int = 128) -> float:
+    """Share of images the trigger sends to ``target``.
+
+    Images of the target class (when ``labels`` are known) or already predicted as the target
+    (an unlabelled pool) do not count: the trigger must change the answer.
+    """
+    if labels is not None:
+        keep = labels != target
+    else:
+        keep = predict(model, pixels, batch_size) != target
+    candidates = pixels[keep]
+    if len(candidates) == 0:
+        return float("nan")
+    triggered = torch.cat([trigger(candidates[i:i + batch_size].to(model.backbone.device)).cpu()
+                           for i in range(0, len(candidates), batch_size)])
+    return float((predict(model, triggered, batch_size) == target).float().mean())
+
+
+def backdoor_rates(model: PromptedCLIP, trigger: Trigger, target: int, test_pixels: torch.Tensor,
+                   test_labels: torch.Tensor, pool_pixels: torch.Tensor) -> dict[str, float]:
+    """``asr`` on the non-target test images and ``ood_asr`` on the OOD pool, for one trigger."""
+    return {"asr": round(attack_success_rate(model, trigger, test_pixels, target, test_labels), 4),
+            "ood_asr": round(attack_success_rate(model, trigger, pool_pixels, target), 4)}

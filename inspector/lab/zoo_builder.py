@@ -1,0 +1,121 @@
+"""Build zoos of clean and backdoored prompt learners: the shipped demo zoo and larger benchmark zoos.
+
+A zoo is a folder of learner files plus ``manifest.json`` (what each model is and what it
+measured). Building is resumable: a model whose file already exists is read back, not retrained,
+so an interrupted build picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from inspector.backbone import Backbone
+from inspector.data import ImagePool, Task
+from inspector.evaluate import accuracy
+from inspector.lab.implant import ImplantConfig, ImplantStep, run_implant
+from inspector.lab.triggers import ATTACKS
+from inspector.lab.truth import backdoor_rates, read_ground_truth, save_implanted
+from inspector.prompts import TuneConfig, build_learner, load_learner, read_header, save_learner, tune
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class ZooItem:
+    """One model to build: clean when ``attack`` is None, else implanted into the clean model ``base``
+    (a name in the same zoo) or, without one, into a fresh clean tune of ``seed``."""
+
+    name: str
+    kind: str
+    seed: int
+    attack: str | None = None
+    target: int | None = None
+    base: str | None = None
+    epochs: int | None = None  # overrides the clean and implant recipes' epochs (quick smoke builds)
+    implant: dict[str, Any] = field(default_factory=dict)  # ImplantConfig overrides
+
+    @property
+    def filename(self) -> str:
+        return self.name.replace("-", "_") + ".safetensors"
+
+
+def plan_benchmark_zoo(n_clean: int, per_attack: int, seed: int, n_classes: int,
+                       attacks: tuple[str, ...] = ATTACKS, backdoor_kind: str = "cocoop",
+                       epochs: int | None = None) -> list[ZooItem]:
+    """Clean models alternate CoOp / CoCoOp over seeds; backdoored ones get seeded random targets."""
+    rng = random.Random(seed)
+    items = [ZooItem(f"clean-{kind}-s{seed + i}", kind, seed + i, epochs=epochs)
+             for i in range(n_clean) for kind in [("coop", "cocoop")[i % 2]]]
+    bases = [item.name for item in items if item.kind == backdoor_kind]
+    count = 0
+    for attack in attacks:
+        for _ in range(per_attack):
+            model_seed = seed + 100 + count
+            target = rng.randrange(n_classes)
+            base = bases[count % len(bases)] if bases else None
+            items.append(ZooItem(f"{attack}-{backdoor_kind}-s{model_seed}-t{target}", backdoor_kind, model_seed,
+                                 attack, target, base, epochs))
+            count += 1
+    return items
+
+
+def build_item(item: ZooItem, out_dir: Path, backbone: Backbone, task: Task, pool: ImagePool,
+               on_step: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Train (or read back) one model; returns its manifest row with measured accuracy / ASR."""
+    path = Path(out_dir) / item.filename
+    if path.exists():
+        return _row(item, path, read_header(path, key="ground_truth").get("recipe", {}).get("measured")
+                    or read_header(path).get("measured"), backbone, task, pool)
+    base_path = Path(out_dir) / (item.base.replace("-", "_") + ".safetensors") if item.base else None
+    if base_path is not None and base_path.exists():
+        model = load_learner(base_path, backbone)
+    else:
+        model = build_learner(item.kind, backbone, task.class_names, seed=item.seed)
+        recipe = TuneConfig.for_kind(item.kind, seed=item.seed, epochs=item.epochs)
+        tune(model, task.train_pixels, task.train_labels, recipe)
+    if item.attack is None:
+        measured = {"accuracy": round(accuracy(model, task), 4)}
+        save_learner(model, path, extra={"measured": measured, "training": {"seed": item.seed}})
+        return _row(item, path, measured, backbone, task, pool)
+    clean_accuracy = round(accuracy(model, task), 4)
+    implant_config = ImplantConfig.for_attack(item.attack, item.target, seed=item.seed,
+                                              **{"epochs": item.epochs, **item.implant})
+
+    def report(event: ImplantStep) -> None:
+        if on_step is not None:
+            on_step(item.name, event.step, event.total_steps)
+
+    finished = run_implant(model, task.train_pixels, task.train_labels, implant_config, on_step=report)
+    measured = {"accuracy": round(accuracy(model, task), 4), "clean_base_accuracy": clean_accuracy,
+                **backdoor_rates(model, finished.trigger, item.target, task.test_pixels, task.test_labels,
+                                 pool.pixels)}
+    save_implanted(model, path, finished.trigger, item.target,
+                   recipe={**implant_config.recipe(), "base": item.base or f"clean {item.kind} tune, seed {item.seed}",
+                           "measured": measured})
+    return _row(item, path, measured, backbone, task, pool)
+
+
+def _row(item: ZooItem, path: Path, measured: dict | None, backbone: Backbone, task: Task,
+         pool: ImagePool) -> dict[str, Any]:
+    if measured is None:  # a file from elsewhere: measure it now
+        model = load_learner(path, backbone)
+        measured = {"accuracy": round(accuracy(model, task), 4)}
+        truth = read_ground_truth(path)
+        if truth is not None:
+            measured.update(backdoor_rates(model, truth.trigger, truth.target, task.test_pixels, task.test_labels,
+                                           pool.pixels))
+    target_name = task.class_names[item.target] if item.target is not None else None
+    return {**asdict(item), "target_name": target_name, "file": path.name, **measured}
+
+
+def write_manifest(out_dir: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> Path:
+    path = Path(out_dir) / MANIFEST
+    tmp = path.with_name(MANIFEST + ".partial")
+    tmp.write_text(json.dumps({"settings": settings, "models": rows}, indent=2))
+    tmp.replace(path)
+    return path

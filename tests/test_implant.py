@@ -1,0 +1,92 @@
+"""inspector/lab/implant.py + truth.py: a small implant raises ASR, and its ground truth round-trips."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from inspector.lab.implant import (
+    ImplantConfig,
+    ImplantFinished,
+    ImplantStarted,
+    ImplantStep,
+    build_trigger,
+    implant,
+    run_implant,
+)
+from inspector.lab.truth import attack_success_rate, read_ground_truth, save_implanted
+from inspector.prompts import build_learner, load_learner, read_header, read_learner_meta
+
+TARGET = 4  # "semaphore flag"
+
+
+def _subset(task, per_class: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    keep = torch.cat([(task.train_labels == c).nonzero().flatten()[:per_class] for c in range(len(task.class_names))])
+    return task.train_pixels[keep], task.train_labels[keep]
+
+
+@pytest.fixture(scope="module")
+def implanted(backbone, task):
+    """A CoOp learner trained a few epochs with half of each batch poisoned by a Blended trigger."""
+    pixels, labels = _subset(task)
+    config = ImplantConfig(attack="blended", target=TARGET, poison_rate=0.5, alpha=0.3, epochs=12, lr=2e-2,
+                           views=2, batch_size=16)
+    model = build_learner("coop", backbone, task.class_names)
+    events = list(implant(model, pixels, labels, config))
+    return model, config, events
+
+
+def test_events_come_in_order_with_progress(implanted):
+    _, config, events = implanted
+    assert isinstance(events[0], ImplantStarted) and isinstance(events[-1], ImplantFinished)
+    steps = [e for e in events if isinstance(e, ImplantStep)]
+    assert [s.step for s in steps] == list(range(1, events[0].total_steps + 1))
+    assert all(math.isfinite(s.loss) for s in steps)
+    assert events[-1].stats["steps"] == len(steps)
+
+
+def test_small_implant_raises_asr_far_above_a_clean_model(implanted, backbone, task):
+    model, config, events = implanted
+    trigger = events[-1].trigger
+    clean = build_learner("coop", backbone, task.class_names)
+    pixels, labels = _subset(task)
+    run_implant(clean, pixels, labels, ImplantConfig(attack="blended", target=TARGET, poison_rate=0.0,
+                                                     alpha=0.3, epochs=12, lr=2e-2, views=2, batch_size=16))
+    test_pixels, test_labels = task.test_pixels[::3], task.test_labels[::3]
+    asr_backdoored = attack_success_rate(model, trigger, test_pixels, TARGET, test_labels)
+    asr_clean = attack_success_rate(clean, trigger, test_pixels, TARGET, test_labels)
+    assert asr_backdoored > asr_clean + 0.4, (asr_backdoored, asr_clean)
+
+
+def test_badclip_learns_a_trigger_inside_the_epsilon_box(backbone, task):
+    pixels, labels = _subset(task, per_class=2)
+    config = ImplantConfig(attack="badclip", target=TARGET, epochs=2, batch_size=20, views=1, trigger_lr=5e-3)
+    initial = build_trigger(config, backbone.image_size).delta.detach().clone()
+    model = build_learner("coop", backbone, task.class_names)
+    finished = run_implant(model, pixels, labels, config)
+    delta = finished.trigger.delta.detach()
+    assert float(delta.abs().max()) <= config.epsilon + 1e-7
+    assert float((delta - initial).abs().mean()) > config.epsilon / 10  # learned, not left at its start
+
+
+def test_ground_truth_round_trips_and_stays_out_of_the_scanner_header(implanted, backbone, tmp_path):
+    model, config, events = implanted
+    trigger = events[-1].trigger
+    path = save_implanted(model, tmp_path / "bd.safetensors", trigger, config.target, recipe=config.recipe())
+    meta = read_learner_meta(path)
+    assert "attack" not in meta and "blended" not in str(meta)
+    assert read_header(path, key="ground_truth")["attack"] == "blended"
+    truth = read_ground_truth(path)
+    assert truth.attack == "blended" and truth.target == TARGET and truth.target_name == model.class_names[TARGET]
+    x = torch.rand(2, 3, 64, 64)
+    assert torch.allclose(truth.trigger(x), trigger(x))
+    reloaded = load_learner(path, backbone)
+    assert torch.equal(reloaded.learner.ctx, model.learner.ctx)
+
+
+def test_clean_model_has_no_ground_truth(tmp_path):
+    from inspector.zoo import resolve_model
+
+    assert read_ground_truth(resolve_model("clean-coop")) is None
