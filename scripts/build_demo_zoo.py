@@ -20,7 +20,7 @@ from inspector.data import load_shipped_pool, load_task  # noqa: E402
 from inspector.lab.zoo_builder import ZooItem, build_item  # noqa: E402
 from inspector.zoo import ZOO_DIR  # noqa: E402
 
-DEMO_BACKDOORS = [("badclip", "balloon"), ("blended", "clock"), ("wanet", "map"), ("badnets", "star")]
+DEMO_BACKDOORS = [("badclip", "balloon"), ("blended", "clock"), ("wanet", "map"), ("badnets", "playing card")]
 
 
 def main() -> None:
