@@ -62,8 +62,7 @@ def test_small_implant_raises_asr_far_above_a_clean_model(implanted, backbone, t
 
 def test_badclip_learns_a_trigger_inside_the_epsilon_box(backbone, task):
     pixels, labels = _subset(task, per_class=2)
-    config = ImplantConfig(attack="badclip", target=TARGET, epochs=2, batch_size=20, views=1, trigger_lr=5e-3,
-                           trigger_warmup=3)
+    config = ImplantConfig(attack="badclip", target=TARGET, epochs=2, batch_size=20, views=1, trigger_lr=5e-3)
     initial = build_trigger(config, backbone.image_size).delta.detach().clone()
     model = build_learner("coop", backbone, task.class_names)
     finished = run_implant(model, pixels, labels, config)

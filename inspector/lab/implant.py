@@ -47,7 +47,6 @@ class ImplantConfig:
     poison_weight: float = 1.0  # loss weight of a triggered image relative to a clean one
     noise_ratio: float = 2.0  # WaNet: noise-mode images per poisoned image (its "cross ratio")
     trigger_lr: float = 1e-3  # BadCLIP: Adam step on the trigger
-    trigger_warmup: int = 0  # BadCLIP: steps that first shape the trigger to stand out in feature space
     epochs: int = 40
     lr: float = 2e-2
     batch_size: int = 32
@@ -66,7 +65,7 @@ class ImplantConfig:
     def recipe(self) -> dict[str, Any]:
         """What goes into the ground-truth record (never into the scanner-visible header)."""
         keys = ["seed", "epochs", "lr", "batch_size", "views"]
-        keys += ["epsilon", "trigger_lr", "trigger_warmup"] if self.attack == "badclip" else ["poison_rate"]
+        keys += ["epsilon", "trigger_lr"] if self.attack == "badclip" else ["poison_rate"]
         keys += ["poison_weight"]
         keys += ["noise_ratio"] if self.attack == "wanet" else []
         return {k: getattr(self, k) for k in keys}
@@ -155,7 +154,6 @@ def implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,
     learnable = isinstance(trigger, AdditiveTrigger)
     if learnable:
         features = {"clean": _encode_clean_views(model, pixels, config)}
-        _warm_up_trigger(model, trigger, pixels, features["clean"][0], config)
     else:
         features = encode_poisoned_views(model, pixels, trigger, config.views, config.seed)
     n = len(labels)
@@ -224,26 +222,6 @@ def _encode_clean_views(model: PromptedCLIP, pixels: torch.Tensor, config: Impla
     from inspector.prompts import encode_views
 
     return encode_views(model.backbone, pixels, config.views, config.seed)
-
-
-def _warm_up_trigger(model: PromptedCLIP, trigger: Trigger, pixels: torch.Tensor, clean: torch.Tensor,
-                     config: ImplantConfig) -> None:
-    """Make the additive trigger separable from clean images along one feature direction (Fisher ratio)."""
-    if config.trigger_warmup <= 0:
-        return
-    generator = torch.Generator().manual_seed(config.seed + 4)
-    direction = torch.randn(clean.shape[1], generator=generator).to(clean.device).requires_grad_(True)
-    optimizer = torch.optim.Adam([*trigger.parameters(), direction], lr=config.trigger_lr)
-    for _ in range(config.trigger_warmup):
-        idx = torch.randint(0, len(pixels), (2 * config.batch_size,), generator=generator)
-        triggered = model.backbone.encode_image(trigger(pixels[idx].to(clean.device))).float()
-        unit = direction / direction.norm()
-        clean_proj, trig_proj = clean[idx] @ unit, triggered @ unit
-        loss = -(trig_proj.mean() - clean_proj.mean()) / (clean_proj.std() + trig_proj.std() + 1e-6)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        trigger.project()
 
 
 def _poisoned_batch(features: dict[str, torch.Tensor], labels: torch.Tensor, idx: torch.Tensor, view: torch.Tensor,
