@@ -10,8 +10,13 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from inspector.errors import InputError
+
+if TYPE_CHECKING:
+    from inspector.data import Task
+    from inspector.prompts import PromptedCLIP
 
 
 def _print_json(payload: object) -> None:
@@ -96,7 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(line)
 
 
-def _task_for(model, name: str):
+def _task_for(model: PromptedCLIP, name: str) -> Task:
     """The shipped task at the model's input size, refusing a model of other classes."""
     from inspector.data import load_task
 
@@ -176,7 +181,7 @@ def cmd_implant(args: argparse.Namespace) -> None:
               f"asr {result['asr']:.1%}, ood_asr {result['ood_asr']:.1%} ({finished.seconds:.0f} s)")
 
 
-def _implant_base(args: argparse.Namespace):
+def _implant_base(args: argparse.Namespace) -> tuple[PromptedCLIP, Path | None]:
     """A learner to start from (zoo name or file), or a fresh one of ``--kind`` on a CLIP arch name."""
     from inspector.backbone import known_arch, load_backbone
     from inspector.data import load_task
