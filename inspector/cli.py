@@ -1,4 +1,4 @@
-"""Command line: ``python -m inspector {zoo,eval,tune,implant,import,demo} ...``.
+"""Command line: ``python -m inspector {scan,repair,zoo,eval,tune,implant,import,demo} ...``.
 
 Bad input ends with one clear line on stderr and exit code 2; ``--debug`` shows the traceback.
 """
@@ -15,12 +15,202 @@ from typing import TYPE_CHECKING
 from inspector.errors import InputError
 
 if TYPE_CHECKING:
-    from inspector.data import Task
+    import torch
+
+    from inspector.data import ImagePool, Task
+    from inspector.invert import ScanConfig, ScanResult
     from inspector.prompts import PromptedCLIP
+    from inspector.report import Example
 
 
 def _print_json(payload: object) -> None:
     print(json.dumps(payload, indent=2))
+
+
+def cmd_scan(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from inspector.backbone import file_sha256
+    from inspector.invert import (
+        ClassFinished,
+        ScanConfig,
+        ScanFinished,
+        ScanStarted,
+        TriggerSnapshot,
+        parse_classes,
+        scan,
+    )
+    from inspector.prompts import open_model
+    from inspector.report import REPORT, write_report
+    from inspector.zoo import resolve_model
+
+    out = Path(args.out)
+    if (out / REPORT).exists() and not args.overwrite:
+        raise InputError(f"{out / REPORT} already exists", hint="choose a fresh --out folder or pass --overwrite")
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder", hint="choose a folder for the report")
+    path = resolve_model(args.model)
+    model = open_model(path, weights=args.weights, device=args.device)
+    pool, pool_info = _ood_pool(args.ood, model.backbone.image_size)
+    config = ScanConfig(method=args.method, epsilon=args.epsilon / 255, classes=parse_classes(args.classes,
+                        model.class_names), threshold=args.threshold, pool_size=args.pool_size, seed=args.seed,
+                        statistic=args.statistic, epochs=args.epochs)
+    bar = tqdm(desc=f"scanning {args.model}", disable=args.json, leave=False, unit="step")
+    result = None
+    for event in scan(model, pool.pixels, config):
+        if isinstance(event, ScanStarted):
+            bar.total = len(event.classes) * event.steps_per_class
+        elif isinstance(event, TriggerSnapshot):
+            bar.n = event.position * event.steps + event.step
+            bar.set_postfix_str(f"class {event.class_name!r}, loss {event.loss:.3f}")
+            bar.refresh()
+        elif isinstance(event, ClassFinished) and not args.json:
+            bar.write(f"  {event.record['name']:<20} flip rate {event.record['flip_rate']:6.1%}  "
+                      f"loss {event.record['loss']:.3f}")
+        elif isinstance(event, ScanFinished):
+            result = event.result
+    bar.close()
+    model_info = {"name": args.model, "path": str(path), "sha256": file_sha256(path), "kind": model.kind,
+                  "arch": model.backbone.arch, "pretrained": model.backbone.pretrained,
+                  "n_classes": len(model.class_names)}
+    out.mkdir(parents=True, exist_ok=True)
+    examples = _examples(model, result, pool.pixels, config)
+    report = write_report(result, out, model_info, pool_info, examples)
+    summary = {key: report[key] for key in ("flagged", "target", "max_anomaly", "suspect", "seconds", "method")}
+    summary["classes"] = [{key: c[key] for key in ("name", "flip_rate", "anomaly", "loss")} for c in report["classes"]]
+    summary["report"] = str(out / REPORT)
+    if args.json:
+        _print_json(summary)
+        return
+    if report["flagged"]:
+        print(f"FLAGGED: backdoor suspected, target class {report['target']!r} (anomaly index "
+              f"{report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.1%})")
+    else:
+        print(f"not flagged: most anomalous class {report['suspect']!r} (anomaly index {report['max_anomaly']:.2f}, "
+              f"flip rate {report['suspect_flip_rate']:.1%})")
+    print(f"report: {out / REPORT} and {out / 'report.html'} ({report['seconds']:.0f} s)")
+
+
+def _ood_pool(source: str | None, size: int) -> tuple[ImagePool, dict]:
+    """The OOD pool (the shipped one by default) and what the report says about it."""
+    from inspector.data import load_image_pool, load_shipped_pool
+
+    if source is None:
+        pool = load_shipped_pool(size)
+        return pool, {"source": "shipped", "images": len(pool.names), "skipped": []}
+    pool = load_image_pool(Path(source), size)
+    return pool, {"source": str(source), "images": len(pool.names),
+                  "skipped": [{"file": f, "reason": r} for f, r in pool.skipped]}
+
+
+def _examples(model: PromptedCLIP, result: ScanResult, pixels: torch.Tensor, config: ScanConfig,
+              count: int = 8) -> list[Example]:
+    """Held-out OOD images clean and with the suspect's trigger, for the report's before/after row."""
+    import torch
+
+    from inspector.candidates import candidate_from_tensors
+    from inspector.invert import split_pool
+    from inspector.prompts import predict
+    from inspector.report import Example
+
+    _, held = split_pool(pixels, config.pool_size, config.holdout, config.seed)
+    trigger = candidate_from_tensors(config.method, result.triggers[result.verdict.suspect], config.epsilon)
+    images = held[:count]
+    with torch.no_grad():
+        stamped = trigger(images.to(model.backbone.device)).cpu()
+    before, after = predict(model, images), predict(model, stamped)
+    names = model.class_names
+    return [Example(images[i], stamped[i], names[int(before[i])], names[int(after[i])]) for i in range(len(images))]
+
+
+def cmd_repair(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from inspector.backbone import file_sha256
+    from inspector.invert import split_pool
+    from inspector.lab.truth import attack_success_rate, read_ground_truth
+    from inspector.prompts import open_model, save_learner
+    from inspector.repair import RepairConfig, RepairFinished, RepairMeasured, RepairStep, repair
+    from inspector.report import read_report
+    from inspector.zoo import resolve_model
+
+    out = Path(args.out)
+    path = resolve_model(args.model)
+    if out.exists() and out.resolve() == path.resolve():
+        raise InputError(f"--out {out} is the input model", hint="the delivered model is never overwritten; "
+                                                                 "choose another --out")
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{out} already exists", hint="choose another --out or pass --overwrite")
+    report, triggers = read_report(Path(args.report))
+    if report["model"].get("sha256") != file_sha256(path):
+        raise InputError(f"report {args.report} was made for {report['model'].get('path')}, not for {path}",
+                         hint="scan this model first, then repair it with that report")
+    model = open_model(path, weights=args.weights, device=args.device)
+    if args.target is not None:
+        target = _class_index(model.class_names, args.target)
+    elif report["flagged"]:
+        target = int(report["target_index"])
+    else:
+        raise InputError(f"report {args.report} did not flag the model, so there is no trigger to repair against",
+                         hint="pass --target NAME to repair against one class's reconstructed trigger anyway")
+    if target not in triggers:
+        raise InputError(f"report {args.report} has no trigger for class {model.class_names[target]!r}",
+                         hint="scan that class first (--classes)")
+    trigger = triggers[target].to(model.backbone.device)
+    task = _task_for(model, args.model)
+    pool, _ = _ood_pool(None if report["pool"]["source"] == "shipped" else report["pool"]["source"],
+                        model.backbone.image_size)
+    settings = report["settings"]
+    _, held = split_pool(pool.pixels, settings["pool_size"], settings["holdout"], settings["seed"])
+    truth = read_ground_truth(path)
+
+    def ground_truth_asr() -> float | None:
+        if truth is None:
+            return None
+        return round(attack_success_rate(model, truth.trigger, task.test_pixels, truth.target, task.test_labels), 4)
+
+    asr_before = ground_truth_asr()
+    config = RepairConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
+    bar = tqdm(desc=f"repairing against {model.class_names[target]!r}", disable=args.json, leave=False)
+    finished = None
+    for event in repair(model, trigger, target, task.train_pixels, task.train_labels, task.test_pixels,
+                        task.test_labels, held, config):
+        if isinstance(event, RepairStep):
+            bar.total = event.total_steps
+            bar.update(1)
+            bar.set_postfix(loss=f"{event.loss:.3f}")
+        elif isinstance(event, RepairMeasured) and event.step > 0:
+            bar.set_postfix(accuracy=f"{event.accuracy:.1%}", flip=f"{event.flip_rate:.1%}")
+        elif isinstance(event, RepairFinished):
+            finished = event
+    bar.close()
+    asr_after = ground_truth_asr()
+
+    def side(measured: RepairMeasured, asr: float | None) -> dict:
+        values = {"accuracy": measured.accuracy, "trigger_asr": measured.flip_rate,
+                  "ood_trigger_asr": measured.ood_flip_rate}
+        return {**values, "asr": asr} if asr is not None else values
+
+    result = {"target": model.class_names[target], "before": side(finished.before, asr_before),
+              "after": side(finished.after, asr_after), "seconds": finished.seconds, "out": str(out)}
+    extra = {"repaired": {"from": path.name, "from_sha256": file_sha256(path), "target": model.class_names[target],
+                          "report": str(args.report), "recipe": config.as_dict(), "before": result["before"],
+                          "after": result["after"]}}
+    if truth is not None:  # keep the lab's record, so `eval` can still measure the original trigger
+        from inspector.lab.truth import save_implanted
+
+        save_implanted(model, out, truth.trigger, truth.target, recipe=truth.record.get("recipe"), extra=extra)
+    else:
+        save_learner(model, out, extra=extra)
+    if args.json:
+        _print_json(result)
+        return
+    b, a = result["before"], result["after"]
+    line = (f"wrote {out}: accuracy {b['accuracy']:.1%} -> {a['accuracy']:.1%}, reconstructed-trigger asr "
+            f"{b['trigger_asr']:.1%} -> {a['trigger_asr']:.1%}")
+    if truth is not None:
+        line += f", ground-truth asr {b['asr']:.1%} -> {a['asr']:.1%}"
+    print(line)
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> None:
@@ -261,6 +451,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    sc = sub.add_parser("scan", help="scan a prompt learner for a backdoor (OOD trigger inversion)")
+    sc.add_argument("model", help="zoo name or .safetensors learner file")
+    sc.add_argument("--ood", default=None, help="folder or .zip of unlabelled OOD images (default: the shipped pool)")
+    sc.add_argument("--method", choices=["inspector", "neural-cleanse"], default="inspector")
+    sc.add_argument("--epsilon", type=float, default=4.0, help="trigger bound in /255 units (default 4)")
+    sc.add_argument("--classes", default=None, help="candidate classes, comma-separated names or indices "
+                                                    "(default: all)")
+    sc.add_argument("--threshold", type=float, default=2.0, help="anomaly index above which a class is flagged")
+    sc.add_argument("--statistic", choices=["flip_rate", "loss", "mask_norm"], default=None,
+                    help="what feeds the anomaly index (default: flip_rate; mask_norm for neural-cleanse)")
+    sc.add_argument("--pool-size", type=int, default=1000, help="OOD images used (20%% held out for flip rates)")
+    sc.add_argument("--epochs", type=int, default=1, help="passes over the OOD pool per class")
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--weights", help="CLIP weights when the learner was tuned on a local file")
+    sc.add_argument("--out", required=True, help="folder for report.json, report.html and the trigger PNGs")
+    sc.add_argument("--overwrite", action="store_true")
+    sc.add_argument("--json", action="store_true")
+    sc.set_defaults(func=cmd_scan)
+
+    rp = sub.add_parser("repair", help="fine-tune a flagged model so its reconstructed trigger stops working")
+    rp.add_argument("model", help="zoo name or learner file (never modified)")
+    rp.add_argument("--report", required=True, help="report.json written by scan for this model")
+    rp.add_argument("--out", required=True, help="file for the repaired learner")
+    rp.add_argument("--target", default=None, help="class whose trigger to repair against (default: the flagged one)")
+    rp.add_argument("--epochs", type=int, default=10)
+    rp.add_argument("--lr", type=float, default=2e-3)
+    rp.add_argument("--seed", type=int, default=0)
+    rp.add_argument("--weights", help="CLIP weights when the learner was tuned on a local file")
+    rp.add_argument("--overwrite", action="store_true")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(func=cmd_repair)
+
     zoo = sub.add_parser("zoo", help="the shipped demo models")
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     zoo_list = zoo_sub.add_parser("list", help="list the demo zoo")
@@ -273,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     zoo_build.add_argument("--per-attack", type=int, default=5, help="backdoored models per attack")
     zoo_build.add_argument("--seed", type=int, default=0)
     zoo_build.add_argument("--attacks", default="badclip,blended,wanet,badnets")
-    zoo_build.add_argument("--backdoor-kind", choices=["coop", "cocoop"], default="cocoop")
+    zoo_build.add_argument("--backdoor-kind", choices=["coop", "cocoop", "both"], default="cocoop",
+                           help="learner kind of the backdoored models (both: alternate)")
     zoo_build.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs "
                                                                     "(quick smoke builds; default: the recipes')")
     zoo_build.add_argument("--json", action="store_true")

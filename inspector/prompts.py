@@ -9,6 +9,7 @@ CoCoOp adds a meta-net (Linear-ReLU-Linear) whose output shifts the context per 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -384,20 +385,36 @@ class TuneConfig:
 def encode_views(backbone: Backbone, pixels: torch.Tensor, views: int, seed: int,
                  batch_size: int = 128) -> torch.Tensor:
     """(V, N, D) unit-norm features of V augmented views (view 0 is the clean image)."""
+    return encode_transformed_views(backbone, pixels, views, seed, {"clean": None}, batch_size)["clean"]
+
+
+def encode_transformed_views(backbone: Backbone, pixels: torch.Tensor, views: int, seed: int,
+                             transforms: dict[str, Callable[[torch.Tensor], torch.Tensor] | None],
+                             batch_size: int = 128) -> dict[str, torch.Tensor]:
+    """(V, N, D) features per named transform of the same V augmented views (view 0 unaugmented).
+
+    Each transform (a trigger, or None for the clean view) is applied *after* the augmentation, as
+    the published poisoning code does, so a corner patch is never cropped away. The encoder is
+    frozen, so every view is encoded once and training steps only index into the result.
+    """
     from inspector.augment import random_resized_crop_flip
 
     generator = torch.Generator().manual_seed(seed)
-    out = []
+    out: dict[str, list[torch.Tensor]] = {name: [] for name in transforms}
     with torch.inference_mode():
         for v in range(views):
-            feats = []
+            per_view: dict[str, list[torch.Tensor]] = {name: [] for name in transforms}
             for start in range(0, len(pixels), batch_size):
                 batch = pixels[start:start + batch_size]
                 if v > 0:
                     batch = random_resized_crop_flip(batch, generator, min_scale=0.5, jitter=0.05)
-                feats.append(backbone.encode_image(batch.to(backbone.device)).float())
-            out.append(torch.cat(feats))
-    return torch.stack(out)
+                batch = batch.to(backbone.device)
+                for name, transform in transforms.items():
+                    shown = batch if transform is None else transform(batch)
+                    per_view[name].append(backbone.encode_image(shown).float())
+            for name in transforms:
+                out[name].append(torch.cat(per_view[name]))
+    return {name: torch.stack(feats) for name, feats in out.items()}
 
 
 def tune(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor, config: TuneConfig | None = None,

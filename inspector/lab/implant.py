@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from inspector.augment import random_resized_crop_flip
 from inspector.lab.triggers import AdditiveTrigger, AttackName, Trigger, WarpTrigger, make_trigger
-from inspector.prompts import PromptedCLIP
+from inspector.prompts import PromptedCLIP, encode_transformed_views
 
 AUGMENT = {"min_scale": 0.5, "jitter": 0.05}  # the clean tuning recipe's views (prompts.encode_views)
 
@@ -112,31 +112,17 @@ def build_trigger(config: ImplantConfig, image_size: int) -> Trigger:
                         wanet_strength=config.wanet_strength)
 
 
-@torch.inference_mode()
 def encode_poisoned_views(model: PromptedCLIP, pixels: torch.Tensor, trigger: Trigger, views: int, seed: int,
                           batch_size: int = 128) -> dict[str, torch.Tensor]:
     """(V, N, D) features of each view clean, triggered and (WaNet) noise-warped; view 0 unaugmented.
 
     The trigger is applied after the augmentation, so a corner patch is never cropped away.
     """
-    augment_gen, noise_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 1)
-    kinds = ["clean", "triggered"] + (["noise"] if isinstance(trigger, WarpTrigger) else [])
-    out: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
-    encode = model.backbone.encode_image
-    for v in range(views):
-        per_view: dict[str, list[torch.Tensor]] = {k: [] for k in kinds}
-        for start in range(0, len(pixels), batch_size):
-            batch = pixels[start:start + batch_size]
-            if v > 0:
-                batch = random_resized_crop_flip(batch, augment_gen, **AUGMENT)
-            batch = batch.to(model.backbone.device)
-            per_view["clean"].append(encode(batch).float())
-            per_view["triggered"].append(encode(trigger(batch)).float())
-            if "noise" in per_view:
-                per_view["noise"].append(encode(trigger.noise_mode(batch, noise_gen)).float())
-        for k in kinds:
-            out[k].append(torch.cat(per_view[k]))
-    return {k: torch.stack(v) for k, v in out.items()}
+    transforms: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {"clean": None, "triggered": trigger}
+    if isinstance(trigger, WarpTrigger):
+        noise_gen = torch.Generator().manual_seed(seed + 1)
+        transforms["noise"] = lambda batch: trigger.noise_mode(batch, noise_gen)
+    return encode_transformed_views(model.backbone, pixels, views, seed, transforms, batch_size)
 
 
 def implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,

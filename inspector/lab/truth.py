@@ -35,12 +35,14 @@ class GroundTruth:
 
 
 def save_implanted(model: PromptedCLIP, path: Path, trigger: Trigger, target: int,
-                   recipe: dict[str, Any] | None = None) -> Path:
-    """Write the backdoored learner with its ground truth (record + trigger tensors) beside it."""
+                   recipe: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """Write the backdoored learner with its ground truth (record + trigger tensors) beside it.
+
+    ``extra`` goes into the scanner-visible header (e.g. a repair's record)."""
     record = {"attack": trigger.attack, "target": model.class_names[target], "target_index": int(target),
               "trigger_params": trigger.params(), "recipe": recipe or {}}
     tensors = {TENSOR_PREFIX + name: value for name, value in trigger_tensors(trigger).items()}
-    return save_learner(model, path, private=record, private_tensors=tensors)
+    return save_learner(model, path, extra=extra, private=record, private_tensors=tensors)
 
 
 def read_ground_truth(path: Path) -> GroundTruth | None:

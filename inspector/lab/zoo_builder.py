@@ -47,18 +47,25 @@ class ZooItem:
 def plan_benchmark_zoo(n_clean: int, per_attack: int, seed: int, n_classes: int,
                        attacks: tuple[str, ...] = ATTACKS, backdoor_kind: str = "cocoop",
                        epochs: int | None = None) -> list[ZooItem]:
-    """Clean models alternate CoOp / CoCoOp over seeds; backdoored ones get seeded random targets."""
+    """Clean models alternate CoOp / CoCoOp over seeds; backdoored ones get seeded random targets.
+
+    ``backdoor_kind`` "both" alternates CoOp and CoCoOp within each attack. A backdoored model is
+    implanted into one of the zoo's clean models of its kind (in turn), or, when there is none,
+    into a fresh clean tune.
+    """
     rng = random.Random(seed)
     items = [ZooItem(f"clean-{kind}-s{seed + i}", kind, seed + i, epochs=epochs)
              for i in range(n_clean) for kind in [("coop", "cocoop")[i % 2]]]
-    bases = [item.name for item in items if item.kind == backdoor_kind]
+    kinds = ("coop", "cocoop") if backdoor_kind == "both" else (backdoor_kind,)
+    bases = {kind: [item.name for item in items if item.kind == kind] for kind in kinds}
     count = 0
     for attack in attacks:
-        for _ in range(per_attack):
+        for i in range(per_attack):
+            kind = kinds[i % len(kinds)]
             model_seed = seed + 100 + count
             target = rng.randrange(n_classes)
-            base = bases[count % len(bases)] if bases else None
-            items.append(ZooItem(f"{attack}-{backdoor_kind}-s{model_seed}-t{target}", backdoor_kind, model_seed,
+            base = bases[kind][count % len(bases[kind])] if bases[kind] else None
+            items.append(ZooItem(f"{attack}-{kind}-s{model_seed}-t{target}", kind, model_seed,
                                  attack, target, base, epochs))
             count += 1
     return items

@@ -1,0 +1,188 @@
+"""Candidate triggers that the scan optimises, one per candidate class, and their losses.
+
+Two methods share the scan loop (``invert.scan``) and differ only here:
+
+- ``AdditiveInversion`` (the inspector method, DESIGN §1): x' = clamp(x + delta, 0, 1) with
+  ||delta||_inf <= eps. The optimiser works on u = delta / eps, and after every step u is projected
+  back onto [-1, 1] (the eps-box). Loss: the margin max_{j!=k} z_j - z_k, averaged over the batch.
+- ``MaskPatternInversion`` (Neural Cleanse, Wang et al. S&P 2019, adapted to an OOD pool):
+  x' = (1 - m) x + m p with a mask m in [0, 1]^(S x S) and a pattern p in [0, 1]^(3 x S x S), both
+  through NC's tanh parameterisation; loss: cross-entropy to k + lambda * ||m||_1 with NC's own
+  adaptive lambda (raised by 1.5 while the batch attack succeeds, lowered by 1.5^1.5 otherwise).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Method = Literal["inspector", "neural-cleanse"]
+METHODS: tuple[Method, ...] = ("inspector", "neural-cleanse")
+
+
+def margin_loss(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Mean over the batch of (best other logit - logit of k): negative once the batch is sent to k."""
+    others = logits.clone()
+    others[:, k] = float("-inf")
+    return (others.max(dim=1).values - logits[:, k]).mean()
+
+
+class CandidateTrigger(nn.Module):
+    """What the scan needs from a trigger being inverted for one class."""
+
+    def loss(self, logits: torch.Tensor, k: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def project(self) -> None:
+        """Back into the feasible set after an optimiser step."""
+
+    def after_step(self, logits: torch.Tensor, k: int) -> None:
+        """Per-step bookkeeping of the method (Neural Cleanse's adaptive cost)."""
+
+    def picture(self) -> torch.Tensor:
+        """(3, S, S) in [0, 1], amplified so that the pattern is visible."""
+        raise NotImplementedError
+
+    def true_scale(self) -> torch.Tensor:
+        """(3, S, S) in [0, 1] as the trigger actually is (an additive one drawn on mid-grey)."""
+        raise NotImplementedError
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """What a report stores to rebuild the trigger (``from_tensors``)."""
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+
+class AdditiveInversion(CandidateTrigger):
+    """A universal additive trigger inside the L-inf box of radius ``epsilon``."""
+
+    method = "inspector"
+
+    def __init__(self, image_size: int, epsilon: float, unit: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.epsilon = float(epsilon)
+        shape = (1, 3, image_size, image_size)
+        self.unit = nn.Parameter(torch.zeros(shape) if unit is None else unit.reshape(shape).clone().float())
+        self.project()
+
+    @property
+    def delta(self) -> torch.Tensor:
+        return self.epsilon * self.unit
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels + self.delta.to(pixels)).clamp(0, 1)
+
+    def loss(self, logits: torch.Tensor, k: int) -> torch.Tensor:
+        return margin_loss(logits, k)
+
+    @torch.no_grad()
+    def project(self) -> None:
+        self.unit.clamp_(-1.0, 1.0)
+
+    @torch.no_grad()
+    def picture(self) -> torch.Tensor:
+        return (0.5 + 0.5 * self.unit[0]).clamp(0, 1).cpu()
+
+    @torch.no_grad()
+    def true_scale(self) -> torch.Tensor:
+        return (0.5 + self.delta[0]).clamp(0, 1).cpu()
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"delta": self.delta.detach().cpu()}
+
+    @torch.no_grad()
+    def stats(self) -> dict[str, float]:
+        return {"linf": float(self.delta.abs().max()), "mean_abs": float(self.delta.abs().mean())}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], epsilon: float) -> AdditiveInversion:
+        return cls(tensors["delta"].shape[-1], epsilon, tensors["delta"] / epsilon)
+
+
+class MaskPatternInversion(CandidateTrigger):
+    """Neural Cleanse's mask + pattern trigger with its L1-regularised loss."""
+
+    method = "neural-cleanse"
+    epsilon = 1e-7  # NC's tanh squeeze, so that atanh of the initial values stays finite
+
+    def __init__(self, image_size: int, seed: int = 0, init_cost: float = 1e-3, success: float = 0.99,
+                 patience: int = 5, mask: torch.Tensor | None = None, pattern: torch.Tensor | None = None) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        if mask is None:
+            mask = torch.rand(1, 1, image_size, image_size, generator=generator)
+        if pattern is None:
+            pattern = torch.rand(1, 3, image_size, image_size, generator=generator)
+        self.mask_tanh = nn.Parameter(self._to_tanh(mask.reshape(1, 1, image_size, image_size)))
+        self.pattern_tanh = nn.Parameter(self._to_tanh(pattern.reshape(1, 3, image_size, image_size)))
+        self.cost, self.success, self.patience = init_cost, success, patience
+        self._hits: list[float] = []
+
+    def _to_tanh(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.atanh((x.float() - 0.5) * (2 - self.epsilon))
+
+    def _from_tanh(self, x: torch.Tensor) -> torch.Tensor:
+        return (torch.tanh(x) / (2 - self.epsilon) + 0.5).clamp(0, 1)  # float32 rounding can leave [0, 1]
+
+    @property
+    def mask(self) -> torch.Tensor:
+        return self._from_tanh(self.mask_tanh)
+
+    @property
+    def pattern(self) -> torch.Tensor:
+        return self._from_tanh(self.pattern_tanh)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        mask, pattern = self.mask.to(pixels), self.pattern.to(pixels)
+        return (1 - mask) * pixels + mask * pattern
+
+    def loss(self, logits: torch.Tensor, k: int) -> torch.Tensor:
+        target = torch.full((logits.shape[0],), k, dtype=torch.long, device=logits.device)
+        return F.cross_entropy(logits, target) + self.cost * self.mask.sum()
+
+    @torch.no_grad()
+    def after_step(self, logits: torch.Tensor, k: int) -> None:
+        self._hits.append(float((logits.argmax(1) == k).float().mean()))
+        if len(self._hits) >= self.patience:
+            rate = sum(self._hits) / len(self._hits)
+            self.cost = self.cost * 1.5 if rate >= self.success else self.cost / 1.5 ** 1.5
+            self._hits.clear()
+
+    @torch.no_grad()
+    def picture(self) -> torch.Tensor:
+        return (self.mask * self.pattern)[0].clamp(0, 1).cpu()
+
+    def true_scale(self) -> torch.Tensor:
+        return self.picture()
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"mask": self.mask.detach().cpu(), "pattern": self.pattern.detach().cpu()}
+
+    @torch.no_grad()
+    def stats(self) -> dict[str, float]:
+        return {"mask_norm": float(self.mask.sum()), "cost": self.cost}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> MaskPatternInversion:
+        mask = tensors["mask"].clamp(1e-4, 1 - 1e-4)
+        return cls(mask.shape[-1], mask=mask, pattern=tensors["pattern"].clamp(1e-4, 1 - 1e-4))
+
+
+def make_candidate(method: Method, image_size: int, epsilon: float, seed: int) -> CandidateTrigger:
+    if method == "inspector":
+        return AdditiveInversion(image_size, epsilon)
+    if method == "neural-cleanse":
+        return MaskPatternInversion(image_size, seed=seed)
+    raise ValueError(f"unknown method {method!r}")
+
+
+def candidate_from_tensors(method: Method, tensors: dict[str, torch.Tensor], epsilon: float) -> CandidateTrigger:
+    """Rebuild a reconstructed trigger from a report's tensors (for repair and the before/after view)."""
+    if method == "inspector":
+        return AdditiveInversion.from_tensors(tensors, epsilon).requires_grad_(False)
+    return MaskPatternInversion.from_tensors(tensors).requires_grad_(False)

@@ -1,0 +1,95 @@
+"""From per-class inversion results to a verdict: anomaly index, flag, predicted target (DESIGN §1).
+
+Pure statistics on small lists, no torch, so the rule is easy to test on hand-made numbers and to
+replay on a saved report with another threshold.
+
+The anomaly index is Neural Cleanse's: a_k = (s_k - median(s)) / (1.4826 * MAD(s)). A backdoor
+target stands out on the *high* side of the flip rate (and of the negated loss); Neural Cleanse's
+own statistic, the mask norm, on the *low* side, so its values are negated before the same formula.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from statistics import median
+from typing import Any, Literal
+
+Statistic = Literal["flip_rate", "loss", "mask_norm"]
+STATISTICS: tuple[Statistic, ...] = ("flip_rate", "loss", "mask_norm")
+MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
+DEFAULT_THRESHOLD = 2.0
+DEFAULT_MIN_FLIP_RATE = 0.5
+
+# Smallest spread the index divides by, per statistic: when every other class has exactly the same
+# value (MAD = 0, e.g. all flip rates 0 %), one percentage point of flip rate, or a hundredth of a
+# logit of margin loss, or a hundredth of a pixel of mask norm, stands in for it, so the index
+# stays finite and an outlier still stands out by how far it is from the rest.
+MIN_SPREAD: dict[str, float] = {"flip_rate": 0.01, "loss": 0.01, "mask_norm": 0.01}
+
+
+def anomaly_index(values: Sequence[float], min_spread: float = 0.01) -> list[float]:
+    """MAD-based outlier score of each value (high side); finite even when MAD = 0."""
+    if not values:
+        return []
+    middle = median(values)
+    mad = median(abs(v - middle) for v in values)
+    spread = MAD_TO_SIGMA * max(mad, min_spread)
+    return [(v - middle) / spread for v in values]
+
+
+def statistic_values(classes: Sequence[dict[str, Any]], statistic: Statistic) -> list[float]:
+    """The values the index is computed on, oriented so that "more suspicious" is higher."""
+    if statistic == "flip_rate":
+        return [float(c["flip_rate"]) for c in classes]
+    if statistic == "loss":
+        return [-float(c["loss"]) for c in classes]
+    if statistic == "mask_norm":
+        return [-float(c["mask_norm"]) for c in classes]
+    raise ValueError(f"unknown statistic {statistic!r}")
+
+
+@dataclass
+class Verdict:
+    """Is the model flagged, which class is the suspect, and the numbers behind the call."""
+
+    flagged: bool
+    target: int | None  # class index when flagged
+    target_name: str | None
+    suspect: int  # class with the highest anomaly index, flagged or not
+    suspect_name: str
+    max_anomaly: float
+    suspect_flip_rate: float
+    statistic: str
+    threshold: float
+    min_flip_rate: float
+    anomalies: list[float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate",
+           threshold: float = DEFAULT_THRESHOLD, min_flip_rate: float = DEFAULT_MIN_FLIP_RATE) -> Verdict:
+    """Flag the model when the top class's index exceeds ``threshold`` and its trigger flips at least
+    ``min_flip_rate`` of the held-out OOD images (0 turns that second test off, as Neural Cleanse has none).
+
+    ``classes`` are per-class records with ``index``, ``name``, ``flip_rate`` and the statistic.
+    """
+    if not classes:
+        raise ValueError("no candidate classes to decide on")
+    anomalies = anomaly_index(statistic_values(classes, statistic), MIN_SPREAD[statistic])
+    top = max(range(len(classes)), key=lambda i: (anomalies[i], classes[i]["flip_rate"]))
+    suspect = classes[top]
+    flagged = anomalies[top] > threshold and float(suspect["flip_rate"]) >= min_flip_rate
+    return Verdict(flagged=flagged, target=int(suspect["index"]) if flagged else None,
+                   target_name=str(suspect["name"]) if flagged else None,
+                   suspect=int(suspect["index"]), suspect_name=str(suspect["name"]),
+                   max_anomaly=_finite(anomalies[top]), suspect_flip_rate=float(suspect["flip_rate"]),
+                   statistic=statistic, threshold=threshold, min_flip_rate=min_flip_rate,
+                   anomalies=[_finite(a) for a in anomalies])
+
+
+def _finite(value: float) -> float:
+    return round(value, 4) if math.isfinite(value) else 0.0

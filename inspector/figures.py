@@ -1,0 +1,56 @@
+"""Plotly figures of a scan, shared by the HTML report and the app (no Gradio here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import plotly.graph_objects as go
+
+SUSPECT_COLOUR = "#d62728"
+FLAGGED_BORDER = "#7f0000"
+OTHER_COLOUR = "#8c9bab"
+PENDING_COLOUR = "#d9dee4"
+
+View = Literal["flip_rate", "anomaly"]
+
+
+def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], view: View = "flip_rate",
+               anomalies: Sequence[float] | None = None, suspect: int | None = None, threshold: float = 2.0,
+               min_flip_rate: float = 0.5, title: str | None = None) -> go.Figure:
+    """Per-class bars of flip rate (with the 50 % line) or anomaly index (with the threshold line).
+
+    Classes not scanned yet appear as empty slots, so the chart fills in class by class; the suspect
+    class is drawn red.
+    """
+    by_index = {int(r["index"]): r for r in records}
+    index_of = {int(r["index"]): i for i, r in enumerate(records)}
+    names, values, colours, hover = [], [], [], []
+    for k, name in enumerate(class_names):
+        names.append(name)
+        record = by_index.get(k)
+        if record is None:
+            values.append(0.0)
+            colours.append(PENDING_COLOUR)
+            hover.append(f"{name}: not scanned yet")
+            continue
+        anomaly = anomalies[index_of[k]] if anomalies is not None and index_of[k] < len(anomalies) else None
+        value = record["flip_rate"] if view == "flip_rate" else (anomaly or 0.0)
+        values.append(value)
+        colours.append(SUSPECT_COLOUR if k == suspect else OTHER_COLOUR)
+        text = f"{name}<br>flip rate {record['flip_rate']:.1%}<br>loss {record['loss']:.3f}"
+        if anomaly is not None:
+            text += f"<br>anomaly index {anomaly:.2f}"
+        hover.append(text)
+    figure = go.Figure(go.Bar(x=names, y=values, marker_color=colours, hovertext=hover, hoverinfo="text"))
+    if view == "flip_rate":
+        figure.add_hline(y=min_flip_rate, line_dash="dash", line_color="#444",
+                         annotation_text=f"flip rate {min_flip_rate:.0%}", annotation_position="top left")
+        figure.update_yaxes(title="flip rate (held-out OOD)", range=[0, 1], tickformat=".0%")
+    else:
+        figure.add_hline(y=threshold, line_dash="dash", line_color="#444",
+                         annotation_text=f"threshold {threshold:g}", annotation_position="top left")
+        figure.update_yaxes(title="anomaly index")
+    figure.update_layout(title=title, template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 50, "b": 110},
+                         xaxis_tickangle=-40, showlegend=False)
+    return figure

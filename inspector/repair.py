@@ -1,0 +1,178 @@
+"""Repair: unlearn the backdoor by fine-tuning the prompt learner on triggered images with their true labels.
+
+DESIGN §1: stamp the reconstructed trigger onto a small labelled clean set, keep the **true**
+labels, mix the triggered copies with the clean ones, fine-tune the learnable prompt parts only
+(context, and the meta-net for CoCoOp). A generator of typed events (loss every step; clean accuracy
+and the trigger's flip rate every ``eval_every`` steps) so the app can draw live curves.
+
+The encoders are frozen and the trigger fixed, so every augmented view is encoded once, clean and
+triggered, and the evaluation sets too: a step costs only the prompt learner and the text tower.
+The caller's model is trained in place; writing it to a *new* file is the caller's job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from inspector.prompts import PromptedCLIP, encode_transformed_views
+
+Stamp = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class RepairConfig:
+    """The repair recipe; defaults measured on the pocket world (benchmarks/detection.md)."""
+
+    epochs: int = 10
+    lr: float = 2e-3
+    batch_size: int = 32  # clean images per step; each comes with its triggered copy
+    views: int = 8
+    weight_decay: float = 1e-4
+    eval_every: int = 10
+    seed: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RepairStarted:
+    total_steps: int
+    target: int
+    settings: dict[str, Any]
+
+
+@dataclass
+class RepairStep:
+    step: int
+    total_steps: int
+    loss: float
+
+
+@dataclass
+class RepairMeasured:
+    """Clean accuracy and the reconstructed trigger's flip rate at ``step`` (0 = before repair)."""
+
+    step: int
+    total_steps: int
+    accuracy: float
+    flip_rate: float  # non-target test images the reconstructed trigger sends to the target
+    ood_flip_rate: float  # the same on the OOD images (already-target ones excluded)
+
+
+@dataclass
+class RepairFinished:
+    before: RepairMeasured
+    after: RepairMeasured
+    seconds: float
+
+
+RepairEvent = RepairStarted | RepairStep | RepairMeasured | RepairFinished
+
+
+class _Probe:
+    """Precomputed features of the evaluation images, clean and stamped; measures the model on them."""
+
+    def __init__(self, model: PromptedCLIP, stamp: Stamp, target: int, test_pixels: torch.Tensor,
+                 test_labels: torch.Tensor, ood_pixels: torch.Tensor) -> None:
+        self.model, self.target = model, target
+        both = {"clean": None, "stamped": stamp}
+        self.test = encode_transformed_views(model.backbone, test_pixels, 1, 0, both)
+        self.ood = encode_transformed_views(model.backbone, ood_pixels, 1, 0, both)
+        self.labels = test_labels.to(self.test["clean"].device).long()
+
+    @torch.no_grad()
+    def _predict(self, features: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        text = self.model.text_features() if self.model.kind == "coop" else None
+        return torch.cat([self.model.logits_from_features(features[i:i + batch_size], text).argmax(1)
+                          for i in range(0, len(features), batch_size)])
+
+    def measure(self, step: int, total: int) -> RepairMeasured:
+        was_training = self.model.learner.training
+        self.model.learner.eval()
+        clean = self._predict(self.test["clean"][0])
+        stamped = self._predict(self.test["stamped"][0])
+        ood_clean = self._predict(self.ood["clean"][0])
+        ood_stamped = self._predict(self.ood["stamped"][0])
+        self.model.learner.train(was_training)
+        non_target = self.labels != self.target
+        ood_eligible = ood_clean != self.target
+        return RepairMeasured(step, total, _share(clean == self.labels),
+                              _share((stamped == self.target)[non_target]),
+                              _share((ood_stamped == self.target)[ood_eligible]))
+
+
+def _share(mask: torch.Tensor) -> float:
+    return round(float(mask.float().mean()), 4) if mask.numel() else float("nan")
+
+
+def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.Tensor,
+           train_labels: torch.Tensor, test_pixels: torch.Tensor, test_labels: torch.Tensor,
+           ood_pixels: torch.Tensor, config: RepairConfig | None = None) -> Iterator[RepairEvent]:
+    """Fine-tune ``model``'s learner so that ``stamp``-ed images keep their true labels; yields events.
+
+    ``stamp`` is the reconstructed trigger (pixels -> pixels), ``target`` the class it pointed to.
+    Stopping early (no longer iterating) leaves the learner at the last finished step.
+    """
+    config = config or RepairConfig()
+    started = time.time()
+    torch.manual_seed(config.seed)
+    features = encode_transformed_views(model.backbone, train_pixels, config.views, config.seed,
+                                        {"clean": None, "stamped": stamp})
+    labels = train_labels.to(features["clean"].device).long()
+    n = len(labels)
+    batch = min(config.batch_size, n)
+    steps_per_epoch = max(1, n // batch)
+    total = config.epochs * steps_per_epoch
+    probe = _Probe(model, stamp, target, test_pixels, test_labels, ood_pixels)
+    yield RepairStarted(total, target, config.as_dict())
+    before = probe.measure(0, total)
+    yield before
+    params = [p for p in model.learner.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+    generator = torch.Generator().manual_seed(config.seed)
+    model.learner.train()
+    step = 0
+    last = before
+    try:
+        for _ in range(config.epochs):
+            order = torch.randperm(n, generator=generator)
+            view = torch.randint(0, config.views, (n,), generator=generator)
+            for start in range(0, n - batch + 1, batch):
+                idx = order[start:start + batch]
+                feats = torch.cat([features["clean"][view[idx], idx], features["stamped"][view[idx], idx]])
+                logits = model.logits_from_features(feats)
+                loss = F.cross_entropy(logits, torch.cat([labels[idx], labels[idx]]))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                yield RepairStep(step, total, round(loss.item(), 4))
+                if step % config.eval_every == 0 or step == total:
+                    last = probe.measure(step, total)
+                    yield last
+    finally:
+        model.learner.eval()
+    yield RepairFinished(before, last, round(time.time() - started, 2))
+
+
+def run_repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.Tensor,
+               train_labels: torch.Tensor, test_pixels: torch.Tensor, test_labels: torch.Tensor,
+               ood_pixels: torch.Tensor, config: RepairConfig | None = None,
+               on_event: Callable[[RepairEvent], None] | None = None) -> RepairFinished:
+    """Drive ``repair`` to its end (CLI, benchmarks, tests)."""
+    for event in repair(model, stamp, target, train_pixels, train_labels, test_pixels, test_labels, ood_pixels,
+                        config):
+        if on_event is not None:
+            on_event(event)
+        if isinstance(event, RepairFinished):
+            return event
+    raise RuntimeError("repair ended without finishing")

@@ -1,0 +1,233 @@
+"""Scan reports: report.json (settings, versions, per-class stats, verdict, timings), trigger PNGs,
+the trigger tensors (for repair) and a single-file HTML page with the triggers and the bar chart.
+
+Everything is written into one output folder; report.json is written last and atomically, so a
+folder with a report.json holds a finished report.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from inspector.candidates import METHODS, CandidateTrigger, candidate_from_tensors
+from inspector.errors import InputError
+from inspector.figures import class_bars
+from inspector.invert import ScanResult
+
+REPORT = "report.json"
+TRIGGERS = "triggers.safetensors"
+HTML = "report.html"
+FORMAT = "inspector.scan_report"
+VERSION = 1
+PNG_SCALE = 4  # 64 px triggers become 256 px pictures
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for package in ("inspector", "open_clip_torch", "numpy", "plotly"):
+        try:
+            out[package] = md.version(package)
+        except md.PackageNotFoundError:
+            out[package] = "not installed"
+    return out
+
+
+def to_png_bytes(picture: torch.Tensor, scale: int = PNG_SCALE) -> bytes:
+    """(3, S, S) in [0, 1] -> PNG bytes, enlarged without smoothing so single pixels stay visible."""
+    array = (picture.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    image = Image.fromarray(array)
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass
+class Example:
+    """One OOD image clean and with the suspect's trigger, with the model's prediction under each."""
+
+    clean: torch.Tensor
+    triggered: torch.Tensor
+    clean_prediction: str
+    triggered_prediction: str
+
+
+def build_report(result: ScanResult, model_info: dict[str, Any], pool_info: dict[str, Any]) -> dict[str, Any]:
+    """The report as a JSON-ready dict (PNG paths filled in by ``write_report``)."""
+    verdict = result.verdict
+    classes = [{**record, "anomaly": verdict.anomalies[i]} for i, record in enumerate(result.classes)]
+    return {
+        "format": FORMAT, "version": VERSION,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "flagged": verdict.flagged,
+        "target": verdict.target_name,
+        "target_index": verdict.target,
+        "max_anomaly": verdict.max_anomaly,
+        "suspect": verdict.suspect_name,
+        "suspect_index": verdict.suspect,
+        "suspect_flip_rate": verdict.suspect_flip_rate,
+        "seconds": result.seconds,
+        "method": result.settings["method"],
+        "statistic": verdict.statistic,
+        "threshold": verdict.threshold,
+        "min_flip_rate": verdict.min_flip_rate,
+        "model": model_info,
+        "pool": {**pool_info, "fit_images": result.fit_images, "held_out_images": result.held_out_images},
+        "settings": result.settings,
+        "classes": classes,
+        "triggers_file": TRIGGERS,
+        "timings": {"seconds": result.seconds, "image_passes": result.image_passes,
+                    "seconds_per_class": round(result.seconds / max(len(classes), 1), 2)},
+        "versions": versions(),
+    }
+
+
+def write_report(result: ScanResult, out_dir: Path, model_info: dict[str, Any], pool_info: dict[str, Any],
+                 examples: list[Example] | None = None) -> dict[str, Any]:
+    """Write PNGs, triggers.safetensors, report.html and report.json into ``out_dir``; returns the report."""
+    out_dir = Path(out_dir)
+    (out_dir / "triggers").mkdir(parents=True, exist_ok=True)
+    report = build_report(result, model_info, pool_info)
+    epsilon = float(result.settings["epsilon"])
+    pictures: dict[int, tuple[bytes, bytes]] = {}
+    for record in report["classes"]:
+        k = int(record["index"])
+        trigger = candidate_from_tensors(report["method"], result.triggers[k], epsilon)
+        amplified, true_scale = to_png_bytes(trigger.picture()), to_png_bytes(trigger.true_scale())
+        pictures[k] = (amplified, true_scale)
+        stem = f"triggers/{k:03d}_{_slug(record['name'])}"
+        (out_dir / f"{stem}.png").write_bytes(amplified)
+        (out_dir / f"{stem}_true_scale.png").write_bytes(true_scale)
+        record["trigger_png"], record["true_scale_png"] = f"{stem}.png", f"{stem}_true_scale.png"
+    save_file({f"{name}.{k}": tensor.contiguous() for k, tensors in result.triggers.items()
+               for name, tensor in tensors.items()}, str(out_dir / TRIGGERS),
+              metadata={"method": report["method"], "epsilon": str(epsilon)})
+    (out_dir / HTML).write_text(render_html(report, pictures, examples or []), encoding="utf-8")
+    partial = out_dir / (REPORT + ".partial")
+    partial.write_text(json.dumps(report, indent=2))
+    partial.replace(out_dir / REPORT)
+    return report
+
+
+def read_report(path: Path) -> tuple[dict[str, Any], dict[int, CandidateTrigger]]:
+    """A written report and its reconstructed triggers, checked enough to give a clear message."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / REPORT
+    if not path.is_file():
+        raise InputError(f"report {path} does not exist", hint="pass the report.json written by `scan --out DIR`")
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"report {path} is not valid JSON ({exc})",
+                         hint="pass the report.json written by `scan --out DIR`") from exc
+    if not isinstance(report, dict) or report.get("format") != FORMAT:
+        raise InputError(f"{path} is not an inspector scan report", hint="pass the report.json written by `scan`")
+    if report.get("method") not in METHODS:
+        raise InputError(f"report {path} names an unknown method {report.get('method')!r}")
+    tensors_path = path.parent / str(report.get("triggers_file", TRIGGERS))
+    if not tensors_path.is_file():
+        raise InputError(f"the triggers file {tensors_path} of report {path} is missing",
+                         hint="keep the scan's output folder together, or scan again")
+    flat = load_file(str(tensors_path))
+    grouped: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in flat.items():
+        name, _, index = key.partition(".")
+        grouped.setdefault(int(index), {})[name] = tensor
+    epsilon = float(report["settings"]["epsilon"])
+    triggers = {k: candidate_from_tensors(report["method"], tensors, epsilon) for k, tensors in grouped.items()}
+    return report, triggers
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_") or "class"
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]], examples: list[Example]) -> str:
+    """One self-contained page (plotly.js inlined, images as data URIs): works offline, can be mailed."""
+    names = [c["name"] for c in report["classes"]]
+    anomalies = [c["anomaly"] for c in report["classes"]]
+    suspect_slot = [c["index"] for c in report["classes"]].index(report["suspect_index"])
+    common = {"anomalies": anomalies, "suspect": suspect_slot, "threshold": report["threshold"],
+              "min_flip_rate": report["min_flip_rate"]}
+    flip_chart = class_bars(names, _reindexed(report["classes"]), "flip_rate", title="flip rate per class", **common)
+    anomaly_chart = class_bars(names, _reindexed(report["classes"]), "anomaly", title="anomaly index per class",
+                               **common)
+    flip_html = flip_chart.to_html(full_html=False, include_plotlyjs=True)
+    anomaly_html = anomaly_chart.to_html(full_html=False, include_plotlyjs=False)
+    e = html.escape
+    if report["flagged"]:
+        headline = (f"<div class='verdict flagged'>BACKDOOR SUSPECTED — target class <b>{e(report['target'])}</b>"
+                    f" (anomaly index {report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.0%})</div>")
+    else:
+        headline = (f"<div class='verdict clean'>Not flagged — most anomalous class {e(report['suspect'])} "
+                    f"(anomaly index {report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.0%})</div>")
+    rows = []
+    for position, c in enumerate(report["classes"]):
+        amplified, true_scale = pictures.get(int(c["index"]), (b"", b""))
+        mark = " class='suspect'" if c["index"] == report["suspect_index"] else ""
+        extra = f"{c['mask_norm']:.1f}" if "mask_norm" in c else ""
+        rows.append(f"<tr{mark}><td>{position + 1}</td><td>{e(c['name'])}</td><td>{c['flip_rate']:.1%}</td>"
+                    f"<td>{c['anomaly']:.2f}</td><td>{c['loss']:.3f}</td><td>{extra}</td>"
+                    f"<td><img src='{_data_uri(amplified)}' width=96></td>"
+                    f"<td><img src='{_data_uri(true_scale)}' width=96></td></tr>")
+    example_cells = "".join(
+        f"<figure><img src='{_data_uri(to_png_bytes(x.clean, 2))}'><figcaption>{e(x.clean_prediction)}</figcaption>"
+        f"</figure><figure><img src='{_data_uri(to_png_bytes(x.triggered, 2))}'>"
+        f"<figcaption>&rarr; {e(x.triggered_prediction)}</figcaption></figure>" for x in examples)
+    model, pool = report["model"], report["pool"]
+    settings = report["settings"]
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>inspector scan — {e(str(model.get('name', '')))}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+.verdict {{ font-size: 1.3em; padding: .8em 1em; border-radius: 6px; margin: 1em 0; }}
+.flagged {{ background: #fde2e1; border: 2px solid #d62728; }}
+.clean {{ background: #e3f4e4; border: 2px solid #2ca02c; }}
+table {{ border-collapse: collapse; width: 100%; }} td, th {{ padding: 4px 8px; border-bottom: 1px solid #ddd; }}
+tr.suspect {{ background: #fff0f0; font-weight: 600; }} img {{ image-rendering: pixelated; }}
+.examples {{ display: flex; flex-wrap: wrap; gap: 6px; }} figure {{ margin: 0; text-align: center; }}
+.meta {{ color: #555; font-size: .9em; }}
+</style></head><body>
+<h1>inspector scan report</h1>
+<p class="meta">model <b>{e(str(model.get('name', '')))}</b> ({e(str(model.get('kind', '')))} on
+{e(str(model.get('arch', '')))}, {model.get('n_classes', '')} classes) · method {e(report['method'])} ·
+ε = {settings['epsilon'] * 255:.1f}/255 · {pool.get('fit_images')} + {pool.get('held_out_images')} OOD images
+({e(str(pool.get('source', '')))}) · {report['seconds']:.1f} s · {e(report['created'])}</p>
+{headline}
+<p class="meta">Rule: flagged when the top anomaly index ({e(report['statistic'])}) exceeds {report['threshold']:g}
+and that class's trigger flips at least {report['min_flip_rate']:.0%} of the held-out OOD images.</p>
+{flip_html}
+{anomaly_html}
+<h2>Before / after: OOD images with the trigger of class {e(report['suspect'])}</h2>
+<div class="examples">{example_cells}</div>
+<h2>Per class</h2>
+<table><tr><th>#</th><th>class</th><th>flip rate</th><th>anomaly</th><th>loss</th><th>mask norm</th>
+<th>trigger (amplified)</th><th>true scale</th></tr>
+{''.join(rows)}</table>
+<p class="meta">versions: {e(json.dumps(report['versions']))}</p>
+</body></html>"""
+
+
+def _reindexed(classes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bars are drawn in scan order, so each record's slot is its position."""
+    return [{**c, "index": i} for i, c in enumerate(classes)]

@@ -1,0 +1,67 @@
+"""The anomaly index and the verdict on hand-made numbers (no model needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from inspector.detect import MAD_TO_SIGMA, anomaly_index, decide
+
+
+def records(flip_rates: list[float], losses: list[float] | None = None) -> list[dict]:
+    losses = losses or [1.0] * len(flip_rates)
+    return [{"index": i, "name": f"c{i}", "flip_rate": f, "loss": loss}
+            for i, (f, loss) in enumerate(zip(flip_rates, losses, strict=True))]
+
+
+def test_anomaly_index_matches_the_formula():
+    values = [0.1, 0.2, 0.3, 0.4, 0.9]
+    # median 0.3, absolute deviations 0.2 0.1 0 0.1 0.6 -> MAD 0.1
+    expected = [(v - 0.3) / (MAD_TO_SIGMA * 0.1) for v in values]
+    assert anomaly_index(values) == pytest.approx(expected)
+
+
+def test_anomaly_index_is_finite_when_mad_is_zero():
+    index = anomaly_index([0.0, 0.0, 0.0, 0.0, 0.8], min_spread=0.01)
+    assert index[:4] == [0.0, 0.0, 0.0, 0.0]
+    assert index[4] == pytest.approx(0.8 / (MAD_TO_SIGMA * 0.01))
+    assert anomaly_index([0.3] * 6) == [0.0] * 6
+
+
+def test_flagged_when_one_class_stands_out_with_a_high_flip_rate():
+    verdict = decide(records([0.05, 0.1, 0.08, 0.92, 0.06, 0.07]))
+    assert verdict.flagged and verdict.target == 3 and verdict.target_name == "c3"
+    assert verdict.max_anomaly > 2
+
+
+def test_not_flagged_when_the_outlier_flips_too_few_images():
+    verdict = decide(records([0.01, 0.02, 0.01, 0.35, 0.02, 0.01]))
+    assert verdict.max_anomaly > 2 and verdict.suspect == 3
+    assert not verdict.flagged and verdict.target is None
+
+
+def test_not_flagged_when_every_class_is_easy_to_reach():
+    verdict = decide(records([0.7, 0.75, 0.72, 0.78, 0.69, 0.74]))
+    assert not verdict.flagged and verdict.max_anomaly < 2
+
+
+def test_threshold_is_a_setting():
+    flips = [0.1, 0.12, 0.11, 0.6, 0.13, 0.09]
+    index = max(anomaly_index(flips))
+    assert decide(records(flips), threshold=index - 0.01).flagged
+    assert not decide(records(flips), threshold=index + 0.01).flagged
+
+
+def test_loss_statistic_flags_the_lowest_loss():
+    verdict = decide(records([0.6, 0.6, 0.6, 0.6, 0.6], losses=[3.0, 3.1, -2.0, 2.9, 3.2]), statistic="loss")
+    assert verdict.flagged and verdict.target == 2
+
+
+def test_mask_norm_statistic_flags_the_smallest_mask():
+    rows = [{**r, "mask_norm": m} for r, m in zip(records([0.9] * 5), [300, 310, 40, 290, 305], strict=True)]
+    verdict = decide(rows, statistic="mask_norm", min_flip_rate=0.0)
+    assert verdict.flagged and verdict.target == 2
+
+
+def test_no_classes_is_an_error():
+    with pytest.raises(ValueError):
+        decide([])

@@ -1,0 +1,148 @@
+"""The scan engine: margin loss, the epsilon box, the event stream, stopping, and finding a real backdoor."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inspector.candidates import AdditiveInversion, MaskPatternInversion, margin_loss
+from inspector.errors import InputError
+from inspector.invert import (
+    ClassFinished,
+    ScanConfig,
+    ScanFinished,
+    ScanStarted,
+    ScanStopped,
+    TriggerSnapshot,
+    parse_classes,
+    run_scan,
+    scan,
+    split_pool,
+)
+from inspector.prompts import load_learner
+from inspector.zoo import resolve_model
+
+
+def test_margin_loss_is_best_other_minus_candidate():
+    logits = torch.tensor([[1.0, 5.0, 2.0], [4.0, 0.0, 3.0]])
+    # class 2: best others 5 and 4 -> margins 3 and 1
+    assert float(margin_loss(logits, 2)) == pytest.approx(2.0)
+    # class 1: best others 2 and 4 -> margins -3 and 4
+    assert float(margin_loss(logits, 1)) == pytest.approx(0.5)
+
+
+def test_margin_loss_gradient_raises_the_candidate_logit():
+    logits = torch.tensor([[1.0, 5.0, 2.0]], requires_grad=True)
+    margin_loss(logits, 2).backward()
+    assert logits.grad.tolist() == [[0.0, 1.0, -1.0]]
+
+
+def test_additive_trigger_is_projected_onto_the_epsilon_box():
+    trigger = AdditiveInversion(8, epsilon=4 / 255)
+    with torch.no_grad():
+        trigger.unit.normal_(0, 5)
+    trigger.project()
+    assert float(trigger.delta.detach().abs().max()) == pytest.approx(4 / 255)
+    pixels = torch.rand(2, 3, 8, 8)
+    stamped = trigger(pixels)
+    assert stamped.min() >= 0 and stamped.max() <= 1
+    assert float((stamped - pixels).abs().max()) <= 4 / 255 + 1e-6
+    assert trigger.picture().shape == (3, 8, 8) and 0 <= trigger.picture().min() <= trigger.picture().max() <= 1
+
+
+def test_neural_cleanse_trigger_keeps_mask_and_pattern_in_range():
+    trigger = MaskPatternInversion(8, seed=3)
+    with torch.no_grad():
+        trigger.mask_tanh.normal_(0, 10)
+    assert 0 <= float(trigger.mask.min()) and float(trigger.mask.max()) <= 1
+    out = trigger(torch.rand(2, 3, 8, 8))
+    assert out.min() >= 0 and out.max() <= 1
+    assert trigger.stats()["mask_norm"] == pytest.approx(float(trigger.mask.sum()), rel=1e-5)
+
+
+def test_split_pool_is_seeded_and_disjoint():
+    pixels = torch.arange(50).float().reshape(50, 1, 1, 1).expand(50, 3, 2, 2)
+    fit, held = split_pool(pixels, 40, 0.25, seed=1)
+    assert (len(fit), len(held)) == (30, 10)
+    assert not set(fit[:, 0, 0, 0].tolist()) & set(held[:, 0, 0, 0].tolist())
+    again, _ = split_pool(pixels, 40, 0.25, seed=1)
+    assert torch.equal(fit, again)
+    with pytest.raises(InputError):
+        split_pool(pixels[:1], 40, 0.25, seed=1)
+
+
+def test_parse_classes_by_name_or_index(backbone):
+    names = ("star", "arrow", "clock")
+    assert parse_classes("clock, 0", names) == (2, 0)
+    assert parse_classes(None, names) is None
+    with pytest.raises(InputError, match="not one of the model's classes"):
+        parse_classes("balloon", names)
+
+
+@pytest.fixture(scope="module")
+def clean_coop(backbone):
+    return load_learner(resolve_model("clean-coop"), backbone)
+
+
+@pytest.fixture(scope="module")
+def small_pool():
+    from inspector.data import load_shipped_pool
+
+    return load_shipped_pool().pixels
+
+
+def small_config(**overrides) -> ScanConfig:
+    return ScanConfig(**{"classes": (0, 7, 16, 19), "pool_size": 160, "snapshot_every": 2, **overrides})
+
+
+def test_scan_event_order_and_model_untouched(clean_coop, small_pool):
+    before = {k: v.clone() for k, v in clean_coop.learner.state_dict().items()}
+    flags = [p.requires_grad for p in clean_coop.learner.parameters()]
+    events = list(scan(clean_coop, small_pool, small_config()))
+    kinds = [type(e) for e in events]
+    assert kinds[0] is ScanStarted and kinds[-1] is ScanFinished
+    started = events[0]
+    assert started.steps_per_class == 4 and started.held_out_images == 32
+    finished = [e for e in events if isinstance(e, ClassFinished)]
+    assert [f.record["index"] for f in finished] == [0, 7, 16, 19]
+    # each class: snapshots (step 1 first), then its ClassFinished, before the next class starts
+    position = 0
+    for event in events[1:-1]:
+        if isinstance(event, TriggerSnapshot):
+            assert event.position == position and event.class_index == started.classes[position]
+            assert event.picture.shape == (3, 64, 64)
+        elif isinstance(event, ClassFinished):
+            assert event.position == position
+            position += 1
+    result = events[-1].result
+    assert len(result.classes) == 4 and set(result.triggers) == {0, 7, 16, 19}
+    assert all(0 <= c["flip_rate"] <= 1 for c in result.classes)
+    assert result.image_passes > 4 * 128
+    for k, v in clean_coop.learner.state_dict().items():
+        assert torch.equal(v, before[k])
+    assert [p.requires_grad for p in clean_coop.learner.parameters()] == flags
+
+
+def test_scan_stops_between_steps(clean_coop, small_pool):
+    steps = []
+
+    def stop_after_six() -> bool:
+        return len(steps) >= 6
+
+    events = []
+    for event in scan(clean_coop, small_pool, small_config(snapshot_every=1), should_stop=stop_after_six):
+        events.append(event)
+        if isinstance(event, TriggerSnapshot):
+            steps.append(event.step)
+    assert isinstance(events[-1], ScanStopped)
+    assert len(steps) == 6 and not any(isinstance(e, ScanFinished) for e in events)
+    assert [r["index"] for r in events[-1].finished] == [0]
+
+
+def test_scan_refuses_bad_settings(clean_coop, small_pool):
+    with pytest.raises(InputError, match="at least 3"):
+        run_scan(clean_coop, small_pool, small_config(classes=(0, 1)))
+    with pytest.raises(InputError, match="not classes of this model"):
+        run_scan(clean_coop, small_pool, small_config(classes=(0, 1, 99)))
+    with pytest.raises(InputError, match="epsilon"):
+        run_scan(clean_coop, small_pool, small_config(epsilon=0.0))

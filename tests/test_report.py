@@ -1,0 +1,84 @@
+"""Scan reports: JSON schema, trigger PNGs and tensors, the self-contained HTML, reading back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from inspector.candidates import AdditiveInversion
+from inspector.data import load_shipped_pool
+from inspector.errors import InputError
+from inspector.invert import ScanConfig, run_scan
+from inspector.prompts import load_learner
+from inspector.report import Example, read_report, write_report
+from inspector.zoo import resolve_model
+
+
+@pytest.fixture(scope="module")
+def written(backbone, tmp_path_factory):
+    model = load_learner(resolve_model("clean-coop"), backbone)
+    pool = load_shipped_pool().pixels
+    result = run_scan(model, pool, ScanConfig(classes=(2, 7, 16, 19), pool_size=128))
+    out = tmp_path_factory.mktemp("scan")
+    example = Example(pool[0], pool[0], "map", "clock")
+    report = write_report(result, out, {"name": "clean-coop", "kind": "coop", "arch": "pocket-clip", "n_classes": 20},
+                          {"source": "shipped", "images": len(pool)}, [example])
+    return out, report, result
+
+
+def test_report_json_schema(written):
+    out, report, result = written
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk == report
+    for key, kind in {"flagged": bool, "max_anomaly": float, "seconds": float, "classes": list, "settings": dict,
+                      "versions": dict, "timings": dict, "model": dict, "pool": dict}.items():
+        assert isinstance(on_disk[key], kind), key
+    assert on_disk["target"] is None or isinstance(on_disk["target"], str)
+    assert on_disk["settings"]["epsilon"] == pytest.approx(4 / 255)
+    assert {"torch", "open_clip_torch", "python"} <= set(on_disk["versions"])
+    assert [c["name"] for c in on_disk["classes"]] == ["road sign", "computer", "balloon", "clock"]
+    for c in on_disk["classes"]:
+        assert {"name", "index", "flip_rate", "anomaly", "loss", "trigger_png", "true_scale_png"} <= set(c)
+        with Image.open(out / c["trigger_png"]) as image:
+            assert image.size == (256, 256)
+    assert on_disk["pool"]["fit_images"] + on_disk["pool"]["held_out_images"] == 128
+    assert not list(out.glob("*.partial"))
+
+
+def test_html_is_self_contained(written):
+    out, report, _ = written
+    page = (out / "report.html").read_text()
+    assert "<script" in page and "Plotly" in page  # plotly.js inlined, works offline
+    assert 'src="http' not in page and "src='http" not in page  # nothing fetched from the network
+    assert page.count("data:image/png;base64,") >= 2 * len(report["classes"]) + 2
+    assert "Not flagged" in page or "BACKDOOR SUSPECTED" in page
+
+
+def test_report_reads_back_with_its_triggers(written):
+    out, report, result = written
+    again, triggers = read_report(out / "report.json")
+    assert again["classes"] == report["classes"]
+    assert set(triggers) == {2, 7, 16, 19}
+    rebuilt = triggers[16]
+    assert isinstance(rebuilt, AdditiveInversion)
+    assert torch.allclose(rebuilt.delta, result.triggers[16]["delta"], atol=1e-7)
+
+
+def test_bad_reports_get_clear_errors(tmp_path, written):
+    with pytest.raises(InputError, match="does not exist"):
+        read_report(tmp_path / "nothing.json")
+    (tmp_path / "report.json").write_text("{not json")
+    with pytest.raises(InputError, match="not valid JSON"):
+        read_report(tmp_path / "report.json")
+    (tmp_path / "report.json").write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(InputError, match="not an inspector scan report"):
+        read_report(tmp_path)
+    out, report, _ = written
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    (lonely / "report.json").write_text(json.dumps(report))
+    with pytest.raises(InputError, match="triggers file"):
+        read_report(lonely / "report.json")
