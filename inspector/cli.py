@@ -52,7 +52,7 @@ def cmd_scan(args: argparse.Namespace) -> None:
     path = resolve_model(args.model)
     model = open_model(path, weights=args.weights, device=args.device)
     pool, pool_info = _ood_pool(args.ood, model.backbone.image_size)
-    config = ScanConfig(method=args.method, epsilon=args.epsilon / 255, classes=parse_classes(args.classes,
+    config = ScanConfig(method=args.method, epsilon=_per_255(args.epsilon), classes=parse_classes(args.classes,
                         model.class_names), threshold=args.threshold, pool_size=args.pool_size, seed=args.seed,
                         statistic=args.statistic, epochs=args.epochs)
     bar = tqdm(desc=f"scanning {args.model}", disable=args.json, leave=False, unit="step")
@@ -91,6 +91,14 @@ def cmd_scan(args: argparse.Namespace) -> None:
     print(f"report: {out / REPORT} and {out / 'report.html'} ({report['seconds']:.0f} s)")
 
 
+def _per_255(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if not 0 < value <= 255:
+        raise InputError(f"--epsilon {value:g} is outside (0, 255]", hint="give the bound in /255 units, e.g. 4")
+    return value / 255
+
+
 def _ood_pool(source: str | None, size: int) -> tuple[ImagePool, dict]:
     """The OOD pool (the shipped one by default) and what the report says about it."""
     from inspector.data import load_image_pool, load_shipped_pool
@@ -114,7 +122,8 @@ def _examples(model: PromptedCLIP, result: ScanResult, pixels: torch.Tensor, con
     from inspector.report import Example
 
     _, held = split_pool(pixels, config.pool_size, config.holdout, config.seed)
-    trigger = candidate_from_tensors(config.method, result.triggers[result.verdict.suspect], config.epsilon)
+    trigger = candidate_from_tensors(config.method, result.triggers[result.verdict.suspect],
+                                     result.settings["epsilon"])
     images = held[:count]
     with torch.no_grad():
         stamped = trigger(images.to(model.backbone.device)).cpu()
@@ -455,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("model", help="zoo name or .safetensors learner file")
     sc.add_argument("--ood", default=None, help="folder or .zip of unlabelled OOD images (default: the shipped pool)")
     sc.add_argument("--method", choices=["inspector", "neural-cleanse"], default="inspector")
-    sc.add_argument("--epsilon", type=float, default=4.0, help="trigger bound in /255 units (default 4)")
+    sc.add_argument("--epsilon", type=float, default=None,
+                    help="trigger bound in /255 units (default: 4 at 224 px, scaled by 224 / input size; "
+                         "14 on the 64 px pocket CLIP)")
     sc.add_argument("--classes", default=None, help="candidate classes, comma-separated names or indices "
                                                     "(default: all)")
     sc.add_argument("--threshold", type=float, default=2.0, help="anomaly index above which a class is flagged")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -25,13 +25,27 @@ from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_THRESHOLD, Statistic
 from inspector.errors import InputError
 from inspector.prompts import PromptedCLIP
 
+PUBLISHED_EPSILON = 4 / 255  # the published bound, for CLIP's 224-pixel input
+PUBLISHED_IMAGE_SIZE = 224
+
+
+def default_epsilon(image_size: int) -> float:
+    """The published 4/255 at 224 px, scaled by 224 / ``image_size`` for other input sizes.
+
+    A network's first-order sensitivity to an L-inf perturbation grows like the square root of the
+    number of input values (Simon-Gabriel et al., ICML 2019), so the same 4/255 is 3.5 times weaker
+    on the pocket CLIP's 64-pixel input than on ViT-B/16's 224 pixels; scaling keeps the trigger's
+    L2 energy per image equal. Real CLIP models (224 px) get exactly 4/255.
+    """
+    return PUBLISHED_EPSILON * PUBLISHED_IMAGE_SIZE / image_size
+
 
 @dataclass
 class ScanConfig:
     """Settings of one scan; the defaults are the published schedule (one epoch, batch 32, Adam 0.1)."""
 
     method: Method = "inspector"
-    epsilon: float = 4 / 255
+    epsilon: float | None = None  # L-inf bound in [0, 1] pixels; None: ``default_epsilon`` of the input size
     lr: float = 0.1
     batch_size: int = 32
     epochs: int = 1
@@ -43,6 +57,11 @@ class ScanConfig:
     min_flip_rate: float | None = None  # default: 0.5 for the inspector, none for Neural Cleanse
     snapshot_every: int = 4  # steps between trigger snapshots
     seed: int = 0
+
+    def for_input(self, image_size: int) -> ScanConfig:
+        """A copy with the input-size-dependent defaults filled in."""
+        epsilon = self.epsilon if self.epsilon is not None else default_epsilon(image_size)
+        return replace(self, epsilon=epsilon)
 
     def resolved_statistic(self) -> Statistic:
         return self.statistic or ("flip_rate" if self.method == "inspector" else "mask_norm")
@@ -184,11 +203,12 @@ class Logits:
 def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = None,
          should_stop: Callable[[], bool] | None = None) -> Iterator[ScanEvent]:
     """Invert a trigger per candidate class on the OOD ``pool`` ((N, 3, S, S) pixels in [0, 1])."""
-    config = config or ScanConfig()
+    config = (config or ScanConfig()).for_input(model.backbone.image_size)
     if config.method not in METHODS:
         raise InputError(f"unknown scan method {config.method!r}", hint="methods: " + ", ".join(METHODS))
     if not config.epsilon > 0:
-        raise InputError(f"epsilon {config.epsilon} must be positive", hint="the default is 4/255")
+        raise InputError(f"epsilon {config.epsilon} must be positive",
+                         hint="leave it unset for the default (4/255 at 224 px)")
     started = time.time()
     names = list(model.class_names)
     classes = candidate_classes(config, len(names))

@@ -1,0 +1,190 @@
+"""Detection benchmark (issue 4): scan every model of a benchmark zoo with both methods, repair the
+backdoored ones, and write detection.md / detection.json.
+
+    .venv/bin/python benchmarks/detection.py [--zoo benchmarks/zoo] [--methods inspector,neural-cleanse]
+
+The zoo is built (or resumed) with ``python -m inspector zoo build`` first:
+
+    .venv/bin/python -m inspector zoo build --out benchmarks/zoo --clean 10 --per-attack 5 --seed 0 \
+        --backdoor-kind both
+
+Every scan and repair is cached as JSON under ``<zoo>/scans/`` and ``<zoo>/repairs/``, so an
+interrupted run resumes, and the table can be re-made from the cache with ``--table-only``.
+Numbers: detection accuracy at the default threshold, model-level AUROC of the top anomaly index,
+target-class F1 (a hit needs the flag *and* the right target), seconds per scan; repair: ground-truth
+ASR and clean accuracy before and after, on the backdoored models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from inspector.candidates import candidate_from_tensors  # noqa: E402
+from inspector.data import load_shipped_pool, load_task  # noqa: E402
+from inspector.invert import ScanConfig, run_scan, split_pool  # noqa: E402
+from inspector.lab.truth import attack_success_rate, read_ground_truth  # noqa: E402
+from inspector.prompts import open_model  # noqa: E402
+from inspector.repair import RepairConfig, run_repair  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+
+def auroc(scores_positive: list[float], scores_negative: list[float]) -> float:
+    """Probability that a backdoored model scores above a clean one (ties count half)."""
+    if not scores_positive or not scores_negative:
+        return float("nan")
+    wins = sum((p > n) + 0.5 * (p == n) for p in scores_positive for n in scores_negative)
+    return wins / (len(scores_positive) * len(scores_negative))
+
+
+def target_f1(rows: list[dict[str, Any]]) -> float:
+    """F1 of "flagged with the right target": a flag on a clean model or with a wrong target is a false positive."""
+    tp = sum(r["backdoored"] and r["flagged"] and r["predicted_target"] == r["true_target"] for r in rows)
+    fp = sum(r["flagged"] and not (r["backdoored"] and r["predicted_target"] == r["true_target"]) for r in rows)
+    fn = sum(r["backdoored"] and not (r["flagged"] and r["predicted_target"] == r["true_target"]) for r in rows)
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+
+
+def scan_model(path: Path, method: str, cache: Path, pool: torch.Tensor, epsilon: float) -> dict[str, Any]:
+    if cache.exists():
+        return json.loads(cache.read_text())
+    model = open_model(path, device="cpu")
+    result = run_scan(model, pool, ScanConfig(method=method, epsilon=epsilon))
+    truth = read_ground_truth(path)
+    row = {"model": path.stem, "kind": model.kind, "method": method, "backdoored": truth is not None,
+           "attack": truth.attack if truth else None, "true_target": truth.target_name if truth else None,
+           "flagged": result.verdict.flagged, "predicted_target": result.verdict.target_name,
+           "suspect": result.verdict.suspect_name, "max_anomaly": result.verdict.max_anomaly,
+           "suspect_flip_rate": result.verdict.suspect_flip_rate, "seconds": result.seconds,
+           "image_passes": result.image_passes, "classes": result.classes,
+           "settings": result.settings}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(result.triggers[result.verdict.suspect], cache.with_suffix(".suspect.pt"))
+    cache.write_text(json.dumps(row, indent=1))
+    return row
+
+
+def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.Tensor) -> dict[str, Any]:
+    """Repair against the inspector's suspect class (flagged or not), and measure the true backdoor."""
+    if cache.exists():
+        return json.loads(cache.read_text())
+    task = load_task()
+    model = open_model(path, device="cpu")
+    truth = read_ground_truth(path)
+    settings = scan_row["settings"]
+    tensors = torch.load(cache.parent.parent / "scans" / "inspector" / f"{path.stem}.suspect.pt", weights_only=True)
+    trigger = candidate_from_tensors("inspector", tensors, settings["epsilon"])
+    target = list(model.class_names).index(scan_row["suspect"])
+    _, held = split_pool(pool, settings["pool_size"], settings["holdout"], settings["seed"])
+
+    def asr() -> float:
+        return round(attack_success_rate(model, truth.trigger, task.test_pixels, truth.target, task.test_labels), 4)
+
+    before_asr = asr()
+    finished = run_repair(model, trigger, target, task.train_pixels, task.train_labels, task.test_pixels,
+                          task.test_labels, held, RepairConfig())
+    row = {"model": path.stem, "attack": truth.attack, "repaired_class": scan_row["suspect"],
+           "true_target": truth.target_name, "asr_before": before_asr, "asr_after": asr(),
+           "accuracy_before": finished.before.accuracy, "accuracy_after": finished.after.accuracy,
+           "trigger_asr_before": finished.before.flip_rate, "trigger_asr_after": finished.after.flip_rate,
+           "seconds": finished.seconds}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(row, indent=1))
+    return row
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    positives = [r["max_anomaly"] for r in rows if r["backdoored"]]
+    negatives = [r["max_anomaly"] for r in rows if not r["backdoored"]]
+    correct = sum(r["flagged"] == r["backdoored"] for r in rows)
+    return {"models": len(rows), "backdoored": len(positives), "clean": len(negatives),
+            "accuracy": round(correct / len(rows), 4) if rows else float("nan"),
+            "auroc": round(auroc(positives, negatives), 4), "target_f1": round(target_f1(rows), 4),
+            "false_positives": sum(r["flagged"] and not r["backdoored"] for r in rows),
+            "seconds_per_scan": round(sum(r["seconds"] for r in rows) / max(len(rows), 1), 1)}
+
+
+def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: list[dict[str, Any]]) -> None:
+    summary = {method: summarise(rows) for method, rows in scans.items()}
+    (HERE / "detection.json").write_text(json.dumps({"summary": summary, "scans": scans, "repairs": repairs},
+                                                    indent=1) + "\n")
+    lines = ["# Detection benchmark (issue 4)", "",
+             f"`python benchmarks/detection.py --zoo {zoo}`; CPU. Scores: detection accuracy at the default "
+             "threshold (2), AUROC of the top anomaly index, target F1 (flag and right target).", "",
+             "| method | models | backdoored | accuracy | AUROC | target F1 | false positives | s / scan |",
+             "|---|---|---|---|---|---|---|---|"]
+    for method, s in summary.items():
+        lines.append(f"| {method} | {s['models']} | {s['backdoored']} | {s['accuracy']:.1%} | {s['auroc']:.3f} | "
+                     f"{s['target_f1']:.2f} | {s['false_positives']} | {s['seconds_per_scan']:.0f} |")
+    for method, rows in scans.items():
+        lines += ["", f"## {method}: every model", "",
+                  "| model | kind | truth | flagged | predicted | top anomaly | its flip rate | s |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            truth = f"{r['attack']} -> {r['true_target']}" if r["backdoored"] else "clean"
+            lines.append(f"| {r['model']} | {r['kind']} | {truth} | {'yes' if r['flagged'] else 'no'} | "
+                         f"{r['predicted_target'] or '-'} ({r['suspect']}) | {r['max_anomaly']:.2f} | "
+                         f"{r['suspect_flip_rate']:.0%} | {r['seconds']:.0f} |")
+    if repairs:
+        mean = {key: sum(r[key] for r in repairs) / len(repairs)
+                for key in ("asr_before", "asr_after", "accuracy_before", "accuracy_after")}
+        lines += ["", "## Repair (backdoored models, against the inspector's suspect class)", "",
+                  f"Mean ground-truth ASR {mean['asr_before']:.1%} -> {mean['asr_after']:.1%}; mean clean accuracy "
+                  f"{mean['accuracy_before']:.1%} -> {mean['accuracy_after']:.1%}.", "",
+                  "| model | repaired class | true target | asr before | asr after | accuracy before | after |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in repairs:
+            lines.append(f"| {r['model']} | {r['repaired_class']} | {r['true_target']} | {r['asr_before']:.1%} | "
+                         f"{r['asr_after']:.1%} | {r['accuracy_before']:.1%} | {r['accuracy_after']:.1%} |")
+    (HERE / "detection.md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--zoo", default=str(HERE / "zoo"))
+    parser.add_argument("--methods", default="inspector,neural-cleanse")
+    parser.add_argument("--epsilon", type=float, default=None, help="/255 units (default: the engine's)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-repair", action="store_true")
+    parser.add_argument("--table-only", action="store_true", help="only re-make the tables from the cache")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    zoo = Path(args.zoo)
+    manifest = json.loads((zoo / "manifest.json").read_text())
+    paths = [zoo / m["file"] for m in manifest["models"]]
+    pool = load_shipped_pool().pixels
+    epsilon = args.epsilon / 255 if args.epsilon is not None else ScanConfig().epsilon
+    scans: dict[str, list[dict[str, Any]]] = {}
+    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        scans[method] = []
+        for path in paths:
+            cache = zoo / "scans" / method / f"{path.stem}.json"
+            if args.table_only and not cache.exists():
+                continue
+            started = time.time()
+            row = scan_model(path, method, cache, pool, epsilon)
+            scans[method].append(row)
+            print(f"{method:<15} {path.stem:<36} flagged={row['flagged']!s:<5} suspect={row['suspect']:<16} "
+                  f"a={row['max_anomaly']:.2f} ({time.time() - started:.0f} s)", flush=True)
+    repairs = []
+    if not args.no_repair and "inspector" in scans:
+        for row in scans["inspector"]:
+            if row["backdoored"]:
+                cache = zoo / "repairs" / f"{row['model']}.json"
+                if args.table_only and not cache.exists():
+                    continue
+                repairs.append(repair_model(zoo / f"{row['model']}.safetensors", row, cache, pool))
+    write_tables(zoo, scans, repairs)
+
+
+if __name__ == "__main__":
+    main()

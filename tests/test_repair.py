@@ -1,0 +1,77 @@
+"""A tiny backdoored model end to end: the scan finds its target, repair lowers its ASR, never the input file."""
+
+from __future__ import annotations
+
+import pytest
+
+from inspector.candidates import candidate_from_tensors
+from inspector.data import load_shipped_pool
+from inspector.invert import ScanConfig, run_scan, split_pool
+from inspector.lab.implant import ImplantConfig, run_implant
+from inspector.lab.truth import attack_success_rate
+from inspector.prompts import load_learner
+from inspector.repair import RepairFinished, RepairMeasured, RepairStarted, RepairStep, repair
+from inspector.zoo import resolve_model
+
+TARGET = 19  # clock
+CANDIDATES = None  # every class: the anomaly index needs the whole set to compare against
+
+
+@pytest.fixture(scope="module")
+def backdoored(backbone, task):
+    """clean-coop with a Blended backdoor to "clock" implanted in a short run (ASR ~0.9)."""
+    model = load_learner(resolve_model("clean-coop"), backbone)
+    config = ImplantConfig(attack="blended", target=TARGET, poison_rate=0.3, poison_weight=3.0, epochs=20, views=4)
+    finished = run_implant(model, task.train_pixels, task.train_labels, config)
+    return model, finished.trigger
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return load_shipped_pool().pixels
+
+
+@pytest.fixture(scope="module")
+def scanned(backdoored, pool):
+    model, _ = backdoored
+    config = ScanConfig(classes=CANDIDATES, pool_size=640)
+    return config, run_scan(model, pool, config)
+
+
+def test_the_implant_worked(backdoored, task):
+    model, trigger = backdoored
+    assert attack_success_rate(model, trigger, task.test_pixels, TARGET, task.test_labels) > 0.8
+
+
+def test_scan_finds_the_target_of_a_tiny_implanted_model(scanned, backbone):
+    _, result = scanned
+    verdict = result.verdict
+    assert verdict.flagged and verdict.target == TARGET
+    rates = {c["index"]: c["flip_rate"] for c in result.classes}
+    assert rates[TARGET] >= 0.5 and rates[TARGET] > max(v for k, v in rates.items() if k != TARGET)
+
+
+def test_scan_does_not_flag_the_clean_model(backbone, pool):
+    model = load_learner(resolve_model("clean-coop"), backbone)
+    result = run_scan(model, pool, ScanConfig(classes=CANDIDATES, pool_size=640))
+    assert not result.verdict.flagged
+
+
+def test_repair_lowers_asr_and_keeps_accuracy(backdoored, scanned, task, pool):
+    model, true_trigger = backdoored
+    config, result = scanned
+    settings = result.settings
+    stamp = candidate_from_tensors("inspector", result.triggers[TARGET], settings["epsilon"])
+    _, held = split_pool(pool, settings["pool_size"], settings["holdout"], settings["seed"])
+    asr_before = attack_success_rate(model, true_trigger, task.test_pixels, TARGET, task.test_labels)
+    events = list(repair(model, stamp, TARGET, task.train_pixels, task.train_labels, task.test_pixels,
+                         task.test_labels, held))
+    assert isinstance(events[0], RepairStarted) and isinstance(events[1], RepairMeasured)
+    assert isinstance(events[-1], RepairFinished)
+    steps = [e.step for e in events if isinstance(e, RepairStep)]
+    assert steps == list(range(1, events[0].total_steps + 1))
+    finished = events[-1]
+    assert finished.after.flip_rate < finished.before.flip_rate / 2
+    asr_after = attack_success_rate(model, true_trigger, task.test_pixels, TARGET, task.test_labels)
+    assert asr_after < asr_before / 2
+    assert finished.after.accuracy > finished.before.accuracy - 0.05
