@@ -137,3 +137,57 @@ def test_zoo_build_writes_models_and_manifest_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr
     assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.safetensors")} == stamps
     assert json.loads(again.stdout) == rows
+
+
+def test_scan_writes_a_report_and_prints_its_json(tmp_path):
+    out = tmp_path / "scan"
+    result = run_cli("scan", "clean-coop", "--classes", "road sign,computer,balloon,clock", "--pool-size", "160",
+                     "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert {"flagged", "target", "max_anomaly", "seconds", "classes"} <= set(summary)
+    assert [c["name"] for c in summary["classes"]] == ["road sign", "computer", "balloon", "clock"]
+    for c in summary["classes"]:
+        assert set(c) == {"name", "flip_rate", "anomaly", "loss"} and 0 <= c["flip_rate"] <= 1
+    report = json.loads((out / "report.json").read_text())
+    assert report["flagged"] == summary["flagged"] and report["model"]["name"] == "clean-coop"
+    assert (out / "report.html").is_file() and (out / "triggers.safetensors").is_file()
+    assert all((out / c["trigger_png"]).is_file() for c in report["classes"])
+    again = run_cli("scan", "clean-coop", "--classes", "0,1,2", "--out", str(out))
+    assert again.returncode == 2 and "already exists" in again.stderr  # a finished report is never overwritten
+
+
+def test_scan_bad_inputs_are_clear_errors(tmp_path):
+    result = run_cli("scan", "clean-coop", "--classes", "unicorn,clock,star", "--out", str(tmp_path / "a"))
+    assert result.returncode == 2 and "'unicorn' is not one of the model's classes" in result.stderr
+    result = run_cli("scan", "clean-coop", "--ood", str(tmp_path / "missing"), "--out", str(tmp_path / "b"))
+    assert result.returncode == 2 and "missing" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("scan", "clean-coop", "--epsilon", "-3", "--out", str(tmp_path / "c"))
+    assert result.returncode == 2 and "--epsilon" in result.stderr
+    assert not any((tmp_path / d).exists() for d in ("a", "b", "c"))
+
+
+def test_repair_writes_a_new_model_and_never_the_input(tmp_path):
+    delivered = tmp_path / "delivered.safetensors"
+    delivered.write_bytes((ROOT / "assets" / "zoo" / "clean_coop.safetensors").read_bytes())
+    before = _sha(delivered)
+    scan = run_cli("scan", str(delivered), "--classes", "road sign,computer,balloon,clock", "--pool-size", "160",
+                   "--out", str(tmp_path / "scan"), "--json")
+    assert scan.returncode == 0, scan.stderr
+    report = str(tmp_path / "scan" / "report.json")
+    refused = run_cli("repair", str(delivered), "--report", report, "--out", str(delivered), "--overwrite")
+    assert refused.returncode == 2 and "is the input model" in refused.stderr
+    if not json.loads(scan.stdout)["flagged"]:
+        unflagged = run_cli("repair", str(delivered), "--report", report, "--out", str(tmp_path / "r.safetensors"))
+        assert unflagged.returncode == 2 and "--target" in unflagged.stderr
+    out = tmp_path / "repaired.safetensors"
+    result = run_cli("repair", str(delivered), "--report", report, "--target", "computer", "--epochs", "2",
+                     "--out", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    for side in ("before", "after"):
+        assert {"accuracy", "trigger_asr"} <= set(payload[side]) and "asr" not in payload[side]  # no ground truth
+    assert out.is_file() and _sha(delivered) == before
+    other = run_cli("repair", "clean-cocoop", "--report", report, "--target", "computer",
+                    "--out", str(tmp_path / "x.safetensors"))
+    assert other.returncode == 2 and "was made for" in other.stderr
