@@ -240,7 +240,7 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
     from inspector.backbone import load_backbone
     from inspector.data import load_shipped_pool, load_task
     from inspector.lab.triggers import ATTACKS
-    from inspector.lab.zoo_builder import build_item, plan_benchmark_zoo, write_manifest
+    from inspector.lab.zoo_builder import build_item, build_order, plan_benchmark_zoo, write_manifest
 
     attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
     unknown = [a for a in attacks if a not in ATTACKS]
@@ -258,10 +258,11 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
                                backdoor_kind=args.backdoor_kind, epochs=args.epochs)
     settings = {"clean": args.clean, "per_attack": args.per_attack, "seed": args.seed, "attacks": list(attacks),
                 "backdoor_kind": args.backdoor_kind, "epochs": args.epochs}
-    rows = []
-    for item in tqdm(items, desc="building zoo", disable=args.json):
-        rows.append(build_item(item, out, backbone, task, pool))
-        write_manifest(out, rows, settings)
+    rows: dict[int, dict] = {}
+    for position, item in tqdm(build_order(items), desc="building zoo", disable=args.json):
+        rows[position] = build_item(item, out, backbone, task, pool)
+        write_manifest(out, [rows[i] for i in sorted(rows)], settings)
+    rows = [rows[i] for i in sorted(rows)]
     if args.json:
         _print_json(rows)
         return

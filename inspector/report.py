@@ -37,8 +37,10 @@ PNG_SCALE = 4  # 64 px triggers become 256 px pictures
 def versions() -> dict[str, str]:
     import importlib.metadata as md
 
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for package in ("inspector", "open_clip_torch", "numpy", "plotly"):
+    from inspector import __version__
+
+    out = {"inspector": __version__, "python": platform.python_version(), "torch": torch.__version__}
+    for package in ("open_clip_torch", "numpy", "plotly"):
         try:
             out[package] = md.version(package)
         except md.PackageNotFoundError:
@@ -181,13 +183,14 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
     else:
         headline = (f"<div class='verdict clean'>Not flagged — most anomalous class {e(report['suspect'])} "
                     f"(anomaly index {report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.0%})</div>")
+    has_mask = all("mask_norm" in c for c in report["classes"])
     rows = []
     for position, c in enumerate(report["classes"]):
         amplified, true_scale = pictures.get(int(c["index"]), (b"", b""))
         mark = " class='suspect'" if c["index"] == report["suspect_index"] else ""
-        extra = f"{c['mask_norm']:.1f}" if "mask_norm" in c else ""
+        extra = f"<td>{c['mask_norm']:.1f}</td>" if has_mask else ""
         rows.append(f"<tr{mark}><td>{position + 1}</td><td>{e(c['name'])}</td><td>{c['flip_rate']:.1%}</td>"
-                    f"<td>{c['anomaly']:.2f}</td><td>{c['loss']:.3f}</td><td>{extra}</td>"
+                    f"<td>{c['anomaly']:.2f}</td><td>{c['loss']:.3f}</td>{extra}"
                     f"<td><img src='{_data_uri(amplified)}' width=96></td>"
                     f"<td><img src='{_data_uri(true_scale)}' width=96></td></tr>")
     example_cells = "".join(
@@ -196,6 +199,7 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
         f"<figcaption>&rarr; {e(x.triggered_prediction)}</figcaption></figure>" for x in examples)
     model, pool = report["model"], report["pool"]
     settings = report["settings"]
+    mask_header = "<th>mask norm</th>" if has_mask else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>inspector scan — {e(str(model.get('name', '')))}</title>
 <style>
@@ -221,7 +225,7 @@ and that class's trigger flips at least {report['min_flip_rate']:.0%} of the hel
 <h2>Before / after: OOD images with the trigger of class {e(report['suspect'])}</h2>
 <div class="examples">{example_cells}</div>
 <h2>Per class</h2>
-<table><tr><th>#</th><th>class</th><th>flip rate</th><th>anomaly</th><th>loss</th><th>mask norm</th>
+<table><tr><th>#</th><th>class</th><th>flip rate</th><th>anomaly</th><th>loss</th>{mask_header}
 <th>trigger (amplified)</th><th>true scale</th></tr>
 {''.join(rows)}</table>
 <p class="meta">versions: {e(json.dumps(report['versions']))}</p>

@@ -60,6 +60,15 @@ def test_neural_cleanse_trigger_keeps_mask_and_pattern_in_range():
     assert trigger.stats()["mask_norm"] == pytest.approx(float(trigger.mask.sum()), rel=1e-5)
 
 
+def test_default_epsilon_is_the_published_one_at_224_px():
+    from inspector.invert import default_epsilon
+
+    assert default_epsilon(224) == pytest.approx(4 / 255)
+    assert default_epsilon(64) == pytest.approx(14 / 255)
+    assert ScanConfig().for_input(64).epsilon == pytest.approx(14 / 255)
+    assert ScanConfig(epsilon=2 / 255).for_input(64).epsilon == pytest.approx(2 / 255)
+
+
 def test_split_pool_is_seeded_and_disjoint():
     pixels = torch.arange(50).float().reshape(50, 1, 1, 1).expand(50, 3, 2, 2)
     fit, held = split_pool(pixels, 40, 0.25, seed=1)

@@ -37,7 +37,7 @@ def test_report_json_schema(written):
                       "versions": dict, "timings": dict, "model": dict, "pool": dict}.items():
         assert isinstance(on_disk[key], kind), key
     assert on_disk["target"] is None or isinstance(on_disk["target"], str)
-    assert on_disk["settings"]["epsilon"] == pytest.approx(4 / 255)
+    assert on_disk["settings"]["epsilon"] == pytest.approx(14 / 255)  # 4/255 at 224 px, scaled to 64 px
     assert {"torch", "open_clip_torch", "python"} <= set(on_disk["versions"])
     assert [c["name"] for c in on_disk["classes"]] == ["road sign", "computer", "balloon", "clock"]
     for c in on_disk["classes"]:

@@ -71,6 +71,14 @@ def plan_benchmark_zoo(n_clean: int, per_attack: int, seed: int, n_classes: int,
     return items
 
 
+def build_order(items: list[ZooItem]) -> list[tuple[int, ZooItem]]:
+    """(plan position, item) in build order: clean models, then CoOp implants, then the slow CoCoOp ones
+    (a CoCoOp step runs the text tower once per image), so an interrupted build has the most models."""
+    cost = {None: 0}
+    return sorted(enumerate(items), key=lambda pair: (cost.get(pair[1].attack, 1 + (pair[1].kind == "cocoop")),
+                                                      pair[0]))
+
+
 def build_item(item: ZooItem, out_dir: Path, backbone: Backbone, task: Task, pool: ImagePool,
                on_step: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Train (or read back) one model; returns its manifest row with measured accuracy / ASR."""
