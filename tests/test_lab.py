@@ -79,3 +79,20 @@ def test_trigger_round_trips_through_its_record(attack, pixels):
         trigger.project()
     rebuilt = trigger_from_tensors(attack, trigger.params(), trigger_tensors(trigger))
     assert torch.equal(rebuilt(pixels), trigger(pixels))
+
+
+def test_benchmark_zoo_plan_alternates_kinds_and_builds_cheap_models_first():
+    from inspector.lab.zoo_builder import build_order, plan_benchmark_zoo
+
+    items = plan_benchmark_zoo(4, 2, seed=0, n_classes=20, backdoor_kind="both")
+    assert [i.kind for i in items[:4]] == ["coop", "cocoop", "coop", "cocoop"]
+    backdoored = items[4:]
+    assert len(backdoored) == 2 * len(ATTACKS) and {i.attack for i in backdoored} == set(ATTACKS)
+    for item in backdoored:  # implanted into a clean model of its own kind
+        base = next(i for i in items if i.name == item.base)
+        assert base.attack is None and base.kind == item.kind and 0 <= item.target < 20
+    order = [item for _, item in build_order(items)]
+    assert order[:4] == items[:4]
+    kinds = [i.kind for i in order[4:]]
+    assert kinds == sorted(kinds, key=lambda k: k == "cocoop")  # every CoOp implant before any CoCoOp one
+    assert sorted(position for position, _ in build_order(items)) == list(range(len(items)))
