@@ -60,7 +60,7 @@ def main() -> None:
     lines = [f"# Demo zoo scanned by the CLI ({args.method})", "",
              f"`python benchmarks/demo_scans.py --method {args.method}`: `python -m inspector scan NAME` with the "
              f"default settings (ε = {rows[0]['epsilon_255']}/255 on the 64-px pocket CLIP, 1,000 OOD images of "
-             "which 200 held out, one epoch at batch 32, Adam 0.1), 2 CPU threads. "
+             f"which 200 held out, one epoch at batch 32, Adam 0.1), {args.threads} CPU thread(s). "
              f"Reports: [{folder.name}/]({folder.name}/).", "",
              "| model | truth | flagged | predicted target | top anomaly (class) | its flip rate | "
              "true target's flip rate | s | right |", "|---|---|---|---|---|---|---|---|---|"]
