@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inspector.candidates import candidate_from_tensors  # noqa: E402
-from inspector.data import load_shipped_pool, load_task  # noqa: E402
+from inspector.data import Task, load_shipped_pool, load_task  # noqa: E402
 from inspector.invert import ScanConfig, run_scan, split_pool  # noqa: E402
 from inspector.lab.truth import attack_success_rate, read_ground_truth  # noqa: E402
 from inspector.prompts import open_model  # noqa: E402
@@ -73,11 +73,10 @@ def scan_model(path: Path, method: str, cache: Path, pool: torch.Tensor, epsilon
     return row
 
 
-def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.Tensor) -> dict[str, Any]:
+def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.Tensor, task: Task) -> dict[str, Any]:
     """Repair against the inspector's suspect class (flagged or not), and measure the true backdoor."""
     if cache.exists():
         return json.loads(cache.read_text())
-    task = load_task()
     model = open_model(path, device="cpu")
     truth = read_ground_truth(path)
     settings = scan_row["settings"]
@@ -176,13 +175,14 @@ def main() -> None:
             print(f"{method:<15} {path.stem:<36} flagged={row['flagged']!s:<5} suspect={row['suspect']:<16} "
                   f"a={row['max_anomaly']:.2f} ({time.time() - started:.0f} s)", flush=True)
     repairs = []
+    task = load_task()
     if not args.no_repair and "inspector" in scans:
         for row in scans["inspector"]:
             if row["backdoored"]:
                 cache = zoo / "repairs" / f"{row['model']}.json"
                 if args.table_only and not cache.exists():
                     continue
-                repairs.append(repair_model(zoo / f"{row['model']}.safetensors", row, cache, pool))
+                repairs.append(repair_model(zoo / f"{row['model']}.safetensors", row, cache, pool, task))
     write_tables(zoo, scans, repairs)
 
 

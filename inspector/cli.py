@@ -151,7 +151,8 @@ def cmd_repair(args: argparse.Namespace) -> None:
     if out.exists() and not args.overwrite:
         raise InputError(f"{out} already exists", hint="choose another --out or pass --overwrite")
     report, triggers = read_report(Path(args.report))
-    if report["model"].get("sha256") != file_sha256(path):
+    model_sha256 = file_sha256(path)
+    if report["model"].get("sha256") != model_sha256:
         raise InputError(f"report {args.report} was made for {report['model'].get('path')}, not for {path}",
                          hint="scan this model first, then repair it with that report")
     model = open_model(path, weights=args.weights, device=args.device)
@@ -202,7 +203,7 @@ def cmd_repair(args: argparse.Namespace) -> None:
 
     result = {"target": model.class_names[target], "before": side(finished.before, asr_before),
               "after": side(finished.after, asr_after), "seconds": finished.seconds, "out": str(out)}
-    extra = {"repaired": {"from": path.name, "from_sha256": file_sha256(path), "target": model.class_names[target],
+    extra = {"repaired": {"from": path.name, "from_sha256": model_sha256, "target": model.class_names[target],
                           "report": str(args.report), "recipe": config.as_dict(), "before": result["before"],
                           "after": result["after"]}}
     if truth is not None:  # keep the lab's record, so `eval` can still measure the original trigger
@@ -403,12 +404,9 @@ def _implant_base(args: argparse.Namespace) -> tuple[PromptedCLIP, Path | None]:
 
 
 def _class_index(class_names: tuple[str, ...], name: str) -> int:
-    if name in class_names:
-        return class_names.index(name)
-    if name.isdigit() and int(name) < len(class_names):
-        return int(name)
-    raise InputError(f"target class {name!r} is not one of the model's classes",
-                     hint="classes: " + ", ".join(class_names))
+    from inspector.invert import class_index
+
+    return class_index(class_names, name, role="target class")
 
 
 def cmd_import(args: argparse.Namespace) -> None:

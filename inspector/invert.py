@@ -298,18 +298,18 @@ def _measure(logits_of: Logits, trigger: CandidateTrigger, k: int, name: str, he
             **{key: round(value, 6) for key, value in trigger.stats().items()}}
 
 
+def class_index(class_names: Sequence[str], name: str, role: str = "class") -> int:
+    """A class given by name or index -> its index; ``role`` names it in the error ("target class")."""
+    if name in class_names:
+        return list(class_names).index(name)
+    if name.isdigit() and int(name) < len(class_names):
+        return int(name)
+    raise InputError(f"{role} {name!r} is not one of the model's classes", hint="classes: " + ", ".join(class_names))
+
+
 def parse_classes(spec: str | Sequence[str] | None, class_names: Sequence[str]) -> tuple[int, ...] | None:
     """``"balloon,clock"`` or ``["3", "clock"]`` -> class indices; None means every class."""
     if spec is None or spec == "" or spec == []:
         return None
     items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if str(s).strip()]
-    out = []
-    for item in items:
-        if item in class_names:
-            out.append(list(class_names).index(item))
-        elif item.isdigit() and int(item) < len(class_names):
-            out.append(int(item))
-        else:
-            raise InputError(f"candidate class {item!r} is not one of the model's classes",
-                             hint="classes: " + ", ".join(class_names))
-    return tuple(out)
+    return tuple(class_index(class_names, item, role="candidate class") for item in items)
