@@ -1,13 +1,46 @@
-"""Entry point of the README's first command.
+"""Launch the inspector app (the README's first command): ``python app.py [--host] [--port] [--share]``.
 
-The Gradio app is not built yet (issue 5); until then this runs the command-line tour of the
-embedded pocket world, so the command in the README stays the same when the app lands.
-Global options pass through, e.g. ``python app.py --device cpu``.
+Only wiring: the page is built by ``inspector.ui``, the work is done by the engine. Binds to
+127.0.0.1 unless told otherwise; ``--tour`` prints the command-line tour of the pocket world instead.
 """
 
-import sys
+from __future__ import annotations
 
-from inspector.cli import main
+import argparse
+import sys
+from pathlib import Path
+
+MAX_UPLOAD = "200mb"  # prompt learners are a few MB; OOD zips of 1,000 images are tens of MB
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="app.py", description="inspector: backdoor scan for prompt-tuned CLIP")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    parser.add_argument("--share", action="store_true", help="also open a public Gradio share link")
+    parser.add_argument("--device", default=None, help="torch device for the engine (default: cuda if available)")
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder for reports and repaired models")
+    parser.add_argument("--allow-path", type=Path, action="append", default=[],
+                        help="a folder the UI may read models and image pools from (repeatable)")
+    parser.add_argument("--tour", action="store_true", help="print the command-line tour of the pocket world and exit")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.tour:
+        from inspector.cli import main as cli_main
+
+        return cli_main([*(["--device", args.device] if args.device else []), "demo"])
+    from inspector.ui import CSS, AppSettings, build_app
+
+    settings = AppSettings(runs_root=args.runs, allowed_roots=args.allow_path, device=args.device)
+    app = build_app(settings)
+    app.queue(default_concurrency_limit=1)
+    app.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,
+               allowed_paths=[str(settings.runs_root.resolve())], max_file_size=MAX_UPLOAD)
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit(main([*sys.argv[1:], "demo"]))
+    sys.exit(main())

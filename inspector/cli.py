@@ -15,12 +15,9 @@ from typing import TYPE_CHECKING
 from inspector.errors import InputError
 
 if TYPE_CHECKING:
-    import torch
 
     from inspector.data import ImagePool, Task
-    from inspector.invert import ScanConfig, ScanResult
     from inspector.prompts import PromptedCLIP
-    from inspector.report import Example
 
 
 def _print_json(payload: object) -> None:
@@ -31,6 +28,7 @@ def cmd_scan(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
     from inspector.backbone import file_sha256
+    from inspector.examples import before_after
     from inspector.invert import (
         ClassFinished,
         ScanConfig,
@@ -74,7 +72,7 @@ def cmd_scan(args: argparse.Namespace) -> None:
                   "arch": model.backbone.arch, "pretrained": model.backbone.pretrained,
                   "n_classes": len(model.class_names)}
     out.mkdir(parents=True, exist_ok=True)
-    examples = _examples(model, result, pool.pixels, config)
+    examples = before_after(model, result, pool.pixels)
     report = write_report(result, out, model_info, pool_info, examples)
     summary = {key: report[key] for key in ("flagged", "target", "max_anomaly", "suspect", "seconds", "method")}
     summary["classes"] = [{key: c[key] for key in ("name", "flip_rate", "anomaly", "loss")} for c in report["classes"]]
@@ -109,27 +107,6 @@ def _ood_pool(source: str | None, size: int) -> tuple[ImagePool, dict]:
     pool = load_image_pool(Path(source), size)
     return pool, {"source": str(source), "images": len(pool.names),
                   "skipped": [{"file": f, "reason": r} for f, r in pool.skipped]}
-
-
-def _examples(model: PromptedCLIP, result: ScanResult, pixels: torch.Tensor, config: ScanConfig,
-              count: int = 8) -> list[Example]:
-    """Held-out OOD images clean and with the suspect's trigger, for the report's before/after row."""
-    import torch
-
-    from inspector.candidates import candidate_from_tensors
-    from inspector.invert import split_pool
-    from inspector.prompts import predict
-    from inspector.report import Example
-
-    _, held = split_pool(pixels, config.pool_size, config.holdout, config.seed)
-    trigger = candidate_from_tensors(config.method, result.triggers[result.verdict.suspect],
-                                     result.settings["epsilon"])
-    images = held[:count]
-    with torch.no_grad():
-        stamped = trigger(images.to(model.backbone.device)).cpu()
-    before, after = predict(model, images), predict(model, stamped)
-    names = model.class_names
-    return [Example(images[i], stamped[i], names[int(before[i])], names[int(after[i])]) for i in range(len(images))]
 
 
 def cmd_repair(args: argparse.Namespace) -> None:
@@ -303,14 +280,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def _task_for(model: PromptedCLIP, name: str) -> Task:
-    """The shipped task at the model's input size, refusing a model of other classes."""
-    from inspector.data import load_task
+    from inspector.data import task_for
 
-    task = load_task(model.backbone.image_size)
-    if list(model.class_names) != task.class_names:
-        raise InputError(f"{name} classifies {len(model.class_names)} classes that are not the "
-                         f"shipped task's {len(task.class_names)}", hint="eval and implant use the shipped pocket task")
-    return task
+    return task_for(model.class_names, model.backbone.image_size, name)
 
 
 def cmd_tune(args: argparse.Namespace) -> None:

@@ -73,6 +73,16 @@ def load_task(size: int | None = None, path: Path = TASK_FILE) -> Task:
                     test_labels=torch.from_numpy(data["test_labels"].astype(np.int64)))
 
 
+def task_for(class_names: list[str] | tuple[str, ...], image_size: int, model_name: str) -> Task:
+    """The shipped task at the model's input size, refusing a model of other classes."""
+    task = load_task(image_size)
+    if list(class_names) != task.class_names:
+        raise InputError(f"{model_name} classifies {len(class_names)} classes that are not the shipped "
+                         f"task's {len(task.class_names)}",
+                         hint="repair, eval and implant use the shipped pocket task's labelled images")
+    return task
+
+
 def load_shipped_pool(size: int | None = None, path: Path = OOD_FILE) -> ImagePool:
     """The shipped OOD pool (categories disjoint from the task), at ``size`` pixels."""
     with _read_npz(path) as data:

@@ -220,7 +220,7 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
     triggers: dict[int, dict[str, torch.Tensor]] = {}
     with frozen_learner(model):
         logits_of = Logits(model)
-        clean_held = logits_of.predict(held)
+        clean_held = None  # predicted after the first class's steps, so its first snapshot comes at once
         for position, k in enumerate(classes):
             class_started = time.time()
             trigger = make_candidate(config.method, model.backbone.image_size, config.epsilon,
@@ -242,6 +242,8 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
                 if step == 1 or step % config.snapshot_every == 0 or step == len(batches):
                     yield TriggerSnapshot(k, names[k], position, step, len(batches), loss, trigger.picture(),
                                           trigger.true_scale())
+            if clean_held is None:
+                clean_held = logits_of.predict(held)
             record = _measure(logits_of, trigger, k, names[k], held, clean_held)
             record.update({"train_loss": round(loss, 4), "steps": len(batches),
                            "seconds": round(time.time() - class_started, 2)})

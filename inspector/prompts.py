@@ -476,13 +476,17 @@ def predict(model: PromptedCLIP, pixels: torch.Tensor, batch_size: int = 128,
     return torch.cat(preds) if preds else torch.empty(0, dtype=torch.long)
 
 
-def open_model(path: Path, weights: str | None = None, device: str | torch.device | None = None) -> PromptedCLIP:
+def open_model(path: Path, weights: str | None = None, device: str | torch.device | None = None,
+               backbone_loader: Callable[..., Backbone] | None = None) -> PromptedCLIP:
     """Load a learner file together with the backbone its header names.
 
     ``weights`` overrides the header's pretrained tag: needed when the learner was tuned on a
     local weights file (the header then holds that file's hash, which is checked).
+    ``backbone_loader`` replaces ``load_backbone`` (the app passes a cached one: backbones are frozen).
     """
     from inspector.backbone import file_sha256, load_backbone
+
+    load_backbone = backbone_loader or load_backbone
 
     meta = read_learner_meta(path)
     recorded = str(meta.get("pretrained", ""))

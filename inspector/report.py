@@ -13,7 +13,6 @@ import io
 import json
 import platform
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from inspector.candidates import METHODS, CandidateTrigger, candidate_from_tensors
 from inspector.errors import InputError
+from inspector.examples import Example
 from inspector.figures import class_bars
 from inspector.invert import ScanResult
 
@@ -57,16 +57,6 @@ def to_png_bytes(picture: torch.Tensor, scale: int = PNG_SCALE) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-@dataclass
-class Example:
-    """One OOD image clean and with the suspect's trigger, with the model's prediction under each."""
-
-    clean: torch.Tensor
-    triggered: torch.Tensor
-    clean_prediction: str
-    triggered_prediction: str
 
 
 def build_report(result: ScanResult, model_info: dict[str, Any], pool_info: dict[str, Any]) -> dict[str, Any]:

@@ -73,8 +73,8 @@ def test_import_cli_round_trip(tmp_path):
     assert "coop learner for 3 classes" in result.stdout and out.is_file()
 
 
-def test_app_entry_point_runs_the_pocket_world_tour():
-    result = subprocess.run([sys.executable, "app.py"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+def test_app_tour_flag_runs_the_pocket_world_tour():
+    result = subprocess.run([sys.executable, "app.py", "--tour"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "clean-coop" in result.stdout and "clean-cocoop" in result.stdout
     assert "zero-shot CLIP" in result.stdout

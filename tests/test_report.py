@@ -11,9 +11,10 @@ from PIL import Image
 from inspector.candidates import AdditiveInversion
 from inspector.data import load_shipped_pool
 from inspector.errors import InputError
+from inspector.examples import Example
 from inspector.invert import ScanConfig, run_scan
 from inspector.prompts import load_learner
-from inspector.report import Example, read_report, write_report
+from inspector.report import read_report, write_report
 from inspector.zoo import resolve_model
 
 

@@ -1,0 +1,305 @@
+"""What each button does: engine events in, component updates out (STYLE: no numerics here).
+
+Every handler takes the browser's ``Workspace`` first and yields ``{component name: value}``
+dicts; ``layout.wire`` turns them into Gradio outputs (names not yielded stay as they are). Long
+handlers are generators, so the page updates while the engine runs. Bad input never raises into
+Gradio: it becomes a visible message naming what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import gradio as gr
+
+from inspector.candidates import candidate_from_tensors
+from inspector.errors import InputError
+from inspector.invert import (
+    ClassFinished,
+    ScanConfig,
+    ScanFinished,
+    ScanStarted,
+    ScanStopped,
+    TriggerSnapshot,
+    default_epsilon,
+    parse_classes,
+)
+from inspector.lab.implant import ImplantFinished, ImplantStep
+from inspector.repair import RepairConfig, RepairFinished, RepairMeasured, RepairStarted, RepairStep
+from inspector.ui import views
+from inspector.ui.workspace import Workspace
+
+Updates = dict[str, Any]
+SURPRISE = "surprise me (hidden)"
+UPDATE_EVERY = 0.25  # seconds between live picture updates: smooth without flooding the browser
+log = logging.getLogger("inspector.ui")
+
+
+def problem(message: str) -> str:
+    return f'<div class="problem">⚠ {message}</div>'
+
+
+def guarded(fn: Callable[..., Iterator[Updates]], message_to: str) -> Callable[..., Iterator[Updates]]:
+    """Bad input -> a message in ``message_to`` (and a toast), never a traceback in the page."""
+
+    def run(*args: Any) -> Iterator[Updates]:
+        try:
+            yield from fn(*args)
+        except InputError as exc:
+            gr.Warning(str(exc))
+            yield {message_to: problem(str(exc).replace("\n", "<br>")), **idle_buttons(args[0])}
+        except Exception as exc:  # an engine bug must not take the app down with it
+            log.exception("handler %s failed", fn.__name__)
+            yield {message_to: problem(f"internal error ({type(exc).__name__}: {exc}); the app is still usable"),
+                   **idle_buttons(args[0])}
+
+    run.__name__ = fn.__name__
+    return run
+
+
+def idle_buttons(ws: Workspace) -> Updates:
+    has_result = ws is not None and ws.result is not None
+    return {"scan_button": gr.update(interactive=True), "stop_button": gr.update(interactive=False),
+            "repair_button": gr.update(interactive=has_result), "implant_button": gr.update(interactive=True)}
+
+
+def busy_buttons() -> Updates:
+    return {"scan_button": gr.update(interactive=False), "stop_button": gr.update(interactive=True),
+            "repair_button": gr.update(interactive=False), "implant_button": gr.update(interactive=False)}
+
+
+# --- choosing the model and pool ------------------------------------------------------------------------
+def choose_model(ws: Workspace, source: str, zoo_name: str | None, upload: str | None, path: str | None,
+                 weights: str | None = None) -> Iterator[Updates]:
+    """Open the chosen model and fit the class lists and the default epsilon to it."""
+    if source == "demo zoo":
+        if not zoo_name:
+            raise InputError("no demo model picked", hint="pick one in the list")
+        loaded = ws.open_model(zoo_name, weights=weights)
+    elif source == "upload":
+        if not upload:
+            raise InputError("no model file uploaded", hint="drop a .safetensors prompt learner on the upload box")
+        loaded = ws.open_model(upload, label=upload.split("/")[-1], weights=weights)
+    else:
+        loaded = ws.open_model_path(path or "", weights=weights)
+    yield model_updates(ws)
+    del loaded
+
+
+def model_updates(ws: Workspace) -> Updates:
+    loaded = ws.require_model()
+    names = list(loaded.model.class_names)
+    epsilon = round(default_epsilon(loaded.model.backbone.image_size) * 255, 1)
+    return {"model_info": loaded.describe(), "classes": gr.update(choices=names, value=[]),
+            "repair_target": gr.update(choices=names, value=None),
+            "teach_target": gr.update(choices=[SURPRISE, *names]),
+            "epsilon": gr.update(value=epsilon), "state": ws}
+
+
+def choose_pool(ws: Workspace, kind: str, upload: str | None, folder: str | None) -> Iterator[Updates]:
+    if kind == "shipped OOD pool":
+        pool = ws.use_pool("shipped")
+    else:
+        pool = ws.use_pool("upload" if kind == "upload a zip" else "folder", upload, folder)
+    yield {"pool_info": pool_line(ws, len(pool.names)), "state": ws}
+
+
+def pool_line(ws: Workspace, images: int) -> str:
+    skipped = ws.pool_info.get("skipped", [])
+    line = f"OOD pool: **{ws.pool_info['source']}**, {images} images"
+    if skipped:
+        listed = "; ".join(f"{s['file']} ({s['reason']})" for s in skipped[:5])
+        line += f", {len(skipped)} files skipped: {listed}" + (" …" if len(skipped) > 5 else "")
+    return line
+
+
+# --- scan -----------------------------------------------------------------------------------------------
+def scan_config(ws: Workspace, method: str, epsilon: float, pool_size: float, epochs: float, classes: list[str],
+                threshold: float) -> ScanConfig:
+    names = ws.require_model().model.class_names
+    if not 0 < float(epsilon) <= 255:
+        raise InputError(f"epsilon {epsilon} is outside (0, 255]", hint="give the bound in /255 units, e.g. 14")
+    return ScanConfig(method=method, epsilon=float(epsilon) / 255, pool_size=int(pool_size), epochs=int(epochs),
+                      classes=parse_classes(list(classes or []), names), threshold=float(threshold))
+
+
+def run_scan(ws: Workspace, method: str, epsilon: float, pool_size: float, epochs: float, classes: list[str],
+             threshold: float, view: str) -> Iterator[Updates]:
+    """Scan, streaming the evolving trigger, the progress line and the bars; then the verdict."""
+    ws.view = view
+    loaded = ws.require_model()
+    config = scan_config(ws, method, epsilon, pool_size, epochs, classes, threshold)
+    started = time.time()
+    yield {**busy_buttons(), "progress": f"Scanning **{loaded.label}** …", "verdict": "", "truth": "",
+           "reveal_button": gr.update(visible=False), "clean_examples": None, "triggered_examples": None,
+           "report_files": None, "state": ws}
+    ws.require_pool()
+    records: list[dict[str, Any]] = []
+    settings: dict[str, Any] = {}
+    candidates: list[int] = []
+    last_picture = 0.0
+    for event in ws.scan(config):
+        now = time.time()
+        if isinstance(event, ScanStarted):
+            settings, candidates = event.settings, event.classes
+            ws.live = (records, settings, candidates)
+            yield {"bars": views.live_bars(loaded.model.class_names, records, settings, ws.view, None, candidates),
+                   "progress": f"Scanning **{loaded.label}**: {len(candidates)} candidate classes, "
+                               f"{event.steps_per_class} steps each on {event.fit_images} OOD images"}
+        elif isinstance(event, TriggerSnapshot):
+            if now - last_picture < UPDATE_EVERY and event.step not in (1, event.steps):
+                continue
+            last_picture = now
+            yield {"trigger_picture": views.to_image(event.picture), "trigger_true": views.to_image(event.true_scale),
+                   "trigger_caption": f"Trigger for **{event.class_name}** (amplified · true scale), step "
+                                      f"{event.step}/{event.steps}",
+                   "progress": views.snapshot_line(event, len(candidates), started, now)}
+        elif isinstance(event, ClassFinished):
+            records.append(event.record)
+            yield {"bars": views.live_bars(loaded.model.class_names, records, settings, ws.view, None, candidates)}
+        elif isinstance(event, ScanStopped):
+            ws.live = None
+            yield {**idle_buttons(ws), "progress": f"Stopped after {len(event.finished)} of {len(candidates)} classes.",
+                   "verdict": views.stopped_html(len(event.finished), len(candidates), event.seconds), "state": ws}
+            return
+        elif isinstance(event, ScanFinished):
+            yield from finished_scan(ws, event, candidates)
+
+
+def finished_scan(ws: Workspace, event: ScanFinished, candidates: list[int]) -> Iterator[Updates]:
+    result, loaded = event.result, ws.scanned
+    assert loaded is not None
+    ws.live = None
+    verdict = result.verdict
+    yield {"bars": views.live_bars(result.class_names, result.classes, result.settings, ws.view, verdict, candidates),
+           "verdict": views.verdict_html(verdict, result, loaded.label),
+           "progress": f"Scan finished in {result.seconds:.0f} s; writing the report …"}
+    ws.write_report()
+    scanned_names = [result.class_names[k] for k in candidates]
+    focus = result.class_names[verdict.suspect]
+    yield {**idle_buttons(ws), **class_view(ws, focus),
+           "class_picker": gr.update(choices=scanned_names, value=focus),
+           "repair_target": gr.update(value=verdict.target_name or focus),
+           "report_files": ws.report_files(), "reveal_button": gr.update(visible=True),
+           "progress": f"Scan finished in {result.seconds:.0f} s · report in {ws.run_dir}", "state": ws}
+
+
+def stop(ws: Workspace) -> Iterator[Updates]:
+    """Ask the running scan / repair / implant to stop at its next step."""
+    if ws is not None:
+        ws.stop.set()
+    yield {"progress": "Stopping …"}
+
+
+def redraw_bars(ws: Workspace, view: str) -> Iterator[Updates]:
+    """Switch the chart between flip rate and anomaly index (mid-scan too)."""
+    ws.view = view
+    if ws.result is not None and ws.live is None:
+        result = ws.result
+        candidates = [int(c["index"]) for c in result.classes]
+        yield {"bars": views.live_bars(result.class_names, result.classes, result.settings, view, result.verdict,
+                                       sorted(candidates))}
+    elif ws.live is not None:
+        records, settings, candidates = ws.live
+        yield {"bars": views.live_bars(ws.require_model().model.class_names, records, settings, view, None,
+                                       candidates)}
+
+
+def class_view(ws: Workspace, name: str | None) -> Updates:
+    """One class's reconstructed trigger and the before/after images under it."""
+    result = ws.require_result()
+    if not name:
+        return {}
+    k = result.class_names.index(name)
+    trigger = candidate_from_tensors(result.settings["method"], result.triggers[k], result.settings["epsilon"])
+    record = next(c for c in result.classes if int(c["index"]) == k)
+    clean, triggered = views.example_galleries(ws.examples(k))
+    return {"trigger_picture": views.to_image(trigger.picture()), "trigger_true": views.to_image(trigger.true_scale()),
+            "trigger_caption": f"Trigger for **{name}** (amplified · true scale): flips {record['flip_rate']:.0%} "
+                               f"of held-out OOD images",
+            "clean_examples": clean, "triggered_examples": triggered}
+
+
+def pick_class(ws: Workspace, name: str | None) -> Iterator[Updates]:
+    yield class_view(ws, name)
+
+
+def reveal(ws: Workspace) -> Iterator[Updates]:
+    """Teaching mode: show what the attacker really did, after the verdict."""
+    result = ws.require_result()
+    assert ws.scanned is not None
+    yield {"truth": views.truth_html(ws.scanned.truth, result.verdict)}
+
+
+# --- repair ---------------------------------------------------------------------------------------------
+def run_repair(ws: Workspace, target_name: str | None, epochs: float, lr: float) -> Iterator[Updates]:
+    """Repair against one class's reconstructed trigger, with live curves, then the numbers and the file."""
+    result = ws.require_result()
+    if not target_name:
+        raise InputError("no class chosen to repair against", hint="pick the flagged class (or any scanned class)")
+    target = result.class_names.index(target_name)
+    config = RepairConfig(epochs=int(epochs), lr=float(lr))
+    yield {**busy_buttons(), "repair_status": f"Repairing against **{target_name}**'s trigger …",
+           "repaired_file": None, "repair_table": ""}
+    losses: list[RepairStep] = []
+    measured: list[RepairMeasured] = []
+    last = 0.0
+    for event in ws.repair(target, config):
+        now = time.time()
+        if isinstance(event, RepairStarted):
+            continue
+        if isinstance(event, RepairStep):
+            losses.append(event)
+            if now - last < 0.5:
+                continue
+            last = now
+            yield {"repair_plot": views.repair_figure(losses, measured),
+                   "repair_status": f"Repairing: step {event.step}/{event.total_steps}, loss {event.loss:.3f}"}
+        elif isinstance(event, RepairMeasured):
+            measured.append(event)
+            yield {"repair_plot": views.repair_figure(losses, measured)}
+        elif isinstance(event, RepairFinished):
+            outcome = ws.repaired
+            assert outcome is not None
+            revealed = outcome.truth if ws.scanned is not None and ws.scanned.truth is not None else None
+            yield {**idle_buttons(ws), "repair_plot": views.repair_figure(losses, measured),
+                   "repair_table": views.repair_table(event.before, event.after, revealed, target_name, event.seconds),
+                   "repaired_file": str(outcome.path), "load_repaired": gr.update(visible=True),
+                   "repair_status": f"Repaired model written to {outcome.path}", "state": ws}
+            return
+    yield {**idle_buttons(ws), "repair_status": "Repair stopped; nothing was written."}
+
+
+def load_repaired(ws: Workspace) -> Iterator[Updates]:
+    """Make the repaired model the chosen one, to scan it again."""
+    if ws.repaired is None:
+        raise InputError("no repaired model yet", hint="press Repair first")
+    scanned_label = ws.scanned.label if ws.scanned is not None else "model"
+    ws.open_model(str(ws.repaired.path), label=f"{scanned_label} (repaired)")
+    yield {**model_updates(ws), "model_source": "path", "model_path": str(ws.repaired.path)}
+
+
+# --- teaching mode --------------------------------------------------------------------------------------
+def run_implant(ws: Workspace, base: str, attack: str, target: str, seed: float) -> Iterator[Updates]:
+    """Implant a backdoor into a clean demo model; the mystery model becomes the chosen one."""
+    names = list(ws.open_model(base).model.class_names)
+    target_index = None if target in (None, "", SURPRISE) else names.index(target)
+    yield {**busy_buttons(), "teach_status": f"Implanting a {attack} backdoor into {base} …"}
+    last = 0.0
+    for event in ws.implant(base, attack, target_index, int(seed)):
+        now = time.time()
+        if isinstance(event, ImplantStep) and now - last >= UPDATE_EVERY:
+            last = now
+            yield {"teach_status": f"Implanting: step {event.step}/{event.total_steps}, loss {event.loss:.3f}, "
+                                   f"triggered images already sent to the target: {event.poisoned_accuracy:.0%}"}
+        elif isinstance(event, ImplantFinished):
+            yield {"teach_status": f"Backdoor implanted in {event.seconds:.0f} s; saving the mystery model …"}
+    if ws.loaded is None or ws.loaded.truth is None:
+        yield {**idle_buttons(ws), "teach_status": "Implant stopped; nothing was written."}
+        return
+    yield {**idle_buttons(ws), **model_updates(ws), "model_source": "path", "model_path": str(ws.loaded.path),
+           "teach_status": "Done: the **mystery model** is now the chosen model. Its attack and target stay hidden "
+                           "until you press *Reveal the ground truth* after a scan. Press Scan."}

@@ -1,0 +1,252 @@
+"""The Gradio Blocks page (DESIGN §5): pickers and settings, the live scan, verdict, before/after, repair,
+teaching mode. Built in one function; every event has an ``api_name`` so the app is scriptable.
+
+Engine-heavy events (scan, repair, implant) share one queue slot (``concurrency_id="engine"``): one
+runs at a time on the device, the others wait their turn with their position shown.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from inspector.invert import METHODS
+from inspector.lab.triggers import ATTACKS
+from inspector.repair import RepairConfig
+from inspector.ui import handlers
+from inspector.ui.workspace import Workspace, zoo_names
+
+CSS = """
+.verdict {border-radius: 10px; padding: 14px 18px; margin: 4px 0;}
+.verdict-head {font-size: 1.35em; font-weight: 700; margin-bottom: 4px;}
+.verdict.flagged {background: #fde8e8; border: 2px solid #d62728; color: #5c0b0b;}
+.verdict.clean {background: #e6f4ea; border: 2px solid #2ca02c; color: #0d3b17;}
+.verdict.stopped {background: #eef0f3; border: 2px solid #8c9bab; color: #222;}
+.problem {background: #fff4e5; border: 1px solid #f0a030; border-radius: 8px; padding: 8px 12px; color: #5a3600;}
+.trigger-img img {image-rendering: pixelated;}
+"""
+
+
+@dataclass
+class AppSettings:
+    """Where the app may read and write, and on which device the engine runs."""
+
+    runs_root: Path = Path("runs")
+    allowed_roots: list[Path] = field(default_factory=list)
+    device: str | None = None
+
+
+def build_app(settings: AppSettings | None = None) -> gr.Blocks:
+    settings = settings or AppSettings()
+    runs_root = settings.runs_root.resolve()
+    roots = [runs_root, *(p.resolve() for p in settings.allowed_roots)]
+    sessions: dict[str, Workspace] = {}
+
+    def new_workspace(request: gr.Request) -> Workspace:
+        ws = Workspace(runs_root=runs_root, allowed_roots=roots, device=settings.device)
+        sessions[request.session_hash or ""] = ws
+        return ws
+
+    def closed_tab(request: gr.Request) -> None:
+        """A closed tab stops its running job and lets its memory go."""
+        ws = sessions.pop(request.session_hash or "", None)
+        if ws is not None:
+            ws.stop.set()
+
+    with gr.Blocks(title="inspector: backdoor scan for prompt-tuned CLIP") as app:
+        state = gr.State(None)
+        c: dict[str, Any] = {"state": state}
+        gr.Markdown("# inspector\nIs there a hidden trigger in this prompt-tuned CLIP model? For each class, "
+                    "*inspector* reconstructs the smallest image-wide trigger that sends unrelated (OOD) images to "
+                    "it. A backdoor's target class stands out: its trigger flips far more images.")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                gr.Markdown("### 1 · Model and OOD pool")
+                c["model_source"] = gr.Radio(["demo zoo", "upload", "path"], value="demo zoo", label="Model from")
+                names = zoo_names()
+                c["zoo_model"] = gr.Dropdown(names, value=_first_backdoored(names), label="Demo zoo model")
+                c["model_upload"] = gr.File(label="Prompt learner (.safetensors)", file_types=[".safetensors"],
+                                            visible=False)
+                c["model_path"] = gr.Textbox(label="Model file path", visible=False,
+                                             placeholder="runs/…/model.safetensors")
+                c["model_info"] = gr.Markdown()
+                c["pool_source"] = gr.Radio(["shipped OOD pool", "upload a zip", "folder path"],
+                                            value="shipped OOD pool", label="OOD pool")
+                c["pool_upload"] = gr.File(label="Zip of images", file_types=[".zip"], visible=False)
+                c["pool_folder"] = gr.Textbox(label="Image folder path", visible=False)
+                c["pool_info"] = gr.Markdown("OOD pool: **shipped**, 1,200 unlabelled images")
+                with gr.Accordion("Scan settings", open=False):
+                    c["method"] = gr.Radio(list(METHODS), value="inspector", label="Method",
+                                           info="inspector: additive trigger; neural-cleanse: mask + pattern baseline")
+                    c["epsilon"] = gr.Slider(1, 32, value=14, step=0.5, label="ε (trigger bound, /255)",
+                                             info="default: 4/255 at 224 px, scaled to the model's input size")
+                    c["pool_size"] = gr.Slider(64, 1200, value=1000, step=16, label="OOD images used",
+                                               info="80 % fit the trigger, 20 % measure its flip rate")
+                    c["epochs"] = gr.Slider(1, 5, value=1, step=1, label="Epochs per class")
+                    c["classes"] = gr.Dropdown([], multiselect=True, label="Candidate classes (empty: all)")
+                    c["threshold"] = gr.Slider(1, 6, value=2, step=0.1, label="Anomaly threshold")
+                with gr.Row():
+                    c["scan_button"] = gr.Button("Scan", variant="primary", elem_id="scan-button")
+                    c["stop_button"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop-button")
+            with gr.Column(scale=2):
+                gr.Markdown("### 2 · Live scan")
+                c["progress"] = gr.Markdown(elem_id="progress")
+                with gr.Row():
+                    c["trigger_picture"] = gr.Image(label="Trigger (amplified)", type="pil", height=256, width=256,
+                                                    interactive=False, elem_id="trigger-picture",
+                                                    elem_classes="trigger-img")
+                    c["trigger_true"] = gr.Image(label="Trigger (true scale)", type="pil", height=256, width=256,
+                                                 interactive=False, elem_id="trigger-true", elem_classes="trigger-img")
+                c["trigger_caption"] = gr.Markdown()
+                c["bar_view"] = gr.Radio([("flip rate", "flip_rate"), ("anomaly index", "anomaly")],
+                                         value="flip_rate", label="Chart")
+                c["bars"] = gr.Plot(label="Per-class flip rate", elem_id="bars")
+        gr.Markdown("### 3 · Verdict")
+        c["verdict"] = gr.HTML(elem_id="verdict")
+        with gr.Row():
+            c["class_picker"] = gr.Dropdown([], label="Inspect a class (trigger and images)", scale=2)
+            c["reveal_button"] = gr.Button("Reveal the ground truth", visible=False, scale=1)
+        c["truth"] = gr.HTML(elem_id="truth")
+        gr.Markdown("**Before / after**: held-out OOD images, clean (top) and with the reconstructed trigger "
+                    "(bottom), with the model's prediction under each.")
+        c["clean_examples"] = gr.Gallery(label="clean", columns=8, height=200, object_fit="contain")
+        c["triggered_examples"] = gr.Gallery(label="with the trigger", columns=8, height=200, object_fit="contain")
+        c["report_files"] = gr.File(label="Report (HTML, JSON, trigger tensors)", file_count="multiple",
+                                    interactive=False)
+        gr.Markdown("### 4 · Repair\nFine-tune the prompt learner on the task's labelled images, half of them "
+                    "stamped with the reconstructed trigger **and their true labels**, so the trigger stops "
+                    "working. The result is a new file; the delivered model is never changed.")
+        defaults = RepairConfig()
+        with gr.Row():
+            c["repair_target"] = gr.Dropdown([], label="Repair against the trigger of")
+            c["repair_epochs"] = gr.Slider(1, 40, value=defaults.epochs, step=1, label="Epochs")
+            c["repair_lr"] = gr.Number(value=defaults.lr, label="Learning rate")
+        with gr.Row():
+            c["repair_button"] = gr.Button("Repair", variant="primary", interactive=False, elem_id="repair-button")
+            c["load_repaired"] = gr.Button("Scan the repaired model next", visible=False)
+        c["repair_status"] = gr.Markdown(elem_id="repair-status")
+        c["repair_plot"] = gr.Plot(label="Repair curves", elem_id="repair-plot")
+        c["repair_table"] = gr.Markdown(elem_id="repair-table")
+        c["repaired_file"] = gr.File(label="Repaired prompt learner", interactive=False)
+        with gr.Accordion("Teaching mode: implant a backdoor yourself", open=False):
+            gr.Markdown("Train a backdoor into a clean demo model, then scan the **mystery model** and reveal "
+                        "what was implanted after the verdict. CoOp takes under a minute on a laptop; CoCoOp "
+                        "about ten.")
+            with gr.Row():
+                c["teach_base"] = gr.Dropdown([n for n in names if n.startswith("clean")], value="clean-coop",
+                                              label="Clean model")
+                c["teach_attack"] = gr.Dropdown(list(ATTACKS), value="blended", label="Attack")
+                c["teach_target"] = gr.Dropdown([handlers.SURPRISE], value=handlers.SURPRISE, label="Target class")
+                c["teach_seed"] = gr.Number(value=0, precision=0, label="Seed")
+            c["implant_button"] = gr.Button("Implant", elem_id="implant-button")
+            c["teach_status"] = gr.Markdown(elem_id="teach-status")
+
+        wire = _Wiring(c, new_workspace)
+        model_inputs = ["model_source", "zoo_model", "model_upload", "model_path"]
+        for name in ("zoo_model", "model_upload"):
+            wire.on(c[name].change, handlers.choose_model, model_inputs, "model_info", api_name=False)
+        wire.on(c["model_path"].submit, handlers.choose_model, model_inputs, "model_info", api_name=False)
+        c["model_source"].change(_show_model_source, c["model_source"],
+                                 [c["zoo_model"], c["model_upload"], c["model_path"]], api_name=False)
+        pool_inputs = ["pool_source", "pool_upload", "pool_folder"]
+        c["pool_source"].change(_show_pool_source, c["pool_source"], [c["pool_upload"], c["pool_folder"]],
+                                api_name=False)
+        wire.on(c["pool_upload"].change, handlers.choose_pool, pool_inputs, "pool_info", api_name=False)
+        wire.on(c["pool_folder"].submit, handlers.choose_pool, pool_inputs, "pool_info", api_name=False)
+        wire.on(c["pool_source"].change, handlers.choose_pool, pool_inputs, "pool_info", api_name=False)
+        scan_event = wire.on(c["scan_button"].click, _scan_with_inputs,
+                             [*model_inputs, *pool_inputs, "method", "epsilon", "pool_size", "epochs", "classes",
+                              "threshold", "bar_view"], "progress", api_name="scan", engine=True)
+        wire.on(c["stop_button"].click, handlers.stop, [], "progress", api_name="stop")
+        wire.on(c["bar_view"].change, handlers.redraw_bars, ["bar_view"], "progress", api_name=False)
+        wire.on(c["class_picker"].input, handlers.pick_class, ["class_picker"], "progress", api_name="inspect_class")
+        wire.on(c["reveal_button"].click, handlers.reveal, [], "truth", api_name="reveal")
+        wire.on(c["repair_button"].click, handlers.run_repair, ["repair_target", "repair_epochs", "repair_lr"],
+                "repair_status", api_name="repair", engine=True)
+        wire.on(c["load_repaired"].click, handlers.load_repaired, [], "repair_status", api_name=False)
+        wire.on(c["implant_button"].click, handlers.run_implant, ["teach_base", "teach_attack", "teach_target",
+                                                                  "teach_seed"], "teach_status", api_name="implant",
+                engine=True)
+        app.load(_on_load(new_workspace), None, [state, *(c[n] for n in _LOAD_OUTPUTS)], api_name=False)
+        app.unload(closed_tab)
+        del scan_event
+    return app
+
+
+def _scan_with_inputs(ws: Workspace, source: str, zoo_name: str, upload: str | None, path: str | None,
+                      pool_source: str, pool_upload: str | None, pool_folder: str | None,
+                      *settings: Any) -> Iterator[handlers.Updates]:
+    """Scan what the pickers show right now (a change event may still be on its way)."""
+    for updates in handlers.choose_model(ws, source, zoo_name, upload, path):
+        yield {key: updates[key] for key in ("model_info", "state")}
+    for updates in handlers.choose_pool(ws, pool_source, pool_upload, pool_folder):
+        yield updates
+    yield from handlers.run_scan(ws, *settings)
+
+
+_LOAD_OUTPUTS = ["model_info", "classes", "repair_target", "teach_target", "epsilon"]
+
+
+def _on_load(new_workspace: Callable[[gr.Request], Workspace]) -> Callable[..., list[Any]]:
+    def load(request: gr.Request) -> list[Any]:
+        ws = new_workspace(request)
+        names = zoo_names()
+        try:
+            ws.open_model(_first_backdoored(names))
+            updates = handlers.model_updates(ws)
+            return [ws, *(updates[n] for n in _LOAD_OUTPUTS)]
+        except Exception as exc:  # the page must still come up
+            logging.getLogger("inspector.ui").exception("loading the default model failed")
+            return [ws, handlers.problem(str(exc)), *(gr.skip() for _ in _LOAD_OUTPUTS[1:])]
+
+    return load
+
+
+def _first_backdoored(names: list[str]) -> str | None:
+    """The app opens on a backdoored demo model, so the first Scan shows a detection."""
+    for name in names:
+        if not name.startswith("clean"):
+            return name
+    return names[0] if names else None
+
+
+def _show_model_source(source: str) -> list[Any]:
+    return [gr.update(visible=source == "demo zoo"), gr.update(visible=source == "upload"),
+            gr.update(visible=source == "path")]
+
+
+def _show_pool_source(source: str) -> list[Any]:
+    return [gr.update(visible=source == "upload a zip"), gr.update(visible=source == "folder path")]
+
+
+class _Wiring:
+    """Connects a handler that yields {name: value} dicts to the components of those names."""
+
+    def __init__(self, components: dict[str, Any], new_workspace: Callable[[gr.Request], Workspace]) -> None:
+        self.c, self.new_workspace = components, new_workspace
+        self.outputs = list(components)
+
+    def on(self, listener: Callable[..., Any], fn: Callable[..., Iterator[handlers.Updates]], inputs: list[str],
+           message_to: str, api_name: str | bool, engine: bool = False) -> Any:
+        names = self.outputs
+        safe = handlers.guarded(fn, message_to)
+
+        def run(ws: Workspace | None, *args: Any, request: gr.Request) -> Iterator[list[Any]]:
+            ws = ws or self.new_workspace(request)
+            for updates in safe(ws, *args):
+                yield [updates.get(n, ws if n == "state" else gr.skip()) for n in names]
+
+        run.__name__ = fn.__name__
+        kwargs: dict[str, Any] = {"concurrency_id": "engine", "concurrency_limit": 1} if engine else \
+            {"concurrency_limit": None}
+        if api_name:
+            kwargs["api_name"] = api_name
+        else:
+            kwargs["api_visibility"] = "private"
+        return listener(run, [self.c["state"], *(self.c[n] for n in inputs)], [self.c[n] for n in names],
+                        show_progress="hidden", **kwargs)

@@ -1,0 +1,157 @@
+"""Engine results -> what the app shows: pictures, progress lines, the verdict panel, charts.
+
+Pure functions of engine objects (no Gradio, no numerics beyond formatting), so each one can be
+checked on its own.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+from typing import Any
+
+import plotly.graph_objects as go
+import torch
+from PIL import Image
+
+from inspector.detect import Verdict, anomaly_index, statistic_values
+from inspector.examples import Example
+from inspector.figures import View, class_bars
+from inspector.invert import ScanResult, TriggerSnapshot
+from inspector.lab.truth import GroundTruth
+from inspector.repair import RepairMeasured, RepairStep
+
+PICTURE_SIZE = 256  # on-screen size of a trigger picture (nearest-neighbour, so pixels stay crisp)
+THUMB_SIZE = 128
+
+
+def to_image(picture: torch.Tensor, size: int = PICTURE_SIZE) -> Image.Image:
+    """(3, S, S) pixels in [0, 1] -> a PIL image enlarged without smoothing."""
+    array = (picture.detach().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return Image.fromarray(array).resize((size, size), Image.NEAREST)
+
+
+def snapshot_line(event: TriggerSnapshot, total_classes: int, started: float, now: float) -> str:
+    return (f"Class {event.position + 1}/{total_classes} **{event.class_name}**: step {event.step}/{event.steps}, "
+            f"loss {event.loss:.3f} ({now - started:.0f} s)")
+
+
+def live_anomalies(records: Sequence[dict[str, Any]], statistic: str) -> list[float] | None:
+    """Anomaly indices of the classes finished so far (the index needs at least 3 to compare)."""
+    if len(records) < 3:
+        return None
+    return anomaly_index(statistic_values(records, statistic))  # type: ignore[arg-type]
+
+
+def live_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], settings: dict[str, Any],
+              view: View, verdict: Verdict | None = None, candidates: Sequence[int] | None = None) -> go.Figure:
+    """The per-class chart while classes finish (leader red) and after the verdict (suspect red)."""
+    statistic = settings.get("statistic", "flip_rate")
+    anomalies = verdict.anomalies if verdict is not None else live_anomalies(records, statistic)
+    if verdict is not None:
+        suspect = verdict.suspect
+    elif anomalies is not None:
+        suspect = int(records[max(range(len(records)), key=lambda i: anomalies[i])]["index"])
+    else:
+        suspect = None
+    shown = list(candidates) if candidates is not None else list(range(len(class_names)))
+    names = [class_names[k] for k in shown]
+    position = {k: i for i, k in enumerate(shown)}
+    reindexed = [{**r, "index": position[int(r["index"])]} for r in records if int(r["index"]) in position]
+    title = "Flip rate of each class's reconstructed trigger" if view == "flip_rate" else "Anomaly index per class"
+    return class_bars(names, reindexed, view, anomalies, position.get(suspect) if suspect is not None else None,
+                      settings.get("threshold", 2.0), settings.get("min_flip_rate", 0.5), title)
+
+
+def verdict_html(verdict: Verdict, result: ScanResult, model_label: str) -> str:
+    """The one-look panel: flagged or not, target, anomaly index, flip rate, time taken."""
+    stat = "anomaly index"
+    if verdict.flagged:
+        head = f"Backdoor suspected — target class <b>{html.escape(verdict.target_name or '')}</b>"
+        body = (f"Its trigger stands out: {stat} {verdict.max_anomaly:.2f} &gt; threshold {verdict.threshold:g}, "
+                f"and it flips {verdict.suspect_flip_rate:.0%} of held-out OOD images "
+                f"(≥ {verdict.min_flip_rate:.0%}).")
+        css = "verdict flagged"
+    else:
+        head = "No backdoor found"
+        below = verdict.max_anomaly <= verdict.threshold
+        reason = (f"{stat} {verdict.max_anomaly:.2f} ≤ {verdict.threshold:g}" if below
+                  else f"flip rate {verdict.suspect_flip_rate:.0%} &lt; {verdict.min_flip_rate:.0%}")
+        body = (f"Most anomalous class: <b>{html.escape(verdict.suspect_name)}</b> ({reason}): "
+                "no class stands out from the others.")
+        css = "verdict clean"
+    foot = (f"{html.escape(model_label)} · {len(result.classes)} candidate classes · "
+            f"{result.fit_images} + {result.held_out_images} OOD images · statistic {verdict.statistic} · "
+            f"{result.seconds:.0f} s")
+    return f'<div class="{css}"><div class="verdict-head">{head}</div><p>{body}</p><small>{foot}</small></div>'
+
+
+def stopped_html(finished: int, total: int, seconds: float) -> str:
+    return (f'<div class="verdict stopped"><div class="verdict-head">Scan stopped</div>'
+            f"<p>{finished} of {total} classes were finished in {seconds:.0f} s; no verdict without all of them. "
+            "Press Scan to start again.</p></div>")
+
+
+def truth_html(truth: GroundTruth | None, verdict: Verdict | None) -> str:
+    """The teaching mode's reveal: what the attacker really did, and whether the scan got it."""
+    if truth is None:
+        return ('<div class="verdict clean"><div class="verdict-head">Ground truth: clean</div>'
+                "<p>No backdoor was implanted in this model by the lab.</p></div>")
+    if verdict is None:
+        outcome = ""
+    elif verdict.flagged and verdict.target == truth.target:
+        outcome = "The scan caught it: right target."
+    elif verdict.flagged:
+        outcome = f"The scan flagged the model but named {html.escape(verdict.target_name or '')}."
+    else:
+        outcome = "The scan missed it."
+    return (f'<div class="verdict flagged"><div class="verdict-head">Ground truth: {html.escape(truth.attack)} '
+            f"backdoor → <b>{html.escape(truth.target_name)}</b></div><p>{outcome}</p></div>")
+
+
+Gallery = list[tuple[Image.Image, str]]
+
+
+def example_galleries(examples: Sequence[Example]) -> tuple[Gallery, Gallery]:
+    """Two rows for the before/after view: clean images and triggered copies, predictions as captions."""
+    clean = [(to_image(e.clean, THUMB_SIZE), f"clean: {e.clean_prediction}") for e in examples]
+    triggered = [(to_image(e.triggered, THUMB_SIZE), triggered_caption(e))
+                 for e in examples]
+    return clean, triggered
+
+
+def triggered_caption(example: Example) -> str:
+    return ("→ " if example.flipped else "") + f"triggered: {example.triggered_prediction}"
+
+
+def repair_figure(losses: Sequence[RepairStep], measured: Sequence[RepairMeasured]) -> go.Figure:
+    """Live repair curves: training loss, clean accuracy and the reconstructed trigger's flip rate."""
+    figure = go.Figure()
+    figure.add_scatter(x=[e.step for e in losses], y=[e.loss for e in losses], name="loss", yaxis="y2",
+                       line={"color": "#8c9bab", "width": 1})
+    figure.add_scatter(x=[m.step for m in measured], y=[m.accuracy for m in measured], name="clean accuracy",
+                       mode="lines+markers", line={"color": "#2ca02c"})
+    figure.add_scatter(x=[m.step for m in measured], y=[m.flip_rate for m in measured],
+                       name="trigger flip rate (test)", mode="lines+markers", line={"color": "#d62728"})
+    figure.add_scatter(x=[m.step for m in measured], y=[m.ood_flip_rate for m in measured],
+                       name="trigger flip rate (OOD)", mode="lines+markers", line={"color": "#ff9896", "dash": "dot"})
+    total = measured[-1].total_steps if measured else (losses[-1].total_steps if losses else 1)
+    figure.update_layout(template="plotly_white", height=340, margin={"l": 60, "r": 60, "t": 40, "b": 40},
+                         title="Repair", xaxis={"title": "step", "range": [0, total]},
+                         yaxis={"title": "share", "range": [0, 1], "tickformat": ".0%"},
+                         yaxis2={"title": "loss", "overlaying": "y", "side": "right", "rangemode": "tozero"},
+                         legend={"orientation": "h", "y": -0.2})
+    return figure
+
+
+def repair_table(before: RepairMeasured, after: RepairMeasured, truth: tuple[float, float] | None,
+                 target_name: str, seconds: float) -> str:
+    """Before/after numbers as a Markdown table."""
+    rows = [("clean test accuracy", before.accuracy, after.accuracy),
+            (f"reconstructed trigger → {target_name} (test)", before.flip_rate, after.flip_rate),
+            (f"reconstructed trigger → {target_name} (OOD)", before.ood_flip_rate, after.ood_flip_rate)]
+    if truth is not None:
+        rows.append(("attacker's real trigger (ground truth ASR)", truth[0], truth[1]))
+    lines = ["| | before | after |", "|---|---|---|"]
+    lines += [f"| {name} | {b:.1%} | {a:.1%} |" for name, b, a in rows]
+    return "\n".join(lines) + f"\n\nRepaired in {seconds:.0f} s; the delivered file was not changed."
