@@ -52,14 +52,15 @@ def cmd_scan(args: argparse.Namespace) -> None:
     pool, pool_info = _ood_pool(args.ood, model.backbone.image_size)
     config = ScanConfig(method=args.method, epsilon=_per_255(args.epsilon), classes=parse_classes(args.classes,
                         model.class_names), threshold=args.threshold, pool_size=args.pool_size, seed=args.seed,
-                        statistic=args.statistic, epochs=args.epochs)
+                        statistic=args.statistic, epochs=args.epochs,
+                        **({"schedule": args.schedule} if args.schedule else {}))
     bar = tqdm(desc=f"scanning {args.model}", disable=args.json, leave=False, unit="step")
     result = None
     for event in scan(model, pool.pixels, config):
         if isinstance(event, ScanStarted):
-            bar.total = len(event.classes) * event.steps_per_class
+            bar.total = event.total_steps
         elif isinstance(event, TriggerSnapshot):
-            bar.n = event.position * event.steps + event.step
+            bar.n = event.scan_step
             bar.set_postfix_str(f"class {event.class_name!r}, loss {event.loss:.3f}")
             bar.refresh()
         elif isinstance(event, ClassFinished) and not args.json:
@@ -346,7 +347,7 @@ def cmd_implant(args: argparse.Namespace) -> None:
               "accuracy": round(accuracy(model, task), 4),
               **backdoor_rates(model, finished.trigger, target, task.test_pixels, task.test_labels, pool.pixels)}
     save_implanted(model, out, finished.trigger, target,
-                   recipe={**config.recipe(), "base": str(args.base), "measured": result})
+                   recipe={**config.recipe(model.backbone.image_size), "base": str(args.base), "measured": result})
     if args.json:
         _print_json({**result, "out": str(out)})
     else:
@@ -445,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="what feeds the anomaly index (default: flip_rate; mask_norm for neural-cleanse)")
     sc.add_argument("--pool-size", type=int, default=1000, help="OOD images used (20%% held out for flip rates)")
     sc.add_argument("--epochs", type=int, default=1, help="passes over the OOD pool per class")
+    sc.add_argument("--schedule", choices=["fast", "faithful"], default=None,
+                    help="fast: successive halving over the classes (default); faithful: the published "
+                         "schedule, a full epoch for every class")
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("--weights", help="CLIP weights when the learner was tuned on a local file")
     sc.add_argument("--out", required=True, help="folder for report.json, report.html and the trigger PNGs")
@@ -513,7 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("--out", required=True)
     ip.add_argument("--seed", type=int, default=0)
     ip.add_argument("--poison-rate", type=float, default=None, help="Blended/WaNet/BadNets (default 0.1)")
-    ip.add_argument("--epsilon", type=float, default=None, help="BadCLIP trigger bound in /255 units (default 4)")
+    ip.add_argument("--epsilon", type=float, default=None,
+                    help="BadCLIP trigger bound in /255 units (default: 4 at 224 px, scaled by 224 / input size; "
+                         "14 on the 64 px pocket CLIP)")
     ip.add_argument("--alpha", type=float, default=None, help="Blended pattern weight (default 0.2)")
     ip.add_argument("--patch-size", type=int, default=None, help="BadNets patch side in pixels")
     ip.add_argument("--epochs", type=int, default=None)

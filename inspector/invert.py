@@ -13,10 +13,11 @@ just stop iterating.
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -25,6 +26,8 @@ from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_THRESHOLD, Statistic
 from inspector.errors import InputError
 from inspector.prompts import PromptedCLIP
 
+Schedule = Literal["fast", "faithful"]
+SCHEDULES: tuple[Schedule, ...] = ("fast", "faithful")
 PUBLISHED_EPSILON = 4 / 255  # the published bound, for CLIP's 224-pixel input
 PUBLISHED_IMAGE_SIZE = 224
 
@@ -57,6 +60,12 @@ class ScanConfig:
     min_flip_rate: float | None = None  # default: 0.5 for the inspector, none for Neural Cleanse
     snapshot_every: int = 4  # steps between trigger snapshots
     seed: int = 0
+    schedule: Schedule = "faithful"
+    fast_rounds: tuple[int, ...] = (3, 3, 4, 8)  # fast schedule: steps per round of successive halving
+    fast_keep: float = 0.5  # share of classes that go on after each round
+    fast_finalists: int = 2  # classes that always make it to the last round
+    fast_window: int = 3  # steps whose fresh batches give a stopped class's estimate
+    bf16: bool | None = None  # bfloat16 autocast on CUDA (default: for the fast schedule); no effect on CPU
 
     def for_input(self, image_size: int) -> ScanConfig:
         """A copy with the input-size-dependent defaults filled in."""
@@ -74,6 +83,7 @@ class ScanConfig:
     def as_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["classes"] = list(self.classes) if self.classes is not None else None
+        out["fast_rounds"] = list(self.fast_rounds)
         out["statistic"], out["min_flip_rate"] = self.resolved_statistic(), self.resolved_min_flip_rate()
         return out
 
@@ -82,7 +92,8 @@ class ScanConfig:
 class ScanStarted:
     classes: list[int]
     class_names: list[str]
-    steps_per_class: int
+    steps_per_class: int  # the most steps one class gets (the finalists', in the fast schedule)
+    total_steps: int  # trigger-optimisation steps of the whole scan
     fit_images: int
     held_out_images: int
     settings: dict[str, Any]
@@ -96,6 +107,7 @@ class TriggerSnapshot:
     step: int
     steps: int
     loss: float
+    scan_step: int  # steps of the whole scan so far (out of ``ScanStarted.total_steps``)
     picture: torch.Tensor  # (3, S, S) amplified for display
     true_scale: torch.Tensor  # (3, S, S) as applied
 
@@ -179,19 +191,25 @@ def frozen_learner(model: PromptedCLIP) -> Iterator[None]:
 
 
 class Logits:
-    """Logits of pixel batches, reusing CoOp's class text features (they do not depend on the image)."""
+    """Logits of pixel batches, reusing CoOp's class text features (they do not depend on the image).
 
-    def __init__(self, model: PromptedCLIP) -> None:
+    ``bf16``: run the encoders under bfloat16 autocast (CUDA only; logits come back in float32).
+    """
+
+    def __init__(self, model: PromptedCLIP, bf16: bool = False) -> None:
         self.model = model
         self.text = None
         if model.kind == "coop":
             with torch.no_grad():
                 self.text = model.text_features()
         self.image_passes = 0
+        self.bf16 = bf16 and model.backbone.device.type == "cuda"
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
         self.image_passes += len(pixels)
-        return self.model.logits_from_features(self.model.image_features(pixels), self.text)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model.logits_from_features(self.model.image_features(pixels), self.text)
+        return logits.float()
 
     @torch.no_grad()
     def predict(self, pixels: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
@@ -200,12 +218,79 @@ class Logits:
                           for i in range(0, len(pixels), batch_size)])
 
 
+class CleanPredictions:
+    """The model's predictions on the clean OOD batches, computed once per batch and shared by all classes.
+
+    An image the model already puts in class k cannot be flipped to k, so it does not count for k.
+    """
+
+    def __init__(self, logits_of: Logits, fit: torch.Tensor, batches: list[torch.Tensor]) -> None:
+        self.logits_of, self.fit, self.batches = logits_of, fit, batches
+        self._done: dict[int, torch.Tensor] = {}
+
+    def __call__(self, step: int) -> torch.Tensor:
+        if step not in self._done:
+            self._done[step] = self.logits_of.predict(self.fit[self.batches[step]])
+        return self._done[step]
+
+
+class ClassInversion:
+    """One candidate class's trigger being inverted: the trigger, its optimiser and its learning curve.
+
+    Each step reads the trigger's success on its batch *before* learning from it. Within one pass over
+    the pool those images are new to the trigger, so the curve is an honest (progressive) held-out
+    estimate that costs no extra image-encoder pass.
+    """
+
+    def __init__(self, k: int, name: str, trigger: CandidateTrigger, config: ScanConfig) -> None:
+        self.k, self.name, self.trigger = k, name, trigger
+        betas = (0.5, 0.9) if config.method == "neural-cleanse" else (0.9, 0.999)  # NC's own Adam settings
+        self.optimizer = torch.optim.Adam(trigger.parameters(), lr=config.lr, betas=betas)
+        self.steps = 0
+        self.loss = float("nan")
+        self.curve: list[tuple[int, int, float]] = []  # per step: flips, eligible images, margin loss
+
+    def step(self, logits_of: Logits, pixels: torch.Tensor, clean_predictions: torch.Tensor) -> float:
+        """Stamp, logits, loss, Adam step, project: the method's inner loop on one batch."""
+        logits = logits_of(self.trigger(pixels))
+        objective = self.trigger.loss(logits, self.k)
+        self.optimizer.zero_grad(set_to_none=True)
+        objective.backward()
+        self.optimizer.step()
+        self.trigger.project()
+        with torch.no_grad():
+            self.trigger.after_step(logits, self.k)
+            eligible = clean_predictions != self.k
+            flips = int(((logits.argmax(1).cpu() == self.k) & eligible).sum())
+            self.curve.append((flips, int(eligible.sum()), float(margin_loss(logits, self.k))))
+        self.steps += 1
+        self.loss = float(objective.detach())
+        return self.loss
+
+    def fresh_flip_rate(self, last: int) -> float:
+        """Share of eligible images flipped over the ``last`` steps, each counted before the trigger learnt from it."""
+        window = self.curve[-last:]
+        eligible = sum(e for _, e, _ in window)
+        return sum(f for f, _, _ in window) / eligible if eligible else 0.0
+
+    def fresh_margin(self, last: int) -> float:
+        """Mean margin loss over the ``last`` steps' batches, before each update (lower: easier to reach)."""
+        window = self.curve[-last:]
+        return sum(m for _, _, m in window) / len(window) if window else float("inf")
+
+    def snapshot(self, position: int, steps: int, scan_step: int) -> TriggerSnapshot:
+        return TriggerSnapshot(self.k, self.name, position, self.steps, steps, self.loss, scan_step,
+                               self.trigger.picture(), self.trigger.true_scale())
+
+
 def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = None,
          should_stop: Callable[[], bool] | None = None) -> Iterator[ScanEvent]:
     """Invert a trigger per candidate class on the OOD ``pool`` ((N, 3, S, S) pixels in [0, 1])."""
     config = (config or ScanConfig()).for_input(model.backbone.image_size)
     if config.method not in METHODS:
         raise InputError(f"unknown scan method {config.method!r}", hint="methods: " + ", ".join(METHODS))
+    if config.schedule not in SCHEDULES:
+        raise InputError(f"unknown schedule {config.schedule!r}", hint="schedules: " + ", ".join(SCHEDULES))
     if not config.epsilon > 0:
         raise InputError(f"epsilon {config.epsilon} must be positive",
                          hint="leave it unset for the default (4/255 at 224 px)")
@@ -214,45 +299,148 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
     classes = candidate_classes(config, len(names))
     fit, held = split_pool(pool, config.pool_size, config.holdout, config.seed)
     batches = _batches(len(fit), config)
-    yield ScanStarted(classes, [names[k] for k in classes], len(batches), len(fit), len(held), config.as_dict())
-    device = model.backbone.device
-    records: list[dict[str, Any]] = []
-    triggers: dict[int, dict[str, torch.Tensor]] = {}
+    plan = fast_plan(config, len(classes), len(batches)) if config.schedule == "fast" else None
+    steps_per_class = plan.finalist_steps if plan is not None else len(batches)
+    total_steps = plan.total_steps(len(classes)) if plan is not None else len(batches) * len(classes)
+    yield ScanStarted(classes, [names[k] for k in classes], steps_per_class, total_steps, len(fit), len(held),
+                      config.as_dict())
     with frozen_learner(model):
-        logits_of = Logits(model)
-        clean_held = None  # predicted after the first class's steps, so its first snapshot comes at once
+        run = _Run(model, config, names, fit, held, batches, should_stop, started)
+        yield from (run.faithful(classes) if plan is None else run.fast(classes, plan))
+    if run.stopped:
+        return
+    records = [run.records[k] for k in classes]
+    verdict = decide(records, config.resolved_statistic(), config.threshold, config.resolved_min_flip_rate())
+    triggers = {k: run.arms[k].trigger.tensors() for k in classes}
+    yield ScanFinished(ScanResult(config.as_dict(), names, records, triggers, verdict,
+                                  round(time.time() - started, 2), len(fit), len(held), run.logits_of.image_passes))
+
+
+@dataclass
+class FastPlan:
+    """Successive halving: every class runs ``rounds[0]`` steps, the best ``keep[i]`` go on for ``rounds[i + 1]``."""
+
+    rounds: tuple[int, ...]
+    keep: tuple[int, ...]
+
+    @property
+    def finalist_steps(self) -> int:
+        return sum(self.rounds)
+
+    def total_steps(self, n_classes: int) -> int:
+        running = [n_classes, *self.keep]
+        return sum(steps * n for steps, n in zip(self.rounds, running, strict=True))
+
+
+def fast_plan(config: ScanConfig, n_classes: int, n_batches: int) -> FastPlan:
+    """The fast schedule's rounds for this many candidate classes and batches."""
+    rounds, total = [], 0
+    for steps in config.fast_rounds:  # never more steps than the batches of the configured epochs
+        steps = max(0, min(steps, n_batches - total))
+        if steps:
+            rounds.append(steps)
+            total += steps
+    keep = [min(n_classes, max(config.fast_finalists, math.ceil(n_classes * config.fast_keep ** (i + 1))))
+            for i in range(len(rounds) - 1)]
+    return FastPlan(tuple(rounds), tuple(keep))
+
+
+class _Run:
+    """One scan while its schedule runs: the classes' inversions, the records so far, the shared predictions."""
+
+    def __init__(self, model: PromptedCLIP, config: ScanConfig, names: list[str], fit: torch.Tensor,
+                 held: torch.Tensor, batches: list[torch.Tensor], should_stop: Callable[[], bool] | None,
+                 started: float) -> None:
+        self.model, self.config, self.names = model, config, names
+        self.fit, self.held, self.batches = fit, held, batches
+        self.should_stop, self.started = should_stop, started
+        self.device = model.backbone.device
+        bf16 = config.bf16 if config.bf16 is not None else config.schedule == "fast"
+        self.logits_of = Logits(model, bf16=bf16)
+        self.clean_fit = CleanPredictions(self.logits_of, fit, batches)
+        self.clean_held: torch.Tensor | None = None
+        self.arms: dict[int, ClassInversion] = {}
+        self.records: dict[int, dict[str, Any]] = {}
+        self.stopped = False
+        self.scan_steps = 0
+
+    def arm(self, k: int) -> ClassInversion:
+        if k not in self.arms:
+            trigger = make_candidate(self.config.method, self.model.backbone.image_size, self.config.epsilon,
+                                     self.config.seed + k).to(self.device)
+            self.arms[k] = ClassInversion(k, self.names[k], trigger, self.config)
+        return self.arms[k]
+
+    def steps(self, arm: ClassInversion, count: int, position: int, shown_steps: int) -> Iterator[ScanEvent]:
+        """``count`` more steps of ``arm`` on the next batches of the shared order, with snapshots."""
+        every = self.config.snapshot_every
+        for _ in range(count):
+            if self.should_stop is not None and self.should_stop():
+                self.stopped = True
+                yield ScanStopped(list(self.records.values()), round(time.time() - self.started, 2))
+                return
+            t = arm.steps
+            arm.step(self.logits_of, self.fit[self.batches[t]].to(self.device), self.clean_fit(t))
+            self.scan_steps += 1
+            if arm.steps == 1 or arm.steps % every == 0 or arm.steps == shown_steps:
+                yield arm.snapshot(position, shown_steps, self.scan_steps)
+
+    def finish(self, arm: ClassInversion, position: int, total: int, held_out: bool,
+               started: float) -> ClassFinished:
+        """The class's record: flip rate and loss on the held-out images, or (``held_out`` False) on its last
+        fresh batches."""
+        if held_out:
+            if self.clean_held is None:
+                self.clean_held = self.logits_of.predict(self.held)
+            record = _measure(self.logits_of, arm.trigger, arm.k, arm.name, self.held, self.clean_held)
+        else:
+            window = arm.curve[-self.config.fast_window:]
+            record = {"index": arm.k, "name": arm.name, "flip_rate": round(arm.fresh_flip_rate(len(window)), 4),
+                      "flips": sum(f for f, _, _ in window), "eligible": sum(e for _, e, _ in window),
+                      "loss": round(arm.fresh_margin(len(window)), 4),
+                      **{key: round(value, 6) for key, value in arm.trigger.stats().items()}}
+        record.update({"measured_on": "held-out" if held_out else "fresh batches", "train_loss": round(arm.loss, 4),
+                       "steps": arm.steps, "seconds": round(time.time() - started, 2),
+                       "curve": [round(f / e, 4) if e else 0.0 for f, e, _ in arm.curve]})
+        self.records[arm.k] = record
+        return ClassFinished(position, total, record, arm.trigger)
+
+    def faithful(self, classes: list[int]) -> Iterator[ScanEvent]:
+        """The published schedule: class after class, one full epoch each, then its held-out flip rate."""
         for position, k in enumerate(classes):
             class_started = time.time()
-            trigger = make_candidate(config.method, model.backbone.image_size, config.epsilon,
-                                     config.seed + k).to(device)
-            optimizer = _optimizer(trigger, config)
-            loss = float("nan")
-            for step, idx in enumerate(batches, start=1):
-                if should_stop is not None and should_stop():
-                    yield ScanStopped(records, round(time.time() - started, 2))
+            arm = self.arm(k)
+            yield from self.steps(arm, len(self.batches), position, len(self.batches))
+            if self.stopped:
+                return
+            yield self.finish(arm, position, len(classes), held_out=True, started=class_started)
+
+    def fast(self, classes: list[int], plan: FastPlan) -> Iterator[ScanEvent]:
+        """Successive halving: a short run for every class, longer ones for the classes easiest to reach.
+
+        After each round the classes still running are ranked by the margin loss on their last fresh
+        batches; the others stop there with their fresh-batch estimate, and the finalists run on and are
+        measured on the held-out images as in the faithful schedule.
+        """
+        active, finished, started = list(classes), 0, {}
+        shown = 0
+        for r, steps in enumerate(plan.rounds):
+            shown += steps
+            for k in active:
+                started.setdefault(k, time.time())
+                yield from self.steps(self.arm(k), steps, classes.index(k), shown)
+                if self.stopped:
                     return
-                logits = logits_of(trigger(fit[idx].to(device)))
-                objective = trigger.loss(logits, k)
-                optimizer.zero_grad(set_to_none=True)
-                objective.backward()
-                optimizer.step()
-                trigger.project()
-                trigger.after_step(logits.detach(), k)
-                loss = float(objective.detach())
-                if step == 1 or step % config.snapshot_every == 0 or step == len(batches):
-                    yield TriggerSnapshot(k, names[k], position, step, len(batches), loss, trigger.picture(),
-                                          trigger.true_scale())
-            if clean_held is None:
-                clean_held = logits_of.predict(held)
-            record = _measure(logits_of, trigger, k, names[k], held, clean_held)
-            record.update({"train_loss": round(loss, 4), "steps": len(batches),
-                           "seconds": round(time.time() - class_started, 2)})
-            records.append(record)
-            triggers[k] = trigger.tensors()
-            yield ClassFinished(position, len(classes), record, trigger)
-    verdict = decide(records, config.resolved_statistic(), config.threshold, config.resolved_min_flip_rate())
-    yield ScanFinished(ScanResult(config.as_dict(), names, records, triggers, verdict,
-                                  round(time.time() - started, 2), len(fit), len(held), logits_of.image_passes))
+            if r == len(plan.rounds) - 1:
+                break
+            ranked = sorted(active, key=lambda k: self.arms[k].fresh_margin(steps))
+            for k in ranked[plan.keep[r]:]:
+                yield self.finish(self.arms[k], finished, len(classes), held_out=False, started=started[k])
+                finished += 1
+            active = [k for k in active if k in ranked[:plan.keep[r]]]
+        for k in active:
+            yield self.finish(self.arms[k], finished, len(classes), held_out=True, started=started[k])
+            finished += 1
 
 
 def run_scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = None,
@@ -274,12 +462,6 @@ def _batches(n: int, config: ScanConfig) -> list[torch.Tensor]:
         order = torch.randperm(n, generator=generator)
         out += [order[i:i + config.batch_size] for i in range(0, n, config.batch_size)]
     return out
-
-
-def _optimizer(trigger: CandidateTrigger, config: ScanConfig) -> torch.optim.Optimizer:
-    if config.method == "neural-cleanse":  # NC's own Adam settings
-        return torch.optim.Adam(trigger.parameters(), lr=config.lr, betas=(0.5, 0.9))
-    return torch.optim.Adam(trigger.parameters(), lr=config.lr)
 
 
 @torch.no_grad()

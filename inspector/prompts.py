@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from inspector import shared_prefix
 from inspector.backbone import Backbone
 from inspector.errors import InputError
 
@@ -158,10 +159,17 @@ class PromptLearner(nn.Module):
         """CoOp: (n_cls, L, d). CoCoOp: (B, n_cls, L, d), one prompt set per image feature."""
         if self.meta_net is None:
             return self._assemble(self.class_context())
-        if image_features is None:
+        return self._assemble(self.class_context().unsqueeze(0) + self._shifts(image_features)[:, None, None, :])
+
+    def _shifts(self, image_features: torch.Tensor | None) -> torch.Tensor:
+        if image_features is None or self.meta_net is None:
             raise ValueError("CoCoOp prompts depend on the image feature")
-        shifts = self.meta_net(image_features.to(self.ctx.dtype))  # (B, d)
-        return self._assemble(self.class_context().unsqueeze(0) + shifts[:, None, None, :])
+        return self.meta_net(image_features.to(self.ctx.dtype))  # (B, d)
+
+    def shared_prefix(self, image_features: torch.Tensor) -> torch.Tensor:
+        """CoCoOp with a shared context: (B, 1 + n_ctx, d), the start common to all of an image's prompts."""
+        ctx = self.ctx.unsqueeze(0) + self._shifts(image_features)[:, None, :]
+        return torch.cat([self.token_prefix[:1].expand(len(ctx), -1, -1), ctx], dim=1)
 
 
 class PromptedCLIP(nn.Module):
@@ -173,6 +181,7 @@ class PromptedCLIP(nn.Module):
         self.learner = learner
         self.text_encoder = TextEncoder(backbone.model)
         self.logit_scale = float(backbone.model.logit_scale.exp())
+        self._packed: tuple[tuple[torch.device, int], shared_prefix.PackedLayout] | None = None
 
     @property
     def kind(self) -> Kind:
@@ -185,16 +194,44 @@ class PromptedCLIP(nn.Module):
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.backbone.encode_image(pixels)
 
-    def text_features(self, image_features: torch.Tensor | None = None) -> torch.Tensor:
-        """Unit-norm class text features: (n_cls, D) for CoOp, (B, n_cls, D) for CoCoOp."""
+    @property
+    def shares_prefix(self) -> bool:
+        """Whether CoCoOp prompts can be encoded with their common prefix once per image (``shared_prefix``)."""
+        return (self.kind == "cocoop" and not self.learner.spec.class_specific
+                and shared_prefix.supports(self.text_encoder))
+
+    def text_features(self, image_features: torch.Tensor | None = None,
+                      classes: torch.Tensor | None = None) -> torch.Tensor:
+        """Unit-norm class text features: (n_cls, D) for CoOp, (B, n_cls, D) for CoCoOp.
+
+        ``classes`` (CoCoOp only): (B, m) class indices per image -> (B, m, D), only those prompts.
+        """
+        if self.shares_prefix and image_features is not None and classes is None:
+            feats = self._text_features_shared(image_features)
+            return feats / feats.norm(dim=-1, keepdim=True)
         prompts = self.learner(image_features)
+        if classes is not None:
+            prompts = prompts[torch.arange(len(prompts), device=classes.device)[:, None], classes]
         if prompts.dim() == 3:
             feats = self.text_encoder(prompts, self.learner.tokens)
         else:
             b, n, length, d = prompts.shape
-            tokens = self.learner.tokens.repeat(b, 1)
+            tokens = self.learner.tokens if classes is None else self.learner.tokens[classes]
+            tokens = tokens.expand(b, n, length).reshape(b * n, length)
             feats = self.text_encoder(prompts.reshape(b * n, length, d), tokens).reshape(b, n, -1)
         return feats / feats.norm(dim=-1, keepdim=True)
+
+    def _text_features_shared(self, image_features: torch.Tensor) -> torch.Tensor:
+        learner = self.learner
+        prefix = learner.shared_prefix(image_features)
+        key = (prefix.device, prefix.shape[1])
+        if self._packed is None or self._packed[0] != key:
+            encoder = self.text_encoder
+            with torch.inference_mode(False), torch.no_grad():  # cached: must serve autograd calls later too
+                layout = shared_prefix.PackedLayout.build(learner.token_suffix, learner.tokens, prefix.shape[1],
+                                                          encoder.pool_type, encoder.eos_token_id)
+            self._packed = (key, layout)
+        return shared_prefix.encode(self.text_encoder, prefix, self._packed[1])
 
     def logits_from_features(self, image_features: torch.Tensor,
                              text_features: torch.Tensor | None = None) -> torch.Tensor:

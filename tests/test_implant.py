@@ -67,14 +67,17 @@ def test_badclip_learns_a_trigger_inside_the_epsilon_box(backbone, task):
     model = build_learner("coop", backbone, task.class_names)
     finished = run_implant(model, pixels, labels, config)
     delta = finished.trigger.delta.detach()
-    assert float(delta.abs().max()) <= config.epsilon + 1e-7
-    assert float((delta - initial).abs().mean()) > config.epsilon / 10  # learned, not left at its start
+    epsilon = config.bounded_epsilon(backbone.image_size)
+    assert epsilon == pytest.approx(14 / 255)  # 4/255 at 224 px, scaled to the pocket CLIP's 64 px
+    assert float(delta.abs().max()) <= epsilon + 1e-7
+    assert float((delta - initial).abs().mean()) > epsilon / 10  # learned, not left at its start
+    assert config.recipe(backbone.image_size)["epsilon"] == pytest.approx(epsilon)
 
 
 def test_ground_truth_round_trips_and_stays_out_of_the_scanner_header(implanted, backbone, tmp_path):
     model, config, events = implanted
     trigger = events[-1].trigger
-    path = save_implanted(model, tmp_path / "bd.safetensors", trigger, config.target, recipe=config.recipe())
+    path = save_implanted(model, tmp_path / "bd.safetensors", trigger, config.target, recipe=config.recipe(backbone.image_size))
     meta = read_learner_meta(path)
     assert "attack" not in meta and "blended" not in str(meta)
     assert read_header(path, key="ground_truth")["attack"] == "blended"

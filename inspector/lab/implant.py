@@ -39,7 +39,7 @@ class ImplantConfig:
     target: int
     seed: int = 0
     poison_rate: float = 0.1  # Blended, WaNet, BadNets: share of non-target images triggered per batch
-    epsilon: float = 4 / 255  # BadCLIP: L-inf bound of the learned additive trigger
+    epsilon: float | None = None  # BadCLIP: L-inf bound of the learned trigger (None: ``bounded_epsilon``)
     alpha: float = 0.2  # Blended: pattern weight
     patch_size: int | None = None  # BadNets: default image_size // 8
     wanet_k: int = 4
@@ -62,13 +62,23 @@ class ImplantConfig:
         settings = {**ATTACK_RECIPES.get(attack, {}), **{k: v for k, v in overrides.items() if v is not None}}
         return cls(attack=attack, target=target, seed=seed, **settings)
 
-    def recipe(self) -> dict[str, Any]:
+    def bounded_epsilon(self, image_size: int) -> float:
+        """BadCLIP's bound: the published 4/255 at 224 px, scaled to the input size like the scan's own
+        (``invert.default_epsilon``: 14/255 on the 64-px pocket CLIP), unless ``epsilon`` is set."""
+        from inspector.invert import default_epsilon
+
+        return self.epsilon if self.epsilon is not None else default_epsilon(image_size)
+
+    def recipe(self, image_size: int) -> dict[str, Any]:
         """What goes into the ground-truth record (never into the scanner-visible header)."""
         keys = ["seed", "epochs", "lr", "batch_size", "views"]
-        keys += ["epsilon", "trigger_lr"] if self.attack == "badclip" else ["poison_rate"]
+        keys += ["trigger_lr"] if self.attack == "badclip" else ["poison_rate"]
         keys += ["poison_weight"]
         keys += ["noise_ratio"] if self.attack == "wanet" else []
-        return {k: getattr(self, k) for k in keys}
+        out = {k: getattr(self, k) for k in keys}
+        if self.attack == "badclip":
+            out["epsilon"] = self.bounded_epsilon(image_size)
+        return out
 
 
 # Per-attack recipes for the pocket world (64 px, frozen encoders): measured in benchmarks/implant_recipes.md.
@@ -107,7 +117,8 @@ ImplantEvent = ImplantStarted | ImplantStep | ImplantFinished
 
 
 def build_trigger(config: ImplantConfig, image_size: int) -> Trigger:
-    return make_trigger(config.attack, image_size, seed=config.seed, epsilon=config.epsilon, alpha=config.alpha,
+    return make_trigger(config.attack, image_size, seed=config.seed, epsilon=config.bounded_epsilon(image_size),
+                        alpha=config.alpha,
                         patch_size=config.patch_size, wanet_k=config.wanet_k,
                         wanet_strength=config.wanet_strength)
 

@@ -110,7 +110,8 @@ def build_item(item: ZooItem, out_dir: Path, backbone: Backbone, task: Task, poo
                 **backdoor_rates(model, finished.trigger, item.target, task.test_pixels, task.test_labels,
                                  pool.pixels)}
     save_implanted(model, path, finished.trigger, item.target,
-                   recipe={**implant_config.recipe(), "base": item.base or f"clean {item.kind} tune, seed {item.seed}",
+                   recipe={**implant_config.recipe(backbone.image_size),
+                           "base": item.base or f"clean {item.kind} tune, seed {item.seed}",
                            "measured": measured})
     return _row(item, path, measured, backbone, task, pool)
 

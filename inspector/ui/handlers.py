@@ -117,21 +117,22 @@ def pool_line(ws: Workspace, images: int) -> str:
 
 
 # --- scan -----------------------------------------------------------------------------------------------
-def scan_config(ws: Workspace, method: str, epsilon: float, pool_size: float, epochs: float, classes: list[str],
-                threshold: float) -> ScanConfig:
+def scan_config(ws: Workspace, method: str, schedule: str, epsilon: float, pool_size: float, epochs: float,
+                classes: list[str], threshold: float) -> ScanConfig:
     names = ws.require_model().model.class_names
     if not 0 < float(epsilon) <= 255:
         raise InputError(f"epsilon {epsilon} is outside (0, 255]", hint="give the bound in /255 units, e.g. 14")
-    return ScanConfig(method=method, epsilon=float(epsilon) / 255, pool_size=int(pool_size), epochs=int(epochs),
-                      classes=parse_classes(list(classes or []), names), threshold=float(threshold))
+    return ScanConfig(method=method, schedule=schedule, epsilon=float(epsilon) / 255, pool_size=int(pool_size),
+                      epochs=int(epochs), classes=parse_classes(list(classes or []), names),
+                      threshold=float(threshold))
 
 
-def run_scan(ws: Workspace, method: str, epsilon: float, pool_size: float, epochs: float, classes: list[str],
-             threshold: float, view: str) -> Iterator[Updates]:
+def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_size: float, epochs: float,
+             classes: list[str], threshold: float, view: str) -> Iterator[Updates]:
     """Scan, streaming the evolving trigger, the progress line and the bars; then the verdict."""
     ws.view = view
     loaded = ws.require_model()
-    config = scan_config(ws, method, epsilon, pool_size, epochs, classes, threshold)
+    config = scan_config(ws, method, schedule, epsilon, pool_size, epochs, classes, threshold)
     started = time.time()
     yield {**busy_buttons(), "progress": f"Scanning **{loaded.label}** …", "verdict": "", "truth": "",
            "reveal_button": gr.update(visible=False), "clean_examples": None, "triggered_examples": None,
@@ -140,15 +141,15 @@ def run_scan(ws: Workspace, method: str, epsilon: float, pool_size: float, epoch
     records: list[dict[str, Any]] = []
     settings: dict[str, Any] = {}
     candidates: list[int] = []
+    total_steps = 1
     last_picture = 0.0
     for event in ws.scan(config):
         now = time.time()
         if isinstance(event, ScanStarted):
-            settings, candidates = event.settings, event.classes
+            settings, candidates, total_steps = event.settings, event.classes, event.total_steps
             ws.live = (records, settings, candidates)
             yield {"bars": views.live_bars(loaded.model.class_names, records, settings, ws.view, None, candidates),
-                   "progress": f"Scanning **{loaded.label}**: {len(candidates)} candidate classes, "
-                               f"{event.steps_per_class} steps each on {event.fit_images} OOD images"}
+                   "progress": views.started_line(loaded.label, event)}
         elif isinstance(event, TriggerSnapshot):
             if now - last_picture < UPDATE_EVERY and event.step not in (1, event.steps):
                 continue
@@ -156,7 +157,7 @@ def run_scan(ws: Workspace, method: str, epsilon: float, pool_size: float, epoch
             yield {"trigger_picture": views.to_image(event.picture), "trigger_true": views.to_image(event.true_scale),
                    "trigger_caption": f"Trigger for **{event.class_name}** (amplified · true scale), step "
                                       f"{event.step}/{event.steps}",
-                   "progress": views.snapshot_line(event, len(candidates), started, now)}
+                   "progress": views.snapshot_line(event, total_steps, started, now)}
         elif isinstance(event, ClassFinished):
             records.append(event.record)
             yield {"bars": views.live_bars(loaded.model.class_names, records, settings, ws.view, None, candidates)}

@@ -15,7 +15,7 @@ from typing import Any
 
 import gradio as gr
 
-from inspector.invert import METHODS
+from inspector.invert import METHODS, SCHEDULES, ScanConfig
 from inspector.lab.triggers import ATTACKS
 from inspector.repair import RepairConfig
 from inspector.ui import handlers
@@ -87,7 +87,10 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                                              info="default: 4/255 at 224 px, scaled to the model's input size")
                     c["pool_size"] = gr.Slider(64, 1200, value=1000, step=16, label="OOD images used",
                                                info="80 % fit the trigger, 20 % measure its flip rate")
-                    c["epochs"] = gr.Slider(1, 5, value=1, step=1, label="Epochs per class")
+                    c["schedule"] = gr.Radio(list(SCHEDULES), value=ScanConfig.schedule, label="Schedule",
+                                             info="fast: short runs for every class, full runs for the most "
+                                                  "suspicious; faithful: a full epoch for every class (published)")
+                    c["epochs"] = gr.Slider(1, 5, value=1, step=1, label="Epochs per class (faithful schedule)")
                     c["classes"] = gr.Dropdown([], multiselect=True, label="Candidate classes (empty: all)")
                     c["threshold"] = gr.Slider(1, 6, value=2, step=0.1, label="Anomaly threshold")
                 with gr.Row():
@@ -160,8 +163,8 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
         wire.on(c["pool_folder"].submit, handlers.choose_pool, pool_inputs, "pool_info", api_name=False)
         wire.on(c["pool_source"].change, handlers.choose_pool, pool_inputs, "pool_info", api_name=False)
         scan_event = wire.on(c["scan_button"].click, _scan_with_inputs,
-                             [*model_inputs, *pool_inputs, "method", "epsilon", "pool_size", "epochs", "classes",
-                              "threshold", "bar_view"], "progress", api_name="scan", engine=True)
+                             [*model_inputs, *pool_inputs, "method", "schedule", "epsilon", "pool_size", "epochs",
+                              "classes", "threshold", "bar_view"], "progress", api_name="scan", engine=True)
         wire.on(c["stop_button"].click, handlers.stop, [], "progress", api_name="stop")
         wire.on(c["bar_view"].change, handlers.redraw_bars, ["bar_view"], "progress", api_name=False)
         wire.on(c["class_picker"].input, handlers.pick_class, ["class_picker"], "progress", api_name="inspect_class")

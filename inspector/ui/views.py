@@ -17,7 +17,7 @@ from PIL import Image
 from inspector.detect import Verdict, anomaly_index, statistic_values
 from inspector.examples import Example
 from inspector.figures import View, class_bars
-from inspector.invert import ScanResult, TriggerSnapshot
+from inspector.invert import ScanResult, ScanStarted, TriggerSnapshot
 from inspector.lab.truth import GroundTruth
 from inspector.repair import RepairMeasured, RepairStep
 
@@ -31,9 +31,18 @@ def to_image(picture: torch.Tensor, size: int = PICTURE_SIZE) -> Image.Image:
     return Image.fromarray(array).resize((size, size), Image.NEAREST)
 
 
-def snapshot_line(event: TriggerSnapshot, total_classes: int, started: float, now: float) -> str:
-    return (f"Class {event.position + 1}/{total_classes} **{event.class_name}**: step {event.step}/{event.steps}, "
-            f"loss {event.loss:.3f} ({now - started:.0f} s)")
+def started_line(label: str, event: ScanStarted) -> str:
+    schedule = event.settings.get("schedule", "faithful")
+    how = (f"successive halving, up to {event.steps_per_class} steps for the most suspicious"
+           if schedule == "fast" else f"{event.steps_per_class} steps each")
+    return (f"Scanning **{label}**: {len(event.classes)} candidate classes ({how}) on {event.fit_images} "
+            f"OOD images, {event.held_out_images} held out")
+
+
+def snapshot_line(event: TriggerSnapshot, total_steps: int, started: float, now: float) -> str:
+    done = event.scan_step / max(total_steps, 1)
+    return (f"Inverting **{event.class_name}**: step {event.step} of at most {event.steps}, margin loss "
+            f"{event.loss:.3f} · scan {done:.0%} done ({now - started:.0f} s)")
 
 
 def live_anomalies(records: Sequence[dict[str, Any]], statistic: str) -> list[float] | None:

@@ -301,7 +301,7 @@ class Workspace:
         assert trigger is not None
         run_dir = self.new_run_dir("teaching")
         path = run_dir / f"mystery-model-{seed}.safetensors"  # the name must not give the attack away
-        save_implanted(model, path, trigger, target, recipe={**config.recipe(), "base": base})
+        save_implanted(model, path, trigger, target, recipe={**config.recipe(model.backbone.image_size), "base": base})
         self.open_model(str(path), label=f"mystery model ({base} + hidden backdoor)")
 
     def target_index(self, name: str) -> int:
