@@ -61,10 +61,13 @@ class ScanConfig:
     snapshot_every: int = 4  # steps between trigger snapshots
     seed: int = 0
     schedule: Schedule = "faithful"
-    fast_rounds: tuple[int, ...] = (3, 3, 4, 8)  # fast schedule: steps per round of successive halving
-    fast_keep: float = 0.5  # share of classes that go on after each round
-    fast_finalists: int = 2  # classes that always make it to the last round
-    fast_window: int = 3  # steps whose fresh batches give a stopped class's estimate
+    # The fast schedule (chosen in benchmarks/schedule_design.md): successive halving with its own steps.
+    fast_rounds: tuple[int, ...] = (4, 8)  # steps per round; after each, the most promising classes go on
+    fast_keep: float = 0.6  # share of all classes still running after round r: keep ** (r + 1)
+    fast_lr: float = 0.3  # larger steps on smaller batches: a class converges in ~12 steps of 16 images
+    fast_batch_size: int = 16
+    fast_window: int = 4  # steps whose fresh batches give a class's estimate
+    fast_measured: int = 2  # classes with the highest estimates measured on the held-out images
     bf16: bool | None = None  # bfloat16 autocast on CUDA (default: for the fast schedule); no effect on CPU
 
     def for_input(self, image_size: int) -> ScanConfig:
@@ -84,6 +87,8 @@ class ScanConfig:
         out = asdict(self)
         out["classes"] = list(self.classes) if self.classes is not None else None
         out["fast_rounds"] = list(self.fast_rounds)
+        if self.schedule != "fast":
+            out = {k: v for k, v in out.items() if not k.startswith("fast_")}
         out["statistic"], out["min_flip_rate"] = self.resolved_statistic(), self.resolved_min_flip_rate()
         return out
 
@@ -242,10 +247,10 @@ class ClassInversion:
     estimate that costs no extra image-encoder pass.
     """
 
-    def __init__(self, k: int, name: str, trigger: CandidateTrigger, config: ScanConfig) -> None:
+    def __init__(self, k: int, name: str, trigger: CandidateTrigger, method: str, lr: float) -> None:
         self.k, self.name, self.trigger = k, name, trigger
-        betas = (0.5, 0.9) if config.method == "neural-cleanse" else (0.9, 0.999)  # NC's own Adam settings
-        self.optimizer = torch.optim.Adam(trigger.parameters(), lr=config.lr, betas=betas)
+        betas = (0.5, 0.9) if method == "neural-cleanse" else (0.9, 0.999)  # NC's own Adam settings
+        self.optimizer = torch.optim.Adam(trigger.parameters(), lr=lr, betas=betas)
         self.steps = 0
         self.loss = float("nan")
         self.curve: list[tuple[int, int, float]] = []  # per step: flips, eligible images, margin loss
@@ -298,8 +303,9 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
     names = list(model.class_names)
     classes = candidate_classes(config, len(names))
     fit, held = split_pool(pool, config.pool_size, config.holdout, config.seed)
-    batches = _batches(len(fit), config)
-    plan = fast_plan(config, len(classes), len(batches)) if config.schedule == "fast" else None
+    fast = config.schedule == "fast"
+    batches = _batches(len(fit), config.fast_batch_size if fast else config.batch_size, config.epochs, config.seed)
+    plan = fast_plan(config, len(classes), len(batches)) if fast else None
     steps_per_class = plan.finalist_steps if plan is not None else len(batches)
     total_steps = plan.total_steps(len(classes)) if plan is not None else len(batches) * len(classes)
     yield ScanStarted(classes, [names[k] for k in classes], steps_per_class, total_steps, len(fit), len(held),
@@ -340,8 +346,7 @@ def fast_plan(config: ScanConfig, n_classes: int, n_batches: int) -> FastPlan:
         if steps:
             rounds.append(steps)
             total += steps
-    keep = [min(n_classes, max(config.fast_finalists, math.ceil(n_classes * config.fast_keep ** (i + 1))))
-            for i in range(len(rounds) - 1)]
+    keep = [min(n_classes, max(2, math.ceil(n_classes * config.fast_keep ** (i + 1)))) for i in range(len(rounds) - 1)]
     return FastPlan(tuple(rounds), tuple(keep))
 
 
@@ -368,7 +373,8 @@ class _Run:
         if k not in self.arms:
             trigger = make_candidate(self.config.method, self.model.backbone.image_size, self.config.epsilon,
                                      self.config.seed + k).to(self.device)
-            self.arms[k] = ClassInversion(k, self.names[k], trigger, self.config)
+            lr = self.config.fast_lr if self.config.schedule == "fast" else self.config.lr
+            self.arms[k] = ClassInversion(k, self.names[k], trigger, self.config.method, lr)
         return self.arms[k]
 
     def steps(self, arm: ClassInversion, count: int, position: int, shown_steps: int) -> Iterator[ScanEvent]:
@@ -419,11 +425,12 @@ class _Run:
         """Successive halving: a short run for every class, longer ones for the classes easiest to reach.
 
         After each round the classes still running are ranked by the margin loss on their last fresh
-        batches; the others stop there with their fresh-batch estimate, and the finalists run on and are
-        measured on the held-out images as in the faithful schedule.
+        batches, and the others stop there. Every class's flip rate is then its share of fresh-batch
+        images flipped over its last ``fast_window`` steps, except for the ``fast_measured`` classes
+        with the highest ones, which are measured on the held-out images as in the faithful schedule.
         """
-        active, finished, started = list(classes), 0, {}
-        shown = 0
+        active, finished, shown = list(classes), 0, 0
+        started: dict[int, float] = {}
         for r, steps in enumerate(plan.rounds):
             shown += steps
             for k in active:
@@ -438,8 +445,11 @@ class _Run:
                 yield self.finish(self.arms[k], finished, len(classes), held_out=False, started=started[k])
                 finished += 1
             active = [k for k in active if k in ranked[:plan.keep[r]]]
-        for k in active:
-            yield self.finish(self.arms[k], finished, len(classes), held_out=True, started=started[k])
+        window = self.config.fast_window
+        ranked = sorted(active, key=lambda k: -self.arms[k].fresh_flip_rate(window))
+        measured = set(ranked[:self.config.fast_measured])
+        for k in ranked:
+            yield self.finish(self.arms[k], finished, len(classes), held_out=k in measured, started=started[k])
             finished += 1
 
 
@@ -454,13 +464,13 @@ def run_scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None 
     raise RuntimeError("scan ended without a result")
 
 
-def _batches(n: int, config: ScanConfig) -> list[torch.Tensor]:
+def _batches(n: int, batch_size: int, epochs: int, seed: int) -> list[torch.Tensor]:
     """The same shuffled batches for every class (a fair comparison), ``epochs`` passes."""
-    generator = torch.Generator().manual_seed(config.seed + 1)
+    generator = torch.Generator().manual_seed(seed + 1)
     out: list[torch.Tensor] = []
-    for _ in range(config.epochs):
+    for _ in range(epochs):
         order = torch.randperm(n, generator=generator)
-        out += [order[i:i + config.batch_size] for i in range(0, n, config.batch_size)]
+        out += [order[i:i + batch_size] for i in range(0, n, batch_size)]
     return out
 
 

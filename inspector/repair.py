@@ -36,6 +36,8 @@ class RepairConfig:
     weight_decay: float = 1e-4
     eval_every: int = 10
     seed: int = 0
+    refresh_every: int = 0  # epochs between re-inversions of the trigger against the model being repaired (0: never)
+    refresh_steps: int = 8  # Adam steps of each re-inversion, on OOD images, from the current trigger
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,10 +116,14 @@ def _share(mask: torch.Tensor) -> float:
 
 def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.Tensor,
            train_labels: torch.Tensor, test_pixels: torch.Tensor, test_labels: torch.Tensor,
-           ood_pixels: torch.Tensor, config: RepairConfig | None = None) -> Iterator[RepairEvent]:
+           ood_pixels: torch.Tensor, config: RepairConfig | None = None,
+           invert_pixels: torch.Tensor | None = None) -> Iterator[RepairEvent]:
     """Fine-tune ``model``'s learner so that ``stamp``-ed images keep their true labels; yields events.
 
     ``stamp`` is the reconstructed trigger (pixels -> pixels), ``target`` the class it pointed to.
+    With ``config.refresh_every`` and OOD ``invert_pixels``, the trigger is re-inverted against the
+    model being repaired every few epochs (from where it was), so that the repair also closes the routes
+    to the target that the first trigger did not take; the train copies are then stamped anew.
     Stopping early (no longer iterating) leaves the learner at the last finished step.
     """
     config = config or RepairConfig()
@@ -141,8 +147,14 @@ def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.T
     model.learner.train()
     step = 0
     last = before
+    current = stamp
     try:
-        for _ in range(config.epochs):
+        for epoch in range(config.epochs):
+            if config.refresh_every and invert_pixels is not None and epoch and epoch % config.refresh_every == 0:
+                current = reinvert(model, current, target, invert_pixels, config.refresh_steps, config.seed + epoch)
+                features["stamped"] = encode_transformed_views(model.backbone, train_pixels, config.views,
+                                                               config.seed, {"stamped": current})["stamped"]
+                model.learner.train()
             order = torch.randperm(n, generator=generator)
             view = torch.randint(0, config.views, (n,), generator=generator)
             for start in range(0, n - batch + 1, batch):
@@ -164,13 +176,36 @@ def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.T
     yield RepairFinished(before, last, round(time.time() - started, 2))
 
 
+def reinvert(model: PromptedCLIP, stamp: Stamp, target: int, pixels: torch.Tensor, steps: int,
+             seed: int, batch_size: int = 32) -> Stamp:
+    """A few more inversion steps of ``stamp`` (a scan's candidate trigger) against the model as it is now."""
+    from inspector.candidates import CandidateTrigger, candidate_from_tensors
+    from inspector.invert import ClassInversion, Logits, frozen_learner
+
+    if not isinstance(stamp, CandidateTrigger):
+        return stamp
+    epsilon = getattr(stamp, "epsilon", 0.0)
+    trigger = candidate_from_tensors(stamp.method, stamp.tensors(), epsilon).requires_grad_(True)
+    trigger = trigger.to(model.backbone.device)
+    arm = ClassInversion(target, model.class_names[target], trigger, stamp.method, lr=0.1)
+    order = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))
+    with frozen_learner(model):
+        logits_of = Logits(model)
+        for step in range(steps):
+            idx = order[(step * batch_size) % len(pixels):][:batch_size]
+            batch = pixels[idx].to(model.backbone.device)
+            arm.step(logits_of, batch, torch.full((len(batch),), -1))
+    return trigger.requires_grad_(False)
+
+
 def run_repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.Tensor,
                train_labels: torch.Tensor, test_pixels: torch.Tensor, test_labels: torch.Tensor,
                ood_pixels: torch.Tensor, config: RepairConfig | None = None,
-               on_event: Callable[[RepairEvent], None] | None = None) -> RepairFinished:
+               on_event: Callable[[RepairEvent], None] | None = None,
+               invert_pixels: torch.Tensor | None = None) -> RepairFinished:
     """Drive ``repair`` to its end (CLI, benchmarks, tests)."""
     for event in repair(model, stamp, target, train_pixels, train_labels, test_pixels, test_labels, ood_pixels,
-                        config):
+                        config, invert_pixels):
         if on_event is not None:
             on_event(event)
         if isinstance(event, RepairFinished):

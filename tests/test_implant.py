@@ -77,7 +77,8 @@ def test_badclip_learns_a_trigger_inside_the_epsilon_box(backbone, task):
 def test_ground_truth_round_trips_and_stays_out_of_the_scanner_header(implanted, backbone, tmp_path):
     model, config, events = implanted
     trigger = events[-1].trigger
-    path = save_implanted(model, tmp_path / "bd.safetensors", trigger, config.target, recipe=config.recipe(backbone.image_size))
+    path = save_implanted(model, tmp_path / "bd.safetensors", trigger, config.target,
+                          recipe=config.recipe(backbone.image_size))
     meta = read_learner_meta(path)
     assert "attack" not in meta and "blended" not in str(meta)
     assert read_header(path, key="ground_truth")["attack"] == "blended"

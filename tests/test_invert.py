@@ -155,3 +155,27 @@ def test_scan_refuses_bad_settings(clean_coop, small_pool):
         run_scan(clean_coop, small_pool, small_config(classes=(0, 1, 99)))
     with pytest.raises(InputError, match="epsilon"):
         run_scan(clean_coop, small_pool, small_config(epsilon=0.0))
+
+
+def test_fast_schedule_halves_the_classes_and_measures_the_leaders_on_held_out_images(clean_coop, small_pool):
+    config = ScanConfig(schedule="fast", classes=(0, 3, 7, 11, 16, 19), pool_size=480, fast_rounds=(2, 3),
+                        fast_keep=0.5, fast_measured=2, snapshot_every=1)
+    events = list(scan(clean_coop, small_pool, config))
+    started, result = events[0], events[-1].result
+    assert started.total_steps == 6 * 2 + 3 * 3 and started.steps_per_class == 5
+    snapshots = [e for e in events if isinstance(e, TriggerSnapshot)]
+    assert [e.scan_step for e in snapshots] == list(range(1, 22))  # every step shown, in order
+    steps = {c["index"]: c["steps"] for c in result.classes}
+    assert sorted(steps.values()) == [2, 2, 2, 5, 5, 5]
+    held_out = [c for c in result.classes if c["measured_on"] == "held-out"]
+    assert len(held_out) == 2 and all(c["steps"] == 5 for c in held_out)
+    assert all(len(c["curve"]) == c["steps"] for c in result.classes)
+    faithful = run_scan(clean_coop, small_pool, ScanConfig(classes=config.classes, pool_size=480))
+    assert result.image_passes < faithful.image_passes / 3
+
+
+def test_scan_events_are_the_same_for_the_same_seed(clean_coop, small_pool):
+    config = ScanConfig(schedule="fast", classes=(0, 7, 16), pool_size=320, fast_rounds=(2, 2))
+    first, second = run_scan(clean_coop, small_pool, config), run_scan(clean_coop, small_pool, config)
+    assert [c["flip_rate"] for c in first.classes] == [c["flip_rate"] for c in second.classes]
+    assert all(torch.equal(first.triggers[k]["delta"], second.triggers[k]["delta"]) for k in first.triggers)

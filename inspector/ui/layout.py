@@ -69,12 +69,13 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                 gr.Markdown("### 1 · Model and OOD pool")
                 c["model_source"] = gr.Radio(["demo zoo", "upload", "path"], value="demo zoo", label="Model from")
                 names = zoo_names()
-                c["zoo_model"] = gr.Dropdown(names, value=_first_backdoored(names), label="Demo zoo model")
+                c["zoo_model"] = gr.Dropdown(names, value=_first_backdoored(names), label="Demo zoo model",
+                                               elem_id="zoo-model")
                 c["model_upload"] = gr.File(label="Prompt learner (.safetensors)", file_types=[".safetensors"],
                                             visible=False)
                 c["model_path"] = gr.Textbox(label="Model file path", visible=False,
                                              placeholder="runs/…/model.safetensors")
-                c["model_info"] = gr.Markdown()
+                c["model_info"] = gr.Markdown(elem_id="model-info")
                 c["pool_source"] = gr.Radio(["shipped OOD pool", "upload a zip", "folder path"],
                                             value="shipped OOD pool", label="OOD pool")
                 c["pool_upload"] = gr.File(label="Zip of images", file_types=[".zip"], visible=False)
@@ -112,12 +113,14 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
         gr.Markdown("### 3 · Verdict")
         c["verdict"] = gr.HTML(elem_id="verdict")
         with gr.Row():
-            c["class_picker"] = gr.Dropdown([], label="Inspect a class (trigger and images)", scale=2)
+            c["class_picker"] = gr.Dropdown([], label="Inspect a class (trigger and images)", scale=2,
+                                             elem_id="class-picker")
             c["reveal_button"] = gr.Button("Reveal the ground truth", visible=False, scale=1)
         c["truth"] = gr.HTML(elem_id="truth")
         gr.Markdown("**Before / after**: held-out OOD images, clean (top) and with the reconstructed trigger "
                     "(bottom), with the model's prediction under each.")
-        c["clean_examples"] = gr.Gallery(label="clean", columns=8, height=200, object_fit="contain")
+        c["clean_examples"] = gr.Gallery(label="clean", columns=8, height=200, object_fit="contain",
+                                         elem_id="clean-examples")
         c["triggered_examples"] = gr.Gallery(label="with the trigger", columns=8, height=200, object_fit="contain")
         c["report_files"] = gr.File(label="Report (HTML, JSON, trigger tensors)", file_count="multiple",
                                     interactive=False)
@@ -135,7 +138,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
         c["repair_status"] = gr.Markdown(elem_id="repair-status")
         c["repair_plot"] = gr.Plot(label="Repair curves", elem_id="repair-plot")
         c["repair_table"] = gr.Markdown(elem_id="repair-table")
-        c["repaired_file"] = gr.File(label="Repaired prompt learner", interactive=False)
+        c["repaired_file"] = gr.File(label="Repaired prompt learner", interactive=False, elem_id="repaired-file")
         with gr.Accordion("Teaching mode: implant a backdoor yourself", open=False):
             gr.Markdown("Train a backdoor into a clean demo model, then scan the **mystery model** and reveal "
                         "what was implanted after the verdict. CoOp takes under a minute on a laptop; CoCoOp "
@@ -239,7 +242,7 @@ class _Wiring:
         names = self.outputs
         safe = handlers.guarded(fn, message_to)
 
-        def run(ws: Workspace | None, *args: Any, request: gr.Request) -> Iterator[list[Any]]:
+        def run(request: gr.Request, ws: Workspace | None, *args: Any) -> Iterator[list[Any]]:
             ws = ws or self.new_workspace(request)
             for updates in safe(ws, *args):
                 yield [updates.get(n, ws if n == "state" else gr.skip()) for n in names]

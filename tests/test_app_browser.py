@@ -1,0 +1,163 @@
+"""The app in a real browser (Debian's Chromium driven by Playwright): scan, verdict, repair, stop.
+
+Starts ``python app.py`` on a free loopback port with its own runs folder, like a user would, and
+drives the page only through what a person sees and clicks. Screenshots of every stage go to
+``tests/screenshots/`` (the README's picture is one of them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "tests" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+BACKDOORED, TARGET = "blended-cocoop", "clock"
+CLEAN = "clean-coop"
+
+REQUIRED = os.environ.get("INSPECTOR_REQUIRE_BROWSER") == "1"  # CI sets it: there a missing browser is a failure
+if not REQUIRED:
+    pytest.importorskip("playwright.sync_api", reason="playwright is a test requirement")
+    pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                    reason="needs Debian's chromium (apt-get install chromium)")
+from playwright import sync_api as playwright_api  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    port = _free_port()
+    runs = tmp_path_factory.mktemp("runs")
+    log = (runs / "app.log").open("w")
+    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--runs", str(runs)], cwd=ROOT,
+                               stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            assert process.poll() is None, (runs / "app.log").read_text()
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("the app did not start within 120 s")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page(app_url):
+    SHOTS.mkdir(exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(app_url, wait_until="load")
+        page.locator("#model-info").filter(has_text="prompt learner").wait_for(timeout=60_000)
+        yield page
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def pick_model(page, name: str) -> None:
+    box = page.locator("#zoo-model input")
+    box.click()
+    box.fill(name)
+    page.locator("ul[role='listbox'] li", has_text=name).first.click()
+    page.locator("#model-info").filter(has_text=name).wait_for(timeout=60_000)
+
+
+def trigger_src(page) -> str | None:
+    image = page.locator("#trigger-picture img")
+    return image.first.get_attribute("src") if image.count() else None
+
+
+def scan_and_watch(page, timeout: float = 240) -> dict:
+    """Press Scan and watch until the verdict: distinct trigger frames, time to the first one, bars."""
+    page.locator("#verdict").evaluate("e => e.innerHTML = ''")
+    before = trigger_src(page)
+    pressed = time.time()
+    page.locator("#scan-button").click()
+    frames, first_frame = set(), None
+    while time.time() - pressed < timeout:
+        src = trigger_src(page)
+        if src and src != before:
+            frames.add(src)
+            first_frame = first_frame or time.time() - pressed
+        text = page.locator("#verdict").inner_text()
+        if "Backdoor suspected" in text or "No backdoor found" in text:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("no verdict within the time limit")
+    page.locator("#class-picker").wait_for()
+    return {"frames": len(frames), "first_frame": first_frame, "verdict": page.locator("#verdict").inner_text()}
+
+
+def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(page):
+    pick_model(page, BACKDOORED)
+    shot(page, "0-start")
+    seen = scan_and_watch(page)
+    assert seen["first_frame"] is not None and seen["first_frame"] <= 3.0, seen
+    assert seen["frames"] >= 3, "the trigger picture should evolve during the scan"
+    assert "Backdoor suspected" in seen["verdict"] and TARGET in seen["verdict"], seen["verdict"]
+    bars = page.locator("#bars .trace.bars path")
+    assert bars.count() >= 20  # one bar per class
+    page.locator("#clean-examples img").first.wait_for(timeout=30_000)
+    shot(page, "1-verdict")
+
+    page.locator("#repair-button").click()
+    table = page.locator("#repair-table")
+    table.filter(has_text="after").wait_for(timeout=300_000)
+    shot(page, "2-repaired")
+    row = re.search(rf"reconstructed trigger → {TARGET} \(test\)\s*\|\s*([\d.]+)%\s*\|\s*([\d.]+)%",
+                    table.inner_text().replace("\n", " ").replace("\t", " | "))
+    assert row, table.inner_text()
+    before, after = float(row.group(1)), float(row.group(2))
+    assert after < before / 2, (before, after)
+    assert page.locator("#repaired-file a").count() >= 1  # the repaired model can be downloaded
+
+
+def test_a_clean_demo_model_is_not_flagged(page):
+    pick_model(page, CLEAN)
+    seen = scan_and_watch(page)
+    assert "No backdoor found" in seen["verdict"], seen["verdict"]
+    shot(page, "3-clean")
+
+
+def test_stop_interrupts_a_scan_quickly_and_the_app_stays_usable(page):
+    pick_model(page, BACKDOORED)
+    before = trigger_src(page)
+    page.locator("#scan-button").click()
+    deadline = time.time() + 30
+    while trigger_src(page) in (None, before) and time.time() < deadline:
+        time.sleep(0.05)
+    pressed = time.time()
+    page.locator("#stop-button").click()
+    page.locator("#verdict").filter(has_text="Scan stopped").wait_for(timeout=10_000)
+    assert time.time() - pressed <= 2.0
+    shot(page, "4-stopped")
+    seen = scan_and_watch(page)  # usable again: a full scan still runs to its verdict
+    assert "Backdoor suspected" in seen["verdict"]
