@@ -43,7 +43,7 @@ RECIPES = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="blended-cocoop,wanet-cocoop,badnets-cocoop,badclip-cocoop")
-    parser.add_argument("--recipes", default=",".join(RECIPES))
+    parser.add_argument("--recipes", default=";".join(RECIPES), help="';'-separated names of RECIPES")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -58,7 +58,7 @@ def main() -> None:
         result = run_scan(model, pool, config)
         trigger = candidate_from_tensors("inspector", result.triggers[truth.target], result.settings["epsilon"])
         fit, held = split_pool(pool, config.pool_size, config.holdout, config.seed)
-        for recipe in [r for r in args.recipes.split(",") if r]:
+        for recipe in [r for r in args.recipes.split(";") if r]:
             model = open_model(path, device="cpu")
             before = attack_success_rate(model, truth.trigger, task.test_pixels, truth.target, task.test_labels)
             started = time.time()

@@ -21,11 +21,12 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
     """Per-class bars of flip rate (with the 50 % line) or anomaly index (with the threshold line).
 
     Classes not scanned yet appear as empty slots, so the chart fills in class by class; the suspect
-    class is drawn red.
+    class is drawn red; hatched bars are the fast schedule's fresh-batch estimates (the others were
+    measured on the held-out images).
     """
     by_index = {int(r["index"]): r for r in records}
     index_of = {int(r["index"]): i for i, r in enumerate(records)}
-    names, values, colours, hover = [], [], [], []
+    names, values, colours, hover, patterns = [], [], [], [], []
     for k, name in enumerate(class_names):
         names.append(name)
         record = by_index.get(k)
@@ -33,16 +34,24 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
             values.append(0.0)
             colours.append(PENDING_COLOUR)
             hover.append(f"{name}: not scanned yet")
+            patterns.append("")
             continue
         anomaly = anomalies[index_of[k]] if anomalies is not None and index_of[k] < len(anomalies) else None
         value = record["flip_rate"] if view == "flip_rate" else (anomaly or 0.0)
         values.append(value)
         colours.append(SUSPECT_COLOUR if k == suspect else OTHER_COLOUR)
+        estimated = record.get("measured_on") == "fresh batches"
+        patterns.append("/" if estimated else "")
         text = f"{name}<br>flip rate {record['flip_rate']:.1%}<br>loss {record['loss']:.3f}"
         if anomaly is not None:
             text += f"<br>anomaly index {anomaly:.2f}"
+        if "steps" in record:
+            where = (f"{record.get('eligible', 0)} fresh OOD images" if estimated
+                     else f"{record.get('eligible', 0)} held-out OOD images")
+            text += f"<br>{record['steps']} steps; measured on {where}"
         hover.append(text)
-    figure = go.Figure(go.Bar(x=names, y=values, marker_color=colours, hovertext=hover, hoverinfo="text"))
+    figure = go.Figure(go.Bar(x=names, y=values, marker={"color": colours, "pattern": {"shape": patterns}},
+                              hovertext=hover, hoverinfo="text"))
     if view == "flip_rate":
         figure.add_hline(y=min_flip_rate, line_dash="dash", line_color="#444",
                          annotation_text=f"flip rate {min_flip_rate:.0%}", annotation_position="top left")

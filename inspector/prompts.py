@@ -166,6 +166,13 @@ class PromptLearner(nn.Module):
             raise ValueError("CoCoOp prompts depend on the image feature")
         return self.meta_net(image_features.to(self.ctx.dtype))  # (B, d)
 
+    def selected(self, image_features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """CoCoOp with a shared context: (B, m, L, d) prompts of only the classes picked per image (B, m)."""
+        ctx = self.ctx.unsqueeze(0) + self._shifts(image_features)[:, None, :]  # (B, n_ctx, d)
+        m = classes.shape[1]
+        return torch.cat([self.token_prefix[classes], ctx.unsqueeze(1).expand(-1, m, -1, -1),
+                          self.token_suffix[classes]], dim=2)
+
     def shared_prefix(self, image_features: torch.Tensor) -> torch.Tensor:
         """CoCoOp with a shared context: (B, 1 + n_ctx, d), the start common to all of an image's prompts."""
         ctx = self.ctx.unsqueeze(0) + self._shifts(image_features)[:, None, :]
@@ -209,9 +216,12 @@ class PromptedCLIP(nn.Module):
         if self.shares_prefix and image_features is not None and classes is None:
             feats = self._text_features_shared(image_features)
             return feats / feats.norm(dim=-1, keepdim=True)
-        prompts = self.learner(image_features)
-        if classes is not None:
-            prompts = prompts[torch.arange(len(prompts), device=classes.device)[:, None], classes]
+        if classes is not None and self.kind == "cocoop" and not self.learner.spec.class_specific:
+            prompts = self.learner.selected(image_features, classes)
+        else:
+            prompts = self.learner(image_features)
+            if classes is not None:
+                prompts = prompts[torch.arange(len(prompts), device=classes.device)[:, None], classes]
         if prompts.dim() == 3:
             feats = self.text_encoder(prompts, self.learner.tokens)
         else:

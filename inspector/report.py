@@ -209,7 +209,8 @@ tr.suspect {{ background: #fff0f0; font-weight: 600; }} img {{ image-rendering: 
 ({e(str(pool.get('source', '')))}) · {report['seconds']:.1f} s · {e(report['created'])}</p>
 {headline}
 <p class="meta">Rule: flagged when the top anomaly index ({e(report['statistic'])}) exceeds {report['threshold']:g}
-and that class's trigger flips at least {report['min_flip_rate']:.0%} of the held-out OOD images.</p>
+and that class's trigger flips at least {report['min_flip_rate']:.0%} of the held-out OOD images.
+{_schedule_note(settings)}</p>
 {flip_html}
 {anomaly_html}
 <h2>Before / after: OOD images with the trigger of class {e(report['suspect'])}</h2>
@@ -220,6 +221,15 @@ and that class's trigger flips at least {report['min_flip_rate']:.0%} of the hel
 {''.join(rows)}</table>
 <p class="meta">versions: {e(json.dumps(report['versions']))}</p>
 </body></html>"""
+
+
+def _schedule_note(settings: dict[str, Any]) -> str:
+    if settings.get("schedule") != "fast":
+        return "Schedule: faithful (one full epoch per class, every class measured on the held-out images)."
+    return (f"Schedule: fast (successive halving over rounds of {settings.get('fast_rounds')} steps of "
+            f"{settings.get('fast_batch_size')} images); hatched bars are estimates from the OOD images each trigger "
+            f"had not yet learnt from, the {settings.get('fast_measured')} leading classes were measured on the "
+            "held-out images.")
 
 
 def _reindexed(classes: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -101,7 +101,8 @@ def small_pool():
 
 
 def small_config(**overrides) -> ScanConfig:
-    return ScanConfig(**{"classes": (0, 7, 16, 19), "pool_size": 160, "snapshot_every": 2, **overrides})
+    return ScanConfig(**{"classes": (0, 7, 16, 19), "pool_size": 160, "snapshot_every": 2, "schedule": "faithful",
+                         **overrides})
 
 
 def test_scan_event_order_and_model_untouched(clean_coop, small_pool):
@@ -170,7 +171,7 @@ def test_fast_schedule_halves_the_classes_and_measures_the_leaders_on_held_out_i
     held_out = [c for c in result.classes if c["measured_on"] == "held-out"]
     assert len(held_out) == 2 and all(c["steps"] == 5 for c in held_out)
     assert all(len(c["curve"]) == c["steps"] for c in result.classes)
-    faithful = run_scan(clean_coop, small_pool, ScanConfig(classes=config.classes, pool_size=480))
+    faithful = run_scan(clean_coop, small_pool, ScanConfig(classes=config.classes, pool_size=480, schedule="faithful"))
     assert result.image_passes < faithful.image_passes / 3
 
 

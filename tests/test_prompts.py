@@ -67,6 +67,33 @@ def test_cocoop_prompts_depend_on_the_image_and_reduce_to_coop_without_shift(bac
         assert torch.allclose(cocoop(pixels), coop(pixels), atol=1e-4)
 
 
+def test_packed_cocoop_prompts_give_the_plain_text_path_features_and_gradients(backbone, task):
+    """All of an image's prompts in one causal sequence (shared prefix) == one sequence per class."""
+    from inspector.prompts import PromptedCLIP
+
+    model = build_learner("cocoop", backbone, task.class_names)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model.learner.meta_net.linear2.weight.normal_(0, 0.05)  # a real shift, not the zero-init one
+    assert model.shares_prefix
+    feats = torch.nn.functional.normalize(torch.randn(5, backbone.model.visual.output_dim), dim=-1)
+    weights = torch.randn(5, len(task.class_names), backbone.model.text_projection.shape[1])
+    results = []
+    for packed in (True, False):
+        f = feats.clone().requires_grad_(True)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(PromptedCLIP, "shares_prefix", property(lambda self, packed=packed: packed))
+            text = model.text_features(f)
+        (text * weights).sum().backward()
+        results.append((text.detach(), f.grad))
+    (packed_text, packed_grad), (plain_text, plain_grad) = results
+    assert torch.allclose(packed_text, plain_text, atol=1e-5)
+    assert torch.allclose(packed_grad, plain_grad, atol=1e-5, rtol=1e-4)
+    subset = torch.tensor([[0, 19], [3, 3], [7, 1], [2, 5], [11, 16]])
+    picked = model.text_features(feats, subset)
+    assert torch.allclose(picked, plain_text[torch.arange(5)[:, None], subset], atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["coop", "cocoop"])
 def test_save_load_round_trip(backbone, tmp_path, kind):
     model = build_learner(kind, backbone, CLASSES, ctx_init=None, seed=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from inspector.candidates import candidate_from_tensors
 from inspector.data import load_shipped_pool
@@ -10,7 +11,7 @@ from inspector.invert import ScanConfig, run_scan, split_pool
 from inspector.lab.implant import ImplantConfig, run_implant
 from inspector.lab.truth import attack_success_rate
 from inspector.prompts import load_learner
-from inspector.repair import RepairFinished, RepairMeasured, RepairStarted, RepairStep, repair
+from inspector.repair import RepairFinished, RepairMeasured, RepairStarted, RepairStep, reinvert, repair
 from inspector.zoo import resolve_model
 
 TARGET = 19  # clock
@@ -75,3 +76,19 @@ def test_repair_lowers_asr_and_keeps_accuracy(backdoored, scanned, task, pool):
     asr_after = attack_success_rate(model, true_trigger, task.test_pixels, TARGET, task.test_labels)
     assert asr_after < asr_before / 2
     assert finished.after.accuracy > finished.before.accuracy - 0.05
+
+
+def test_reinversion_moves_the_trigger_inside_its_box_and_leaves_the_model_alone(backdoored, scanned, pool):
+    model, _ = backdoored
+    _, result = scanned
+    settings = result.settings
+    stamp = candidate_from_tensors("inspector", result.triggers[TARGET], settings["epsilon"])
+    fit, _ = split_pool(pool, settings["pool_size"], settings["holdout"], settings["seed"])
+    state = {k: v.clone() for k, v in model.learner.state_dict().items()}
+    flags = [p.requires_grad for p in model.learner.parameters()]
+    moved = reinvert(model, stamp, TARGET, fit, steps=3, seed=0)
+    again = reinvert(model, stamp, TARGET, fit, steps=3, seed=0)
+    assert not torch.equal(moved.delta, stamp.delta) and torch.equal(moved.delta, again.delta)
+    assert float(moved.delta.abs().max()) <= settings["epsilon"] + 1e-6
+    assert all(torch.equal(v, state[k]) for k, v in model.learner.state_dict().items())
+    assert [p.requires_grad for p in model.learner.parameters()] == flags

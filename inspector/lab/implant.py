@@ -86,7 +86,7 @@ ATTACK_RECIPES: dict[str, dict[str, Any]] = {
     "blended": {"epochs": 80, "poison_weight": 3.0},
     "wanet": {"epochs": 80, "wanet_strength": 16.0, "wanet_k": 8, "noise_ratio": 1.0, "poison_weight": 5.0},
     "badnets": {"epochs": 80, "patch_size": 20, "poison_weight": 4.0},
-    "badclip": {"epochs": 80, "trigger_lr": 2e-3},
+    "badclip": {"epochs": 80, "trigger_lr": 2e-3, "poison_weight": 0.5},
 }
 
 
