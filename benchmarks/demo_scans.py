@@ -52,6 +52,7 @@ def main() -> None:
                "true_target_flip_rate": next((c["flip_rate"] for c in report["classes"] if c["name"] == entry.target),
                                              None),
                "epsilon_255": round(report["settings"]["epsilon"] * 255, 2), "seconds": summary["seconds"],
+               "schedule": report["settings"]["schedule"],
                "right": right}
         rows.append(row)
         (out / "report.html").unlink(missing_ok=True)
@@ -60,7 +61,8 @@ def main() -> None:
     lines = [f"# Demo zoo scanned by the CLI ({args.method})", "",
              f"`python benchmarks/demo_scans.py --method {args.method}`: `python -m inspector scan NAME` with the "
              f"default settings (ε = {rows[0]['epsilon_255']}/255 on the 64-px pocket CLIP, 1,000 OOD images of "
-             f"which 200 held out, one epoch at batch 32, Adam 0.1), {args.threads} CPU thread(s). "
+             f"which 200 held out, {rows[0]['schedule']} schedule), {args.threads} CPU thread(s), other runs sharing "
+             f"the CPU. "
              f"Reports: [{folder.name}/]({folder.name}/).", "",
              "| model | truth | flagged | predicted target | top anomaly (class) | its flip rate | "
              "true target's flip rate | s | right |", "|---|---|---|---|---|---|---|---|---|"]
