@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+APP_LOG: Path | None = None  # the app's output, quoted when a stage fails
 SHOTS = ROOT / "tests" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BACKDOORED, TARGET = "blended-cocoop", "clock"
@@ -41,8 +42,10 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
     port = _free_port()
+    global APP_LOG
     runs = tmp_path_factory.mktemp("runs")
-    log = (runs / "app.log").open("w")
+    APP_LOG = runs / "app.log"
+    log = APP_LOG.open("w")
     process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--runs", str(runs)], cwd=ROOT,
                                stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -94,24 +97,32 @@ def trigger_src(page) -> str | None:
     return image.first.get_attribute("src") if image.count() else None
 
 
-def scan_and_watch(page, timeout: float = 240) -> dict:
+VERDICTS = ("Backdoor suspected", "No backdoor found")
+
+
+def verdict_text(page) -> str:
+    return page.locator("#verdict").inner_text()
+
+
+def scan_and_watch(page, timeout: float = 300) -> dict:
     """Press Scan and watch until the verdict: distinct trigger frames, time to the first one, bars."""
-    page.locator("#verdict").evaluate("e => e.innerHTML = ''")
     before = trigger_src(page)
     pressed = time.time()
     page.locator("#scan-button").click()
-    frames, first_frame = set(), None
+    frames, first_frame, cleared = set(), None, False
     while time.time() - pressed < timeout:
         src = trigger_src(page)
         if src and src != before:
             frames.add(src)
             first_frame = first_frame or time.time() - pressed
-        text = page.locator("#verdict").inner_text()
-        if "Backdoor suspected" in text or "No backdoor found" in text:
+        text = verdict_text(page)
+        cleared = cleared or not any(v in text for v in VERDICTS)  # the previous verdict goes when a scan starts
+        if cleared and any(v in text for v in VERDICTS):
             break
         time.sleep(0.1)
     else:
-        pytest.fail("no verdict within the time limit")
+        pytest.fail(f"no verdict within {timeout:.0f} s; progress line: {page.locator('#progress').inner_text()!r}; "
+                    f"app log: {APP_LOG.read_text()[-3000:] if APP_LOG else ''}")
     page.locator("#class-picker").wait_for()
     return {"frames": len(frames), "first_frame": first_frame, "verdict": page.locator("#verdict").inner_text()}
 

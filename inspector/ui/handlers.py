@@ -35,6 +35,7 @@ from inspector.ui.workspace import Workspace
 Updates = dict[str, Any]
 SURPRISE = "surprise me (hidden)"
 UPDATE_EVERY = 0.25  # seconds between live picture updates: smooth without flooding the browser
+BARS_EVERY = 1.5  # seconds between redraws of the live bar chart (heavier for the browser than a picture)
 log = logging.getLogger("inspector.ui")
 
 
@@ -96,7 +97,9 @@ def model_updates(ws: Workspace) -> Updates:
     return {"model_info": loaded.describe(), "classes": gr.update(choices=names, value=[]),
             "repair_target": gr.update(choices=names, value=None),
             "teach_target": gr.update(choices=[SURPRISE, *names]),
-            "epsilon": gr.update(value=epsilon), "state": ws}
+            "epsilon": gr.update(value=epsilon), "state": ws,
+            # the empty chart now, so the browser has its plotting code ready before the scan needs the CPU
+            "bars": views.live_bars(names, [], {}, ws.view)}
 
 
 def choose_pool(ws: Workspace, kind: str, upload: str | None, folder: str | None) -> Iterator[Updates]:
@@ -142,25 +145,28 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
     settings: dict[str, Any] = {}
     candidates: list[int] = []
     total_steps = 1
-    last_picture = 0.0
+    last_picture = last_bars = 0.0
+    pictures = 0
+    bars_due = True  # the chart is drawn after the first trigger picture and at most every BARS_EVERY s:
+    # drawing it costs the browser CPU that the engine needs on a small laptop
     for event in ws.scan(config):
         now = time.time()
+        updates: Updates = {}
         if isinstance(event, ScanStarted):
             settings, candidates, total_steps = event.settings, event.classes, event.total_steps
             ws.live = (records, settings, candidates)
-            yield {"bars": views.live_bars(loaded.model.class_names, records, settings, ws.view, None, candidates),
-                   "progress": views.started_line(loaded.label, event)}
+            updates["progress"] = views.started_line(loaded.label, event)
         elif isinstance(event, TriggerSnapshot):
-            if now - last_picture < UPDATE_EVERY and event.step not in (1, event.steps):
-                continue
-            last_picture = now
-            yield {"trigger_picture": views.to_image(event.picture), "trigger_true": views.to_image(event.true_scale),
-                   "trigger_caption": f"Trigger for **{event.class_name}** (amplified · true scale), step "
-                                      f"{event.step}/{event.steps}",
-                   "progress": views.snapshot_line(event, total_steps, started, now)}
+            if now - last_picture >= UPDATE_EVERY or event.step in (1, event.steps):
+                last_picture, pictures = now, pictures + 1
+                updates.update({
+                    "trigger_picture": views.to_image(event.picture), "trigger_true": views.to_image(event.true_scale),
+                    "trigger_caption": f"Trigger for **{event.class_name}** (amplified · true scale), step "
+                                       f"{event.step}/{event.steps}",
+                    "progress": views.snapshot_line(event, total_steps, started, now)})
         elif isinstance(event, ClassFinished):
             records.append(event.record)
-            yield {"bars": views.live_bars(loaded.model.class_names, records, settings, ws.view, None, candidates)}
+            bars_due = True
         elif isinstance(event, ScanStopped):
             ws.live = None
             yield {**idle_buttons(ws), "progress": f"Stopped after {len(event.finished)} of {len(candidates)} classes.",
@@ -168,6 +174,12 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
             return
         elif isinstance(event, ScanFinished):
             yield from finished_scan(ws, event, candidates)
+            return
+        if bars_due and pictures > ("trigger_picture" in updates) and now - last_bars >= BARS_EVERY:
+            updates["bars"] = views.live_bars(loaded.model.class_names, records, settings, ws.view, None, candidates)
+            bars_due, last_bars = False, now
+        if updates:
+            yield updates
 
 
 def finished_scan(ws: Workspace, event: ScanFinished, candidates: list[int]) -> Iterator[Updates]:
@@ -265,7 +277,7 @@ def run_repair(ws: Workspace, target_name: str | None, epochs: float, lr: float)
         elif isinstance(event, RepairFinished):
             outcome = ws.repaired
             assert outcome is not None
-            revealed = outcome.truth if ws.scanned is not None and ws.scanned.truth is not None else None
+            revealed = outcome.truth_asr
             yield {**idle_buttons(ws), "repair_plot": views.repair_figure(losses, measured),
                    "repair_table": views.repair_table(event.before, event.after, revealed, target_name, event.seconds),
                    "repaired_file": str(outcome.path), "load_repaired": gr.update(visible=True),

@@ -195,7 +195,7 @@ def _scan_with_inputs(ws: Workspace, source: str, zoo_name: str, upload: str | N
     yield from handlers.run_scan(ws, *settings)
 
 
-_LOAD_OUTPUTS = ["model_info", "classes", "repair_target", "teach_target", "epsilon"]
+_LOAD_OUTPUTS = ["model_info", "classes", "repair_target", "teach_target", "epsilon", "bars"]
 
 
 def _on_load(new_workspace: Callable[[gr.Request], Workspace]) -> Callable[..., list[Any]]:

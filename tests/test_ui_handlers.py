@@ -1,0 +1,83 @@
+"""The app's handlers without a browser: what each button yields, on the real engine and demo models.
+
+The browser test (test_app_browser.py) drives the whole page; these run everywhere, in seconds, and
+pin down the order of the live updates, the repair outcome and the messages for bad input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from inspector.ui import handlers
+from inspector.ui.workspace import Workspace
+from inspector.zoo import resolve_model
+
+SCAN_SETTINGS = ("inspector", "fast", 14.0, 400, 1, ["clock", "star", "map", "balloon"], 2.0, "flip_rate")
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    workspace = Workspace(tmp_path / "runs", [tmp_path])
+    workspace.device = "cpu"
+    return workspace
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_scan_streams_the_trigger_before_the_chart_then_a_verdict_and_repair_writes_a_new_file(ws):
+    list(handlers.choose_model(ws, "demo zoo", "blended-cocoop", None, None))
+    delivered = resolve_model("blended-cocoop")
+    delivered_hash = _sha256(delivered)
+
+    updates = list(handlers.run_scan(ws, *SCAN_SETTINGS))
+    first_picture = next(i for i, u in enumerate(updates) if "trigger_picture" in u)
+    first_bars = next(i for i, u in enumerate(updates) if "bars" in u)
+    assert first_picture < first_bars  # the trigger shows first; the chart costs the browser more
+    pictures = {id(u["trigger_picture"]) for u in updates if "trigger_picture" in u}
+    assert len(pictures) >= 3
+    verdicts = [u["verdict"] for u in updates if u.get("verdict")]
+    assert verdicts and "clock" in verdicts[-1] and "Backdoor suspected" in verdicts[-1], verdicts[-1:]
+    assert ws.result is not None and ws.report is not None
+
+    repaired = list(handlers.run_repair(ws, "clock", 2, 5e-3))
+    table = repaired[-1]["repair_table"]
+    assert "before" in table and "after" in table and "ground truth" in table
+    path = Path(repaired[-1]["repaired_file"])
+    assert path.exists() and path != delivered
+    assert _sha256(delivered) == delivered_hash  # the delivered model is never modified
+
+
+def test_stop_ends_a_scan_with_a_stopped_panel_and_no_verdict(ws):
+    list(handlers.choose_model(ws, "demo zoo", "clean-coop", None, None))
+    seen = []
+    for updates in handlers.run_scan(ws, *SCAN_SETTINGS):
+        seen.append(updates)
+        if "trigger_picture" in updates:
+            list(handlers.stop(ws))
+    assert "Scan stopped" in seen[-1]["verdict"]
+    assert ws.result is None
+    assert seen[-1]["scan_button"]["interactive"] is True  # usable again
+
+
+def test_bad_input_becomes_a_message_not_an_exception(ws):
+    guarded_scan = handlers.guarded(handlers.run_scan, "progress")
+    out = list(guarded_scan(ws, *SCAN_SETTINGS))  # no model chosen yet
+    assert "no model chosen" in out[-1]["progress"]
+
+    list(handlers.choose_model(ws, "demo zoo", "clean-coop", None, None))
+    bad_epsilon = ("inspector", "fast", 999.0, *SCAN_SETTINGS[3:])
+    out = list(guarded_scan(ws, *bad_epsilon))
+    assert "epsilon" in out[-1]["progress"] and "/255" in out[-1]["progress"]
+
+    guarded_repair = handlers.guarded(handlers.run_repair, "repair_status")
+    out = list(guarded_repair(ws, "clock", 2, 5e-3))  # nothing scanned yet
+    assert "Traceback" not in out[-1]["repair_status"] and out[-1]["repair_button"]["interactive"] is False
+
+    guarded_open = handlers.guarded(handlers.choose_model, "model_info")
+    out = list(guarded_open(ws, "path", None, None, str(ws.runs_root / "missing.safetensors")))
+    assert "missing.safetensors" in out[-1]["model_info"]
