@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from inspector.repair import RepairConfig  # noqa: E402
 from inspector.zoo import list_zoo  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -31,8 +32,8 @@ ROOT = HERE.parent
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--epochs", type=int, default=RepairConfig.epochs)
+    parser.add_argument("--lr", type=float, default=RepairConfig.lr)
     args = parser.parse_args()
     rows = []
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}

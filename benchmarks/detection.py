@@ -154,7 +154,7 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
     (HERE / "detection.json").write_text(json.dumps({"summary": summary, "scans": scans, "repairs": repairs},
                                                     indent=1) + "\n")
     lines = ["# Detection benchmark (issue 4)", "",
-             f"`python benchmarks/detection.py --zoo {zoo}`; CPU. Scores: detection accuracy at the default "
+             f"`python benchmarks/detection.py --zoo {_shown(zoo)}`; CPU. Scores: detection accuracy at the default "
              "threshold (2), AUROC of the top anomaly index, target F1 (flag and right target).", "",
              "| method | models | backdoored | accuracy | AUROC | target F1 | false positives | s / scan |",
              "|---|---|---|---|---|---|---|---|"]
@@ -184,6 +184,14 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
     (HERE / "detection.md").write_text("\n".join(lines) + "\n")
 
 
+def _shown(path: Path) -> str:
+    """The zoo's path as the reader would type it from the repository root."""
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--zoo", default=str(HERE / "zoo"))
@@ -197,6 +205,7 @@ def main() -> None:
     zoo = Path(args.zoo)
     manifest = json.loads((zoo / "manifest.json").read_text())
     paths = [zoo / m["file"] for m in manifest["models"]]
+    paths.sort(key=lambda p: "cocoop" in p.stem)  # CoOp models first: their scans are the short ones
     pool = load_shipped_pool().pixels
     epsilon = args.epsilon / 255 if args.epsilon is not None else None
     scans: dict[str, list[dict[str, Any]]] = {}

@@ -158,7 +158,8 @@ def cmd_repair(args: argparse.Namespace) -> None:
         return round(attack_success_rate(model, truth.trigger, task.test_pixels, truth.target, task.test_labels), 4)
 
     asr_before = ground_truth_asr()
-    config = RepairConfig(epochs=args.epochs, lr=args.lr, seed=args.seed)
+    given = {"epochs": args.epochs, "lr": args.lr}
+    config = RepairConfig(seed=args.seed, **{key: value for key, value in given.items() if value is not None})
     bar = tqdm(desc=f"repairing against {model.class_names[target]!r}", disable=args.json, leave=False)
     finished = None
     for event in repair(model, trigger, target, task.train_pixels, task.train_labels, task.test_pixels,
@@ -461,8 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--report", required=True, help="report.json written by scan for this model")
     rp.add_argument("--out", required=True, help="file for the repaired learner")
     rp.add_argument("--target", default=None, help="class whose trigger to repair against (default: the flagged one)")
-    rp.add_argument("--epochs", type=int, default=10)
-    rp.add_argument("--lr", type=float, default=2e-3)
+    rp.add_argument("--epochs", type=int, default=None, help="default: the engine's recipe (RepairConfig), 20")
+    rp.add_argument("--lr", type=float, default=None, help="default: the engine's recipe (RepairConfig), 5e-3")
     rp.add_argument("--seed", type=int, default=0)
     rp.add_argument("--weights", help="CLIP weights when the learner was tuned on a local file")
     rp.add_argument("--overwrite", action="store_true")

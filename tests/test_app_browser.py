@@ -141,7 +141,7 @@ def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(pa
 
     page.locator("#repair-button").click()
     table = page.locator("#repair-table")
-    table.filter(has_text="after").wait_for(timeout=300_000)
+    table.filter(has_text="after").wait_for(timeout=600_000)
     shot(page, "2-repaired")
     row = re.search(rf"reconstructed trigger → {TARGET} \(test\)\s*\|\s*([\d.]+)%\s*\|\s*([\d.]+)%",
                     table.inner_text().replace("\n", " ").replace("\t", " | "))
