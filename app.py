@@ -22,6 +22,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="folder for reports and repaired models")
     parser.add_argument("--allow-path", type=Path, action="append", default=[],
                         help="a folder the UI may read models and image pools from (repeatable)")
+    parser.add_argument("--max-upload", default=MAX_UPLOAD,
+                        help=f"largest file a browser may upload, e.g. 50mb (default {MAX_UPLOAD})")
     parser.add_argument("--tour", action="store_true", help="print the command-line tour of the pocket world and exit")
     return parser.parse_args(argv)
 
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     app = build_app(settings)
     app.queue(default_concurrency_limit=1)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,
-               allowed_paths=[str(settings.runs_root.resolve())], max_file_size=MAX_UPLOAD)
+               allowed_paths=[str(settings.runs_root.resolve())], max_file_size=args.max_upload)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Command line: ``python -m inspector {scan,repair,zoo,eval,tune,implant,import,demo} ...``.
+"""Command line: ``python -m inspector {scan,repair,pool,zoo,eval,tune,implant,import,demo} ...``.
 
 Bad input ends with one clear line on stderr and exit code 2; ``--debug`` shows the traceback.
 """
@@ -38,18 +38,20 @@ def cmd_scan(args: argparse.Namespace) -> None:
         parse_classes,
         scan,
     )
+    from inspector.pools import iter_skipped_lines
     from inspector.prompts import open_model
     from inspector.report import REPORT, write_report
+    from inspector.runs import check_output_folder, fresh_run_name, staged_folder
     from inspector.zoo import resolve_model
 
-    out = Path(args.out)
-    if (out / REPORT).exists() and not args.overwrite:
-        raise InputError(f"{out / REPORT} already exists", hint="choose a fresh --out folder or pass --overwrite")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder", hint="choose a folder for the report")
     path = resolve_model(args.model)
+    out = Path(args.out) if args.out else fresh_run_name(Path("runs"), path.stem)
+    check_output_folder(out, args.overwrite)
     model = open_model(path, weights=args.weights, device=args.device)
-    pool, pool_info = _ood_pool(args.ood, model.backbone.image_size)
+    pool, pool_info = _ood_pool(args.ood, model.backbone.image_size, args.pool_size)
+    if not args.json:
+        for line in iter_skipped_lines(pool):
+            print(line, file=sys.stderr)
     config = ScanConfig(method=args.method, epsilon=_per_255(args.epsilon), classes=parse_classes(args.classes,
                         model.class_names), threshold=args.threshold, pool_size=args.pool_size, seed=args.seed,
                         statistic=args.statistic, epochs=args.epochs,
@@ -72,9 +74,9 @@ def cmd_scan(args: argparse.Namespace) -> None:
     model_info = {"name": args.model, "path": str(path), "sha256": file_sha256(path), "kind": model.kind,
                   "arch": model.backbone.arch, "pretrained": model.backbone.pretrained,
                   "n_classes": len(model.class_names)}
-    out.mkdir(parents=True, exist_ok=True)
     examples = before_after(model, result, pool.pixels)
-    report = write_report(result, out, model_info, pool_info, examples)
+    with staged_folder(out, args.overwrite) as staging:  # a stopped or failed run leaves nothing behind
+        report = write_report(result, staging, model_info, pool_info, examples)
     summary = {key: report[key] for key in ("flagged", "target", "max_anomaly", "suspect", "seconds", "method")}
     summary["classes"] = [{key: c[key] for key in ("name", "flip_rate", "anomaly", "loss")} for c in report["classes"]]
     summary["report"] = str(out / REPORT)
@@ -98,16 +100,34 @@ def _per_255(value: float | None) -> float | None:
     return value / 255
 
 
-def _ood_pool(source: str | None, size: int) -> tuple[ImagePool, dict]:
+def _ood_pool(source: str | None, size: int, limit: int | None = None) -> tuple[ImagePool, dict]:
     """The OOD pool (the shipped one by default) and what the report says about it."""
-    from inspector.data import load_image_pool, load_shipped_pool
+    from inspector.data import load_shipped_pool
+    from inspector.pools import read_pool
 
     if source is None:
         pool = load_shipped_pool(size)
         return pool, {"source": "shipped", "images": len(pool.names), "skipped": []}
-    pool = load_image_pool(Path(source), size)
-    return pool, {"source": str(source), "images": len(pool.names),
-                  "skipped": [{"file": f, "reason": r} for f, r in pool.skipped]}
+    pool = read_pool(Path(source), size, limit)
+    return pool, pool_summary(pool, str(source))
+
+
+def pool_summary(pool: ImagePool, source: str) -> dict:
+    return {"source": source, "images": len(pool.names), "unread": pool.unread,
+            "skipped": [{"file": f, "reason": r} for f, r in pool.skipped]}
+
+
+def cmd_pool(args: argparse.Namespace) -> None:
+    """Read a pool the way a scan would and say what is usable and what is not."""
+    from inspector.pools import iter_skipped_lines, read_pool
+
+    pool = read_pool(Path(args.pool), args.size, args.limit)
+    if args.json:
+        _print_json(pool_summary(pool, args.pool))
+        return
+    print(f"{args.pool}: {len(pool.names)} usable images")
+    for line in iter_skipped_lines(pool, shown=args.show):
+        print(line)
 
 
 def cmd_repair(args: argparse.Namespace) -> None:
@@ -146,9 +166,9 @@ def cmd_repair(args: argparse.Namespace) -> None:
                          hint="scan that class first (--classes)")
     trigger = triggers[target].to(model.backbone.device)
     task = _task_for(model, args.model)
-    pool, _ = _ood_pool(None if report["pool"]["source"] == "shipped" else report["pool"]["source"],
-                        model.backbone.image_size)
     settings = report["settings"]
+    pool, _ = _ood_pool(None if report["pool"]["source"] == "shipped" else report["pool"]["source"],
+                        model.backbone.image_size, settings["pool_size"])  # the images the scan read
     _, held = split_pool(pool.pixels, settings["pool_size"], settings["holdout"], settings["seed"])
     truth = read_ground_truth(path)
 
@@ -452,7 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "schedule, a full epoch for every class")
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("--weights", help="CLIP weights when the learner was tuned on a local file")
-    sc.add_argument("--out", required=True, help="folder for report.json, report.html and the trigger PNGs")
+    sc.add_argument("--out", default=None, help="folder for report.json, report.html and the trigger PNGs "
+                                                "(default: a fresh folder under runs/)")
     sc.add_argument("--overwrite", action="store_true")
     sc.add_argument("--json", action="store_true")
     sc.set_defaults(func=cmd_scan)
@@ -543,6 +564,14 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--kind", choices=["coop", "cocoop"], default=None, help="default: from the tensors")
     im.set_defaults(func=cmd_import)
 
+    pl = sub.add_parser("pool", help="check an OOD image pool (folder or zip): what a scan can use and what it skips")
+    pl.add_argument("pool", help="folder or .zip of images")
+    pl.add_argument("--size", type=int, default=64, help="pixel size to decode at (default 64, the pocket CLIP)")
+    pl.add_argument("--limit", type=int, default=None, help="stop after this many usable images")
+    pl.add_argument("--show", type=int, default=20, help="skipped files to list")
+    pl.add_argument("--json", action="store_true")
+    pl.set_defaults(func=cmd_pool)
+
     demo = sub.add_parser("demo", help="tour of the embedded pocket world")
     demo.set_defaults(func=cmd_demo)
     return parser
@@ -560,6 +589,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  what to do: {exc.hint}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted; nothing was written", file=sys.stderr)
         return 130
+    except OSError as exc:  # a disk, permission or path problem the user can fix
+        if args.debug:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print("  what to do: check the path, its permissions and the free disk space", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - an engine bug: one line, the traceback only with --debug
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+              file=sys.stderr)
+        print("  what to do: rerun with --debug for the traceback and report it", file=sys.stderr)
+        return 1
     return 0

@@ -1,4 +1,4 @@
-"""Image sets as pixel-space tensors: the shipped task and OOD pool, folders and zips of images.
+"""Image sets as pixel-space tensors: the shipped task and OOD pool (user pools: ``inspector.pools``).
 
 Everything leaves this module as float pixels in [0, 1] at the backbone's input size, so that a
 trigger can be added before the model's own normalisation.
@@ -6,22 +6,18 @@ trigger can be added before the model's own normalisation.
 
 from __future__ import annotations
 
-import io
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
 
-from inspector.backbone import ASSETS_DIR, pil_to_pixels, uint8_to_pixels
+from inspector.backbone import ASSETS_DIR, uint8_to_pixels
 from inspector.errors import InputError
 
 TASK_FILE = ASSETS_DIR / "task.npz"
 OOD_FILE = ASSETS_DIR / "ood_pool.npz"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 @dataclass
@@ -42,6 +38,7 @@ class ImagePool:
     pixels: torch.Tensor
     names: list[str]
     skipped: list[tuple[str, str]]  # (file, reason)
+    unread: int = 0  # image files past the reading limit, not read
 
 
 def resize_pixels(pixels: torch.Tensor, size: int) -> torch.Tensor:
@@ -89,48 +86,3 @@ def load_shipped_pool(size: int | None = None, path: Path = OOD_FILE) -> ImagePo
         pixels = uint8_to_pixels(data["images"])
         names = [str(s) for s in data["sources"]]
     return ImagePool(resize_pixels(pixels, size) if size else pixels, names, [])
-
-
-def _decode(name: str, blob: bytes, size: int) -> torch.Tensor:
-    with Image.open(io.BytesIO(blob)) as image:
-        image.load()
-        return pil_to_pixels(image, size)
-
-
-def load_image_pool(source: Path | str, size: int, limit: int | None = None) -> ImagePool:
-    """Images from a folder (recursively) or a .zip, as [0, 1] pixels at ``size``.
-
-    Unreadable files are skipped and reported with their reason, never silently dropped.
-    """
-    source = Path(source)
-    entries: list[tuple[str, bytes]] = []
-    skipped: list[tuple[str, str]] = []
-    if source.is_dir():
-        for path in sorted(p for p in source.rglob("*") if p.is_file()):
-            if path.suffix.lower() in IMAGE_SUFFIXES:
-                entries.append((str(path.relative_to(source)), path.read_bytes()))
-            else:
-                skipped.append((str(path.relative_to(source)), "not an image file type"))
-    elif source.is_file() and zipfile.is_zipfile(source):
-        with zipfile.ZipFile(source) as archive:
-            for info in sorted(archive.infolist(), key=lambda i: i.filename):
-                if info.is_dir():
-                    continue
-                if Path(info.filename).suffix.lower() in IMAGE_SUFFIXES:
-                    entries.append((info.filename, archive.read(info)))
-                else:
-                    skipped.append((info.filename, "not an image file type"))
-    else:
-        raise InputError(f"image pool {source} is neither a folder nor a zip file",
-                         hint="pass a folder of images or a .zip of images")
-    pixels, names = [], []
-    for name, blob in entries[:limit] if limit else entries:
-        try:
-            pixels.append(_decode(name, blob, size))
-            names.append(name)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-            skipped.append((name, f"unreadable image ({type(exc).__name__})"))
-    if not pixels:
-        raise InputError(f"image pool {source} holds no readable images "
-                         f"({len(skipped)} files skipped)", hint="add PNG or JPEG images to it")
-    return ImagePool(torch.stack(pixels), names, skipped)

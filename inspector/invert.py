@@ -24,6 +24,7 @@ import torch
 from inspector.candidates import METHODS, AdditiveInversion, CandidateTrigger, Method, make_candidate, margin_loss
 from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_THRESHOLD, Statistic, Verdict, decide
 from inspector.errors import InputError
+from inspector.limits import MIN_POOL_IMAGES
 from inspector.prompts import PromptedCLIP
 
 Schedule = Literal["fast", "faithful"]
@@ -158,9 +159,11 @@ ScanEvent = ScanStarted | TriggerSnapshot | ClassFinished | ScanStopped | ScanFi
 
 def split_pool(pixels: torch.Tensor, pool_size: int, holdout: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded sample of ``pool_size`` images, split into (fitting part, held-out part)."""
-    if len(pixels) < 2:
-        raise InputError(f"the OOD pool has {len(pixels)} image(s); a scan needs at least 2",
-                         hint="use a pool of a few hundred unlabelled images (1,000 recommended)")
+    used = min(len(pixels), pool_size)
+    if used < MIN_POOL_IMAGES:
+        what = f"the OOD pool has {len(pixels)} image(s)" if len(pixels) < pool_size else f"pool size {pool_size}"
+        raise InputError(f"{what}; a scan needs at least {MIN_POOL_IMAGES} (a fifth is held out to measure "
+                         "flip rates)", hint="use a pool of a few hundred unlabelled images (1,000 recommended)")
     if not 0 < holdout < 1:
         raise InputError(f"holdout share {holdout} is not between 0 and 1", hint="use e.g. 0.2")
     order = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))[:pool_size]

@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from inspector import shared_prefix
+from inspector import limits, shared_prefix
 from inspector.backbone import Backbone
 from inspector.errors import InputError
 
@@ -312,8 +312,11 @@ def save_learner(model: PromptedCLIP, path: Path, extra: dict[str, Any] | None =
     tensors = learner_tensors(model)
     if private_tensors and set(private_tensors) & set(tensors):
         raise ValueError("private tensor names collide with the learner's")
-    save_file({**tensors, **(private_tensors or {})}, str(tmp), metadata=header)
-    tmp.replace(path)
+    try:
+        save_file({**tensors, **(private_tensors or {})}, str(tmp), metadata=header)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # never leave a half-written model behind
     return path
 
 
@@ -322,6 +325,12 @@ def read_header(path: Path, key: str = METADATA_KEY) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"model file {path} does not exist", hint="check the path or use `zoo list`")
+    size = path.stat().st_size
+    if size > limits.MAX_MODEL_BYTES:
+        raise InputError(f"model file {path} is {size / limits.MiB:,.0f} MB, over the "
+                         f"{limits.MAX_MODEL_BYTES / limits.MiB:,.0f} MB limit for a prompt learner",
+                         hint="a prompt learner holds context vectors only (kilobytes to a few MB); "
+                              "is this a whole CLIP checkpoint?")
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
@@ -341,7 +350,27 @@ def read_learner_meta(path: Path) -> dict[str, Any]:
     if meta.get("format") != FORMAT:
         raise InputError(f"{path} is not an inspector prompt learner (no '{METADATA_KEY}' header)",
                          hint="import CoOp/CoCoOp checkpoints with `python -m inspector import`")
+    _check_meta(path, meta)
     return meta
+
+
+def _check_meta(path: Path, meta: dict[str, Any]) -> None:
+    """The header fields the loader relies on, each named when it is wrong (headers are untrusted)."""
+    hint = "the file's header is damaged or was not written by inspector; re-export the learner"
+    if meta.get("kind") not in ("coop", "cocoop"):
+        raise InputError(f"{path}: header kind {meta.get('kind')!r} is not coop or cocoop", hint=hint)
+    names = meta.get("class_names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise InputError(f"{path}: header class_names must be a non-empty list of names", hint=hint)
+    if len(set(names)) != len(names):
+        duplicate = next(n for n in names if names.count(n) > 1)
+        raise InputError(f"{path}: class name {duplicate!r} appears twice in the header", hint=hint)
+    n_ctx = meta.get("n_ctx")
+    if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or not 1 <= n_ctx <= 64:
+        raise InputError(f"{path}: header n_ctx {n_ctx!r} is not a whole number from 1 to 64", hint=hint)
+    for key in ("arch", "pretrained", "ctx_init"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise InputError(f"{path}: header {key} {meta[key]!r} is not text", hint=hint)
 
 
 def load_learner(path: Path, backbone: Backbone, meta: dict[str, Any] | None = None) -> PromptedCLIP:
@@ -354,6 +383,10 @@ def load_learner(path: Path, backbone: Backbone, meta: dict[str, Any] | None = N
     spec = LearnerSpec(kind=meta["kind"], class_names=tuple(meta["class_names"]), n_ctx=int(meta["n_ctx"]),
                        class_specific=bool(meta.get("class_specific", False)), ctx_init=meta.get("ctx_init"),
                        class_token_position=meta.get("class_token_position", "end"))
+    stored_size = (meta.get("preprocessing") or {}).get("image_size")
+    if stored_size is not None and stored_size != backbone.image_size:
+        raise InputError(f"{path} was tuned at {stored_size} px but {backbone.arch} takes {backbone.image_size} px",
+                         hint="load it with the CLIP architecture it was trained on")
     model = PromptedCLIP(backbone, PromptLearner(spec, backbone))
     wanted = set(model.learner.state_dict())
     with safe_open(str(path), framework="pt") as handle:
@@ -368,10 +401,19 @@ def _load_tensors(model: PromptedCLIP, tensors: dict[str, torch.Tensor], source:
     if missing:
         raise InputError(f"{source}: missing tensor {missing[0]!r} for a {model.kind} learner")
     for name, ref in expected.items():
-        if tuple(tensors[name].shape) != tuple(ref.shape):
-            raise InputError(f"{source}: tensor {name!r} has shape {tuple(tensors[name].shape)}, "
+        shape = tuple(tensors[name].shape)
+        if name == "ctx" and len(shape) == 3 == ref.dim() and shape[1:] == tuple(ref.shape[1:]):
+            raise InputError(f"{source}: class-specific context for {shape[0]} classes, but the header names "
+                             f"{ref.shape[0]}", hint="the class list and the tensors must come from the same model")
+        if shape != tuple(ref.shape):
+            raise InputError(f"{source}: tensor {name!r} has shape {shape}, "
                              f"the backbone {model.backbone.arch} needs {tuple(ref.shape)}",
                              hint="load it with the CLIP architecture it was trained on (--arch)")
+        if not tensors[name].is_floating_point():
+            raise InputError(f"{source}: tensor {name!r} holds {tensors[name].dtype} values, not floats")
+        if not torch.isfinite(tensors[name]).all():
+            raise InputError(f"{source}: tensor {name!r} holds NaN or infinite values",
+                             hint="the learner is broken; ask its provider for a working file")
     model.learner.load_state_dict({k: tensors[k].float() for k in expected})
 
 
@@ -545,5 +587,8 @@ def open_model(path: Path, weights: str | None = None, device: str | torch.devic
         if actual != recorded:
             raise InputError(f"weights {weights} (hash {actual}) are not the ones {path} was tuned on ({recorded})",
                              hint="pass the weights file the prompt learner was trained with")
-    backbone = load_backbone(meta.get("arch", "pocket-clip"), weights or recorded or None, device=device)
+    try:
+        backbone = load_backbone(meta.get("arch", "pocket-clip"), weights or recorded or None, device=device)
+    except InputError as exc:  # name the learner whose header asked for this backbone
+        raise InputError(f"{path}: {exc.message}", hint=exc.hint) from exc
     return load_learner(path, backbone, meta)

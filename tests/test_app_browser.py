@@ -10,9 +10,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -32,38 +29,15 @@ if not REQUIRED:
                                     reason="needs Debian's chromium (apt-get install chromium)")
 from playwright import sync_api as playwright_api  # noqa: E402
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.app_server import running_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory):
-    port = _free_port()
     global APP_LOG
-    runs = tmp_path_factory.mktemp("runs")
-    APP_LOG = runs / "app.log"
-    log = APP_LOG.open("w")
-    process = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--runs", str(runs)], cwd=ROOT,
-                               stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            assert process.poll() is None, (runs / "app.log").read_text()
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("the app did not start within 120 s")
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+    with running_app(tmp_path_factory.mktemp("runs")) as (url, _, log_path):
+        APP_LOG = log_path
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections import Counter
 
 import numpy as np
-import pytest
 import torch
-from PIL import Image
 
 from inspector.backbone import ASSETS_DIR
-from inspector.data import OOD_FILE, TASK_FILE, load_image_pool, load_shipped_pool, resize_pixels
-from inspector.errors import InputError
+from inspector.data import OOD_FILE, TASK_FILE, load_shipped_pool, resize_pixels
 
 
 def test_task_has_twenty_classes_sixteen_shots_and_ten_test_drawings(task):
@@ -51,35 +46,3 @@ def test_resize_pixels_keeps_range_and_is_a_noop_at_size():
     assert resize_pixels(pixels, 64) is pixels
     bigger = resize_pixels(pixels, 96)
     assert bigger.shape == (2, 3, 96, 96) and float(bigger.min()) >= 0 and float(bigger.max()) <= 1
-
-
-def _png_bytes(color) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (40, 30), color).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def test_folder_and_zip_pools_count_what_they_skip(tmp_path):
-    folder = tmp_path / "pool"
-    (folder / "nested").mkdir(parents=True)
-    (folder / "a.png").write_bytes(_png_bytes((255, 0, 0)))
-    (folder / "nested" / "b.png").write_bytes(_png_bytes((0, 255, 0)))
-    (folder / "notes.txt").write_text("not an image")
-    (folder / "broken.png").write_bytes(b"\x89PNG garbage")
-    pool = load_image_pool(folder, size=64)
-    assert pool.pixels.shape == (2, 3, 64, 64) and pool.names == ["a.png", "nested/b.png"]
-    assert {name for name, _ in pool.skipped} == {"notes.txt", "broken.png"}
-    archive = tmp_path / "pool.zip"
-    with zipfile.ZipFile(archive, "w") as zf:
-        zf.writestr("x/c.png", _png_bytes((0, 0, 255)))
-        zf.writestr("readme.md", "hi")
-    pool = load_image_pool(archive, size=32)
-    assert pool.pixels.shape == (1, 3, 32, 32) and pool.skipped == [("readme.md", "not an image file type")]
-
-
-def test_pool_without_images_is_a_clear_error(tmp_path):
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="holds no readable images"):
-        load_image_pool(tmp_path / "empty", size=64)
-    with pytest.raises(InputError, match="neither a folder nor a zip"):
-        load_image_pool(tmp_path / "missing", size=64)

@@ -81,3 +81,44 @@ def test_bad_input_becomes_a_message_not_an_exception(ws):
     guarded_open = handlers.guarded(handlers.choose_model, "model_info")
     out = list(guarded_open(ws, "path", None, None, str(ws.runs_root / "missing.safetensors")))
     assert "missing.safetensors" in out[-1]["model_info"]
+
+
+def test_untrusted_uploads_and_paths_become_messages_and_the_app_stays_usable(ws, tmp_path):
+    choose_model = handlers.guarded(handlers.choose_model, "model_info")
+    choose_pool = handlers.guarded(handlers.choose_pool, "pool_info")
+    upload_dir = tmp_path / "gradio-upload-123"
+    upload_dir.mkdir()
+    noise = upload_dir / "delivered.safetensors"
+    noise.write_bytes(bytes(range(256)) * 4)
+    out = list(choose_model(ws, "upload", None, str(noise), None))[-1]["model_info"]
+    assert "uploaded file 'delivered.safetensors' is not a readable safetensors file" in out
+    assert str(upload_dir) not in out  # the server's temp path is not shown
+
+    outside = list(choose_model(ws, "path", None, None, "/etc/hostname"))[-1]["model_info"]
+    assert "outside the folders this app may read" in outside and "--allow-path" in outside
+
+    list(handlers.choose_model(ws, "demo zoo", "clean-coop", None, None))  # a good model still opens
+    bad_zip = upload_dir / "pool.zip"
+    bad_zip.write_bytes(b"PK\x03\x04 not a zip")
+    out = list(choose_pool(ws, "upload a zip", str(bad_zip), None))[-1]["pool_info"]
+    assert "uploaded file 'pool.zip' is neither a folder nor a zip file" in out
+    out = list(choose_pool(ws, "folder path", None, "/etc"))[-1]["pool_info"]
+    assert "outside the folders this app may read" in out
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    (pool / "notes.txt").write_text("x")
+    (pool / "a.png").write_bytes(_tiny_png())
+    line = list(choose_pool(ws, "folder path", None, str(pool)))[-1]["pool_info"]
+    assert "1 images, 1 files skipped: notes.txt (not an image file type)" in line
+    assert not ws.runs_root.exists() or not any(ws.runs_root.iterdir())  # choosing inputs writes nothing
+
+
+def _tiny_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), (1, 2, 3)).save(buffer, format="PNG")
+    return buffer.getvalue()

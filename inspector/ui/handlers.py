@@ -83,7 +83,7 @@ def choose_model(ws: Workspace, source: str, zoo_name: str | None, upload: str |
     elif source == "upload":
         if not upload:
             raise InputError("no model file uploaded", hint="drop a .safetensors prompt learner on the upload box")
-        loaded = ws.open_model(upload, label=upload.split("/")[-1], weights=weights)
+        loaded = ws.open_upload(upload, weights=weights)
     else:
         loaded = ws.open_model_path(path or "", weights=weights)
     yield model_updates(ws)

@@ -92,7 +92,8 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                                              info="fast: short runs for every class, full runs for the most "
                                                   "suspicious; faithful: a full epoch for every class (published)")
                     c["epochs"] = gr.Slider(1, 5, value=1, step=1, label="Epochs per class (faithful schedule)")
-                    c["classes"] = gr.Dropdown([], multiselect=True, label="Candidate classes (empty: all)")
+                    c["classes"] = gr.Dropdown([], multiselect=True, allow_custom_value=True,  # checked by the engine
+                                                label="Candidate classes (empty: all)")
                     c["threshold"] = gr.Slider(1, 6, value=2, step=0.1, label="Anomaly threshold")
                 with gr.Row():
                     c["scan_button"] = gr.Button("Scan", variant="primary", elem_id="scan-button")

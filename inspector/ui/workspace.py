@@ -8,8 +8,8 @@ run folder under ``runs_root``; the model file the user delivered is never writt
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import re
 import threading
 import time
 from collections.abc import Iterator
@@ -20,16 +20,18 @@ from typing import Any
 import torch
 
 from inspector.backbone import Backbone, file_sha256, load_backbone
-from inspector.data import ImagePool, Task, load_image_pool, load_shipped_pool, task_for
+from inspector.data import ImagePool, Task, load_shipped_pool, task_for
 from inspector.errors import InputError
 from inspector.examples import Example, before_after, held_out_images
 from inspector.invert import ScanConfig, ScanEvent, ScanFinished, ScanResult, class_index, scan
 from inspector.lab.implant import ImplantConfig, ImplantEvent, ImplantFinished, implant
 from inspector.lab.triggers import Trigger
 from inspector.lab.truth import GroundTruth, attack_success_rate, read_ground_truth, save_implanted
+from inspector.pools import read_pool
 from inspector.prompts import PromptedCLIP, open_model, save_learner
 from inspector.repair import RepairConfig, RepairEvent, RepairFinished, repair
 from inspector.report import REPORT, write_report
+from inspector.runs import fresh_run_name, staged_folder
 from inspector.zoo import list_zoo, resolve_model
 
 
@@ -48,6 +50,9 @@ def zoo_names() -> list[str]:
     return [entry.name for entry in list_zoo()]
 
 
+APP_POOL_LIMIT = 1200  # images read from a user's pool: the most the pool-size slider can use
+
+
 def within_roots(path_text: str, roots: list[Path], what: str) -> Path:
     """A user-typed path, accepted only when it exists under one of the allowed roots."""
     if not path_text.strip():
@@ -59,6 +64,16 @@ def within_roots(path_text: str, roots: list[Path], what: str) -> Path:
     if not path.exists():
         raise InputError(f"{path} does not exist", hint=f"check the {what} path")
     return path
+
+
+@contextlib.contextmanager
+def named_as_uploaded(path_text: str) -> Iterator[None]:
+    """Messages about an uploaded file name it as the user knows it, not by the server's temp path."""
+    try:
+        yield
+    except InputError as exc:
+        shown = f"uploaded file {Path(path_text).name!r}"
+        raise InputError(exc.message.replace(str(Path(path_text)), shown), hint=exc.hint) from exc
 
 
 def _file_stamp(path: Path) -> tuple[int, int]:
@@ -129,6 +144,10 @@ class Workspace:
             self.pool, self.pool_info, self.pool_key = None, {"source": "shipped"}, None  # read at another size
         return self.loaded
 
+    def open_upload(self, upload: str, weights: str | None = None) -> LoadedModel:
+        with named_as_uploaded(upload):
+            return self.open_model(upload, label=Path(upload).name, weights=weights)
+
     def open_model_path(self, path_text: str, weights: str | None = None) -> LoadedModel:
         path = within_roots(path_text, self.allowed_roots, "model file")
         if not path.is_file():
@@ -146,11 +165,14 @@ class Workspace:
         elif kind == "upload":
             if not upload:
                 raise InputError("no zip uploaded for the OOD pool", hint="drop a .zip of images on the upload box")
-            pool, info = load_image_pool(Path(upload), size), {"source": Path(upload).name}
+            with named_as_uploaded(upload):
+                pool = read_pool(Path(upload), size, APP_POOL_LIMIT)
+            info = {"source": Path(upload).name}
         else:
             path = within_roots(folder or "", self.allowed_roots, "image folder")
-            pool, info = load_image_pool(path, size), {"source": str(path)}
-        info.update(images=len(pool.names), skipped=[{"file": f, "reason": r} for f, r in pool.skipped])
+            pool, info = read_pool(path, size, APP_POOL_LIMIT), {"source": str(path)}
+        info.update(images=len(pool.names), unread=pool.unread,
+                    skipped=[{"file": f, "reason": r} for f, r in pool.skipped])
         self.pool, self.pool_info, self.pool_key = pool, info, key
         return pool
 
@@ -166,15 +188,13 @@ class Workspace:
         return self.pool
 
     def new_run_dir(self, label: str) -> Path:
-        """A fresh folder for this run's outputs; earlier runs are never overwritten."""
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")[:40] or "model"
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for n in range(1000):
-            path = self.runs_root / f"{stamp}-{slug}" if n == 0 else self.runs_root / f"{stamp}-{slug}-{n}"
+        """A fresh, empty folder for this run's outputs; earlier runs are never overwritten."""
+        for _ in range(100):
+            path = fresh_run_name(self.runs_root, label)
             try:
                 path.mkdir(parents=True)
                 return path
-            except FileExistsError:
+            except FileExistsError:  # another tab took the name a moment ago
                 continue
         raise InputError(f"could not create a run folder under {self.runs_root}", hint="clean up old runs")
 
@@ -193,13 +213,16 @@ class Workspace:
         """report.json, report.html and the trigger PNGs of the last scan, in a fresh run folder."""
         result, loaded = self.require_result(), self.scanned
         assert loaded is not None
-        self.run_dir = self.new_run_dir(loaded.label)
+        run_dir = fresh_run_name(self.runs_root, loaded.label)
         model = loaded.model
         model_info = {"name": loaded.label, "path": str(loaded.path), "sha256": loaded.sha256, "kind": model.kind,
                       "arch": model.backbone.arch, "pretrained": model.backbone.pretrained,
                       "n_classes": len(model.class_names)}
-        self.report = write_report(result, self.run_dir, model_info, self.pool_info, self.examples())
-        return self.report
+        examples = self.examples()
+        with staged_folder(run_dir) as staging:  # a closed tab mid-write leaves no half-written report
+            report = write_report(result, staging, model_info, self.pool_info, examples)
+        self.run_dir, self.report = run_dir, report
+        return report
 
     def report_files(self) -> list[str]:
         if self.run_dir is None:

@@ -1,0 +1,16 @@
+"""Limits on untrusted input: models and image pools come from the provider we are vetting.
+
+Each limit is far above what an honest input needs and low enough that a hostile one cannot
+exhaust a laptop's memory or disk. Tests lower them with ``monkeypatch``.
+"""
+
+from __future__ import annotations
+
+MiB = 1024 * 1024
+
+MAX_MODEL_BYTES = 512 * MiB  # a CoCoOp learner for ViT-L/14 with 1,000 class-specific contexts is ~100 MB
+MAX_IMAGE_BYTES = 32 * MiB  # one image file (a 24-megapixel JPEG is ~10 MB)
+MAX_IMAGE_PIXELS = 40_000_000  # width x height, checked before decoding (decompression bombs)
+MAX_POOL_FILES = 100_000  # entries in a folder or zip, counted before anything is read
+MAX_POOL_BYTES = 4 * 1024 * MiB  # bytes read from one pool in all
+MIN_POOL_IMAGES = 10  # a scan holds out a fifth of the pool to measure flip rates

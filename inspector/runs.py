@@ -1,0 +1,86 @@
+"""Where outputs go: a fresh run folder per run, filled out of sight and shown only when complete.
+
+A stopped scan, a closed tab or a crash must never leave a half-written report that looks finished,
+and a later run must never overwrite an earlier one. So every writer fills a hidden staging folder
+next to the destination and moves it into place in one rename at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from inspector.errors import InputError
+
+STAGING_PREFIX = ".partial-"
+
+
+def slug(label: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-.")[:40] or "run"
+
+
+def fresh_run_name(root: Path, label: str) -> Path:
+    """``root/<time>-<label>[-n]``: a name no earlier run has used (the folder is not created)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{slug(label)}"
+    for n in range(1000):
+        path = root / (base if n == 0 else f"{base}-{n}")
+        if not path.exists():
+            return path
+    raise InputError(f"could not find a free run folder name under {root}", hint="clean up old runs")
+
+
+def check_output_folder(final: Path, overwrite: bool = False) -> None:
+    """Refuse a destination that is a file, or a folder with earlier outputs (unless ``overwrite``)."""
+    if final.exists() and not final.is_dir():
+        raise InputError(f"{final} exists and is not a folder", hint="choose a folder for the outputs")
+    if final.exists() and any(final.iterdir()) and not overwrite:
+        raise InputError(f"{final} already exists and is not empty",
+                         hint="choose a fresh output folder (or pass --overwrite)")
+    existing = next(p for p in [final.absolute(), *final.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"cannot create {final}: {existing} is a file", hint="choose a folder for the outputs")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write to {existing}", hint="choose a folder you can write to")
+
+
+@contextlib.contextmanager
+def staged_folder(final: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a hidden staging folder; on success its files land in ``final``, on any failure nothing does.
+
+    ``final`` must not exist yet, unless ``overwrite`` (then files of the same names are replaced and
+    other files in it are left alone).
+    """
+    final = Path(final)
+    check_output_folder(final, overwrite)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = final.parent / f"{STAGING_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+    except OSError as exc:
+        raise InputError(f"cannot create the output folder {final} ({exc.strerror or exc})",
+                         hint="choose a folder you can write to") from exc
+    try:
+        yield staging
+        _publish(staging, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _publish(staging: Path, final: Path) -> None:
+    try:
+        staging.rename(final)  # the common case: one atomic step
+        return
+    except OSError:
+        pass  # final exists (empty, or overwrite): move the files over it one by one
+    for folder, _, files in os.walk(staging):
+        target = final / Path(folder).relative_to(staging)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            os.replace(Path(folder) / name, target / name)
