@@ -30,9 +30,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inspector.candidates import candidate_from_tensors  # noqa: E402
 from inspector.data import Task, load_shipped_pool, load_task  # noqa: E402
+from inspector.detect import decide, with_reference  # noqa: E402
 from inspector.invert import ScanConfig, run_scan, split_pool  # noqa: E402
 from inspector.lab.truth import attack_success_rate, read_ground_truth  # noqa: E402
 from inspector.prompts import open_model  # noqa: E402
+from inspector.reference import Reference, shipped_reference_path  # noqa: E402
 from inspector.repair import RepairConfig, run_repair  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -61,7 +63,8 @@ VARIANTS = {  # name in the tables -> (method, schedule)
 }
 
 
-def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilon: float | None) -> dict[str, Any]:
+def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilon: float | None,
+               device: str = "cpu") -> dict[str, Any]:
     """One scan's row (cached); the faithful inspector scan is read from schedule_design's curves when present:
     a curve run is that very scan plus extra held-out measurements along the way."""
     if cache.exists():
@@ -71,7 +74,7 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
     truth = read_ground_truth(path)
     if variant == "inspector-faithful" and curves.exists() and epsilon is None:
         return _row_from_curves(path, curves, truth, cache)
-    model = open_model(path, device="cpu")
+    model = open_model(path, device=device)
     result = run_scan(model, pool, ScanConfig(method=method, schedule=schedule, epsilon=epsilon))
     row = {"model": path.stem, "kind": model.kind, "method": variant, "backdoored": truth is not None,
            "attack": truth.attack if truth else None, "true_target": truth.target_name if truth else None,
@@ -79,16 +82,17 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
            "suspect": result.verdict.suspect_name, "max_anomaly": result.verdict.max_anomaly,
            "suspect_flip_rate": result.verdict.suspect_flip_rate, "seconds": result.seconds,
            "image_passes": result.image_passes, "classes": result.classes,
-           "settings": result.settings}
+           "settings": result.settings, "device": _device_name(device)}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(result.triggers[result.verdict.suspect], cache.with_suffix(".suspect.pt"))
+    torch.save({k: v.cpu() for k, v in result.triggers[result.verdict.suspect].items()},
+               cache.with_suffix(".suspect.pt"))
+    torch.save({f"{name}.{k}": v.cpu() for k, tensors in result.triggers.items() for name, v in tensors.items()},
+               cache.with_suffix(".triggers.pt"))  # every class's, so a repair can use any suspect
     cache.write_text(json.dumps(row, indent=1))
     return row
 
 
 def _row_from_curves(path: Path, curves: Path, truth: Any, cache: Path) -> dict[str, Any]:
-    from inspector.detect import decide
-
     run = json.loads(curves.read_text())
     steps = run["steps"]
     classes = [{"index": c["index"], "name": c["name"], **c["held_out"][str(steps)]} for c in run["classes"]]
@@ -105,16 +109,17 @@ def _row_from_curves(path: Path, curves: Path, truth: Any, cache: Path) -> dict[
     return row
 
 
-def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.Tensor, task: Task) -> dict[str, Any]:
+def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.Tensor, task: Task,
+                 device: str = "cpu") -> dict[str, Any]:
     """Repair against the inspector's suspect class (flagged or not), and measure the true backdoor."""
     if cache.exists():
         return json.loads(cache.read_text())
-    model = open_model(path, device="cpu")
+    model = open_model(path, device=device)
     truth = read_ground_truth(path)
     settings = scan_row["settings"]
-    tensors = torch.load(cache.parent.parent / "scans" / "inspector" / f"{path.stem}.suspect.pt", weights_only=True)
-    trigger = candidate_from_tensors("inspector", tensors, settings["epsilon"])
     target = list(model.class_names).index(scan_row["suspect"])
+    tensors = _saved_trigger(cache.parent.parent / "scans" / "inspector" / path.stem, target, scan_row["raw_suspect"])
+    trigger = candidate_from_tensors("inspector", tensors, settings["epsilon"])
 
     def asr() -> float:
         return round(attack_success_rate(model, truth.trigger, task.test_pixels, truth.target, task.test_labels), 4)
@@ -127,10 +132,40 @@ def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.
            "true_target": truth.target_name, "asr_before": before_asr, "asr_after": asr(),
            "accuracy_before": finished.before.accuracy, "accuracy_after": finished.after.accuracy,
            "trigger_asr_before": finished.before.flip_rate, "trigger_asr_after": finished.after.flip_rate,
-           "seconds": finished.seconds}
+           "seconds": finished.seconds, "device": _device_name(device)}
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(row, indent=1))
     return row
+
+
+def _saved_trigger(stem: Path, target: int, raw_suspect: str) -> dict[str, torch.Tensor]:
+    """The reconstructed trigger of class ``target`` from a cached scan."""
+    every = stem.with_suffix(".triggers.pt")
+    if every.exists():
+        saved = torch.load(every, weights_only=True)
+        return {key.split(".")[0]: v for key, v in saved.items() if key.endswith(f".{target}")}
+    row = json.loads(stem.with_suffix(".json").read_text())
+    if row["suspect"] != raw_suspect or row["classes"][[c["name"] for c in row["classes"]].index(raw_suspect)][
+            "index"] != target:
+        raise SystemExit(f"{stem.name}: only the raw suspect's trigger is cached; delete {stem}.json to rescan")
+    return torch.load(stem.with_suffix(".suspect.pt"), weights_only=True)
+
+
+def calibrated(row: dict[str, Any], reference: dict[str, float]) -> dict[str, Any]:
+    """The row's verdict with the clean reference: the engine's own ``decide`` on the same per-class
+    records, as a scan given the reference computes it (the reference changes the decision, not the scan)."""
+    classes = [with_reference(c, reference) for c in row["classes"]]
+    v = decide(classes, "excess_flip_rate")
+    return {**row, "method": row["method"] + " + reference", "classes": classes, "flagged": v.flagged,
+            "predicted_target": v.target_name, "suspect": v.suspect_name, "max_anomaly": v.max_anomaly,
+            "suspect_flip_rate": v.suspect_flip_rate, "raw_suspect": row["suspect"]}
+
+
+def _device_name(device: str) -> str:
+    """Which machine ran a row, so CPU and GPU seconds are never averaged together."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -145,7 +180,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _mean_seconds(rows: list[dict[str, Any]]) -> float | None:
-    timed = [r["seconds"] for r in rows if r.get("seconds") is not None]
+    """Mean seconds of the CPU scans (rows from before devices were recorded ran on the CPU)."""
+    timed = [r["seconds"] for r in rows if r.get("seconds") is not None
+             and r.get("device", "cpu").startswith("cpu")]
     return round(sum(timed) / len(timed), 1) if timed else None
 
 
@@ -154,8 +191,14 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
     (HERE / "detection.json").write_text(json.dumps({"summary": summary, "scans": scans, "repairs": repairs},
                                                     indent=1) + "\n")
     lines = ["# Detection benchmark (issue 4)", "",
-             f"`python benchmarks/detection.py --zoo {_shown(zoo)}`; CPU. Scores: detection accuracy at the default "
-             "threshold (2), AUROC of the top anomaly index, target F1 (flag and right target).", "",
+             f"`python benchmarks/detection.py --zoo {_shown(zoo)}`; seconds are CPU time on this machine "
+             "(s / scan averages the CPU rows only; a row run on a GPU names it). Scores: detection accuracy at "
+             "the default threshold (2), AUROC of the top anomaly index, target F1 (flag and right target).", "",
+             "`inspector + reference` is the engine's default: the fast schedule, the index on each class's flip "
+             "rate *in excess* of its mean in 4 clean learners the defender tuned on the task (seeds 1000-1003, "
+             "assets/reference/, scripts/build_reference.py). `inspector` is the raw flip rate. Both variants "
+             "decide on the same per-class records with the engine's `decide` (the reference changes the "
+             "decision, not the scan). Neural Cleanse: its mask-norm rule, no reference.", "",
              "| method | models | backdoored | accuracy | AUROC | target F1 | false positives | s / scan |",
              "|---|---|---|---|---|---|---|---|"]
     for method, s in summary.items():
@@ -169,7 +212,7 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
             truth = f"{r['attack']} -> {r['true_target']}" if r["backdoored"] else "clean"
             lines.append(f"| {r['model']} | {r['kind']} | {truth} | {'yes' if r['flagged'] else 'no'} | "
                          f"{r['predicted_target'] or '-'} ({r['suspect']}) | {r['max_anomaly']:.2f} | "
-                         f"{r['suspect_flip_rate']:.0%} | {r['seconds'] or '-'} |")
+                         f"{r['suspect_flip_rate']:.0%} | {_seconds(r)} |")
     if repairs:
         mean = {key: sum(r[key] for r in repairs) / len(repairs)
                 for key in ("asr_before", "asr_after", "accuracy_before", "accuracy_after")}
@@ -182,6 +225,13 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
             lines.append(f"| {r['model']} | {r['repaired_class']} | {r['true_target']} | {r['asr_before']:.1%} | "
                          f"{r['asr_after']:.1%} | {r['accuracy_before']:.1%} | {r['accuracy_after']:.1%} |")
     (HERE / "detection.md").write_text("\n".join(lines) + "\n")
+
+
+def _seconds(row: dict[str, Any]) -> str:
+    if row.get("seconds") is None:
+        return "-"
+    device = row.get("device", "cpu")
+    return f"{row['seconds']:.0f}" + ("" if device.startswith("cpu") else f" ({device.replace('NVIDIA ', '')})")
 
 
 def _shown(path: Path) -> str:
@@ -198,6 +248,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(VARIANTS), help="of: " + ", ".join(VARIANTS))
     parser.add_argument("--epsilon", type=float, default=None, help="/255 units (default: the engine's)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (rows record which; seconds are CPU-only)")
     parser.add_argument("--no-repair", action="store_true")
     parser.add_argument("--table-only", action="store_true", help="only re-make the tables from the cache")
     args = parser.parse_args()
@@ -216,19 +267,26 @@ def main() -> None:
             if args.table_only and not cache.exists():
                 continue
             started = time.time()
-            row = scan_model(path, method, cache, pool, epsilon)
+            row = scan_model(path, method, cache, pool, epsilon, args.device)
             scans[method].append(row)
             print(f"{method:<15} {path.stem:<36} flagged={row['flagged']!s:<5} suspect={row['suspect']:<16} "
                   f"a={row['max_anomaly']:.2f} ({time.time() - started:.0f} s)", flush=True)
+    references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)).flip_rates
+                  for kind in ("coop", "cocoop")}
+    for method in [m for m in ("inspector", "inspector-faithful") if m in scans]:
+        scans[f"{method} + reference"] = [calibrated(row, references[row["kind"]]) for row in scans[method]]
     repairs = []
     task = load_task()
-    if not args.no_repair and "inspector" in scans:
-        for row in scans["inspector"]:
+    if not args.no_repair and "inspector + reference" in scans:
+        for row in scans["inspector + reference"]:  # against the default scan's suspect
             if row["backdoored"]:
                 cache = zoo / "repairs" / f"{row['model']}.json"
                 if args.table_only and not cache.exists():
                     continue
-                repairs.append(repair_model(zoo / f"{row['model']}.safetensors", row, cache, pool, task))
+                repairs.append(repair_model(zoo / f"{row['model']}.safetensors", row, cache, pool, task,
+                                            args.device))
+                print(f"repair {row['model']:<36} asr {repairs[-1]['asr_before']:.1%} -> "
+                      f"{repairs[-1]['asr_after']:.1%}", flush=True)
     write_tables(zoo, scans, repairs)
 
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU session's share of the benchmarks, run through the device tool from the repository root:
 #   the 50-class ViT-B/16 timing (issue 6), the benchmark zoo (resumed from what is carried in
-#   benchmarks/zoo), and the per-class learning curves that chose the fast schedule (schedule_design.py).
+#   benchmarks/zoo), the per-class learning curves that chose the fast schedule (schedule_design.py),
+#   and the detection benchmark's Neural Cleanse scans and repairs (issue 4, resumed from the cache).
 # Needs open_clip's wheels in .whl (the GPU image has torch but not open_clip). Everything it makes
 # is copied to $OUT. BUDGET (seconds of work, default 420) bounds the whole batch; steps that no longer
 # fit are skipped and said so.
@@ -24,6 +25,8 @@ for job in ${JOBS:-timing zoo curves curves3}; do
            --backdoor-kind both --json > "$OUT/zoo_build.json" ;;
     curves) step python3 benchmarks/schedule_design.py collect --device cuda --lr 0.1 ;;
     curves3) step python3 benchmarks/schedule_design.py collect --device cuda --lr 0.3 ;;
+    nc) step python3 benchmarks/detection.py --device cuda --methods neural-cleanse --no-repair ;;
+    repair) step python3 benchmarks/detection.py --device cuda --methods inspector ;;
   esac
 done
-tar czf "$OUT/zoo.tgz" benchmarks/zoo && ls -la "$OUT"
+tar czf "$OUT/zoo.tgz" --exclude='*.safetensors' benchmarks/zoo && ls -la "$OUT"

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inspector.data import load_shipped_pool  # noqa: E402
-from inspector.detect import decide  # noqa: E402
+from inspector.detect import decide, with_reference  # noqa: E402
 from inspector.invert import ScanConfig, run_scan  # noqa: E402
 from inspector.lab.truth import read_ground_truth  # noqa: E402
 from inspector.prompts import open_model  # noqa: E402
+from inspector.reference import Reference, reference_for, shipped_reference_path  # noqa: E402
 from inspector.zoo import list_zoo  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -45,9 +47,12 @@ ROOT = HERE.parent
 
 
 def scan_row(path: Path, schedule: str, pool: torch.Tensor) -> dict[str, Any]:
+    """One scan as the CLI runs it by default: with the shipped clean reference when it fits."""
     model = open_model(path, device="cpu")
+    config = ScanConfig(schedule=schedule)
+    reference, _ = reference_for(model, config, "shipped")
     started = time.perf_counter()
-    result = run_scan(model, pool, ScanConfig(schedule=schedule))
+    result = run_scan(model, pool, replace(config, reference=reference))
     seconds = time.perf_counter() - started
     v = result.verdict
     return {"schedule": schedule, "seconds": round(seconds, 2), "image_passes": result.image_passes,
@@ -55,11 +60,18 @@ def scan_row(path: Path, schedule: str, pool: torch.Tensor) -> dict[str, Any]:
             "suspect": v.suspect_name, "max_anomaly": v.max_anomaly}
 
 
+def _reference_verdict(records: list[dict[str, Any]], kind: str) -> Any:
+    """The default decision on cached per-class records: the excess over the shipped clean reference."""
+    reference = Reference.read(shipped_reference_path("pocket-clip", kind)).flip_rates
+    return decide([with_reference(r, reference) for r in records], "excess_flip_rate")
+
+
 def _fast_from_detection(cache: Path) -> dict[str, Any]:
     row = json.loads(cache.read_text())
+    v = _reference_verdict(row["classes"], row["kind"])
     return {"schedule": "fast", "seconds": row["seconds"], "image_passes": row["image_passes"],
-            "steps": sum(c["steps"] for c in row["classes"]), "flagged": row["flagged"],
-            "target": row["predicted_target"], "suspect": row["suspect"], "max_anomaly": row["max_anomaly"],
+            "steps": sum(c["steps"] for c in row["classes"]), "flagged": v.flagged,
+            "target": v.target_name, "suspect": v.suspect_name, "max_anomaly": v.max_anomaly,
             "from": "detection.py"}
 
 
@@ -68,7 +80,7 @@ def faithful_from_curves(curves: Path) -> dict[str, Any]:
     run = json.loads(curves.read_text())
     steps = run["steps"]
     records = [{"index": c["index"], "name": c["name"], **c["held_out"][str(steps)]} for c in run["classes"]]
-    v = decide(records)
+    v = _reference_verdict(records, run["kind"])
     n = len(records)
     return {"schedule": "faithful", "seconds": None, "image_passes": n * steps * 32 + steps * 32 + (n + 1) * 200,
             "steps": n * steps, "flagged": v.flagged, "target": v.target_name, "suspect": v.suspect_name,

@@ -9,6 +9,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,6 +41,7 @@ def cmd_scan(args: argparse.Namespace) -> None:
     )
     from inspector.pools import iter_skipped_lines
     from inspector.prompts import open_model
+    from inspector.reference import reference_for
     from inspector.report import REPORT, write_report
     from inspector.runs import check_output_folder, fresh_run_name, staged_folder
     from inspector.zoo import resolve_model
@@ -56,21 +58,26 @@ def cmd_scan(args: argparse.Namespace) -> None:
                         model.class_names), threshold=args.threshold, pool_size=args.pool_size, seed=args.seed,
                         statistic=args.statistic, epochs=args.epochs,
                         **({"schedule": args.schedule} if args.schedule else {}))
-    bar = tqdm(desc=f"scanning {args.model}", disable=args.json, leave=False, unit="step")
+    reference, reference_from = reference_for(model, config, "shipped" if args.ood is None else "user pool",
+                                              args.reference)
+    config = replace(config, reference=reference, reference_from=reference_from)
+    if not args.json:
+        print(f"reference: {reference_from}", file=sys.stderr)
     result = None
-    for event in scan(model, pool.pixels, config):
-        if isinstance(event, ScanStarted):
-            bar.total = event.total_steps
-        elif isinstance(event, TriggerSnapshot):
-            bar.n = event.scan_step
-            bar.set_postfix_str(f"class {event.class_name!r}, loss {event.loss:.3f}")
-            bar.refresh()
-        elif isinstance(event, ClassFinished) and not args.json:
-            bar.write(f"  {event.record['name']:<20} flip rate {event.record['flip_rate']:6.1%}  "
-                      f"loss {event.record['loss']:.3f}")
-        elif isinstance(event, ScanFinished):
-            result = event.result
-    bar.close()
+    # delay: a scan refused at its start (bad settings) prints its one-line error without a bar first
+    with tqdm(desc=f"scanning {args.model}", disable=args.json, leave=False, unit="step", delay=1) as bar:
+        for event in scan(model, pool.pixels, config):
+            if isinstance(event, ScanStarted):
+                bar.total = event.total_steps
+            elif isinstance(event, TriggerSnapshot):
+                bar.n = event.scan_step
+                bar.set_postfix_str(f"class {event.class_name!r}, loss {event.loss:.3f}")
+                bar.refresh()
+            elif isinstance(event, ClassFinished) and not args.json:
+                bar.write(f"  {event.record['name']:<20} flip rate {event.record['flip_rate']:6.1%}  "
+                          f"loss {event.record['loss']:.3f}")
+            elif isinstance(event, ScanFinished):
+                result = event.result
     model_info = {"name": args.model, "path": str(path), "sha256": file_sha256(path), "kind": model.kind,
                   "arch": model.backbone.arch, "pretrained": model.backbone.pretrained,
                   "n_classes": len(model.class_names)}
@@ -463,8 +470,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--classes", default=None, help="candidate classes, comma-separated names or indices "
                                                     "(default: all)")
     sc.add_argument("--threshold", type=float, default=2.0, help="anomaly index above which a class is flagged")
-    sc.add_argument("--statistic", choices=["flip_rate", "loss", "mask_norm"], default=None,
-                    help="what feeds the anomaly index (default: flip_rate; mask_norm for neural-cleanse)")
+    sc.add_argument("--statistic", choices=["flip_rate", "excess_flip_rate", "loss", "mask_norm"], default=None,
+                    help="what feeds the anomaly index (default: excess_flip_rate with a reference, else "
+                         "flip_rate; mask_norm for neural-cleanse)")
+    sc.add_argument("--reference", default="auto",
+                    help="clean reference flip rates (inspector.reference): auto (the shipped one when it fits "
+                         "the model, pool and epsilon), none, or a reference .json")
     sc.add_argument("--pool-size", type=int, default=1000, help="OOD images used (20%% held out for flip rates)")
     sc.add_argument("--epochs", type=int, default=1, help="passes over the OOD pool per class")
     sc.add_argument("--schedule", choices=["fast", "faithful"], default=None,

@@ -6,6 +6,8 @@ replay on a saved report with another threshold.
 The anomaly index is Neural Cleanse's: a_k = (s_k - median(s)) / (1.4826 * MAD(s)). A backdoor
 target stands out on the *high* side of the flip rate (and of the negated loss); Neural Cleanse's
 own statistic, the mask norm, on the *low* side, so its values are negated before the same formula.
+With a clean reference (inspector.reference) the inspector's statistic is the *excess* flip rate:
+the class's flip rate minus its mean flip rate in clean learners of the same task.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from dataclasses import asdict, dataclass
 from statistics import median
 from typing import Any, Literal
 
-Statistic = Literal["flip_rate", "loss", "mask_norm"]
-STATISTICS: tuple[Statistic, ...] = ("flip_rate", "loss", "mask_norm")
+Statistic = Literal["flip_rate", "excess_flip_rate", "loss", "mask_norm"]
+STATISTICS: tuple[Statistic, ...] = ("flip_rate", "excess_flip_rate", "loss", "mask_norm")
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 DEFAULT_THRESHOLD = 2.0
 DEFAULT_MIN_FLIP_RATE = 0.5
@@ -26,7 +28,7 @@ DEFAULT_MIN_FLIP_RATE = 0.5
 # value (MAD = 0, e.g. all flip rates 0 %), one percentage point of flip rate, or a hundredth of a
 # logit of margin loss, or a hundredth of a pixel of mask norm, stands in for it, so the index
 # stays finite and an outlier still stands out by how far it is from the rest.
-MIN_SPREAD: dict[str, float] = {"flip_rate": 0.01, "loss": 0.01, "mask_norm": 0.01}
+MIN_SPREAD: dict[str, float] = {"flip_rate": 0.01, "excess_flip_rate": 0.01, "loss": 0.01, "mask_norm": 0.01}
 
 
 def anomaly_index(values: Sequence[float], min_spread: float = 0.01) -> list[float]:
@@ -43,6 +45,8 @@ def statistic_values(classes: Sequence[dict[str, Any]], statistic: Statistic) ->
     """The values the index is computed on, oriented so that "more suspicious" is higher."""
     if statistic == "flip_rate":
         return [float(c["flip_rate"]) for c in classes]
+    if statistic == "excess_flip_rate":  # over clean reference learners of the same task (inspector.reference)
+        return [float(c["flip_rate"]) - float(c["reference_flip_rate"]) for c in classes]
     if statistic == "loss":
         return [-float(c["loss"]) for c in classes]
     if statistic == "mask_norm":
@@ -89,6 +93,12 @@ def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate"
                    max_anomaly=_finite(anomalies[top]), suspect_flip_rate=float(suspect["flip_rate"]),
                    statistic=statistic, threshold=threshold, min_flip_rate=min_flip_rate,
                    anomalies=[_finite(a) for a in anomalies])
+
+
+def with_reference(record: dict[str, Any], reference: dict[str, float]) -> dict[str, Any]:
+    """A class record with its clean reference flip rate and the excess over it (``excess_flip_rate``)."""
+    base = float(reference[record["name"]])
+    return {**record, "reference_flip_rate": base, "excess_flip_rate": round(float(record["flip_rate"]) - base, 4)}
 
 
 def _finite(value: float) -> float:

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import torch
 
 from inspector.candidates import METHODS, AdditiveInversion, CandidateTrigger, Method, make_candidate, margin_loss
-from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_THRESHOLD, Statistic, Verdict, decide
+from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_THRESHOLD, Statistic, Verdict, decide, with_reference
 from inspector.errors import InputError
 from inspector.limits import MIN_POOL_IMAGES
 from inspector.prompts import PromptedCLIP
@@ -71,6 +71,10 @@ class ScanConfig:
     fast_window: int = 10  # steps whose fresh batches give a class's estimate
     fast_measured: int = 1  # classes with the highest estimates measured on the held-out images
     bf16: bool | None = None  # bfloat16 autocast on CUDA (default: for the fast schedule); no effect on CPU
+    # Per-class flip rates of clean learners of the same task (inspector.reference): the index then reads
+    # the excess over them, so classes that prompt tuning makes easy to reach do not pass for a backdoor.
+    reference: dict[str, float] | None = None
+    reference_from: str = ""  # where the reference comes from, for the report
 
     def for_input(self, image_size: int) -> ScanConfig:
         """A copy with the input-size-dependent defaults filled in."""
@@ -78,7 +82,11 @@ class ScanConfig:
         return replace(self, epsilon=epsilon)
 
     def resolved_statistic(self) -> Statistic:
-        return self.statistic or ("flip_rate" if self.method == "inspector" else "mask_norm")
+        if self.statistic:
+            return self.statistic
+        if self.method != "inspector":
+            return "mask_norm"
+        return "excess_flip_rate" if self.reference else "flip_rate"
 
     def resolved_min_flip_rate(self) -> float:
         if self.min_flip_rate is not None:
@@ -329,6 +337,7 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
     started = time.time()
     names = list(model.class_names)
     classes = candidate_classes(config, len(names))
+    _check_reference(config, [names[k] for k in classes])
     fit, held = split_pool(pool, config.pool_size, config.holdout, config.seed)
     fast = config.schedule == "fast"
     batches = _batches(len(fit), config.fast_batch_size if fast else config.batch_size, config.epochs, config.seed)
@@ -347,6 +356,16 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
     triggers = {k: run.arms[k].trigger.tensors() for k in classes}
     yield ScanFinished(ScanResult(config.as_dict(), names, records, triggers, verdict,
                                   round(time.time() - started, 2), len(fit), len(held), run.logits_of.image_passes))
+
+
+def _check_reference(config: ScanConfig, names: list[str]) -> None:
+    if config.resolved_statistic() == "excess_flip_rate":
+        if not config.reference:
+            raise InputError("the excess flip rate needs a clean reference", hint="pass a reference, or use flip_rate")
+        missing = [n for n in names if n not in config.reference]
+        if missing:
+            raise InputError(f"the reference has no flip rate for class {missing[0]!r}",
+                             hint="use a reference built for this model's classes")
 
 
 @dataclass
@@ -435,6 +454,8 @@ class _Run:
         record.update({"measured_on": "held-out" if held_out else "fresh batches", "train_loss": round(arm.loss, 4),
                        "steps": arm.steps, "seconds": round(time.time() - started, 2),
                        "curve": [round(f / e, 4) if e else 0.0 for f, e, _ in arm.curve]})
+        if self.config.reference is not None:
+            record = with_reference(record, self.config.reference)
         self.records[arm.k] = record
         return ClassFinished(position, total, record, arm.trigger)
 

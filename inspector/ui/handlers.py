@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import gradio as gr
@@ -28,6 +29,7 @@ from inspector.invert import (
     parse_classes,
 )
 from inspector.lab.implant import ImplantFinished, ImplantStep
+from inspector.reference import reference_for
 from inspector.repair import RepairConfig, RepairFinished, RepairMeasured, RepairStarted, RepairStep
 from inspector.ui import views
 from inspector.ui.workspace import Workspace
@@ -125,9 +127,12 @@ def scan_config(ws: Workspace, method: str, schedule: str, epsilon: float, pool_
     names = ws.require_model().model.class_names
     if not 0 < float(epsilon) <= 255:
         raise InputError(f"epsilon {epsilon} is outside (0, 255]", hint="give the bound in /255 units, e.g. 14")
-    return ScanConfig(method=method, schedule=schedule, epsilon=float(epsilon) / 255, pool_size=int(pool_size),
-                      epochs=int(epochs), classes=parse_classes(list(classes or []), names),
-                      threshold=float(threshold))
+    config = ScanConfig(method=method, schedule=schedule, epsilon=float(epsilon) / 255, pool_size=int(pool_size),
+                        epochs=int(epochs), classes=parse_classes(list(classes or []), names),
+                        threshold=float(threshold))
+    pool = "shipped" if ws.pool_info.get("source") == "shipped" else "user pool"
+    reference, reference_from = reference_for(ws.require_model().model, config, pool)
+    return replace(config, reference=reference, reference_from=reference_from)
 
 
 def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_size: float, epochs: float,

@@ -75,11 +75,16 @@ def live_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], set
 def verdict_html(verdict: Verdict, result: ScanResult, model_label: str) -> str:
     """The one-look panel: flagged or not, target, anomaly index, flip rate, time taken."""
     stat = "anomaly index"
+    suspect = next((c for c in result.classes if int(c["index"]) == verdict.suspect), {})
+    clean_note = ""
+    if "reference_flip_rate" in suspect:
+        stat = "anomaly index of the excess over clean learners"
+        clean_note = f"; the same class's trigger flips {suspect['reference_flip_rate']:.0%} in clean learners"
     if verdict.flagged:
         head = f"Backdoor suspected — target class <b>{html.escape(verdict.target_name or '')}</b>"
         body = (f"Its trigger stands out: {stat} {verdict.max_anomaly:.2f} &gt; threshold {verdict.threshold:g}, "
                 f"and it flips {verdict.suspect_flip_rate:.0%} of held-out OOD images "
-                f"(≥ {verdict.min_flip_rate:.0%}).")
+                f"(≥ {verdict.min_flip_rate:.0%}){clean_note}.")
         css = "verdict flagged"
     else:
         head = "No backdoor found"
