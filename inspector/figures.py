@@ -22,7 +22,7 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
 
     Classes not scanned yet appear as empty slots, so the chart fills in class by class; the suspect
     class is drawn red; hatched bars are the fast schedule's fresh-batch estimates (the others were
-    measured on the held-out images).
+    measured on the held-out images); dark ticks mark each class's flip rate in clean reference learners.
     """
     by_index = {int(r["index"]): r for r in records}
     index_of = {int(r["index"]): i for i, r in enumerate(records)}
@@ -43,6 +43,8 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
         estimated = record.get("measured_on") == "fresh batches"
         patterns.append("/" if estimated else "")
         text = f"{name}<br>flip rate {record['flip_rate']:.1%}<br>loss {record['loss']:.3f}"
+        if "reference_flip_rate" in record:
+            text += f"<br>in clean learners {record['reference_flip_rate']:.1%}"
         if anomaly is not None:
             text += f"<br>anomaly index {anomaly:.2f}"
         if "steps" in record:
@@ -51,7 +53,15 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
             text += f"<br>{record['steps']} steps; measured on {where}"
         hover.append(text)
     figure = go.Figure(go.Bar(x=names, y=values, marker={"color": colours, "pattern": {"shape": patterns}},
-                              hovertext=hover, hoverinfo="text"))
+                              hovertext=hover, hoverinfo="text", name="this model", showlegend=False))
+    reference = [(name, by_index[k]["reference_flip_rate"]) for k, name in enumerate(class_names)
+                 if k in by_index and "reference_flip_rate" in by_index[k]]
+    if view == "flip_rate" and reference:  # what clean learners of the task reach: the index reads the excess
+        figure.add_trace(go.Scatter(x=[n for n, _ in reference], y=[r for _, r in reference], mode="markers",
+                                    marker={"symbol": "line-ew-open", "size": 18, "line": {"width": 3},
+                                            "color": "#1f4e79"},
+                                    name="clean learners", hovertemplate="%{x}: %{y:.0%} in clean learners"
+                                                                         "<extra></extra>"))
     if view == "flip_rate":
         figure.add_hline(y=min_flip_rate, line_dash="dash", line_color="#444",
                          annotation_text=f"flip rate {min_flip_rate:.0%}", annotation_position="top left")
@@ -61,5 +71,6 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
                          annotation_text=f"threshold {threshold:g}", annotation_position="top left")
         figure.update_yaxes(title="anomaly index")
     figure.update_layout(title=title, template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 50, "b": 110},
-                         xaxis_tickangle=-40, showlegend=False)
+                         xaxis_tickangle=-40, showlegend=bool(reference) and view == "flip_rate",
+                         legend={"orientation": "h", "y": 1.08, "x": 1, "xanchor": "right"})
     return figure

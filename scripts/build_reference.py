@@ -1,7 +1,7 @@
 """Build the shipped clean references (assets/reference/<arch>-<kind>.json) for the anomaly index.
 
     .venv/bin/python scripts/build_reference.py [--kinds coop,cocoop] [--seeds 1000,1001,1002,1003]
-        [--device cuda] [--out assets/reference]
+        [--arch ViT-B-16 --pretrained openai] [--device cuda] [--out assets/reference]
 
 For each learner kind: one clean learner per seed, tuned on the shipped task's train split with the
 recipe of every clean learner here (TuneConfig.for_kind), scanned with the published faithful
@@ -29,11 +29,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", default="coop,cocoop")
     parser.add_argument("--seeds", default="1000,1001,1002,1003")
+    parser.add_argument("--arch", default="pocket-clip", help="CLIP architecture (e.g. ViT-B-16)")
+    parser.add_argument("--pretrained", default=None, help="open_clip tag or weights file (default: pocket)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=str(REFERENCE_DIR))
     parser.add_argument("--epochs", type=int, default=None, help="tuning epochs (smoke runs only)")
     args = parser.parse_args()
-    backbone = load_backbone(device=args.device)
+    backbone = load_backbone(args.arch, args.pretrained, device=args.device)
     task, pool = load_task(backbone.image_size), load_shipped_pool(backbone.image_size).pixels
     seeds = [int(s) for s in args.seeds.split(",")]
     out = Path(args.out)
