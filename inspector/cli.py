@@ -110,7 +110,7 @@ def _per_255(value: float | None) -> float | None:
 def _ood_pool(source: str | None, size: int, limit: int | None = None) -> tuple[ImagePool, dict]:
     """The OOD pool (the shipped one by default) and what the report says about it."""
     from inspector.data import load_shipped_pool
-    from inspector.pools import read_pool
+    from inspector.pools import pool_summary, read_pool
 
     if source is None:
         pool = load_shipped_pool(size)
@@ -119,14 +119,9 @@ def _ood_pool(source: str | None, size: int, limit: int | None = None) -> tuple[
     return pool, pool_summary(pool, str(source))
 
 
-def pool_summary(pool: ImagePool, source: str) -> dict:
-    return {"source": source, "images": len(pool.names), "unread": pool.unread,
-            "skipped": [{"file": f, "reason": r} for f, r in pool.skipped]}
-
-
 def cmd_pool(args: argparse.Namespace) -> None:
     """Read a pool the way a scan would and say what is usable and what is not."""
-    from inspector.pools import iter_skipped_lines, read_pool
+    from inspector.pools import iter_skipped_lines, pool_summary, read_pool
 
     pool = read_pool(Path(args.pool), args.size, args.limit)
     if args.json:

@@ -227,6 +227,12 @@ def read_pool(source: Path | str, size: int, limit: int | None = None) -> ImageP
     return ImagePool(torch.stack(pixels), names, skipped, unread)
 
 
+def pool_summary(pool: ImagePool, source: str) -> dict:
+    """What a report and the app say about a user's pool: its size and every file not used."""
+    return {"source": source, "images": len(pool.names), "unread": pool.unread,
+            "skipped": [{"file": f, "reason": r} for f, r in pool.skipped]}
+
+
 def iter_skipped_lines(pool: ImagePool, shown: int = 10) -> Iterator[str]:
     """Human lines about what was not used, for the CLI."""
     if pool.skipped:

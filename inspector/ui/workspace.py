@@ -27,7 +27,7 @@ from inspector.invert import ScanConfig, ScanEvent, ScanFinished, ScanResult, cl
 from inspector.lab.implant import ImplantConfig, ImplantEvent, ImplantFinished, implant
 from inspector.lab.triggers import Trigger
 from inspector.lab.truth import GroundTruth, attack_success_rate, read_ground_truth, save_implanted
-from inspector.pools import read_pool
+from inspector.pools import pool_summary, read_pool
 from inspector.prompts import PromptedCLIP, open_model, save_learner
 from inspector.repair import RepairConfig, RepairEvent, RepairFinished, repair
 from inspector.report import REPORT, write_report
@@ -161,18 +161,18 @@ class Workspace:
         if self.pool is not None and self.pool_key == key:
             return self.pool
         if kind == "shipped":
-            pool, info = shipped_pool(size), {"source": "shipped"}
+            pool = shipped_pool(size)
+            info = pool_summary(pool, "shipped")
         elif kind == "upload":
             if not upload:
                 raise InputError("no zip uploaded for the OOD pool", hint="drop a .zip of images on the upload box")
             with named_as_uploaded(upload):
                 pool = read_pool(Path(upload), size, APP_POOL_LIMIT)
-            info = {"source": Path(upload).name}
+            info = pool_summary(pool, Path(upload).name)
         else:
             path = within_roots(folder or "", self.allowed_roots, "image folder")
-            pool, info = read_pool(path, size, APP_POOL_LIMIT), {"source": str(path)}
-        info.update(images=len(pool.names), unread=pool.unread,
-                    skipped=[{"file": f, "reason": r} for f, r in pool.skipped])
+            pool = read_pool(path, size, APP_POOL_LIMIT)
+            info = pool_summary(pool, str(path))
         self.pool, self.pool_info, self.pool_key = pool, info, key
         return pool
 
