@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inspector.candidates import candidate_from_tensors  # noqa: E402
 from inspector.data import Task, load_shipped_pool, load_task  # noqa: E402
-from inspector.detect import decide, with_reference  # noqa: E402
+from inspector.detect import decide  # noqa: E402
 from inspector.invert import ScanConfig, run_scan, split_pool  # noqa: E402
 from inspector.lab.truth import attack_success_rate, read_ground_truth  # noqa: E402
 from inspector.prompts import open_model  # noqa: E402
-from inspector.reference import Reference, shipped_reference_path  # noqa: E402
+from inspector.reference import Reference, decide_with_reference, reference_for, shipped_reference_path  # noqa: E402
 from inspector.repair import RepairConfig, run_repair  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -58,6 +59,7 @@ def target_f1(rows: list[dict[str, Any]]) -> float:
 
 VARIANTS = {  # name in the tables -> (method, schedule)
     "inspector": ("inspector", "fast"),
+    "inspector + reference": ("inspector", "fast"),  # the engine's default: with the shipped clean reference
     "inspector-faithful": ("inspector", "faithful"),
     "neural-cleanse": ("neural-cleanse", "faithful"),
 }
@@ -75,7 +77,9 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
     if variant == "inspector-faithful" and curves.exists() and epsilon is None:
         return _row_from_curves(path, curves, truth, cache)
     model = open_model(path, device=device)
-    result = run_scan(model, pool, ScanConfig(method=method, schedule=schedule, epsilon=epsilon))
+    config = ScanConfig(method=method, schedule=schedule, epsilon=epsilon)
+    reference, reference_from = reference_for(model, config, "shipped", "auto" if "reference" in variant else "none")
+    result = run_scan(model, pool, replace(config, reference=reference, reference_from=reference_from))
     row = {"model": path.stem, "kind": model.kind, "method": variant, "backdoored": truth is not None,
            "attack": truth.attack if truth else None, "true_target": truth.target_name if truth else None,
            "flagged": result.verdict.flagged, "predicted_target": result.verdict.target_name,
@@ -84,8 +88,6 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
            "image_passes": result.image_passes, "classes": result.classes,
            "settings": result.settings, "device": _device_name(device)}
     cache.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.cpu() for k, v in result.triggers[result.verdict.suspect].items()},
-               cache.with_suffix(".suspect.pt"))
     torch.save({f"{name}.{k}": v.cpu() for k, tensors in result.triggers.items() for name, v in tensors.items()},
                cache.with_suffix(".triggers.pt"))  # every class's, so a repair can use any suspect
     cache.write_text(json.dumps(row, indent=1))
@@ -118,7 +120,7 @@ def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.
     truth = read_ground_truth(path)
     settings = scan_row["settings"]
     target = list(model.class_names).index(scan_row["suspect"])
-    tensors = _saved_trigger(cache.parent.parent / "scans" / "inspector" / path.stem, target, scan_row["raw_suspect"])
+    tensors = _saved_trigger(cache.parent.parent / "scans" / _folder(scan_row["method"]) / path.stem, target)
     trigger = candidate_from_tensors("inspector", tensors, settings["epsilon"])
 
     def asr() -> float:
@@ -138,27 +140,25 @@ def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.
     return row
 
 
-def _saved_trigger(stem: Path, target: int, raw_suspect: str) -> dict[str, torch.Tensor]:
-    """The reconstructed trigger of class ``target`` from a cached scan."""
-    every = stem.with_suffix(".triggers.pt")
-    if every.exists():
-        saved = torch.load(every, weights_only=True)
-        return {key.split(".")[0]: v for key, v in saved.items() if key.endswith(f".{target}")}
-    row = json.loads(stem.with_suffix(".json").read_text())
-    if row["suspect"] != raw_suspect or row["classes"][[c["name"] for c in row["classes"]].index(raw_suspect)][
-            "index"] != target:
-        raise SystemExit(f"{stem.name}: only the raw suspect's trigger is cached; delete {stem}.json to rescan")
-    return torch.load(stem.with_suffix(".suspect.pt"), weights_only=True)
+def _saved_trigger(stem: Path, target: int) -> dict[str, torch.Tensor]:
+    """The reconstructed trigger of class ``target`` from a cached scan (every class's is kept)."""
+    saved = torch.load(stem.with_suffix(".triggers.pt"), weights_only=True)
+    return {key.split(".")[0]: v for key, v in saved.items() if key.endswith(f".{target}")}
 
 
-def calibrated(row: dict[str, Any], reference: dict[str, float]) -> dict[str, Any]:
-    """The row's verdict with the clean reference: the engine's own ``decide`` on the same per-class
+def _folder(variant: str) -> str:
+    """Cache folder of a variant: ``inspector + reference`` -> ``inspector-reference``."""
+    return variant.replace(" + ", "-")
+
+
+def calibrated(row: dict[str, Any], reference: Reference) -> dict[str, Any]:
+    """The row's verdict with the clean reference: the engine's own decision on the same per-class
     records, as a scan given the reference computes it (the reference changes the decision, not the scan)."""
-    classes = [with_reference(c, reference) for c in row["classes"]]
-    v = decide(classes, "excess_flip_rate")
+    schedule = "faithful" if row["method"] == "inspector-faithful" else "fast"
+    classes, v = decide_with_reference(row["classes"], reference, schedule)
     return {**row, "method": row["method"] + " + reference", "classes": classes, "flagged": v.flagged,
             "predicted_target": v.target_name, "suspect": v.suspect_name, "max_anomaly": v.max_anomaly,
-            "suspect_flip_rate": v.suspect_flip_rate, "raw_suspect": row["suspect"]}
+            "suspect_flip_rate": v.suspect_flip_rate}
 
 
 def _device_name(device: str) -> str:
@@ -194,11 +194,14 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
              f"`python benchmarks/detection.py --zoo {_shown(zoo)}`; seconds are CPU time on this machine "
              "(s / scan averages the CPU rows only; a row run on a GPU names it). Scores: detection accuracy at "
              "the default threshold (2), AUROC of the top anomaly index, target F1 (flag and right target).", "",
-             "`inspector + reference` is the engine's default: the fast schedule, the index on each class's flip "
-             "rate *in excess* of its mean in 4 clean learners the defender tuned on the task (seeds 1000-1003, "
-             "assets/reference/, scripts/build_reference.py). `inspector` is the raw flip rate. Both variants "
-             "decide on the same per-class records with the engine's `decide` (the reference changes the "
-             "decision, not the scan). Neural Cleanse: its mask-norm rule, no reference.", "",
+             "`inspector + reference` is the engine's default: the fast schedule with the shipped clean reference "
+             "(4 clean learners the defender tuned on the task, seeds 1000-1003, assets/reference/, "
+             "scripts/build_reference.py): the index on each class's flip rate *in excess* of theirs, each measured "
+             "as the scan measured that class (same schedule, same number of steps, fresh batches or held-out "
+             "images), dividing by no less than the clean learners' own spread; with it, the fast plan stops half "
+             "the classes after 4 steps. `inspector` is a scan without a reference (raw flip rate; the fast plan "
+             "for that case). `inspector-faithful + reference` decides again on the faithful scans' records (that "
+             "schedule does not depend on the reference). Neural Cleanse: its mask-norm rule, no reference.", "",
              "| method | models | backdoored | accuracy | AUROC | target F1 | false positives | s / scan |",
              "|---|---|---|---|---|---|---|---|"]
     for method, s in summary.items():
@@ -263,7 +266,7 @@ def main() -> None:
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         scans[method] = []
         for path in paths:
-            cache = zoo / "scans" / method / f"{path.stem}.json"
+            cache = zoo / "scans" / _folder(method) / f"{path.stem}.json"
             if args.table_only and not cache.exists():
                 continue
             started = time.time()
@@ -271,10 +274,10 @@ def main() -> None:
             scans[method].append(row)
             print(f"{method:<15} {path.stem:<36} flagged={row['flagged']!s:<5} suspect={row['suspect']:<16} "
                   f"a={row['max_anomaly']:.2f} ({time.time() - started:.0f} s)", flush=True)
-    references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)).flip_rates
-                  for kind in ("coop", "cocoop")}
-    for method in [m for m in ("inspector", "inspector-faithful") if m in scans]:
-        scans[f"{method} + reference"] = [calibrated(row, references[row["kind"]]) for row in scans[method]]
+    references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)) for kind in ("coop", "cocoop")}
+    if "inspector-faithful" in scans:  # the faithful schedule does not depend on the reference: decide again
+        scans["inspector-faithful + reference"] = [calibrated(row, references[row["kind"]])
+                                                   for row in scans["inspector-faithful"]]
     repairs = []
     task = load_task()
     if not args.no_repair and "inspector + reference" in scans:

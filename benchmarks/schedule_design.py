@@ -20,6 +20,7 @@ import json
 import math
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +28,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from inspector.candidates import make_candidate  # noqa: E402
+from inspector.baseline import Baseline, with_baseline  # noqa: E402
 from inspector.data import load_shipped_pool  # noqa: E402
 from inspector.detect import decide  # noqa: E402
-from inspector.invert import (  # noqa: E402
-    ClassInversion,
-    CleanPredictions,
-    Logits,
-    ScanConfig,
-    _batches,
-    _measure,
-    frozen_learner,
-    split_pool,
-)
+from inspector.invert import ScanConfig, class_curves  # noqa: E402
 from inspector.lab.truth import read_ground_truth  # noqa: E402
 from inspector.prompts import open_model  # noqa: E402
+from inspector.reference import Reference, shipped_reference_path  # noqa: E402
 from inspector.zoo import list_zoo  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -61,28 +54,11 @@ def collect_curves(path: Path, device: str, lr: float, batch_size: int = 32, ste
                    checkpoints: tuple[int, ...] = CHECKPOINTS) -> dict[str, Any]:
     """Per class: the fresh-batch curve of ``steps`` steps and the held-out flip rate / loss at each checkpoint."""
     model = open_model(path, device=device)
-    config = ScanConfig(lr=lr, batch_size=batch_size).for_input(model.backbone.image_size)
     pool = load_shipped_pool(model.backbone.image_size).pixels
-    fit, held = split_pool(pool, config.pool_size, config.holdout, config.seed)
-    batches = _batches(len(fit), batch_size, config.epochs, config.seed)[:steps]
     started = time.time()
-    classes = []
-    with frozen_learner(model):
-        logits_of = Logits(model)
-        clean_fit = CleanPredictions(logits_of, fit, batches)
-        clean_held = logits_of.predict(held)
-        for k, name in enumerate(model.class_names):
-            trigger = make_candidate("inspector", model.backbone.image_size, config.epsilon, config.seed + k)
-            arm = ClassInversion(k, name, trigger.to(model.backbone.device), "inspector", lr)
-            held_out = {}
-            for t in range(len(batches)):
-                arm.step(logits_of, fit[batches[t]].to(model.backbone.device), clean_fit(t))
-                if arm.steps in checkpoints or arm.steps == len(batches):
-                    m = _measure(logits_of, arm.trigger, k, name, held, clean_held)
-                    held_out[arm.steps] = {"flip_rate": m["flip_rate"], "loss": m["loss"]}
-            classes.append({"index": k, "name": name, "curve": arm.curve, "held_out": held_out})
+    classes = class_curves(model, pool, ScanConfig(), lr, batch_size, steps, checkpoints)
     truth = read_ground_truth(path)
-    return {"model": path.stem, "kind": model.kind, "lr": lr, "batch_size": batch_size, "steps": len(batches),
+    return {"model": path.stem, "kind": model.kind, "lr": lr, "batch_size": batch_size, "steps": steps,
             "device": device,
             "seconds": round(time.time() - started, 1), "backdoored": truth is not None,
             "attack": truth.attack if truth else None, "target": truth.target if truth else None,
@@ -96,13 +72,15 @@ def _fresh(curve: list[list[float]], upto: int, window: int) -> tuple[float, flo
     return (sum(f for f, _, _ in part) / eligible if eligible else 0.0), sum(m for _, _, m in part) / len(part)
 
 
-def replay(run: dict[str, Any], rounds: tuple[int, ...], keep: float, window: int, measured: int) -> tuple[Any, int]:
+def replay(run: dict[str, Any], rounds: tuple[int, ...], keep: float, window: int, measured: int,
+           baseline: Baseline | None = None) -> tuple[Any, int]:
     """The verdict a plan would reach on these curves, and its image-encoder passes.
 
     Successive halving over ``rounds`` (steps per round; after each, the ``keep`` share of the classes still
     running go on, ranked by fresh margin loss); every class's estimate is its fresh-batch flip rate and
-    margin over its last ``window`` steps, except the ``measured`` classes with the highest estimates,
-    which are measured on the held-out images (as every class is in the faithful schedule).
+    margin over its last ``window`` steps, except the ``measured`` finalists with the highest estimates,
+    which are measured on the held-out images (as every class is in the faithful schedule). With a
+    ``baseline`` (the clean reference under the fast schedule) the index reads the excess over it.
     """
     classes, batch = run["classes"], run.get("batch_size", 32)
     n = len(classes)
@@ -118,25 +96,33 @@ def replay(run: dict[str, Any], rounds: tuple[int, ...], keep: float, window: in
     records = []
     for k, c in enumerate(classes):
         flip, margin = _fresh(c["curve"], last_step[k], window)
-        records.append({"index": k, "name": c["name"], "flip_rate": flip, "loss": margin, "at": last_step[k]})
-    for rec in sorted(records, key=lambda r: -r["flip_rate"])[:measured]:
-        rec.update(classes[rec["index"]]["held_out"][str(rec["at"])])
+        records.append({"index": k, "name": c["name"], "flip_rate": flip, "loss": margin, "steps": last_step[k],
+                        "measured_on": "fresh batches"})
+    for rec in sorted((records[k] for k in active), key=lambda r: -r["flip_rate"])[:measured]:
+        rec.update(classes[rec["index"]]["held_out"][str(rec["steps"])], measured_on="held-out")
     passes = steps_run * batch + done * batch + (measured + 1) * 200  # steps, clean batches, held-out
-    return decide(records), passes
+    return _decide(records, baseline), passes
 
 
-def faithful(run: dict[str, Any]) -> tuple[Any, int]:
+def faithful(run: dict[str, Any], baseline: Baseline | None = None) -> tuple[Any, int]:
     """The faithful schedule's verdict: every class's held-out flip rate after the full epoch."""
     steps = run["steps"]
     records = [{"index": c["index"], "name": c["name"], **c["held_out"][str(steps)]} for c in run["classes"]]
     n = len(records)
-    return decide(records), n * steps * 32 + steps * 32 + (n + 1) * 200
+    return _decide(records, baseline), n * steps * 32 + steps * 32 + (n + 1) * 200
 
 
-PLANS = [(r, keep, w, m) for r, keep in [((8,), 0.5), ((12,), 0.5), ((18,), 0.5), ((6, 6), 0.75), ((6, 8), 0.75),
-                                         ((4, 14), 0.5), ((6, 12), 0.5), ((6, 12), 0.6), ((6, 12), 0.75),
-                                         ((6, 6, 6), 0.5), ((6, 6, 6), 0.6), ((6, 6, 6), 0.75)]
-         for w in [3, 6, 10] for m in [0, 1, 2] if w <= sum(r) and (m == 0 or sum(r) in (8, 12, 18))]
+def _decide(records: list[dict[str, Any]], baseline: Baseline | None) -> Any:
+    if baseline is None:
+        return decide(records)
+    return decide([with_baseline(r, baseline.learner_values(r)) for r in records], "excess_flip_rate")
+
+
+PLANS = [(r, keep, w, m) for r, keeps in [((6, 6, 6), (0.5, 0.6, 0.75)), ((4, 6, 8), (0.5, 0.6, 0.75)),
+                                          ((4, 4, 10), (0.5, 0.6)), ((3, 5, 10), (0.5, 0.6)),
+                                          ((6, 12), (0.5, 0.6, 0.75)), ((4, 14), (0.4, 0.5)),
+                                          ((4, 4, 4, 6), (0.6, 0.7)), ((3, 3, 4, 8), (0.6, 0.7))]
+         for keep in keeps for w in (6, 10) for m in (1, 2)]
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
@@ -160,7 +146,10 @@ def cmd_collect(args: argparse.Namespace) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> None:
-    """Every plan of ``PLANS`` on the candidate curves, against the faithful verdict of the same model."""
+    """Every plan of ``PLANS`` on the candidate curves, against the faithful verdict of the same model.
+
+    By default both sides decide as a default scan does: on the excess over the shipped clean reference,
+    each schedule against the reference measured under that schedule."""
     folder = Path(args.zoo) / "curves"
     suffix = f"-lr{args.lr:g}" + (f"-b{args.batch}" if args.batch != 32 else "")
     pairs = []
@@ -168,38 +157,55 @@ def cmd_replay(args: argparse.Namespace) -> None:
         reference = folder / f"{path.name[:-len(suffix + '.json')]}-lr0.1.json"
         if reference.exists():
             pairs.append((json.loads(path.read_text()), json.loads(reference.read_text())))
+    baselines = {}
+    for kind in ("coop", "cocoop"):
+        ref = Reference.read(shipped_reference_path("pocket-clip", kind))
+        baselines[kind] = {schedule: None if args.no_reference else ref.baseline(ScanConfig(schedule=schedule))
+                           for schedule in ("fast", "faithful")}
     rows = []
     for rounds, keep, window, measured in PLANS:
-        same_verdict = same_target = flagged = passes = ref_passes = 0
+        same_verdict = same_target = flagged = passes = ref_passes = right = zoo_same = zoo = 0
         for run, ref_run in pairs:
-            ref, ref_cost = faithful(ref_run)
-            verdict, cost = replay(run, rounds, keep, window, measured)
-            same_verdict += verdict.flagged == ref.flagged
+            fast_baseline, faithful_baseline = baselines[run["kind"]]["fast"], baselines[run["kind"]]["faithful"]
+            if fast_baseline is not None:
+                fast_baseline = replace(fast_baseline, window=window)
+            ref, ref_cost = faithful(ref_run, faithful_baseline)
+            verdict, cost = replay(run, rounds, keep, window, measured, fast_baseline)
+            same = verdict.flagged == ref.flagged
+            same_verdict += same
+            in_zoo = "_s" in run["model"]
+            zoo, zoo_same = zoo + in_zoo, zoo_same + (in_zoo and same)
+            right += verdict.target == run["target"] if run["backdoored"] else not verdict.flagged
             if ref.flagged:
                 flagged += 1
                 same_target += verdict.flagged and verdict.target == ref.target
             passes, ref_passes = passes + cost, ref_passes + ref_cost
         rows.append({"rounds": rounds, "keep": keep, "window": window, "measured": measured,
                      "verdict_agreement": round(same_verdict / len(pairs), 3),
-                     "target_agreement": round(same_target / max(flagged, 1), 3),
-                     "pass_ratio": round(ref_passes / passes, 2)})
-    rows.sort(key=lambda r: (-r["verdict_agreement"], -r["target_agreement"], -r["pass_ratio"]))
+                     "zoo_agreement": f"{zoo_same}/{zoo}", "target_agreement": f"{same_target}/{flagged}",
+                     "target_share": round(same_target / max(flagged, 1), 3),
+                     "right": f"{right}/{len(pairs)}", "pass_ratio": round(ref_passes / passes, 2)})
+    rows.sort(key=lambda r: (-r["verdict_agreement"], -r["target_share"], -r["pass_ratio"]))
     print(f"{len(pairs)} models with curves {suffix} and faithful references")
     for r in rows[:args.top]:
         print(r)
+    which = "raw flip rates" if args.no_reference else "the excess over the shipped clean reference"
     lines = [f"# Choosing the fast schedule (issue 6): {len(pairs)} models, curves {suffix} vs the faithful schedule",
-             "", f"`python benchmarks/schedule_design.py replay --lr {args.lr:g} --batch {args.batch}`: "
-             "every plan replayed on the "
-             "same learning curves; agreement with the faithful verdict of each model, image-encoder passes of the "
-             "faithful schedule / the plan's.", "",
-             "| rounds (steps) | keep | window | measured on held-out | same verdict | same target (flagged) | "
-             "passes ratio |", "|---|---|---|---|---|---|---|"]
+             "", f"`python benchmarks/schedule_design.py replay --lr {args.lr:g} --batch {args.batch}"
+             f"{' --no-reference' if args.no_reference else ''}`: every plan replayed on the same learning curves, "
+             f"both schedules deciding on {which}; agreement with the faithful verdict of each model (all models, "
+             "and the benchmark zoo alone), same target where the faithful schedule flags, the plan's verdicts "
+             "right against the ground truth, image-encoder passes of the faithful schedule / the plan's.", "",
+             "| rounds (steps) | keep | window | measured on held-out | same verdict | zoo | same target | right | "
+             "passes ratio |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {'+'.join(map(str, r['rounds']))} | {r['keep']} | {r['window']} | {r['measured']} | "
-                     f"{r['verdict_agreement']:.0%} | {r['target_agreement']:.0%} | {r['pass_ratio']}x |")
-    (HERE / f"schedule_design{suffix}.md").write_text("\n".join(lines) + "\n")
-    out = HERE / f"schedule_design{suffix}.json"
-    out.write_text(json.dumps({"models": len(pairs), "curves": suffix, "rows": rows}, indent=1) + "\n")
+                     f"{r['verdict_agreement']:.0%} | {r['zoo_agreement']} | {r['target_agreement']} | {r['right']} | "
+                     f"{r['pass_ratio']}x |")
+    name = f"schedule_design{suffix}{'-raw' if args.no_reference else ''}"
+    (HERE / f"{name}.md").write_text("\n".join(lines) + "\n")
+    (HERE / f"{name}.json").write_text(json.dumps({"models": len(pairs), "curves": suffix, "rows": rows},
+                                                   indent=1) + "\n")
 
 
 def main() -> None:
@@ -213,6 +219,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=25, help="collect: steps per class")
     parser.add_argument("--checkpoints", default="", help="collect: steps with a held-out measurement")
     parser.add_argument("--top", type=int, default=25, help="replay: rows to print")
+    parser.add_argument("--no-reference", action="store_true", help="replay: decide on raw flip rates")
     parser.add_argument("--models", default="", help="comma-separated file stems (default: all)")
     args = parser.parse_args()
     (cmd_collect if args.command == "collect" else cmd_replay)(args)

@@ -35,11 +35,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inspector.data import load_shipped_pool  # noqa: E402
-from inspector.detect import decide, with_reference  # noqa: E402
 from inspector.invert import ScanConfig, run_scan  # noqa: E402
 from inspector.lab.truth import read_ground_truth  # noqa: E402
 from inspector.prompts import open_model  # noqa: E402
-from inspector.reference import Reference, reference_for, shipped_reference_path  # noqa: E402
+from inspector.reference import Reference, decide_with_reference, reference_for, shipped_reference_path  # noqa: E402
 from inspector.zoo import list_zoo  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -60,15 +59,15 @@ def scan_row(path: Path, schedule: str, pool: torch.Tensor) -> dict[str, Any]:
             "suspect": v.suspect_name, "max_anomaly": v.max_anomaly}
 
 
-def _reference_verdict(records: list[dict[str, Any]], kind: str) -> Any:
+def _reference_verdict(records: list[dict[str, Any]], kind: str, schedule: str) -> Any:
     """The default decision on cached per-class records: the excess over the shipped clean reference."""
-    reference = Reference.read(shipped_reference_path("pocket-clip", kind)).flip_rates
-    return decide([with_reference(r, reference) for r in records], "excess_flip_rate")
+    return decide_with_reference(records, Reference.read(shipped_reference_path("pocket-clip", kind)), schedule)[1]
 
 
 def _fast_from_detection(cache: Path) -> dict[str, Any]:
+    """detection.py's default scan of a zoo model (fast schedule, shipped reference), decided again here."""
     row = json.loads(cache.read_text())
-    v = _reference_verdict(row["classes"], row["kind"])
+    v = _reference_verdict(row["classes"], row["kind"], "fast")
     return {"schedule": "fast", "seconds": row["seconds"], "image_passes": row["image_passes"],
             "steps": sum(c["steps"] for c in row["classes"]), "flagged": v.flagged,
             "target": v.target_name, "suspect": v.suspect_name, "max_anomaly": v.max_anomaly,
@@ -80,7 +79,7 @@ def faithful_from_curves(curves: Path) -> dict[str, Any]:
     run = json.loads(curves.read_text())
     steps = run["steps"]
     records = [{"index": c["index"], "name": c["name"], **c["held_out"][str(steps)]} for c in run["classes"]]
-    v = _reference_verdict(records, run["kind"])
+    v = _reference_verdict(records, run["kind"], "faithful")
     n = len(records)
     return {"schedule": "faithful", "seconds": None, "image_passes": n * steps * 32 + steps * 32 + (n + 1) * 200,
             "steps": n * steps, "flagged": v.flagged, "target": v.target_name, "suspect": v.suspect_name,
@@ -149,7 +148,7 @@ def main() -> None:
     bench = [(m["file"][:-len(".safetensors")], zoo / m["file"], "benchmark") for m in manifest]
     for name, path, group in demo + bench:
         truth = read_ground_truth(path)
-        cached = zoo / "scans" / "inspector" / f"{path.stem}.json"  # detection.py's fast scan of this model
+        cached = zoo / "scans" / "inspector-reference" / f"{path.stem}.json"  # detection.py's default scan
         reuse = group == "benchmark" and cached.exists()
         fast = _fast_from_detection(cached) if reuse else scan_row(path, "fast", pool)
         if group == "demo" or args.bench_faithful == "run":
@@ -181,7 +180,10 @@ def write(rows: list[dict[str, Any]], memory: dict[str, Any], args: argparse.Nam
     same_verdict = [r for r in rows if r["fast"]["flagged"] == r["faithful"]["flagged"]]
     flagged = [r for r in rows if r["faithful"]["flagged"]]
     same_target = [r for r in flagged if r["fast"]["flagged"] and r["fast"]["target"] == r["faithful"]["target"]]
+    zoo = [r for r in rows if r["group"] == "benchmark"]
+    zoo_same = [r for r in zoo if r in same_verdict]
     summary = {"models": len(rows), "timed_models": len(timed), "pass_ratio": _ratio(rows, "image_passes"),
+               "zoo_verdict_agreement": f"{len(zoo_same)}/{len(zoo)}",
                "time_ratio": _ratio(timed, "seconds") if timed else None,
                "verdict_agreement": round(len(same_verdict) / len(rows), 4) if rows else None,
                "target_agreement_on_flagged": f"{len(same_target)}/{len(flagged)}",
@@ -196,7 +198,8 @@ def write(rows: list[dict[str, Any]], memory: dict[str, Any], args: argparse.Nam
              f"- image-encoder passes, all {len(rows)} models: faithful / fast = **{summary['pass_ratio']}x**",
              f"- wall time, the {len(timed)} models scanned with both schedules in this run: faithful / fast = "
              f"**{summary['time_ratio']}x**",
-             f"- same verdict: **{len(same_verdict)}/{len(rows)}**; same target on the faithful schedule's flagged "
+             f"- same verdict: **{len(same_verdict)}/{len(rows)}** (the benchmark zoo alone: "
+             f"**{summary['zoo_verdict_agreement']}**); same target on the faithful schedule's flagged "
              f"models: **{summary['target_agreement_on_flagged']}**",
              f"- slowest fast scan of a shipped demo model: **{summary['fast_seconds_demo_max']} s**", ""]
     if memory:

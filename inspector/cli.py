@@ -470,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "flip_rate; mask_norm for neural-cleanse)")
     sc.add_argument("--reference", default="auto",
                     help="clean reference flip rates (inspector.reference): auto (the shipped one when it fits "
-                         "the model, pool and epsilon), none, or a reference .json")
+                         "the model, pool, epsilon and schedule), none, or a reference .json")
     sc.add_argument("--pool-size", type=int, default=1000, help="OOD images used (20%% held out for flip rates)")
     sc.add_argument("--epochs", type=int, default=1, help="passes over the OOD pool per class")
     sc.add_argument("--schedule", choices=["fast", "faithful"], default=None,

@@ -7,7 +7,10 @@ The anomaly index is Neural Cleanse's: a_k = (s_k - median(s)) / (1.4826 * MAD(s
 target stands out on the *high* side of the flip rate (and of the negated loss); Neural Cleanse's
 own statistic, the mask norm, on the *low* side, so its values are negated before the same formula.
 With a clean reference (inspector.reference) the inspector's statistic is the *excess* flip rate:
-the class's flip rate minus its mean flip rate in clean learners of the same task.
+the class's flip rate minus its mean flip rate in clean learners of the same task, measured the same
+way (inspector.baseline). The index then never divides by less than the clean learners' own spread
+(the root mean square of the records' ``reference_spread``): an excess smaller than the variation
+between clean learners of the same class is not evidence of a backdoor.
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate"
     """
     if not classes:
         raise ValueError("no candidate classes to decide on")
-    anomalies = anomaly_index(statistic_values(classes, statistic), MIN_SPREAD[statistic])
+    anomalies = anomaly_index(statistic_values(classes, statistic), min_spread(classes, statistic))
     top = max(range(len(classes)), key=lambda i: (anomalies[i], classes[i]["flip_rate"]))
     suspect = classes[top]
     flagged = anomalies[top] > threshold and float(suspect["flip_rate"]) >= min_flip_rate
@@ -95,10 +98,14 @@ def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate"
                    anomalies=[_finite(a) for a in anomalies])
 
 
-def with_reference(record: dict[str, Any], reference: dict[str, float]) -> dict[str, Any]:
-    """A class record with its clean reference flip rate and the excess over it (``excess_flip_rate``)."""
-    base = float(reference[record["name"]])
-    return {**record, "reference_flip_rate": base, "excess_flip_rate": round(float(record["flip_rate"]) - base, 4)}
+def min_spread(classes: Sequence[dict[str, Any]], statistic: Statistic) -> float:
+    """The smallest spread the index divides by: ``MIN_SPREAD``, or for the excess flip rate the clean
+    learners' own spread (root mean square over the classes) when the records carry it."""
+    floor = MIN_SPREAD[statistic]
+    spreads = [float(c["reference_spread"]) for c in classes if "reference_spread" in c]
+    if statistic == "excess_flip_rate" and spreads:
+        return max(floor, math.sqrt(sum(s * s for s in spreads) / len(spreads)))
+    return floor
 
 
 def _finite(value: float) -> float:

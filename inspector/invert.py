@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 import torch
 
+from inspector.baseline import Baseline, with_baseline
 from inspector.candidates import METHODS, AdditiveInversion, CandidateTrigger, Method, make_candidate, margin_loss
-from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_THRESHOLD, Statistic, Verdict, decide, with_reference
+from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_THRESHOLD, Statistic, Verdict, decide
 from inspector.errors import InputError
 from inspector.limits import MIN_POOL_IMAGES
 from inspector.prompts import PromptedCLIP
@@ -31,6 +32,22 @@ Schedule = Literal["fast", "faithful"]
 SCHEDULES: tuple[Schedule, ...] = ("fast", "faithful")
 PUBLISHED_EPSILON = 4 / 255  # the published bound, for CLIP's 224-pixel input
 PUBLISHED_IMAGE_SIZE = 224
+
+
+@dataclass(frozen=True)
+class FastPlanDefaults:
+    """The fast schedule's plan where a scan leaves it unset (chosen in benchmarks/schedule_design-lr0.3-b16.md)."""
+
+    rounds: tuple[int, ...]  # steps per round
+    keep: float  # share of all classes still running after round r: keep ** (r + 1)
+    measured: int  # finalists measured on the held-out images
+
+
+# With a clean reference every class is compared with clean learners stopped after the same step
+# (inspector.baseline), so half the classes can stop after 4 steps. Without one, the raw flip rate of a
+# class stopped early is not comparable with a finalist's, and most classes have to run longer.
+FAST_WITH_REFERENCE = FastPlanDefaults(rounds=(4, 4, 10), keep=0.5, measured=2)
+FAST_RAW = FastPlanDefaults(rounds=(6, 6, 6), keep=0.75, measured=1)
 
 
 def default_epsilon(image_size: int) -> float:
@@ -63,23 +80,31 @@ class ScanConfig:
     snapshot_every: int = 4  # steps between trigger snapshots
     seed: int = 0
     schedule: Schedule = "fast"
-    # The fast schedule (chosen in benchmarks/schedule_design.md): successive halving with its own steps.
-    fast_rounds: tuple[int, ...] = (6, 6, 6)  # steps per round; after each, the most promising classes go on
-    fast_keep: float = 0.75  # share of all classes still running after round r: keep ** (r + 1)
+    # The fast schedule: successive halving with its own steps. Unset parts: FAST_WITH_REFERENCE or FAST_RAW.
+    fast_rounds: tuple[int, ...] | None = None  # steps per round; after each, the most promising classes go on
+    fast_keep: float | None = None  # share of all classes still running after round r: keep ** (r + 1)
     fast_lr: float = 0.3  # larger steps on smaller batches: 18 steps of 16 images land where 25 of 32 at 0.1 do
     fast_batch_size: int = 16
     fast_window: int = 10  # steps whose fresh batches give a class's estimate
-    fast_measured: int = 1  # classes with the highest estimates measured on the held-out images
+    fast_measured: int | None = None  # finalists with the highest estimates measured on the held-out images
     bf16: bool | None = None  # bfloat16 autocast on CUDA (default: for the fast schedule); no effect on CPU
-    # Per-class flip rates of clean learners of the same task (inspector.reference): the index then reads
-    # the excess over them, so classes that prompt tuning makes easy to reach do not pass for a backdoor.
-    reference: dict[str, float] | None = None
+    # Per-class flip rates of clean learners of the same task under this schedule (inspector.reference): the
+    # index then reads the excess over them, so classes prompt tuning makes easy to reach do not pass for a backdoor.
+    reference: Baseline | None = None
     reference_from: str = ""  # where the reference comes from, for the report
 
     def for_input(self, image_size: int) -> ScanConfig:
-        """A copy with the input-size-dependent defaults filled in."""
+        """A copy with the defaults that depend on the input size and on the reference filled in."""
         epsilon = self.epsilon if self.epsilon is not None else default_epsilon(image_size)
-        return replace(self, epsilon=epsilon)
+        plan = self.fast_defaults()
+        return replace(self, epsilon=epsilon, fast_rounds=self.fast_rounds or plan.rounds,
+                       fast_keep=self.fast_keep if self.fast_keep is not None else plan.keep,
+                       fast_measured=self.fast_measured if self.fast_measured is not None else plan.measured)
+
+    def fast_defaults(self, reference: bool | None = None) -> FastPlanDefaults:
+        """The fast plan for unset settings: ``reference`` (default: whether this config has one) picks which."""
+        with_reference = self.reference is not None if reference is None else reference
+        return FAST_WITH_REFERENCE if with_reference else FAST_RAW
 
     def resolved_statistic(self) -> Statistic:
         if self.statistic:
@@ -94,9 +119,10 @@ class ScanConfig:
         return DEFAULT_MIN_FLIP_RATE if self.method == "inspector" else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = asdict(replace(self, reference=None))
+        out["reference"] = self.reference.means() if self.reference is not None else None
         out["classes"] = list(self.classes) if self.classes is not None else None
-        out["fast_rounds"] = list(self.fast_rounds)
+        out["fast_rounds"] = list(self.fast_rounds) if self.fast_rounds is not None else None
         if self.schedule != "fast":
             out = {k: v for k, v in out.items() if not k.startswith("fast_")}
         out["statistic"], out["min_flip_rate"] = self.resolved_statistic(), self.resolved_min_flip_rate()
@@ -362,7 +388,7 @@ def _check_reference(config: ScanConfig, names: list[str]) -> None:
     if config.resolved_statistic() == "excess_flip_rate":
         if not config.reference:
             raise InputError("the excess flip rate needs a clean reference", hint="pass a reference, or use flip_rate")
-        missing = [n for n in names if n not in config.reference]
+        missing = [n for n in names if n not in config.reference.held_out]
         if missing:
             raise InputError(f"the reference has no flip rate for class {missing[0]!r}",
                              hint="use a reference built for this model's classes")
@@ -385,7 +411,8 @@ class FastPlan:
 
 
 def fast_plan(config: ScanConfig, n_classes: int, n_batches: int) -> FastPlan:
-    """The fast schedule's rounds for this many candidate classes and batches."""
+    """The fast schedule's rounds for this many candidate classes and batches (``config`` after ``for_input``)."""
+    assert config.fast_rounds is not None and config.fast_keep is not None, "call ScanConfig.for_input first"
     rounds, total = [], 0
     for steps in config.fast_rounds:  # never more steps than the batches of the configured epochs
         steps = max(0, min(steps, n_batches - total))
@@ -455,7 +482,7 @@ class _Run:
                        "steps": arm.steps, "seconds": round(time.time() - started, 2),
                        "curve": [round(f / e, 4) if e else 0.0 for f, e, _ in arm.curve]})
         if self.config.reference is not None:
-            record = with_reference(record, self.config.reference)
+            record = with_baseline(record, self.config.reference.learner_values(record))
         self.records[arm.k] = record
         return ClassFinished(position, total, record, arm.trigger)
 
@@ -495,7 +522,7 @@ class _Run:
             active = [k for k in active if k in ranked[:plan.keep[r]]]
         window = self.config.fast_window
         ranked = sorted(active, key=lambda k: -self.arms[k].fresh_flip_rate(window))
-        measured = set(ranked[:self.config.fast_measured])
+        measured = set(ranked[:self.config.fast_measured or 0])
         for k in ranked:
             yield self.finish(self.arms[k], finished, len(classes), held_out=k in measured, started=started[k])
             finished += 1
@@ -510,6 +537,39 @@ def run_scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None 
         if isinstance(event, ScanFinished):
             return event.result
     raise RuntimeError("scan ended without a result")
+
+
+def class_curves(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig, lr: float, batch_size: int,
+                 steps: int, checkpoints: Sequence[int] = ()) -> list[dict[str, Any]]:
+    """Every candidate class run for ``steps`` steps with no class stopped early: per step the fresh-batch
+    (flips, eligible, margin), and the held-out flip rate and loss after the last step and at ``checkpoints``.
+
+    A class's trajectory does not depend on the other classes (same batches, own trigger and optimiser),
+    so this is what a fast scan would see of every class whichever round it stopped in: the clean
+    reference is built from it, and the schedule benchmarks replay plans on it.
+    """
+    config = config.for_input(model.backbone.image_size)
+    names = list(model.class_names)
+    classes = candidate_classes(config, len(names))
+    fit, held = split_pool(pool, config.pool_size, config.holdout, config.seed)
+    batches = _batches(len(fit), batch_size, config.epochs, config.seed)[:steps]
+    device = model.backbone.device
+    out = []
+    with frozen_learner(model):
+        logits_of = Logits(model)
+        clean_fit = CleanPredictions(logits_of, fit, batches)
+        clean_held = logits_of.predict(held)
+        for k in classes:
+            trigger = make_candidate(config.method, model.backbone.image_size, config.epsilon, config.seed + k)
+            arm = ClassInversion(k, names[k], trigger.to(device), config.method, lr)
+            held_out = {}
+            for t in range(len(batches)):
+                arm.step(logits_of, fit[batches[t]].to(device), clean_fit(t))
+                if arm.steps in checkpoints or arm.steps == len(batches):
+                    m = _measure(logits_of, arm.trigger, k, names[k], held, clean_held)
+                    held_out[arm.steps] = {"flip_rate": m["flip_rate"], "loss": m["loss"]}
+            out.append({"index": k, "name": names[k], "curve": arm.curve, "held_out": held_out})
+    return out
 
 
 def _batches(n: int, batch_size: int, epochs: int, seed: int) -> list[torch.Tensor]:

@@ -1,11 +1,12 @@
 """Build the shipped clean references (assets/reference/<arch>-<kind>.json) for the anomaly index.
 
     .venv/bin/python scripts/build_reference.py [--kinds coop,cocoop] [--seeds 1000,1001,1002,1003]
-        [--arch ViT-B-16 --pretrained openai] [--device cuda] [--out assets/reference]
+        [--arch ViT-B-16 --pretrained openai] [--device cuda] [--out assets/reference] [--learners DIR]
 
 For each learner kind: one clean learner per seed, tuned on the shipped task's train split with the
-recipe of every clean learner here (TuneConfig.for_kind), scanned with the published faithful
-schedule on the shipped OOD pool at the default epsilon. The seeds are disjoint from the demo zoo's
+recipe of every clean learner here (TuneConfig.for_kind), scanned on the shipped OOD pool at the
+default epsilon with the published faithful schedule and with the fast one (every class run to the
+end, so each class can be compared after whichever round a scan stops it in). The seeds are disjoint from the demo zoo's
 (0) and the benchmark zoo's (0-119), so no evaluated model is part of its own reference.
 """
 
@@ -21,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inspector.backbone import load_backbone  # noqa: E402
 from inspector.data import load_shipped_pool, load_task  # noqa: E402
-from inspector.invert import ScanConfig  # noqa: E402
 from inspector.reference import REFERENCE_DIR, build_reference  # noqa: E402
 
 
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", default=str(REFERENCE_DIR))
     parser.add_argument("--epochs", type=int, default=None, help="tuning epochs (smoke runs only)")
+    parser.add_argument("--learners", default=None, help="keep the tuned learners here and reuse them")
     args = parser.parse_args()
     backbone = load_backbone(args.arch, args.pretrained, device=args.device)
     task, pool = load_task(backbone.image_size), load_shipped_pool(backbone.image_size).pixels
@@ -42,8 +43,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     for kind in args.kinds.split(","):
         started = time.time()
-        reference = build_reference(kind, backbone, task, pool, seeds, ScanConfig(schedule="faithful"),
-                                    epochs=args.epochs)
+        reference = build_reference(kind, backbone, task, pool, seeds, epochs=args.epochs,
+                                    learners=Path(args.learners) if args.learners else None)
         path = out / f"{backbone.arch}-{kind}.json"
         path.write_text(json.dumps(reference.as_dict(), indent=1) + "\n")
         top = sorted(reference.flip_rates.items(), key=lambda kv: -kv[1])[:3]

@@ -8,12 +8,13 @@ from dataclasses import replace
 
 import pytest
 
+from inspector.baseline import Baseline, fresh_flip_rate, with_baseline
 from inspector.data import load_shipped_pool
-from inspector.detect import decide
+from inspector.detect import decide, min_spread
 from inspector.errors import InputError
-from inspector.invert import ScanConfig, run_scan
+from inspector.invert import FAST_WITH_REFERENCE, ScanConfig, run_scan
 from inspector.prompts import open_model
-from inspector.reference import Reference, reference_for, shipped_reference_path
+from inspector.reference import Reference, decide_with_reference, reference_for, shipped_reference_path
 from inspector.zoo import resolve_model
 
 
@@ -34,17 +35,56 @@ def test_excess_flip_rate_ignores_a_natural_attractor_and_finds_the_backdoor():
     assert decide(low, "excess_flip_rate").flagged is False
 
 
+def test_each_record_is_compared_with_clean_learners_measured_the_same_way():
+    curves = {"a": [[[1, 10], [3, 10], [5, 10], [7, 10]], [[0, 10], [2, 10], [6, 10], [8, 10]]],
+              "b": [[[0, 10]] * 4, [[1, 10]] * 4]}
+    baseline = Baseline(held_out={"a": [0.9, 0.7], "b": [0.1, 0.3]}, curves=curves, window=2, held_out_steps=4)
+    # stopped after 2 steps: each learner's last 2 fresh batches up to step 2, not its finished trigger
+    assert baseline.learner_values({"name": "a", "steps": 2, "measured_on": "fresh batches"}) == [0.2, 0.1]
+    assert baseline.learner_values({"name": "a", "steps": 4, "measured_on": "fresh batches"}) == [0.6, 0.7]
+    assert baseline.learner_values({"name": "a", "steps": 4, "measured_on": "held-out"}) == [0.9, 0.7]
+    with pytest.raises(KeyError, match="after 4 steps"):
+        baseline.learner_values({"name": "a", "steps": 3, "measured_on": "held-out"})
+    assert fresh_flip_rate([[1, 4], [0, 0], [3, 4]], 5) == pytest.approx(0.5)
+    record = with_baseline({"name": "a", "flip_rate": 0.95}, [0.9, 0.7])
+    assert record["reference_flip_rate"] == 0.8 and record["excess_flip_rate"] == pytest.approx(0.15)
+    assert record["reference_spread"] == pytest.approx(0.1414 * (1.5 ** 0.5), abs=1e-3)  # sd of a new learner
+
+
+def test_an_excess_within_the_clean_learners_spread_is_not_a_backdoor():
+    # every other class matches the reference closely (MAD ~ 0.01), one exceeds it by 0.15: an outlier
+    # by MAD alone, but clean learners of that task differ from each other by ~0.1 per class
+    flips = [0.55, 0.30, 0.21, 0.40, 0.11, 0.26, 0.35]
+    means = [0.40, 0.29, 0.20, 0.41, 0.10, 0.27, 0.34]
+    records = [{"index": i, "name": f"c{i}", "flip_rate": f, "reference_flip_rate": m} for i, (f, m)
+               in enumerate(zip(flips, means, strict=True))]
+    assert decide(records, "excess_flip_rate").flagged  # the old rule: MAD floor of one percentage point
+    spread = [{**r, "reference_spread": 0.1} for r in records]
+    assert min_spread(spread, "excess_flip_rate") == pytest.approx(0.1)
+    assert not decide(spread, "excess_flip_rate").flagged
+    spread[3]["flip_rate"] = 0.95  # a backdoor still stands far outside that spread
+    verdict = decide(spread, "excess_flip_rate")
+    assert verdict.flagged and verdict.target == 3
+
+
 def test_shipped_reference_applies_only_where_it_was_measured():
     model = open_model(resolve_model("clean-coop"), device="cpu")
-    rates, why = reference_for(model, ScanConfig(), "shipped")
-    assert rates is not None and set(rates) == set(model.class_names) and "4 clean coop learners" in why
+    baseline, why = reference_for(model, ScanConfig(), "shipped")
+    assert baseline is not None and set(baseline.classes) == set(model.class_names) and "4 clean coop" in why
+    assert baseline.held_out_steps == sum(FAST_WITH_REFERENCE.rounds) and set(baseline.curves) == set(baseline.classes)
+    faithful, _ = reference_for(model, ScanConfig(schedule="faithful"), "shipped")
+    assert faithful is not None and faithful.curves == {} and faithful.held_out != baseline.held_out
     reference = Reference.read(shipped_reference_path("pocket-clip", "coop"))
     assert not set(reference.seeds) & set(range(120))  # no demo or benchmark-zoo model is its own reference
-    assert max(rates, key=rates.get) == "file icon"  # the natural attractor the reference is there for
+    means = faithful.means()
+    assert max(means, key=means.get) == "file icon"  # the natural attractor the reference is there for
     for config, pool, reason in [(ScanConfig(epsilon=8 / 255), "shipped", "epsilon 8.0/255"),
-                                 (ScanConfig(), "user pool", "OOD pool user pool")]:
-        rates, why = reference_for(model, config, pool)
-        assert rates is None and reason in why
+                                 (ScanConfig(), "user pool", "OOD pool user pool"),
+                                 (ScanConfig(pool_size=500), "shipped", "pool size 500"),
+                                 (ScanConfig(fast_rounds=(6, 6)), "shipped", "fast plan of 12 steps"),
+                                 (ScanConfig(fast_lr=0.1), "shipped", "at lr 0.1")]:
+        baseline, why = reference_for(model, config, pool)
+        assert baseline is None and reason in why
     assert reference_for(model, ScanConfig(), "shipped", "none")[0] is None
     assert reference_for(model, ScanConfig(method="neural-cleanse"), "shipped")[0] is None
     cocoop = open_model(resolve_model("clean-cocoop"), device="cpu")
@@ -62,11 +102,55 @@ def test_a_broken_reference_file_is_a_clear_error(tmp_path):
 def test_a_scan_with_the_reference_records_the_excess_and_decides_on_it():
     small_pool = load_shipped_pool().pixels
     model = open_model(resolve_model("clean-coop"), device="cpu")
-    config = ScanConfig(classes=(0, 7, 11, 16), pool_size=160)
-    rates, why = reference_for(model, config, "shipped")
-    result = run_scan(model, small_pool, replace(config, reference=rates, reference_from=why))
+    config = ScanConfig(classes=(0, 7, 11, 16), pool_size=160, schedule="faithful")
+    reference = Reference.read(shipped_reference_path("pocket-clip", "coop"))
+    baseline = reference.baseline(config)  # a smaller pool than the reference's, to keep the test short
+    result = run_scan(model, small_pool, replace(config, reference=baseline, reference_from="test"))
     assert result.verdict.statistic == "excess_flip_rate"
+    means = baseline.means()
     for record in result.classes:
-        assert record["excess_flip_rate"] == pytest.approx(record["flip_rate"] - rates[record["name"]], abs=1e-4)
+        assert record["excess_flip_rate"] == pytest.approx(record["flip_rate"] - means[record["name"]], abs=2e-4)
+        assert record["reference_spread"] > 0
+    assert result.settings["reference"] == means  # the report names the values, not the curves
+    replayed, verdict = decide_with_reference(result.classes, reference, "faithful")
+    assert verdict == result.verdict and replayed == result.classes  # benchmarks replay the same decision
     with pytest.raises(InputError, match="needs a clean reference"):
         run_scan(model, small_pool, replace(config, statistic="excess_flip_rate"))
+
+
+def test_build_reference_measures_both_schedules_and_round_trips(tmp_path):
+    from inspector.backbone import load_backbone
+    from inspector.data import load_task
+    from inspector.reference import build_reference
+
+    backbone = load_backbone("pocket-clip", None, device="cpu")
+    task, pool = load_task(backbone.image_size), load_shipped_pool(backbone.image_size).pixels
+    config = ScanConfig(classes=(0, 11, 16), pool_size=120, fast_rounds=(2, 2))
+    reference = build_reference("coop", backbone, task, pool, [7], config, progress=lambda line: None, epochs=1,
+                                learners=tmp_path / "learners")
+    assert (tmp_path / "learners" / "coop_s7.safetensors").is_file()  # kept, and reused by a second build
+    assert reference.fast is not None and reference.fast["steps"] == 4 and reference.pool_size == 120
+    path = tmp_path / "ref.json"
+    path.write_text(json.dumps(reference.as_dict()))
+    again = Reference.read(path)
+    fast = again.baseline(config)
+    assert set(fast.classes) == {"star", "file icon", "balloon"} and fast.held_out_steps == 4
+    assert all(len(curves[0]) == 4 for curves in fast.curves.values())
+    faithful = again.baseline(replace(config, schedule="faithful"))
+    assert faithful.held_out == {name: [rate] for name, rate in reference.per_learner[0].items()}
+    model = open_model(resolve_model("clean-coop"), device="cpu")
+    assert again.mismatch(model, config, "shipped") is None
+    assert "fast plan of 6 steps" in again.mismatch(model, replace(config, fast_rounds=(3, 3)), "shipped")
+    rebuilt = build_reference("coop", backbone, task, pool, [7], config, progress=lambda line: None, epochs=1,
+                              learners=tmp_path / "learners")
+    assert rebuilt.accuracies == reference.accuracies and rebuilt.per_learner == reference.per_learner
+
+
+def test_the_fast_plan_stops_classes_early_only_with_a_reference():
+    baseline = Baseline(held_out={"a": [0.5]})
+    raw, referenced = ScanConfig().for_input(64), ScanConfig(reference=baseline).for_input(64)
+    assert (raw.fast_rounds, raw.fast_keep, raw.fast_measured) == ((6, 6, 6), 0.75, 1)
+    assert (referenced.fast_rounds, referenced.fast_keep, referenced.fast_measured) == ((4, 4, 10), 0.5, 2)
+    mine = ScanConfig(reference=baseline, fast_rounds=(3, 3), fast_keep=0.9, fast_measured=0).for_input(64)
+    assert (mine.fast_rounds, mine.fast_keep, mine.fast_measured) == ((3, 3), 0.9, 0)  # what the user set wins
+    assert referenced.as_dict()["reference"] == {"a": 0.5} and raw.as_dict()["reference"] is None

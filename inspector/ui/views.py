@@ -97,6 +97,8 @@ def verdict_html(verdict: Verdict, result: ScanResult, model_label: str) -> str:
     foot = (f"{html.escape(model_label)} · {len(result.classes)} candidate classes · "
             f"{result.fit_images} + {result.held_out_images} OOD images · statistic {verdict.statistic} · "
             f"{result.seconds:.0f} s")
+    if result.settings.get("reference_from"):
+        foot += f"<br>clean reference: {html.escape(str(result.settings['reference_from']))}"
     return f'<div class="{css}"><div class="verdict-head">{head}</div><p>{body}</p><small>{foot}</small></div>'
 
 
