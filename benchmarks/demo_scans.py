@@ -61,8 +61,7 @@ def main() -> None:
     lines = [f"# Demo zoo scanned by the CLI ({args.method})", "",
              f"`python benchmarks/demo_scans.py --method {args.method}`: `python -m inspector scan NAME` with the "
              f"default settings (ε = {rows[0]['epsilon_255']}/255 on the 64-px pocket CLIP, 1,000 OOD images of "
-             f"which 200 held out, {rows[0]['schedule']} schedule), {args.threads} CPU thread(s), other runs sharing "
-             f"the CPU. "
+             f"which 200 held out, {rows[0]['schedule']} schedule), {args.threads} CPU thread(s). "
              f"Reports: [{folder.name}/]({folder.name}/).", "",
              "| model | truth | flagged | predicted target | top anomaly (class) | its flip rate | "
              "true target's flip rate | s | right |", "|---|---|---|---|---|---|---|---|---|"]

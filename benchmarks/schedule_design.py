@@ -118,8 +118,9 @@ def _decide(records: list[dict[str, Any]], baseline: Baseline | None) -> Any:
     return decide([with_baseline(r, baseline.learner_values(r)) for r in records], "excess_flip_rate")
 
 
-PLANS = [(r, keep, w, m) for r, keeps in [((6, 6, 6), (0.5, 0.6, 0.75)), ((4, 6, 8), (0.5, 0.6, 0.75)),
-                                          ((4, 4, 10), (0.5, 0.6)), ((3, 5, 10), (0.5, 0.6)),
+PLANS = [(r, keep, w, m) for r, keeps in [((6, 6, 6), (0.5, 0.6, 0.75)), ((4, 6, 8), (0.4, 0.5, 0.6, 0.75)),
+                                          ((4, 4, 10), (0.4, 0.5, 0.6)), ((3, 5, 10), (0.4, 0.5, 0.6)),
+                                          ((3, 3, 12), (0.4, 0.5)), ((2, 4, 12), (0.5,)), ((2, 6, 10), (0.4,)),
                                           ((6, 12), (0.5, 0.6, 0.75)), ((4, 14), (0.4, 0.5)),
                                           ((4, 4, 4, 6), (0.6, 0.7)), ((3, 3, 4, 8), (0.6, 0.7))]
          for keep in keeps for w in (6, 10) for m in (1, 2)]
