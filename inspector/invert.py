@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import torch
 
-from inspector.baseline import Baseline, with_baseline
+from inspector.baseline import Baseline, fresh_flip_rate, with_baseline
 from inspector.candidates import METHODS, AdditiveInversion, CandidateTrigger, Method, make_candidate, margin_loss
 from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_THRESHOLD, Statistic, Verdict, decide
 from inspector.errors import InputError
@@ -335,9 +335,7 @@ class ClassInversion:
 
     def fresh_flip_rate(self, last: int) -> float:
         """Share of eligible images flipped over the ``last`` steps, each counted before the trigger learnt from it."""
-        window = self.curve[-last:]
-        eligible = sum(e for _, e, _ in window)
-        return sum(f for f, _, _ in window) / eligible if eligible else 0.0
+        return fresh_flip_rate(self.curve, last)
 
     def fresh_margin(self, last: int) -> float:
         """Mean margin loss over the ``last`` steps' batches, before each update (lower: easier to reach)."""
