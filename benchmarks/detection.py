@@ -8,7 +8,7 @@ The zoo is built (or resumed) with ``python -m inspector zoo build`` first:
     .venv/bin/python -m inspector zoo build --out benchmarks/zoo --clean 10 --per-attack 5 --seed 0 \
         --backdoor-kind both
 
-Every scan and repair is cached as JSON under ``<zoo>/scans/`` and ``<zoo>/repairs/``, so an
+Every scan and repair is cached as JSON under ``<zoo>/scans/`` and ``<zoo>/repairs/<recipe>/``, so an
 interrupted run resumes, and the table can be re-made from the cache with ``--table-only``.
 Numbers: detection accuracy at the default threshold, model-level AUROC of the top anomaly index,
 target-class F1 (a hit needs the flag *and* the right target), seconds per scan; repair: ground-truth
@@ -34,7 +34,7 @@ from inspector.data import Task, load_shipped_pool, load_task  # noqa: E402
 from inspector.detect import decide  # noqa: E402
 from inspector.invert import ScanConfig, run_scan, split_pool  # noqa: E402
 from inspector.lab.truth import attack_success_rate, read_ground_truth  # noqa: E402
-from inspector.prompts import open_model  # noqa: E402
+from inspector.prompts import open_model, predict  # noqa: E402
 from inspector.reference import Reference, decide_with_reference, reference_for, shipped_reference_path  # noqa: E402
 from inspector.repair import RepairConfig, run_repair  # noqa: E402
 
@@ -111,29 +111,46 @@ def _row_from_curves(path: Path, curves: Path, truth: Any, cache: Path) -> dict[
     return row
 
 
+def recipe_folder(zoo: Path, config: RepairConfig) -> Path:
+    """Where repairs with ``config`` are cached: named by the recipe's values, so a changed default cannot
+    reuse another recipe's results (benchmarks/repair_recipes.py shares these folders)."""
+    c = config
+    name = (f"e{c.epochs}-lr{c.lr:g}-b{c.batch_size}-v{c.views}-wd{c.weight_decay:g}-s{c.seed}"
+            f"-refresh{c.refresh_every}x{c.refresh_steps}-labels{c.label_weight:g}-anchor{c.anchor:g}"
+            f"{'' if c.triggered else '-no-trigger'}")
+    return zoo / "repairs" / name
+
+
 def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.Tensor, task: Task,
-                 device: str = "cpu") -> dict[str, Any]:
-    """Repair against the inspector's suspect class (flagged or not), and measure the true backdoor."""
+                 device: str = "cpu", config: RepairConfig | None = None) -> dict[str, Any]:
+    """Repair a fresh copy against the scan's suspect class (flagged or not); measure the true backdoor, the
+    clean accuracy and how many clean test predictions the repair changed."""
     if cache.exists():
         return json.loads(cache.read_text())
+    config = config or RepairConfig()
     model = open_model(path, device=device)
     truth = read_ground_truth(path)
     settings = scan_row["settings"]
     target = list(model.class_names).index(scan_row["suspect"])
-    tensors = _saved_trigger(cache.parent.parent / "scans" / _folder(scan_row["method"]) / path.stem, target)
+    tensors = _saved_trigger(path.parent / "scans" / _folder(scan_row["method"]) / path.stem, target)
     trigger = candidate_from_tensors("inspector", tensors, settings["epsilon"])
 
     def asr() -> float:
         return round(attack_success_rate(model, truth.trigger, task.test_pixels, truth.target, task.test_labels), 4)
 
-    before_asr = asr()
+    asr_before, predicted_before = asr(), predict(model, task.test_pixels)
     fit, held = split_pool(pool, settings["pool_size"], settings["holdout"], settings["seed"])
     finished = run_repair(model, trigger, target, task.train_pixels, task.train_labels, task.test_pixels,
-                          task.test_labels, held, RepairConfig(), invert_pixels=fit)
-    row = {"model": path.stem, "attack": truth.attack, "repaired_class": scan_row["suspect"],
-           "true_target": truth.target_name, "asr_before": before_asr, "asr_after": asr(),
+                          task.test_labels, held, config, invert_pixels=fit)
+    unchanged = float((predict(model, task.test_pixels) == predicted_before).float().mean())
+    row = {"model": path.stem, "attack": truth.attack, "kind": model.kind, "settings": config.as_dict(),
+           "repaired_class": scan_row["suspect"], "true_target": truth.target_name,
+           "asr_before": asr_before, "asr_after": asr(),
            "accuracy_before": finished.before.accuracy, "accuracy_after": finished.after.accuracy,
+           "unchanged_predictions": round(unchanged, 4),
            "trigger_asr_before": finished.before.flip_rate, "trigger_asr_after": finished.after.flip_rate,
+           "ood_trigger_asr_before": finished.before.ood_flip_rate,
+           "ood_trigger_asr_after": finished.after.ood_flip_rate,
            "seconds": finished.seconds, "device": _device_name(device)}
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(row, indent=1))
@@ -283,7 +300,7 @@ def main() -> None:
     if not args.no_repair and "inspector + reference" in scans:
         for row in scans["inspector + reference"]:  # against the default scan's suspect
             if row["backdoored"]:
-                cache = zoo / "repairs" / f"{row['model']}.json"
+                cache = recipe_folder(zoo, RepairConfig()) / f"{row['model']}.json"
                 if args.table_only and not cache.exists():
                     continue
                 repairs.append(repair_model(zoo / f"{row['model']}.safetensors", row, cache, pool, task,

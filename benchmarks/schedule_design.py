@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from inspector.baseline import Baseline, with_baseline  # noqa: E402
+from inspector.baseline import Baseline, fresh_flip_rate, with_baseline  # noqa: E402
 from inspector.data import load_shipped_pool  # noqa: E402
 from inspector.detect import decide  # noqa: E402
 from inspector.invert import ScanConfig, class_curves  # noqa: E402
@@ -68,8 +68,7 @@ def collect_curves(path: Path, device: str, lr: float, batch_size: int = 32, ste
 def _fresh(curve: list[list[float]], upto: int, window: int) -> tuple[float, float]:
     """Flip rate and margin over the ``window`` steps before ``upto``, on batches the trigger had not seen."""
     part = curve[max(0, upto - window):upto]
-    eligible = sum(e for _, e, _ in part)
-    return (sum(f for f, _, _ in part) / eligible if eligible else 0.0), sum(m for _, _, m in part) / len(part)
+    return fresh_flip_rate(curve[:upto], window), sum(m for _, _, m in part) / len(part)
 
 
 def replay(run: dict[str, Any], rounds: tuple[int, ...], keep: float, window: int, measured: int,

@@ -27,7 +27,7 @@ Stamp = Callable[[torch.Tensor], torch.Tensor]
 
 @dataclass
 class RepairConfig:
-    """The repair recipe; defaults chosen on the demo zoo (benchmarks/repair_recipes.md)."""
+    """The repair recipe; defaults chosen on the benchmark zoo (benchmarks/repair_recipes.md)."""
 
     epochs: int = 20
     lr: float = 5e-3
@@ -38,6 +38,9 @@ class RepairConfig:
     seed: int = 0
     refresh_every: int = 0  # epochs between re-inversions of the trigger against the model being repaired (0: never)
     refresh_steps: int = 8  # Adam steps of each re-inversion, on OOD images, from the current trigger
+    label_weight: float = 1.0  # cross-entropy of the clean copies against their labels
+    anchor: float = 0.0  # KL of the clean copies' predictions to the delivered model's: keeps what it did right
+    triggered: bool = True  # False: clean-only fine-tuning, the control that shows the trigger does the repair
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,6 +143,7 @@ def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.T
     yield RepairStarted(total, target, config.as_dict())
     before = probe.measure(0, total)
     yield before
+    anchor = anchor_log_probs(model, features["clean"]) if config.anchor else None
     params = [p for p in model.learner.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
@@ -159,9 +163,7 @@ def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.T
             view = torch.randint(0, config.views, (n,), generator=generator)
             for start in range(0, n - batch + 1, batch):
                 idx = order[start:start + batch]
-                feats = torch.cat([features["clean"][view[idx], idx], features["stamped"][view[idx], idx]])
-                logits = model.logits_from_features(feats)
-                loss = F.cross_entropy(logits, torch.cat([labels[idx], labels[idx]]))
+                loss = repair_loss(model, features, labels, anchor, view[idx], idx, config)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -174,6 +176,33 @@ def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.T
     finally:
         model.learner.eval()
     yield RepairFinished(before, last, round(time.time() - started, 2))
+
+
+def anchor_log_probs(model: PromptedCLIP, clean: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """The delivered model's log-probabilities on every clean view, (views, n, classes), before any step."""
+    model.learner.eval()
+    with torch.no_grad():
+        return torch.stack([torch.cat([model.logits_from_features(view[i:i + batch_size]).log_softmax(1)
+                                       for i in range(0, len(view), batch_size)]) for view in clean])
+
+
+def repair_loss(model: PromptedCLIP, features: dict[str, torch.Tensor], labels: torch.Tensor,
+          anchor: torch.Tensor | None, views: torch.Tensor, idx: torch.Tensor, config: RepairConfig) -> torch.Tensor:
+    """True labels on the stamped copies; labels and/or the delivered model's own answers on the clean ones.
+
+    The two cross-entropies are averaged (one mean over the 2B copies, as with ``label_weight`` 1).
+    """
+    clean = features["clean"][views, idx]
+    stamped = features["stamped"][views, idx] if config.triggered else features["clean"][views, idx]
+    logits = model.logits_from_features(torch.cat([clean, stamped]))
+    clean_logits, stamped_logits = logits[:len(idx)], logits[len(idx):]
+    loss = 0.5 * F.cross_entropy(stamped_logits, labels[idx])
+    if config.label_weight:
+        loss = loss + 0.5 * config.label_weight * F.cross_entropy(clean_logits, labels[idx])
+    if anchor is not None:
+        loss = loss + config.anchor * F.kl_div(clean_logits.log_softmax(1), anchor[views, idx],
+                                               log_target=True, reduction="batchmean")
+    return loss
 
 
 def reinvert(model: PromptedCLIP, stamp: Stamp, target: int, pixels: torch.Tensor, steps: int,

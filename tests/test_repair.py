@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from inspector.candidates import candidate_from_tensors
 from inspector.data import load_shipped_pool
@@ -11,7 +12,17 @@ from inspector.invert import ScanConfig, run_scan, split_pool
 from inspector.lab.implant import ImplantConfig, run_implant
 from inspector.lab.truth import attack_success_rate
 from inspector.prompts import load_learner
-from inspector.repair import RepairFinished, RepairMeasured, RepairStarted, RepairStep, reinvert, repair
+from inspector.repair import (
+    RepairConfig,
+    RepairFinished,
+    RepairMeasured,
+    RepairStarted,
+    RepairStep,
+    anchor_log_probs,
+    reinvert,
+    repair,
+    repair_loss,
+)
 from inspector.zoo import resolve_model
 
 TARGET = 19  # clock
@@ -92,3 +103,36 @@ def test_reinversion_moves_the_trigger_inside_its_box_and_leaves_the_model_alone
     assert float(moved.delta.abs().max()) <= settings["epsilon"] + 1e-6
     assert all(torch.equal(v, state[k]) for k, v in model.learner.state_dict().items())
     assert [p.requires_grad for p in model.learner.parameters()] == flags
+
+
+def _features(model, n: int = 6, views: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random unit-norm image features shaped like ``encode_transformed_views``' output."""
+    generator = torch.Generator().manual_seed(seed)
+    dim = model.image_features(torch.zeros(1, 3, 64, 64)).shape[-1]
+    return {key: F.normalize(torch.randn(views, n, dim, generator=generator), dim=-1) for key in ("clean", "stamped")}
+
+
+def test_default_loss_is_the_mean_over_clean_and_stamped_copies(backbone):
+    model = load_learner(resolve_model("clean-coop"), backbone)
+    features, labels = _features(model), torch.tensor([0, 1, 2, 3, 4, 5])
+    views, idx = torch.tensor([0, 1, 1, 0]), torch.tensor([5, 0, 2, 3])
+    loss = repair_loss(model, features, labels, None, views, idx, RepairConfig())
+    both = torch.cat([features["clean"][views, idx], features["stamped"][views, idx]])
+    expected = F.cross_entropy(model.logits_from_features(both), torch.cat([labels[idx], labels[idx]]))
+    assert torch.allclose(loss, expected, atol=1e-6)
+
+
+def test_anchor_is_zero_at_the_delivered_model_and_the_control_ignores_the_trigger(backbone):
+    model = load_learner(resolve_model("clean-coop"), backbone)
+    features, labels = _features(model), torch.tensor([0, 1, 2, 3, 4, 5])
+    views, idx = torch.tensor([0, 1, 1, 0]), torch.tensor([5, 0, 2, 3])
+    anchor = anchor_log_probs(model, features["clean"])
+    anchored = repair_loss(model, features, labels, anchor, views, idx, RepairConfig(label_weight=0.0, anchor=1.0))
+    stamped_only = 0.5 * F.cross_entropy(model.logits_from_features(features["stamped"][views, idx]), labels[idx])
+    assert torch.allclose(anchored, stamped_only, atol=1e-5)  # the KL term starts at 0
+    moved = {"clean": features["clean"], "stamped": features["stamped"].flip(0)}
+    control = RepairConfig(triggered=False)
+    assert torch.equal(repair_loss(model, features, labels, None, views, idx, control),
+                       repair_loss(model, moved, labels, None, views, idx, control))
+    assert not torch.equal(repair_loss(model, features, labels, None, views, idx, RepairConfig()),
+                           repair_loss(model, moved, labels, None, views, idx, RepairConfig()))
