@@ -187,7 +187,8 @@ def anchor_log_probs(model: PromptedCLIP, clean: torch.Tensor, batch_size: int =
 
 
 def repair_loss(model: PromptedCLIP, features: dict[str, torch.Tensor], labels: torch.Tensor,
-          anchor: torch.Tensor | None, views: torch.Tensor, idx: torch.Tensor, config: RepairConfig) -> torch.Tensor:
+                anchor: torch.Tensor | None, views: torch.Tensor, idx: torch.Tensor,
+                config: RepairConfig) -> torch.Tensor:
     """True labels on the stamped copies; labels and/or the delivered model's own answers on the clean ones.
 
     The two cross-entropies are averaged (one mean over the 2B copies, as with ``label_weight`` 1).
