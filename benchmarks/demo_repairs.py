@@ -62,7 +62,7 @@ def main() -> None:
     lines = ["# Demo zoo repaired by the CLI", "",
              f"`python benchmarks/demo_repairs.py --threads {args.threads} --epochs {args.epochs} --lr {args.lr}`: "
              "`python -m inspector repair NAME --report benchmarks/demo_scans/NAME/report.json`, "
-             f"{args.threads} CPU thread(s), sharing the CPU with other runs. asr: the model's own "
+             f"{args.threads} CPU thread(s). asr: the model's own "
              "(ground-truth) trigger on the non-target test images; trigger asr: the reconstructed trigger.", "",
              "| model | repaired against | accuracy | asr | trigger asr | OOD trigger asr | s |",
              "|---|---|---|---|---|---|---|"]

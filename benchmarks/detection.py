@@ -203,12 +203,16 @@ def _mean_seconds(rows: list[dict[str, Any]]) -> float | None:
     return round(sum(timed) / len(timed), 1) if timed else None
 
 
-def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: list[dict[str, Any]]) -> None:
+def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: list[dict[str, Any]],
+                 from_records: bool = False) -> None:
     summary = {method: summarise(rows) for method, rows in scans.items()}
     (HERE / "detection.json").write_text(json.dumps({"summary": summary, "scans": scans, "repairs": repairs},
                                                     indent=1) + "\n")
     lines = ["# Detection benchmark (issue 4)", "",
-             f"`python benchmarks/detection.py --zoo {_shown(zoo)}`; seconds are CPU time on this machine "
+             f"`python benchmarks/detection.py --zoo {_shown(zoo)}`"
+             + ("; this file re-made with `--from-records` (the scans recorded by that run, the repairs with the "
+                "default recipe's values from repair_recipes.json, run on the same zoo)" if from_records else "")
+             + "; seconds are CPU time on this machine "
              "(s / scan averages the CPU rows only; a row run on a GPU names it). Scores: detection accuracy at "
              "the default threshold (2), AUROC of the top anomaly index, target F1 (flag and right target).", "",
              "`inspector + reference` is the engine's default: the fast schedule with the shipped clean reference "
@@ -236,15 +240,34 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
     if repairs:
         mean = {key: sum(r[key] for r in repairs) / len(repairs)
                 for key in ("asr_before", "asr_after", "accuracy_before", "accuracy_after")}
+        changes = [r["accuracy_after"] - r["accuracy_before"] for r in repairs]
         lines += ["", "## Repair (backdoored models, against the inspector's suspect class)", "",
-                  f"Mean ground-truth ASR {mean['asr_before']:.1%} -> {mean['asr_after']:.1%}; mean clean accuracy "
-                  f"{mean['accuracy_before']:.1%} -> {mean['accuracy_after']:.1%}.", "",
-                  "| model | repaired class | true target | asr before | asr after | accuracy before | after |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in repairs:
+                  f"Recipe: {_recipe(repairs[0]['settings'])}. Mean ground-truth ASR {mean['asr_before']:.1%} -> "
+                  f"{mean['asr_after']:.1%}; mean clean accuracy {mean['accuracy_before']:.1%} -> "
+                  f"{mean['accuracy_after']:.1%} (per model {min(changes) * 100:+.1f} to {max(changes) * 100:+.1f} "
+                  f"points; {sum(c < -0.01 for c in changes)} of {len(changes)} lose more than 1 point).", "",
+                  "| model | repaired class | true target | asr before | asr after | accuracy before | after "
+                  "| change |", "|---|---|---|---|---|---|---|---|"]
+        for r, change in zip(repairs, changes, strict=True):
             lines.append(f"| {r['model']} | {r['repaired_class']} | {r['true_target']} | {r['asr_before']:.1%} | "
-                         f"{r['asr_after']:.1%} | {r['accuracy_before']:.1%} | {r['accuracy_after']:.1%} |")
+                         f"{r['asr_after']:.1%} | {r['accuracy_before']:.1%} | {r['accuracy_after']:.1%} | "
+                         f"{change * 100:+.1f} |")
     (HERE / "detection.md").write_text("\n".join(lines) + "\n")
+
+
+def recorded_results(config: RepairConfig) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
+    """The scans of the last full run (detection.json) and the repairs with ``config``'s values among every
+    recipe run on the same zoo (repair_recipes.json): both are rows written by real runs, read back as they are."""
+    scans = json.loads((HERE / "detection.json").read_text())["scans"]
+    recipes = json.loads((HERE / "repair_recipes.json").read_text())
+    order = [row["model"] for row in scans["inspector + reference"] if row["backdoored"]]
+    repairs = {row["model"]: {k: v for k, v in row.items() if k != "recipe"} for row in recipes
+               if row["settings"] == config.as_dict()}
+    missing = [model for model in order if model not in repairs]
+    if missing:
+        raise SystemExit(f"repair_recipes.json has no repair of {', '.join(missing)} with {config.as_dict()}; "
+                         "run benchmarks/repair_recipes.py with that recipe on the zoo first")
+    return scans, [repairs[model] for model in order]
 
 
 def _seconds(row: dict[str, Any]) -> str:
@@ -252,6 +275,13 @@ def _seconds(row: dict[str, Any]) -> str:
         return "-"
     device = row.get("device", "cpu")
     return f"{row['seconds']:.0f}" + ("" if device.startswith("cpu") else f" ({device.replace('NVIDIA ', '')})")
+
+
+def _recipe(settings: dict[str, Any]) -> str:
+    """The repair recipe in words, from the settings a repair row recorded."""
+    kept = {key: value for key, value in settings.items() if key != "eval_every"}
+    return ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
+                     for key, value in kept.items())
 
 
 def _shown(path: Path) -> str:
@@ -271,9 +301,15 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (rows record which; seconds are CPU-only)")
     parser.add_argument("--no-repair", action="store_true")
     parser.add_argument("--table-only", action="store_true", help="only re-make the tables from the cache")
+    parser.add_argument("--from-records", action="store_true",
+                        help="re-make the tables without the zoo: the scans recorded in detection.json and the "
+                             "repairs with the default recipe's values recorded in repair_recipes.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     zoo = Path(args.zoo)
+    if args.from_records:
+        write_tables(zoo, *recorded_results(RepairConfig()), from_records=True)
+        return
     manifest = json.loads((zoo / "manifest.json").read_text())
     paths = [zoo / m["file"] for m in manifest["models"]]
     paths.sort(key=lambda p: "cocoop" in p.stem)  # CoOp models first: their scans are the short ones

@@ -489,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--report", required=True, help="report.json written by scan for this model")
     rp.add_argument("--out", required=True, help="file for the repaired learner")
     rp.add_argument("--target", default=None, help="class whose trigger to repair against (default: the flagged one)")
-    rp.add_argument("--epochs", type=int, default=None, help="default: the engine's recipe (RepairConfig), 20")
+    rp.add_argument("--epochs", type=int, default=None, help="default: the engine's recipe (RepairConfig), 40")
     rp.add_argument("--lr", type=float, default=None, help="default: the engine's recipe (RepairConfig), 5e-3")
     rp.add_argument("--seed", type=int, default=0)
     rp.add_argument("--weights", help="CLIP weights when the learner was tuned on a local file")

@@ -29,7 +29,7 @@ Stamp = Callable[[torch.Tensor], torch.Tensor]
 class RepairConfig:
     """The repair recipe; defaults chosen on the benchmark zoo (benchmarks/repair_recipes.md)."""
 
-    epochs: int = 20
+    epochs: int = 40  # 20 reached ASR 9.4% but cost a model up to 3.4 accuracy points; 40: 7.3%, at most 0.6
     lr: float = 5e-3
     batch_size: int = 32  # clean images per step; each comes with its triggered copy
     views: int = 8

@@ -113,6 +113,9 @@ def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(pa
     page.locator("#clean-examples img").first.wait_for(timeout=30_000)
     shot(page, "1-verdict")
 
+    epochs = page.locator("#repair-epochs input[type=number]")
+    epochs.fill("10")  # a quarter of the default recipe keeps the suite short; the slider reaches the engine
+    epochs.press("Enter")
     page.locator("#repair-button").click()
     table = page.locator("#repair-table")
     table.filter(has_text="after").wait_for(timeout=600_000)
@@ -123,6 +126,7 @@ def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(pa
     before, after = float(row.group(1)), float(row.group(2))
     assert after < before / 2, (before, after)
     assert page.locator("#repaired-file a").count() >= 1  # the repaired model can be downloaded
+    assert "10 epochs" in page.locator("#repair-status").inner_text()  # the slider's value was the one used
 
 
 def test_a_clean_demo_model_is_not_flagged(page):

@@ -47,6 +47,7 @@ def test_scan_streams_the_trigger_before_the_chart_then_a_verdict_and_repair_wri
     repaired = list(handlers.run_repair(ws, "clock", 2, 5e-3))
     table = repaired[-1]["repair_table"]
     assert "before" in table and "after" in table and "ground truth" in table
+    assert "(2 epochs," in repaired[-1]["repair_status"]  # the page's epochs are the ones the engine ran
     path = Path(repaired[-1]["repaired_file"])
     assert path.exists() and path != delivered
     assert _sha256(delivered) == delivered_hash  # the delivered model is never modified

@@ -286,7 +286,8 @@ def run_repair(ws: Workspace, target_name: str | None, epochs: float, lr: float)
             yield {**idle_buttons(ws), "repair_plot": views.repair_figure(losses, measured),
                    "repair_table": views.repair_table(event.before, event.after, revealed, target_name, event.seconds),
                    "repaired_file": str(outcome.path), "load_repaired": gr.update(visible=True),
-                   "repair_status": f"Repaired model written to {outcome.path}", "state": ws}
+                   "repair_status": f"Repaired model ({config.epochs} epochs, {event.after.step} steps, "
+                                    f"lr {config.lr:g}) written to {outcome.path}", "state": ws}
             return
     yield {**idle_buttons(ws), "repair_status": "Repair stopped; nothing was written."}
 
