@@ -240,19 +240,24 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
     if repairs:
         mean = {key: sum(r[key] for r in repairs) / len(repairs)
                 for key in ("asr_before", "asr_after", "accuracy_before", "accuracy_after")}
-        changes = [r["accuracy_after"] - r["accuracy_before"] for r in repairs]
+        changes = accuracy_changes(repairs)
         lines += ["", "## Repair (backdoored models, against the inspector's suspect class)", "",
                   f"Recipe: {_recipe(repairs[0]['settings'])}. Mean ground-truth ASR {mean['asr_before']:.1%} -> "
                   f"{mean['asr_after']:.1%}; mean clean accuracy {mean['accuracy_before']:.1%} -> "
-                  f"{mean['accuracy_after']:.1%} (per model {min(changes) * 100:+.1f} to {max(changes) * 100:+.1f} "
-                  f"points; {sum(c < -0.01 for c in changes)} of {len(changes)} lose more than 1 point).", "",
+                  f"{mean['accuracy_after']:.1%} (per model {min(changes):+.1f} to {max(changes):+.1f} "
+                  f"points; {sum(c < -1.0 - 1e-9 for c in changes)} of {len(changes)} lose more than 1 point).", "",
                   "| model | repaired class | true target | asr before | asr after | accuracy before | after "
                   "| change |", "|---|---|---|---|---|---|---|---|"]
         for r, change in zip(repairs, changes, strict=True):
             lines.append(f"| {r['model']} | {r['repaired_class']} | {r['true_target']} | {r['asr_before']:.1%} | "
                          f"{r['asr_after']:.1%} | {r['accuracy_before']:.1%} | {r['accuracy_after']:.1%} | "
-                         f"{change * 100:+.1f} |")
+                         f"{change:+.1f} |")
     (HERE / "detection.md").write_text("\n".join(lines) + "\n")
+
+
+def accuracy_changes(repairs: list[dict[str, Any]]) -> list[float]:
+    """Each repair's clean-accuracy change in points (issue 4's bar is stated in points)."""
+    return [100 * (r["accuracy_after"] - r["accuracy_before"]) for r in repairs]
 
 
 def recorded_results(config: RepairConfig) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:

@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.detection import recipe_folder, repair_model  # noqa: E402
+from benchmarks.detection import accuracy_changes, recipe_folder, repair_model  # noqa: E402
 from inspector.data import load_shipped_pool, load_task  # noqa: E402
 from inspector.repair import RepairConfig  # noqa: E402
 
@@ -88,7 +88,7 @@ def write(rows: list[dict[str, Any]]) -> None:
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for recipe in dict.fromkeys(r["recipe"] for r in rows):
         part = [r for r in rows if r["recipe"] == recipe]
-        change = [100 * (r["accuracy_after"] - r["accuracy_before"]) for r in part]
+        change = accuracy_changes(part)
         outside = sum(abs(c) > 1.0 + 1e-9 for c in change)
         lines.append(f"| {recipe} | {len(part)} | {mean(part, 'asr_before'):.1%} | {mean(part, 'asr_after'):.1%} | "
                      f"{max(r['asr_after'] for r in part):.1%} | {mean(part, 'accuracy_before'):.1%} | "
