@@ -78,7 +78,8 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
         return _row_from_curves(path, curves, truth, cache)
     model = open_model(path, device=device)
     config = ScanConfig(method=method, schedule=schedule, epsilon=epsilon)
-    reference, reference_from = reference_for(model, config, "shipped", "auto" if "reference" in variant else "none")
+    reference, reference_from = reference_for(model, config, load_shipped_pool(),
+                                              "auto" if "reference" in variant else "none")
     result = run_scan(model, pool, replace(config, reference=reference, reference_from=reference_from))
     row = {"model": path.stem, "kind": model.kind, "method": variant, "backdoored": truth is not None,
            "attack": truth.attack if truth else None, "true_target": truth.target_name if truth else None,
@@ -86,7 +87,7 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
            "suspect": result.verdict.suspect_name, "max_anomaly": result.verdict.max_anomaly,
            "suspect_flip_rate": result.verdict.suspect_flip_rate, "seconds": result.seconds,
            "image_passes": result.image_passes, "classes": result.classes,
-           "settings": result.settings, "device": _device_name(device)}
+           "settings": result.settings.as_dict(), "device": _device_name(device)}
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save({f"{name}.{k}": v.cpu() for k, tensors in result.triggers.items() for name, v in tensors.items()},
                cache.with_suffix(".triggers.pt"))  # every class's, so a repair can use any suspect
@@ -217,7 +218,8 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
              "the default threshold (2), AUROC of the top anomaly index, target F1 (flag and right target).", "",
              "`inspector + reference` is the engine's default: the fast schedule with the shipped clean reference "
              "(4 clean learners the defender tuned on the task, seeds 1000-1003, assets/reference/, "
-             "scripts/build_reference.py): the index on each class's flip rate *in excess* of theirs, each measured "
+             "`python -m inspector reference build`): the index on each class's flip rate *in excess* of theirs, "
+             "each measured "
              "as the scan measured that class (same schedule, same number of steps, fresh batches or held-out "
              "images), dividing by no less than the clean learners' own spread; with it, the fast plan stops half "
              "the classes after 4 steps. `inspector` is a scan without a reference (raw flip rate; the fast plan "

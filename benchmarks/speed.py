@@ -49,7 +49,7 @@ def scan_row(path: Path, schedule: str, pool: torch.Tensor) -> dict[str, Any]:
     """One scan as the CLI runs it by default: with the shipped clean reference when it fits."""
     model = open_model(path, device="cpu")
     config = ScanConfig(schedule=schedule)
-    reference, _ = reference_for(model, config, "shipped")
+    reference, _ = reference_for(model, config, load_shipped_pool())
     started = time.perf_counter()
     result = run_scan(model, pool, replace(config, reference=reference))
     seconds = time.perf_counter() - started

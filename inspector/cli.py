@@ -1,6 +1,8 @@
-"""Command line: ``python -m inspector {scan,repair,pool,zoo,eval,tune,implant,import,demo} ...``.
+"""Command line: ``python -m inspector {scan,repair,reference,pool,zoo,eval,tune,implant,import,demo} ...``.
 
-Bad input ends with one clear line on stderr and exit code 2; ``--debug`` shows the traceback.
+Each command opens its inputs, runs one job of ``inspector.pipeline`` and turns its events into a
+progress bar and output lines (or one JSON object with ``--json``). Bad input ends with one clear
+line on stderr and exit code 2; ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
@@ -8,16 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from inspector.errors import InputError
 
 if TYPE_CHECKING:
-
-    from inspector.data import ImagePool, Task
+    from inspector.data import Task
     from inspector.prompts import PromptedCLIP
 
 
@@ -25,65 +24,96 @@ def _print_json(payload: object) -> None:
     print(json.dumps(payload, indent=2))
 
 
-def cmd_scan(args: argparse.Namespace) -> None:
+def _note(args: argparse.Namespace, line: str) -> None:
+    """A side note on stderr (skipped files, the reference used); JSON runs keep stdout for the JSON."""
+    print(line, file=sys.stderr)
+
+
+def _per_255(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if not 0 < value <= 255:
+        raise InputError(f"--epsilon {value:g} is outside (0, 255]", hint="give the bound in /255 units, e.g. 4")
+    return value / 255
+
+
+def _bar(args: argparse.Namespace, desc: str, unit: str = "step") -> Any:
     from tqdm.auto import tqdm
 
-    from inspector.backbone import file_sha256
-    from inspector.examples import before_after
-    from inspector.invert import (
-        ClassFinished,
-        ScanConfig,
-        ScanFinished,
-        ScanStarted,
-        TriggerSnapshot,
-        parse_classes,
-        scan,
-    )
-    from inspector.pools import iter_skipped_lines
-    from inspector.prompts import open_model
-    from inspector.reference import reference_for
-    from inspector.report import REPORT, write_report
-    from inspector.runs import check_output_folder, fresh_run_name, staged_folder
-    from inspector.zoo import resolve_model
+    # delay: a job refused at its start prints its one-line error without a bar first
+    return tqdm(desc=desc, disable=args.json, leave=False, unit=unit, delay=1)
 
-    path = resolve_model(args.model)
-    out = Path(args.out) if args.out else fresh_run_name(Path("runs"), path.stem)
+
+def _advance(bar: Any, done: int, total: int, text: str) -> None:
+    bar.total, bar.n = total, done
+    bar.set_postfix_str(text)
+    bar.refresh()
+
+
+def _task(args: argparse.Namespace, size: int, need_test: bool = True) -> Task:
+    """``--task`` (default: the shipped pocket task) at ``size`` px, its skipped files noted."""
+    from inspector.pools import iter_skipped_lines
+    from inspector.tasks import load_labelled
+
+    task = load_labelled(args.task, size, shots=args.shots, seed=getattr(args, "seed", 0), need_test=need_test)
+    for line in iter_skipped_lines(task.skipped, what=f"task {task.source}"):
+        _note(args, line)
+    return task
+
+
+def _pool(args: argparse.Namespace, source: str | None, size: int, pool_size: int | None) -> Any:
+    from inspector.pipeline import open_pool
+    from inspector.pools import iter_skipped_lines
+
+    pool = open_pool(source, size, pool_size)
+    for line in iter_skipped_lines(pool.skipped):
+        _note(args, line)
+    if pool.unread:
+        _note(args, f"{pool.unread} image file(s) beyond the first {len(pool.names)} were not read (--pool-size)")
+    return pool
+
+
+def _class_index(class_names: tuple[str, ...] | list[str], name: str) -> int:
+    from inspector.invert import class_index
+
+    return class_index(class_names, name, role="target class")
+
+
+# --- scan and repair -------------------------------------------------------------------------------------
+def cmd_scan(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from inspector.invert import ClassFinished, ScanConfig, ScanStarted, TriggerSnapshot, parse_classes
+    from inspector.pipeline import ReferenceChosen, ReportWritten, open_delivered, scan_job
+    from inspector.report import REPORT
+    from inspector.runs import check_output_folder, fresh_run_name
+
+    delivered = open_delivered(args.model, weights=args.weights, device=args.device)
+    out = Path(args.out) if args.out else fresh_run_name(Path("runs"), delivered.path.stem)
     check_output_folder(out, args.overwrite)
-    model = open_model(path, weights=args.weights, device=args.device)
-    pool, pool_info = _ood_pool(args.ood, model.backbone.image_size, args.pool_size)
-    if not args.json:
-        for line in iter_skipped_lines(pool):
-            print(line, file=sys.stderr)
+    model = delivered.model
+    pool = _pool(args, args.ood, model.backbone.image_size, args.pool_size)
     config = ScanConfig(method=args.method, epsilon=_per_255(args.epsilon), classes=parse_classes(args.classes,
                         model.class_names), threshold=args.threshold, pool_size=args.pool_size, seed=args.seed,
-                        statistic=args.statistic, epochs=args.epochs,
-                        **({"schedule": args.schedule} if args.schedule else {}))
-    reference, reference_from = reference_for(model, config, "shipped" if args.ood is None else "user pool",
-                                              args.reference)
-    config = replace(config, reference=reference, reference_from=reference_from)
-    if not args.json:
-        print(f"reference: {reference_from}", file=sys.stderr)
-    result = None
-    # delay: a scan refused at its start (bad settings) prints its one-line error without a bar first
-    with tqdm(desc=f"scanning {args.model}", disable=args.json, leave=False, unit="step", delay=1) as bar:
-        for event in scan(model, pool.pixels, config):
-            if isinstance(event, ScanStarted):
+                        statistic=args.statistic, epochs=args.epochs)
+    if args.schedule:
+        config = replace(config, schedule=args.schedule)
+    written = None
+    with _bar(args, f"scanning {args.model}") as bar:
+        for event in scan_job(delivered, pool, config, out, args.reference, args.overwrite):
+            if isinstance(event, ReferenceChosen):
+                _note(args, f"reference: {event.line}")
+            elif isinstance(event, ScanStarted):
                 bar.total = event.total_steps
             elif isinstance(event, TriggerSnapshot):
-                bar.n = event.scan_step
-                bar.set_postfix_str(f"class {event.class_name!r}, loss {event.loss:.3f}")
-                bar.refresh()
+                _advance(bar, event.scan_step, bar.total, f"class {event.class_name!r}, loss {event.loss:.3f}")
             elif isinstance(event, ClassFinished) and not args.json:
                 bar.write(f"  {event.record['name']:<20} flip rate {event.record['flip_rate']:6.1%}  "
                           f"loss {event.record['loss']:.3f}")
-            elif isinstance(event, ScanFinished):
-                result = event.result
-    model_info = {"name": args.model, "path": str(path), "sha256": file_sha256(path), "kind": model.kind,
-                  "arch": model.backbone.arch, "pretrained": model.backbone.pretrained,
-                  "n_classes": len(model.class_names)}
-    examples = before_after(model, result, pool.pixels)
-    with staged_folder(out, args.overwrite) as staging:  # a stopped or failed run leaves nothing behind
-        report = write_report(result, staging, model_info, pool_info, examples)
+            elif isinstance(event, ReportWritten):
+                written = event
+    assert written is not None
+    report = written.report
     summary = {key: report[key] for key in ("flagged", "target", "max_anomaly", "suspect", "seconds", "method")}
     summary["classes"] = [{key: c[key] for key in ("name", "flip_rate", "anomaly", "loss")} for c in report["classes"]]
     summary["report"] = str(out / REPORT)
@@ -99,129 +129,109 @@ def cmd_scan(args: argparse.Namespace) -> None:
     print(f"report: {out / REPORT} and {out / 'report.html'} ({report['seconds']:.0f} s)")
 
 
-def _per_255(value: float | None) -> float | None:
-    if value is None:
-        return None
-    if not 0 < value <= 255:
-        raise InputError(f"--epsilon {value:g} is outside (0, 255]", hint="give the bound in /255 units, e.g. 4")
-    return value / 255
+def cmd_repair(args: argparse.Namespace) -> None:
+    from inspector.pipeline import (
+        Repaired,
+        check_new_file,
+        open_delivered,
+        pool_of,
+        repair_job,
+        saved_scan_for,
+    )
+    from inspector.repair import RepairConfig, RepairMeasured, RepairStep
+
+    out = Path(args.out)
+    delivered = open_delivered(args.model, weights=args.weights, device=args.device)
+    check_new_file(out, args.overwrite, delivered.path)
+    saved = saved_scan_for(delivered, Path(args.report))
+    names = delivered.model.class_names
+    target = _class_index(names, args.target) if args.target is not None else None
+    size = delivered.model.backbone.image_size
+    task = _task(args, size)
+    pool = pool_of(saved, size, args.ood)
+    given = {"epochs": args.epochs, "lr": args.lr}
+    config = RepairConfig(seed=args.seed, **{key: value for key, value in given.items() if value is not None})
+    done = None
+    with _bar(args, "repairing") as bar:
+        for event in repair_job(delivered, saved.result, task, pool, out, config, target, args.overwrite,
+                                source=str(args.report)):
+            if isinstance(event, RepairStep):
+                bar.total = event.total_steps
+                bar.update(1)
+                bar.set_postfix(loss=f"{event.loss:.3f}")
+            elif isinstance(event, RepairMeasured) and event.step > 0:
+                bar.set_postfix(accuracy=f"{event.accuracy:.1%}", flip=f"{event.flip_rate:.1%}")
+            elif isinstance(event, Repaired):
+                done = event
+    assert done is not None
+    result = done.summary()
+    if args.json:
+        _print_json(result)
+        return
+    b, a = result["before"], result["after"]
+    line = (f"wrote {out}: repaired against {done.target_name!r}, accuracy {b['accuracy']:.1%} -> {a['accuracy']:.1%}, "
+            f"reconstructed-trigger asr {b['trigger_asr']:.1%} -> {a['trigger_asr']:.1%}")
+    if "asr" in b:
+        line += f", ground-truth asr {b['asr']:.1%} -> {a['asr']:.1%}"
+    print(line)
 
 
-def _ood_pool(source: str | None, size: int, limit: int | None = None) -> tuple[ImagePool, dict]:
-    """The OOD pool (the shipped one by default) and what the report says about it."""
-    from inspector.data import load_shipped_pool
-    from inspector.pools import pool_summary, read_pool
+# --- the clean reference ---------------------------------------------------------------------------------
+def cmd_reference_build(args: argparse.Namespace) -> None:
+    from inspector.backbone import load_backbone
+    from inspector.invert import ScanConfig
+    from inspector.pipeline import ReferenceWritten, reference_job
+    from inspector.reference import LearnerMeasured, ReferenceProgress
 
-    if source is None:
-        pool = load_shipped_pool(size)
-        return pool, {"source": "shipped", "images": len(pool.names), "skipped": []}
-    pool = read_pool(Path(source), size, limit)
-    return pool, pool_summary(pool, str(source))
+    backbone = load_backbone(args.arch, args.pretrained, device=args.device)
+    task = _task(args, backbone.image_size, need_test=False)
+    pool = _pool(args, args.ood, backbone.image_size, args.pool_size)
+    config = ScanConfig(epsilon=_per_255(args.epsilon), pool_size=args.pool_size, seed=args.seed)
+    written = None
+    measured = []
+    with _bar(args, f"reference for {task.source}", unit="unit") as bar:
+        for event in reference_job(task, pool, args.kind, backbone, Path(args.out), args.learners, args.first_seed,
+                                   config, args.epochs, args.overwrite,
+                                   keep=Path(args.keep) if args.keep else None):
+            if isinstance(event, ReferenceProgress):
+                _advance(bar, event.done_units, event.total_units, f"learner {event.learner}/{event.learners}: "
+                                                                   f"{event.stage}")
+            elif isinstance(event, LearnerMeasured):
+                measured.append(event)
+                if not args.json:
+                    bar.write("  " + event.line())
+            elif isinstance(event, ReferenceWritten):
+                written = event
+    assert written is not None
+    reference = written.reference
+    top = sorted(reference.flip_rates.items(), key=lambda kv: -kv[1])[:3]
+    if args.json:
+        _print_json({"out": str(written.path), "kind": reference.kind, "learners": len(reference.seeds),
+                     "seeds": reference.seeds, "accuracies": reference.accuracies, "task": reference.task,
+                     "pool": {"source": reference.pool_source, "fingerprint": reference.pool},
+                     "epsilon": reference.epsilon, "pool_size": reference.pool_size,
+                     "highest_mean_flip_rates": dict(top), "seconds": written.seconds})
+        return
+    print(f"wrote {written.path} ({len(reference.seeds)} clean {reference.kind} learners, {written.seconds:.0f} s); "
+          "highest mean flip rates: " + ", ".join(f"{n} {r:.1%}" for n, r in top))
+    print(f"use it: python -m inspector scan MODEL --ood {args.ood or 'shipped'} --reference {written.path}"
+          .replace("--ood shipped ", ""))
 
 
+# --- the pool --------------------------------------------------------------------------------------------
 def cmd_pool(args: argparse.Namespace) -> None:
     """Read a pool the way a scan would and say what is usable and what is not."""
     from inspector.pools import iter_skipped_lines, pool_summary, read_pool
 
     pool = read_pool(Path(args.pool), args.size, args.limit)
     if args.json:
-        _print_json(pool_summary(pool, args.pool))
+        _print_json(pool_summary(pool))
         return
     print(f"{args.pool}: {len(pool.names)} usable images")
-    for line in iter_skipped_lines(pool, shown=args.show):
+    for line in iter_skipped_lines(pool.skipped, shown=args.show):
         print(line)
-
-
-def cmd_repair(args: argparse.Namespace) -> None:
-    from tqdm.auto import tqdm
-
-    from inspector.backbone import file_sha256
-    from inspector.invert import split_pool
-    from inspector.lab.truth import attack_success_rate, read_ground_truth
-    from inspector.prompts import open_model, save_learner
-    from inspector.repair import RepairConfig, RepairFinished, RepairMeasured, RepairStep, repair
-    from inspector.report import read_report
-    from inspector.zoo import resolve_model
-
-    out = Path(args.out)
-    path = resolve_model(args.model)
-    if out.exists() and out.resolve() == path.resolve():
-        raise InputError(f"--out {out} is the input model", hint="the delivered model is never overwritten; "
-                                                                 "choose another --out")
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out} already exists", hint="choose another --out or pass --overwrite")
-    report, triggers = read_report(Path(args.report))
-    model_sha256 = file_sha256(path)
-    if report["model"].get("sha256") != model_sha256:
-        raise InputError(f"report {args.report} was made for {report['model'].get('path')}, not for {path}",
-                         hint="scan this model first, then repair it with that report")
-    model = open_model(path, weights=args.weights, device=args.device)
-    if args.target is not None:
-        target = _class_index(model.class_names, args.target)
-    elif report["flagged"]:
-        target = int(report["target_index"])
-    else:
-        raise InputError(f"report {args.report} did not flag the model, so there is no trigger to repair against",
-                         hint="pass --target NAME to repair against one class's reconstructed trigger anyway")
-    if target not in triggers:
-        raise InputError(f"report {args.report} has no trigger for class {model.class_names[target]!r}",
-                         hint="scan that class first (--classes)")
-    trigger = triggers[target].to(model.backbone.device)
-    task = _task_for(model, args.model)
-    settings = report["settings"]
-    pool, _ = _ood_pool(None if report["pool"]["source"] == "shipped" else report["pool"]["source"],
-                        model.backbone.image_size, settings["pool_size"])  # the images the scan read
-    _, held = split_pool(pool.pixels, settings["pool_size"], settings["holdout"], settings["seed"])
-    truth = read_ground_truth(path)
-
-    def ground_truth_asr() -> float | None:
-        if truth is None:
-            return None
-        return round(attack_success_rate(model, truth.trigger, task.test_pixels, truth.target, task.test_labels), 4)
-
-    asr_before = ground_truth_asr()
-    given = {"epochs": args.epochs, "lr": args.lr}
-    config = RepairConfig(seed=args.seed, **{key: value for key, value in given.items() if value is not None})
-    bar = tqdm(desc=f"repairing against {model.class_names[target]!r}", disable=args.json, leave=False)
-    finished = None
-    for event in repair(model, trigger, target, task.train_pixels, task.train_labels, task.test_pixels,
-                        task.test_labels, held, config):
-        if isinstance(event, RepairStep):
-            bar.total = event.total_steps
-            bar.update(1)
-            bar.set_postfix(loss=f"{event.loss:.3f}")
-        elif isinstance(event, RepairMeasured) and event.step > 0:
-            bar.set_postfix(accuracy=f"{event.accuracy:.1%}", flip=f"{event.flip_rate:.1%}")
-        elif isinstance(event, RepairFinished):
-            finished = event
-    bar.close()
-    asr_after = ground_truth_asr()
-
-    def side(measured: RepairMeasured, asr: float | None) -> dict:
-        values = {"accuracy": measured.accuracy, "trigger_asr": measured.flip_rate,
-                  "ood_trigger_asr": measured.ood_flip_rate}
-        return {**values, "asr": asr} if asr is not None else values
-
-    result = {"target": model.class_names[target], "before": side(finished.before, asr_before),
-              "after": side(finished.after, asr_after), "seconds": finished.seconds, "out": str(out)}
-    extra = {"repaired": {"from": path.name, "from_sha256": model_sha256, "target": model.class_names[target],
-                          "report": str(args.report), "recipe": config.as_dict(), "before": result["before"],
-                          "after": result["after"]}}
-    if truth is not None:  # keep the lab's record, so `eval` can still measure the original trigger
-        from inspector.lab.truth import save_implanted
-
-        save_implanted(model, out, truth.trigger, truth.target, recipe=truth.record.get("recipe"), extra=extra)
-    else:
-        save_learner(model, out, extra=extra)
-    if args.json:
-        _print_json(result)
-        return
-    b, a = result["before"], result["after"]
-    line = (f"wrote {out}: accuracy {b['accuracy']:.1%} -> {a['accuracy']:.1%}, reconstructed-trigger asr "
-            f"{b['trigger_asr']:.1%} -> {a['trigger_asr']:.1%}")
-    if truth is not None:
-        line += f", ground-truth asr {b['asr']:.1%} -> {a['asr']:.1%}"
-    print(line)
+    if pool.unread:
+        print(f"{pool.unread} image file(s) beyond the first {len(pool.names)} were not read (--limit)")
 
 
 def cmd_zoo_list(args: argparse.Namespace) -> None:
@@ -276,20 +286,17 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from inspector.data import load_shipped_pool
     from inspector.evaluate import accuracy, zero_shot_accuracy
-    from inspector.lab.truth import backdoor_rates, read_ground_truth
-    from inspector.prompts import open_model
-    from inspector.zoo import resolve_model
+    from inspector.lab.truth import backdoor_rates
+    from inspector.pipeline import open_delivered, open_task_for
 
-    path = resolve_model(args.model)
-    model = open_model(path, weights=args.weights, device=args.device)
-    task = _task_for(model, args.model)
+    delivered = open_delivered(args.model, weights=args.weights, device=args.device)
+    model, truth = delivered.model, delivered.truth
+    task = open_task_for(model, _task(args, model.backbone.image_size), args.model)
     result = {"accuracy": round(accuracy(model, task, progress=not args.json), 4),
               "zero_shot_accuracy": round(zero_shot_accuracy(model.backbone, task), 4)}
-    truth = read_ground_truth(path)
     if truth is not None:
-        pool = load_shipped_pool(model.backbone.image_size)
+        pool = _pool(args, args.ood, model.backbone.image_size, None)
         result.update(backdoor_rates(model, truth.trigger, truth.target, task.test_pixels, task.test_labels,
                                      pool.pixels))
     if args.json:
@@ -303,85 +310,71 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(line)
 
 
-def _task_for(model: PromptedCLIP, name: str) -> Task:
-    from inspector.data import task_for
-
-    return task_for(model.class_names, model.backbone.image_size, name)
-
-
 def cmd_tune(args: argparse.Namespace) -> None:
     from inspector.backbone import load_backbone
-    from inspector.data import load_task, resize_pixels
-    from inspector.evaluate import accuracy
-    from inspector.prompts import TuneConfig, build_learner, save_learner, tune
+    from inspector.pipeline import Tuned, check_new_file, tune_job
+    from inspector.prompts import TuneConfig, TuneStep
 
-    out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out} already exists", hint="choose another --out or pass --overwrite")
+    check_new_file(Path(args.out), args.overwrite)
     backbone = load_backbone(args.arch, args.pretrained, device=args.device)
-    task = load_task()
-    model = build_learner(args.kind, backbone, task.class_names, n_ctx=args.n_ctx,
-                          ctx_init=args.ctx_init or None, seed=args.seed)
+    task = _task(args, backbone.image_size, need_test=False)
     config = TuneConfig.for_kind(args.kind, epochs=args.epochs, lr=args.lr, optimizer=args.optimizer,
                                  seed=args.seed)
-    started = time.time()
-    stats = tune(model, resize_pixels(task.train_pixels, backbone.image_size), task.train_labels,
-                 config, progress=not args.json)
-    stats["seconds"] = round(time.time() - started, 1)
-    stats["test_accuracy"] = round(accuracy(model, task), 4)
-    save_learner(model, out, extra={"training": {**stats, "lr": config.lr, "optimizer": config.optimizer,
-                                                 "seed": config.seed}})
-    _print_json(stats) if args.json else print(f"wrote {out}: test accuracy {stats['test_accuracy']:.1%}")
+    done = None
+    with _bar(args, f"tuning {args.kind} on {task.source}") as bar:
+        for event in tune_job(backbone, task, args.kind, Path(args.out), config, args.n_ctx, args.ctx_init or None,
+                              args.overwrite):
+            if isinstance(event, TuneStep):
+                _advance(bar, event.step, event.total_steps, f"loss {event.loss:.3f}")
+            elif isinstance(event, Tuned):
+                done = event
+    assert done is not None
+    if args.json:
+        _print_json(done.stats)
+    elif "test_accuracy" in done.stats:
+        print(f"wrote {done.path}: test accuracy {done.stats['test_accuracy']:.1%}")
+    else:
+        print(f"wrote {done.path} (the task has no test split, so no accuracy)")
 
 
 def cmd_implant(args: argparse.Namespace) -> None:
-    from tqdm.auto import tqdm
-
-    from inspector.data import load_shipped_pool
-    from inspector.evaluate import accuracy
-    from inspector.lab.implant import ImplantConfig, ImplantFinished, ImplantStep, implant
-    from inspector.lab.truth import backdoor_rates, save_implanted
+    from inspector.lab.implant import ImplantConfig, ImplantStep
+    from inspector.pipeline import Implanted, check_new_file, implant_job
 
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out} already exists", hint="choose another --out or pass --overwrite")
+    check_new_file(out, args.overwrite)
     model, source = _implant_base(args)
-    if source is not None and out.resolve() == source.resolve():
-        raise InputError(f"--out {out} is the input model", hint="the delivered model is never overwritten; "
-                                                                 "choose another --out")
-    task = _task_for(model, args.base)
+    check_new_file(out, args.overwrite, *([source] if source is not None else []))
+    task = _task(args, model.backbone.image_size)
+    pool = _pool(args, args.ood, model.backbone.image_size, None)
     target = _class_index(model.class_names, args.target)
     config = ImplantConfig.for_attack(
         args.attack, target, seed=args.seed, poison_rate=args.poison_rate, alpha=args.alpha,
         epsilon=args.epsilon / 255 if args.epsilon is not None else None, patch_size=args.patch_size,
         epochs=args.epochs, lr=args.lr)
-    bar = tqdm(desc=f"implanting {args.attack} -> {model.class_names[target]}", disable=args.json, leave=False)
-    finished = None
-    for event in implant(model, task.train_pixels, task.train_labels, config):
-        if isinstance(event, ImplantStep):
-            bar.total = event.total_steps
-            bar.update(1)
-            bar.set_postfix(loss=f"{event.loss:.3f}")
-        elif isinstance(event, ImplantFinished):
-            finished = event
-    bar.close()
-    pool = load_shipped_pool(model.backbone.image_size)
-    result = {"attack": args.attack, "target": model.class_names[target], "seconds": finished.seconds,
-              "accuracy": round(accuracy(model, task), 4),
-              **backdoor_rates(model, finished.trigger, target, task.test_pixels, task.test_labels, pool.pixels)}
-    save_implanted(model, out, finished.trigger, target,
-                   recipe={**config.recipe(model.backbone.image_size), "base": str(args.base), "measured": result})
+    done = None
+    with _bar(args, f"implanting {args.attack} -> {model.class_names[target]}") as bar:
+        for event in implant_job(model, task, config, out, str(args.base), pool, args.base,
+                                 inputs=tuple([source] if source is not None else [])):
+            if isinstance(event, ImplantStep):
+                bar.total = event.total_steps
+                bar.update(1)
+                bar.set_postfix(loss=f"{event.loss:.3f}")
+            elif isinstance(event, Implanted):
+                done = event
+    assert done is not None
+    result = {"attack": args.attack, "target": done.target_name, "seconds": done.finished.seconds,
+              **done.measured, "out": str(out)}
     if args.json:
-        _print_json({**result, "out": str(out)})
+        _print_json(result)
     else:
         print(f"wrote {out}: {args.attack} -> {result['target']}, accuracy {result['accuracy']:.1%}, "
-              f"asr {result['asr']:.1%}, ood_asr {result['ood_asr']:.1%} ({finished.seconds:.0f} s)")
+              f"asr {result['asr']:.1%}, ood_asr {result['ood_asr']:.1%} ({done.finished.seconds:.0f} s)")
 
 
 def _implant_base(args: argparse.Namespace) -> tuple[PromptedCLIP, Path | None]:
     """A learner to start from (zoo name or file), or a fresh one of ``--kind`` on a CLIP arch name."""
     from inspector.backbone import known_arch, load_backbone
-    from inspector.data import load_task
     from inspector.prompts import build_learner, open_model
     from inspector.zoo import resolve_model
 
@@ -391,7 +384,8 @@ def _implant_base(args: argparse.Namespace) -> tuple[PromptedCLIP, Path | None]:
         if not known_arch(args.base):
             raise
         backbone = load_backbone(args.base, args.pretrained, device=args.device)
-        return build_learner(args.kind, backbone, load_task().class_names, seed=args.seed), None
+        task = _task(args, backbone.image_size, need_test=False)
+        return build_learner(args.kind, backbone, task.class_names, seed=args.seed), None
     model = open_model(path, weights=args.weights, device=args.device)
     if args.from_scratch:
         model = build_learner(model.kind, model.backbone, model.class_names, n_ctx=model.learner.spec.n_ctx,
@@ -399,24 +393,23 @@ def _implant_base(args: argparse.Namespace) -> tuple[PromptedCLIP, Path | None]:
     return model, path
 
 
-def _class_index(class_names: tuple[str, ...], name: str) -> int:
-    from inspector.invert import class_index
-
-    return class_index(class_names, name, role="target class")
-
-
 def cmd_import(args: argparse.Namespace) -> None:
     from inspector.backbone import load_backbone
+    from inspector.pipeline import check_new_file
     from inspector.prompts import import_dassl, save_learner
+    from inspector.tasks import read_class_names
 
-    classes_arg = Path(args.classes)
-    if classes_arg.is_file():
-        names = [line.strip() for line in classes_arg.read_text().splitlines() if line.strip()]
+    if (args.classes is None) == (args.task is None):
+        raise InputError("give the class names with --classes FILE|A,B,C or take them from --task T",
+                         hint="in the order the provider trained with (T/classes.txt fixes the order)")
+    if args.task is not None:
+        names = read_class_names(args.task)
+    elif Path(args.classes).is_file():
+        names = [line.strip() for line in Path(args.classes).read_text().splitlines() if line.strip()]
     else:
         names = [n.strip() for n in args.classes.split(",") if n.strip()]
     out = Path(args.out)
-    if out.exists():
-        raise InputError(f"{out} already exists", hint="choose another --out")
+    check_new_file(out, args.overwrite, Path(args.checkpoint))
     backbone = load_backbone(args.arch, args.pretrained, device="cpu")
     model = import_dassl(Path(args.checkpoint), backbone, names, kind=args.kind)
     save_learner(model, out, extra={"imported_from": Path(args.checkpoint).name})
@@ -449,16 +442,28 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m inspector",
+    common = argparse.ArgumentParser(add_help=False)  # accepted before or after the command
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+    common.add_argument("--device", default=argparse.SUPPRESS, help="cpu or cuda (default: cuda when available)")
+    task_options = argparse.ArgumentParser(add_help=False)
+    task_options.add_argument("--task", default=None, help="labelled folder or .zip: T/train/<class>/…, "
+                              "T/test/<class>/…, optional T/classes.txt (default: the shipped pocket task)")
+    task_options.add_argument("--shots", type=int, default=None,
+                              help="training images per class, a seeded sample (default: all of them)")
+
+    parser = argparse.ArgumentParser(prog="python -m inspector", parents=[common],
                                      description="Vet prompt-tuned CLIP models for backdoors.")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sc = sub.add_parser("scan", help="scan a prompt learner for a backdoor (OOD trigger inversion)")
+    def command(name: str, help_text: str, *parents: argparse.ArgumentParser,
+                where: Any = sub) -> argparse.ArgumentParser:
+        return where.add_parser(name, help=help_text, description=help_text, parents=[common, *parents])
+
+    sc = command("scan", "scan a prompt learner for a backdoor (OOD trigger inversion)")
     sc.add_argument("model", help="zoo name or .safetensors learner file")
     sc.add_argument("--ood", default=None, help="folder or .zip of unlabelled OOD images (default: the shipped pool)")
-    sc.add_argument("--method", choices=["inspector", "neural-cleanse"], default="inspector")
+    sc.add_argument("--method", choices=["inspector", "neural-cleanse"], default="inspector",
+                    help="inspector: additive trigger; neural-cleanse: mask + pattern baseline")
     sc.add_argument("--epsilon", type=float, default=None,
                     help="trigger bound in /255 units (default: 4 at 224 px, scaled by 224 / input size; "
                          "14 on the 64 px pocket CLIP)")
@@ -469,41 +474,64 @@ def build_parser() -> argparse.ArgumentParser:
                     help="what feeds the anomaly index (default: excess_flip_rate with a reference, else "
                          "flip_rate; mask_norm for neural-cleanse)")
     sc.add_argument("--reference", default="auto",
-                    help="clean reference flip rates (inspector.reference): auto (the shipped one when it fits "
-                         "the model, pool, epsilon and schedule), none, or a reference .json")
+                    help="clean reference: auto (the shipped one when it fits the model, pool, epsilon and "
+                         "schedule), none (raw flip rates), or a reference .json from `reference build`")
     sc.add_argument("--pool-size", type=int, default=1000, help="OOD images used (20%% held out for flip rates)")
     sc.add_argument("--epochs", type=int, default=1, help="passes over the OOD pool per class")
     sc.add_argument("--schedule", choices=["fast", "faithful"], default=None,
                     help="fast: successive halving over the classes (default); faithful: the published "
                          "schedule, a full epoch for every class")
-    sc.add_argument("--seed", type=int, default=0)
-    sc.add_argument("--weights", help="CLIP weights when the learner was tuned on a local file")
+    sc.add_argument("--seed", type=int, default=0, help="the same seed gives the same report numbers")
+    sc.add_argument("--weights", help="CLIP weights file when the learner was tuned on a local file")
     sc.add_argument("--out", default=None, help="folder for report.json, report.html and the trigger PNGs "
                                                 "(default: a fresh folder under runs/)")
-    sc.add_argument("--overwrite", action="store_true")
-    sc.add_argument("--json", action="store_true")
+    sc.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty --out")
+    sc.add_argument("--json", action="store_true", help="print one JSON summary")
     sc.set_defaults(func=cmd_scan)
 
-    rp = sub.add_parser("repair", help="fine-tune a flagged model so its reconstructed trigger stops working")
+    rp = command("repair", "fine-tune a flagged model so its reconstructed trigger stops working", task_options)
     rp.add_argument("model", help="zoo name or learner file (never modified)")
     rp.add_argument("--report", required=True, help="report.json written by scan for this model")
     rp.add_argument("--out", required=True, help="file for the repaired learner")
     rp.add_argument("--target", default=None, help="class whose trigger to repair against (default: the flagged one)")
+    rp.add_argument("--ood", default=None, help="where the scan's OOD pool is now (default: where the report says)")
     rp.add_argument("--epochs", type=int, default=None, help="default: the engine's recipe (RepairConfig), 40")
     rp.add_argument("--lr", type=float, default=None, help="default: the engine's recipe (RepairConfig), 5e-3")
     rp.add_argument("--seed", type=int, default=0)
-    rp.add_argument("--weights", help="CLIP weights when the learner was tuned on a local file")
-    rp.add_argument("--overwrite", action="store_true")
-    rp.add_argument("--json", action="store_true")
+    rp.add_argument("--weights", help="CLIP weights file when the learner was tuned on a local file")
+    rp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    rp.add_argument("--json", action="store_true", help="print one JSON summary")
     rp.set_defaults(func=cmd_repair)
 
-    zoo = sub.add_parser("zoo", help="the shipped demo models")
+    ref = sub.add_parser("reference", help="clean references for the anomaly index", parents=[common])
+    ref_sub = ref.add_subparsers(dest="reference_command", required=True)
+    rb = command("build", "tune clean learners on a labelled task and scan them: the reference a scan compares "
+                          "each class with (resumable)", task_options, where=ref_sub)
+    rb.add_argument("--ood", default=None, help="the OOD pool the scans will use: folder or .zip "
+                                                "(default: the shipped pool)")
+    rb.add_argument("--kind", choices=["coop", "cocoop"], required=True, help="learner kind of the models to scan")
+    rb.add_argument("--learners", type=int, default=4, help="clean learners to tune and scan")
+    rb.add_argument("--first-seed", type=int, default=1000, help="seeds first-seed, first-seed + 1, …")
+    rb.add_argument("--out", required=True, help="reference .json")
+    rb.add_argument("--keep", default=None, help="folder for the tuned learners and their measurements, so an "
+                                                 "interrupted build resumes (default: <out>.learners/ beside --out)")
+    rb.add_argument("--arch", default="pocket-clip", help="CLIP architecture the models use (e.g. ViT-B-16)")
+    rb.add_argument("--pretrained", default=None, help="open_clip tag or weights file (default: pocket)")
+    rb.add_argument("--epsilon", type=float, default=None, help="as the scans will use it (/255; default as scan)")
+    rb.add_argument("--pool-size", type=int, default=1000, help="as the scans will use it")
+    rb.add_argument("--seed", type=int, default=0, help="scan seed, as the scans will use it")
+    rb.add_argument("--epochs", type=int, default=None, help="tuning epochs (default: the tune recipe's)")
+    rb.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    rb.add_argument("--json", action="store_true", help="print one JSON summary")
+    rb.set_defaults(func=cmd_reference_build)
+
+    zoo = sub.add_parser("zoo", help="the shipped demo models", parents=[common])
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
-    zoo_list = zoo_sub.add_parser("list", help="list the demo zoo")
+    zoo_list = command("list", "list the demo zoo", where=zoo_sub)
     zoo_list.add_argument("--json", action="store_true")
     zoo_list.set_defaults(func=cmd_zoo_list)
-    zoo_build = zoo_sub.add_parser("build", help="build a benchmark zoo of clean and backdoored learners "
-                                                 "(not shipped; resumable)")
+    zoo_build = command("build", "build a benchmark zoo of clean and backdoored learners on the pocket task "
+                                 "(not shipped; resumable)", where=zoo_sub)
     zoo_build.add_argument("--out", required=True, help="folder for the models and manifest.json")
     zoo_build.add_argument("--clean", type=int, default=10, help="clean models (CoOp and CoCoOp alternate)")
     zoo_build.add_argument("--per-attack", type=int, default=5, help="backdoored models per attack")
@@ -516,33 +544,35 @@ def build_parser() -> argparse.ArgumentParser:
     zoo_build.add_argument("--json", action="store_true")
     zoo_build.set_defaults(func=cmd_zoo_build)
 
-    ev = sub.add_parser("eval", help="accuracy of a prompt learner on the shipped task")
+    ev = command("eval", "accuracy of a prompt learner on a labelled task (+ ASR for lab models)", task_options)
     ev.add_argument("model", help="zoo name or .safetensors learner file")
+    ev.add_argument("--ood", default=None, help="OOD pool for ood_asr (default: the shipped pool)")
     ev.add_argument("--weights", help="CLIP weights (tag or file) when the learner was tuned on a local file")
-    ev.add_argument("--json", action="store_true")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=cmd_eval)
 
-    tn = sub.add_parser("tune", help="clean prompt tuning on the shipped task's few-shot split")
+    tn = command("tune", "clean prompt tuning on a labelled task's train split", task_options)
     tn.add_argument("--kind", choices=["coop", "cocoop"], default="coop")
-    tn.add_argument("--out", required=True)
-    tn.add_argument("--arch", default="pocket-clip")
+    tn.add_argument("--out", required=True, help="file for the tuned learner")
+    tn.add_argument("--arch", default="pocket-clip", help="CLIP architecture (e.g. ViT-B-16)")
     tn.add_argument("--pretrained", default=None, help="open_clip tag or weights file (default: pocket)")
-    tn.add_argument("--n-ctx", type=int, default=4)
+    tn.add_argument("--n-ctx", type=int, default=4, help="context vectors")
     tn.add_argument("--ctx-init", default="a photo of a", help="initial context words ('' for random)")
     tn.add_argument("--epochs", type=int, default=None, help="default: 200 for coop, 60 for cocoop")
     tn.add_argument("--lr", type=float, default=None, help="default: 2e-2 for coop, 5e-3 for cocoop")
     tn.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     tn.add_argument("--seed", type=int, default=0)
-    tn.add_argument("--overwrite", action="store_true")
-    tn.add_argument("--json", action="store_true")
+    tn.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    tn.add_argument("--json", action="store_true", help="print one JSON object")
     tn.set_defaults(func=cmd_tune)
 
-    ip = sub.add_parser("implant", help="implant a backdoor into a prompt learner (lab, for demos and benchmarks)")
+    ip = command("implant", "implant a backdoor into a prompt learner (lab, for demos and benchmarks)", task_options)
     ip.add_argument("base", help="zoo name or learner file to start from, or a CLIP arch (e.g. pocket-clip) "
                                  "for a fresh learner of --kind")
     ip.add_argument("--attack", required=True, choices=["badclip", "blended", "wanet", "badnets"])
     ip.add_argument("--target", required=True, help="target class name (or index)")
-    ip.add_argument("--out", required=True)
+    ip.add_argument("--out", required=True, help="file for the backdoored learner")
+    ip.add_argument("--ood", default=None, help="OOD pool for ood_asr (default: the shipped pool)")
     ip.add_argument("--seed", type=int, default=0)
     ip.add_argument("--poison-rate", type=float, default=None, help="Blended/WaNet/BadNets (default 0.1)")
     ip.add_argument("--epsilon", type=float, default=None,
@@ -550,41 +580,45 @@ def build_parser() -> argparse.ArgumentParser:
                          "14 on the 64 px pocket CLIP)")
     ip.add_argument("--alpha", type=float, default=None, help="Blended pattern weight (default 0.2)")
     ip.add_argument("--patch-size", type=int, default=None, help="BadNets patch side in pixels")
-    ip.add_argument("--epochs", type=int, default=None)
-    ip.add_argument("--lr", type=float, default=None)
+    ip.add_argument("--epochs", type=int, default=None, help="default: the attack's recipe")
+    ip.add_argument("--lr", type=float, default=None, help="default: the attack's recipe")
     ip.add_argument("--from-scratch", action="store_true", help="re-initialise the learner instead of "
                                                                "fine-tuning the given one")
     ip.add_argument("--kind", choices=["coop", "cocoop"], default="cocoop", help="for a fresh learner")
     ip.add_argument("--pretrained", default=None, help="for a fresh learner on a CLIP arch")
     ip.add_argument("--weights", help="CLIP weights when the learner was tuned on a local file")
-    ip.add_argument("--overwrite", action="store_true")
-    ip.add_argument("--json", action="store_true")
+    ip.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    ip.add_argument("--json", action="store_true", help="print one JSON object")
     ip.set_defaults(func=cmd_implant)
 
-    im = sub.add_parser("import", help="import a Dassl CoOp/CoCoOp/BadCLIP checkpoint (model.pth.tar-N)")
+    im = command("import", "import a Dassl CoOp/CoCoOp/BadCLIP checkpoint (model.pth.tar-N)")
     im.add_argument("checkpoint")
-    im.add_argument("--classes", required=True, help="class names: a text file (one a line) or comma-separated")
+    im.add_argument("--classes", default=None, help="class names: a text file (one a line) or comma-separated")
+    im.add_argument("--task", default=None, help="take the class names from a labelled folder or zip "
+                                                 "(T/classes.txt, else its train/ folders sorted)")
     im.add_argument("--out", required=True)
     im.add_argument("--arch", default="pocket-clip")
     im.add_argument("--pretrained", default=None)
     im.add_argument("--kind", choices=["coop", "cocoop"], default=None, help="default: from the tensors")
+    im.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     im.set_defaults(func=cmd_import)
 
-    pl = sub.add_parser("pool", help="check an OOD image pool (folder or zip): what a scan can use and what it skips")
+    pl = command("pool", "check an OOD image pool (folder or zip): what a scan can use and what it skips")
     pl.add_argument("pool", help="folder or .zip of images")
-    pl.add_argument("--size", type=int, default=64, help="pixel size to decode at (default 64, the pocket CLIP)")
+    pl.add_argument("--size", type=int, default=64, help="pixel size to decode at (the pocket CLIP's)")
     pl.add_argument("--limit", type=int, default=None, help="stop after this many usable images")
     pl.add_argument("--show", type=int, default=20, help="skipped files to list")
     pl.add_argument("--json", action="store_true")
     pl.set_defaults(func=cmd_pool)
 
-    demo = sub.add_parser("demo", help="tour of the embedded pocket world")
+    demo = command("demo", "tour of the embedded pocket world")
     demo.set_defaults(func=cmd_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.debug, args.device = getattr(args, "debug", False), getattr(args, "device", None)
     try:
         args.func(args)
     except InputError as exc:

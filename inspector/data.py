@@ -6,7 +6,7 @@ trigger can be added before the model's own normalisation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,15 +20,33 @@ TASK_FILE = ASSETS_DIR / "task.npz"
 OOD_FILE = ASSETS_DIR / "ood_pool.npz"
 
 
+SHIPPED = "shipped"  # source and fingerprint of the shipped task and pool
+
+
 @dataclass
 class Task:
-    """A labelled few-shot task: train split for tuning/repair, test split for accuracy."""
+    """A labelled task: a few-shot train split for tuning and repair, a test split for accuracy.
+
+    ``class_names`` give the label order. A task read from a folder without a test split has empty
+    test tensors (``has_test`` False).
+    """
 
     class_names: list[str]
     train_pixels: torch.Tensor
     train_labels: torch.Tensor
     test_pixels: torch.Tensor
     test_labels: torch.Tensor
+    source: str = SHIPPED  # "shipped" (the pocket task), or the folder / zip it was read from
+    fingerprint: str = SHIPPED  # content hash of its images and labels (inspector.pools.fingerprint_of)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason) of every file not used
+
+    @property
+    def has_test(self) -> bool:
+        return len(self.test_labels) > 0
+
+    def describe(self) -> str:
+        split = f", {len(self.test_labels)} test" if self.has_test else ", no test split"
+        return f"{len(self.class_names)} classes, {len(self.train_labels)} train{split} images"
 
 
 @dataclass
@@ -39,6 +57,8 @@ class ImagePool:
     names: list[str]
     skipped: list[tuple[str, str]]  # (file, reason)
     unread: int = 0  # image files past the reading limit, not read
+    source: str = SHIPPED  # "shipped", or how the user named the folder / zip
+    fingerprint: str = SHIPPED  # content hash of the images read, in order: a reference is valid for one pool
 
 
 def resize_pixels(pixels: torch.Tensor, size: int) -> torch.Tensor:
@@ -70,19 +90,9 @@ def load_task(size: int | None = None, path: Path = TASK_FILE) -> Task:
                     test_labels=torch.from_numpy(data["test_labels"].astype(np.int64)))
 
 
-def task_for(class_names: list[str] | tuple[str, ...], image_size: int, model_name: str) -> Task:
-    """The shipped task at the model's input size, refusing a model of other classes."""
-    task = load_task(image_size)
-    if list(class_names) != task.class_names:
-        raise InputError(f"{model_name} classifies {len(class_names)} classes that are not the shipped "
-                         f"task's {len(task.class_names)}",
-                         hint="repair, eval and implant use the shipped pocket task's labelled images")
-    return task
-
-
 def load_shipped_pool(size: int | None = None, path: Path = OOD_FILE) -> ImagePool:
     """The shipped OOD pool (categories disjoint from the task), at ``size`` pixels."""
     with _read_npz(path) as data:
         pixels = uint8_to_pixels(data["images"])
         names = [str(s) for s in data["sources"]]
-    return ImagePool(resize_pixels(pixels, size) if size else pixels, names, [])
+    return ImagePool(resize_pixels(pixels, size) if size else pixels, names, [], 0, SHIPPED, SHIPPED)

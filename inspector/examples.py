@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from inspector.candidates import candidate_from_tensors
-from inspector.invert import ScanResult, split_pool
+from inspector.invert import ScanResult
 from inspector.prompts import PromptedCLIP, predict
 
 
@@ -29,13 +28,6 @@ class Example:
         return self.clean_prediction != self.triggered_prediction
 
 
-def held_out_images(result: ScanResult, pool_pixels: torch.Tensor) -> torch.Tensor:
-    """The scan's held-out OOD images (the ones its flip rates were measured on)."""
-    settings = result.settings
-    _, held = split_pool(pool_pixels, settings["pool_size"], settings["holdout"], settings["seed"])
-    return held
-
-
 @torch.no_grad()
 def before_after(model: PromptedCLIP, result: ScanResult, pool_pixels: torch.Tensor,
                  class_index: int | None = None, count: int = 8) -> list[Example]:
@@ -43,8 +35,8 @@ def before_after(model: PromptedCLIP, result: ScanResult, pool_pixels: torch.Ten
     k = result.verdict.suspect if class_index is None else class_index
     if k not in result.triggers:
         return []
-    trigger = candidate_from_tensors(result.settings["method"], result.triggers[k], result.settings["epsilon"])
-    images = held_out_images(result, pool_pixels)[:count]
+    trigger = result.trigger(k)
+    images = result.held_out(pool_pixels)[:count]
     stamped = trigger.to(model.backbone.device)(images.to(model.backbone.device)).cpu()
     before, after = predict(model, images), predict(model, stamped)
     names = model.class_names

@@ -16,13 +16,21 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 import torch
 
 from inspector.baseline import Baseline, fresh_flip_rate, with_baseline
-from inspector.candidates import METHODS, AdditiveInversion, CandidateTrigger, Method, make_candidate, margin_loss
+from inspector.candidates import (
+    METHODS,
+    AdditiveInversion,
+    CandidateTrigger,
+    Method,
+    candidate_from_tensors,
+    make_candidate,
+    margin_loss,
+)
 from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_THRESHOLD, Statistic, Verdict, decide
 from inspector.errors import InputError
 from inspector.limits import MIN_POOL_IMAGES
@@ -118,6 +126,16 @@ class ScanConfig:
             return self.min_flip_rate
         return DEFAULT_MIN_FLIP_RATE if self.method == "inspector" else 0.0
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScanConfig:
+        """The settings a report recorded (``as_dict``), without the reference's per-learner values."""
+        known = {f.name for f in fields(cls)} - {"reference"}
+        values = {key: value for key, value in data.items() if key in known}
+        for key in ("classes", "fast_rounds"):
+            if values.get(key) is not None:
+                values[key] = tuple(int(v) for v in values[key])
+        return cls(**values)
+
     def as_dict(self) -> dict[str, Any]:
         out = asdict(replace(self, reference=None))
         out["reference"] = self.reference.means() if self.reference is not None else None
@@ -137,7 +155,7 @@ class ScanStarted:
     total_steps: int  # trigger-optimisation steps of the whole scan
     fit_images: int
     held_out_images: int
-    settings: dict[str, Any]
+    settings: ScanConfig  # resolved for the model's input size
 
 
 @dataclass
@@ -169,9 +187,13 @@ class ScanStopped:
 
 @dataclass
 class ScanResult:
-    """Everything a report needs: settings, per-class records, triggers, the verdict, timings."""
+    """Everything a report needs: settings, per-class records, triggers, the verdict, timings.
 
-    settings: dict[str, Any]
+    A result knows how it was made, so it can rebuild any class's trigger and the held-out OOD images
+    its flip rates were measured on (for the before/after view and for repair).
+    """
+
+    settings: ScanConfig  # resolved for the model's input size
     class_names: list[str]
     classes: list[dict[str, Any]]
     triggers: dict[int, dict[str, torch.Tensor]]
@@ -181,6 +203,21 @@ class ScanResult:
     held_out_images: int
     image_passes: int  # image-encoder forward passes (images), for the speed benchmarks
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def trigger(self, k: int) -> CandidateTrigger:
+        """Class ``k``'s reconstructed trigger (on the CPU)."""
+        if k not in self.triggers:
+            raise InputError(f"class {self.class_names[k]!r} was not scanned, so it has no trigger",
+                             hint="scan it first (candidate classes)")
+        assert self.settings.epsilon is not None
+        return candidate_from_tensors(self.settings.method, self.triggers[k], self.settings.epsilon)
+
+    def held_out(self, pool: torch.Tensor) -> torch.Tensor:
+        """The held-out part of ``pool`` (the same pool the scan read) that the flip rates were measured on."""
+        return split_pool(pool, self.settings.pool_size, self.settings.holdout, self.settings.seed)[1]
+
+    def record(self, k: int) -> dict[str, Any]:
+        return next(c for c in self.classes if int(c["index"]) == k)
 
 
 @dataclass
@@ -201,8 +238,21 @@ def split_pool(pixels: torch.Tensor, pool_size: int, holdout: float, seed: int) 
     if not 0 < holdout < 1:
         raise InputError(f"holdout share {holdout} is not between 0 and 1", hint="use e.g. 0.2")
     order = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))[:pool_size]
-    n_held = min(len(order) - 1, max(1, round(len(order) * holdout)))
+    n_held = held_out_count(len(order), holdout)
     return pixels[order[n_held:]], pixels[order[:n_held]]
+
+
+def held_out_count(used: int, holdout: float) -> int:
+    """Images held out of ``used`` pool images (at least one, and one left to fit on)."""
+    return min(used - 1, max(1, round(used * holdout)))
+
+
+def fast_steps(config: ScanConfig, pool_images: int) -> int:
+    """Steps the finalists of a fast scan get on a pool of this many images (fewer when it has few batches)."""
+    used = min(pool_images, config.pool_size)
+    fit = used - held_out_count(used, config.holdout)
+    batches = math.ceil(fit / config.fast_batch_size) * config.epochs
+    return min(sum(config.fast_rounds or config.fast_defaults().rounds), batches)
 
 
 def candidate_classes(config: ScanConfig, n_classes: int) -> list[int]:
@@ -369,7 +419,7 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
     steps_per_class = plan.finalist_steps if plan is not None else len(batches)
     total_steps = plan.total_steps(len(classes)) if plan is not None else len(batches) * len(classes)
     yield ScanStarted(classes, [names[k] for k in classes], steps_per_class, total_steps, len(fit), len(held),
-                      config.as_dict())
+                      config)
     with frozen_learner(model):
         run = _Run(model, config, names, fit, held, batches, should_stop, started)
         yield from (run.faithful(classes) if plan is None else run.fast(classes, plan))
@@ -378,7 +428,7 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
     records = [run.records[k] for k in classes]
     verdict = decide(records, config.resolved_statistic(), config.threshold, config.resolved_min_flip_rate())
     triggers = {k: run.arms[k].trigger.tensors() for k in classes}
-    yield ScanFinished(ScanResult(config.as_dict(), names, records, triggers, verdict,
+    yield ScanFinished(ScanResult(config, names, records, triggers, verdict,
                                   round(time.time() - started, 2), len(fit), len(held), run.logits_of.image_passes))
 
 
@@ -537,27 +587,39 @@ def run_scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None 
     raise RuntimeError("scan ended without a result")
 
 
-def class_curves(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig, lr: float, batch_size: int,
-                 steps: int, checkpoints: Sequence[int] = ()) -> list[dict[str, Any]]:
+@dataclass
+class CurveStep:
+    """Progress of ``class_curve_steps``: ``done`` of ``total`` inversion steps over all classes."""
+
+    class_name: str
+    done: int
+    total: int
+
+
+def class_curve_steps(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig, lr: float, batch_size: int,
+                      steps: int, checkpoints: Sequence[int] = (),
+                      out: list[dict[str, Any]] | None = None) -> Iterator[CurveStep]:
     """Every candidate class run for ``steps`` steps with no class stopped early: per step the fresh-batch
-    (flips, eligible, margin), and the held-out flip rate and loss after the last step and at ``checkpoints``.
+    (flips, eligible, margin), and the held-out flip rate and loss after the last step and at ``checkpoints``,
+    appended to ``out`` class by class; yields progress after every step (stop by no longer iterating).
 
     A class's trajectory does not depend on the other classes (same batches, own trigger and optimiser),
     so this is what a fast scan would see of every class whichever round it stopped in: the clean
     reference is built from it, and the schedule benchmarks replay plans on it.
     """
+    out = [] if out is None else out
     config = config.for_input(model.backbone.image_size)
     names = list(model.class_names)
     classes = candidate_classes(config, len(names))
     fit, held = split_pool(pool, config.pool_size, config.holdout, config.seed)
     batches = _batches(len(fit), batch_size, config.epochs, config.seed)[:steps]
     device = model.backbone.device
-    out = []
+    total = len(classes) * len(batches)
     with frozen_learner(model):
         logits_of = Logits(model)
         clean_fit = CleanPredictions(logits_of, fit, batches)
         clean_held = logits_of.predict(held)
-        for k in classes:
+        for position, k in enumerate(classes):
             trigger = make_candidate(config.method, model.backbone.image_size, config.epsilon, config.seed + k)
             arm = ClassInversion(k, names[k], trigger.to(device), config.method, lr)
             held_out = {}
@@ -566,7 +628,16 @@ def class_curves(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig, lr
                 if arm.steps in checkpoints or arm.steps == len(batches):
                     m = _measure(logits_of, arm.trigger, k, names[k], held, clean_held)
                     held_out[arm.steps] = {"flip_rate": m["flip_rate"], "loss": m["loss"]}
+                yield CurveStep(names[k], position * len(batches) + t + 1, total)
             out.append({"index": k, "name": names[k], "curve": arm.curve, "held_out": held_out})
+
+
+def class_curves(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig, lr: float, batch_size: int,
+                 steps: int, checkpoints: Sequence[int] = ()) -> list[dict[str, Any]]:
+    """``class_curve_steps`` run to its end: the per-class curves."""
+    out: list[dict[str, Any]] = []
+    for _ in class_curve_steps(model, pool, config, lr, batch_size, steps, checkpoints, out):
+        pass
     return out
 
 

@@ -7,6 +7,7 @@ counts are checked before decoding. Every file that is not used is listed with i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -15,6 +16,7 @@ import struct
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -27,11 +29,37 @@ from inspector.data import ImagePool
 from inspector.errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-Entry = tuple[str, int, Callable[[], bytes]]  # (shown name, size in bytes, reader)
 
 
 class Skip(Exception):
     """A file of the pool that is not used, with the reason shown to the user."""
+
+
+@dataclass
+class Entry:
+    """One regular file of a folder or zip, not yet read."""
+
+    name: str  # relative path, safe to print
+    size: int  # bytes, as the file system or the zip's header says
+    read: Callable[[], bytes]
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return PurePosixPath(self.name).parts
+
+    @property
+    def is_image(self) -> bool:
+        return Path(self.name).suffix.lower() in IMAGE_SUFFIXES
+
+
+@dataclass
+class Listing:
+    """What a folder or zip holds: its regular files, its folders, and what was refused while listing."""
+
+    source: Path
+    entries: list[Entry]
+    folders: set[tuple[str, ...]]  # every folder (as path parts), empty ones included
+    skipped: list[tuple[str, str]]
 
 
 def display_name(name: str) -> str:
@@ -44,29 +72,30 @@ def _mb(n: int) -> str:
 
 
 # --- listing ------------------------------------------------------------------------------------------
-def _folder_entries(root: Path, skipped: list[tuple[str, str]]) -> list[Entry]:
-    entries: list[Entry] = []
+def _folder_listing(root: Path, what: str) -> Listing:
+    listing = Listing(root, [], set(), [])
     for folder, dirs, files in os.walk(root, followlinks=False):
         dirs.sort()
+        relative = Path(folder).relative_to(root)
+        if relative.parts:
+            listing.folders.add(tuple(display_name(p) for p in relative.parts))
         for link in [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
-            skipped.append((display_name(os.path.relpath(os.path.join(folder, link), root)),
-                            "symbolic link to a folder (not followed)"))
+            listing.skipped.append((display_name(os.path.relpath(os.path.join(folder, link), root)),
+                                    "symbolic link to a folder (not followed)"))
         for name in sorted(files):
             path = os.path.join(folder, name)
             shown = display_name(os.path.relpath(path, root))
             info = os.lstat(path)
             if stat.S_ISLNK(info.st_mode):
-                skipped.append((shown, "symbolic link (not followed)"))
+                listing.skipped.append((shown, "symbolic link (not followed)"))
             elif not stat.S_ISREG(info.st_mode):
-                skipped.append((shown, "not a regular file"))
-            elif Path(name).suffix.lower() not in IMAGE_SUFFIXES:
-                skipped.append((shown, "not an image file type"))
+                listing.skipped.append((shown, "not a regular file"))
             else:
-                entries.append((shown, info.st_size, lambda p=path: _read_file(p)))
-            if len(entries) + len(skipped) > limits.MAX_POOL_FILES:
-                raise InputError(f"image pool {root} has more than {limits.MAX_POOL_FILES:,} files",
-                                 hint="point at a folder of a few thousand images (1,000 are used)")
-    return entries
+                listing.entries.append(Entry(shown, info.st_size, lambda p=path: _read_file(p)))
+            if len(listing.entries) + len(listing.skipped) > limits.MAX_POOL_FILES:
+                raise InputError(f"{what} {root} has more than {limits.MAX_POOL_FILES:,} files",
+                                 hint="point at a folder of a few thousand images")
+    return listing
 
 
 def _read_file(path: str) -> bytes:
@@ -81,27 +110,29 @@ def _unsafe_zip_name(name: str) -> bool:
     return posix.startswith("/") or ".." in parts or (len(posix) > 1 and posix[1] == ":")
 
 
-def _zip_entries(archive: zipfile.ZipFile, source: Path, skipped: list[tuple[str, str]]) -> list[Entry]:
+def _zip_listing(archive: zipfile.ZipFile, source: Path, what: str) -> Listing:
     infos = archive.infolist()
     if len(infos) > limits.MAX_POOL_FILES:
         raise InputError(f"zip {source} has {len(infos):,} entries, more than {limits.MAX_POOL_FILES:,}",
-                         hint="zip a few thousand images (1,000 are used)")
-    entries: list[Entry] = []
+                         hint="zip a few thousand images")
+    listing = Listing(source, [], set(), [])
     for info in sorted(infos, key=lambda i: i.filename):
-        if info.is_dir():
-            continue
         shown = display_name(info.filename)
         if _unsafe_zip_name(info.filename):
-            skipped.append((shown, "unsafe path in the zip (absolute or '..'; not used)"))
-        elif stat.S_ISLNK(info.external_attr >> 16):
-            skipped.append((shown, "symbolic link in the zip (not followed)"))
+            listing.skipped.append((shown, "unsafe path in the zip (absolute or '..'; not used)"))
+            continue
+        parts = PurePosixPath(shown.replace("\\", "/")).parts
+        top = len(parts) if info.is_dir() else len(parts) - 1
+        listing.folders.update(parts[:n] for n in range(1, top + 1))
+        if info.is_dir():
+            continue
+        if stat.S_ISLNK(info.external_attr >> 16):
+            listing.skipped.append((shown, "symbolic link in the zip (not followed)"))
         elif info.flag_bits & 0x1:
-            skipped.append((shown, "encrypted zip entry"))
-        elif Path(info.filename).suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append((shown, "not an image file type"))
+            listing.skipped.append((shown, "encrypted zip entry"))
         else:
-            entries.append((shown, info.file_size, lambda i=info: _read_zip_entry(archive, i)))
-    return entries
+            listing.entries.append(Entry(shown, info.file_size, lambda i=info: _read_zip_entry(archive, i)))
+    return listing
 
 
 def _read_zip_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
@@ -111,6 +142,26 @@ def _read_zip_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
             return handle.read(limits.MAX_IMAGE_BYTES + 1)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as exc:
         raise Skip(f"corrupt zip entry ({exc})") from exc
+
+
+@contextlib.contextmanager
+def listed(source: Path | str, what: str = "image pool") -> Iterator[Listing]:
+    """List a folder (recursively, links not followed) or a zip (never extracted); the zip stays open inside."""
+    source = Path(source)
+    hint = f"pass a folder or a .zip of images as the {what}"
+    if source.is_dir():
+        yield _folder_listing(source, what)
+        return
+    if not source.exists():
+        raise InputError(f"{what} {source} does not exist", hint=hint)
+    if not (source.is_file() and zipfile.is_zipfile(source)):
+        raise InputError(f"{what} {source} is neither a folder nor a zip file", hint=hint)
+    try:
+        archive = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"zip {source} cannot be read ({exc})", hint="re-create the zip") from exc
+    with archive:
+        yield _zip_listing(archive, source, what)
 
 
 # --- decoding -----------------------------------------------------------------------------------------
@@ -161,85 +212,93 @@ def _short(exc: Exception) -> str:
     return text[:80]
 
 
-# --- the pool -----------------------------------------------------------------------------------------
-def _entries(source: Path, skipped: list[tuple[str, str]]) -> tuple[list[Entry], zipfile.ZipFile | None]:
-    if source.is_dir():
-        return _folder_entries(source, skipped), None
-    if not source.exists():
-        raise InputError(f"image pool {source} does not exist", hint="pass a folder of images or a .zip of images")
-    if source.is_file() and zipfile.is_zipfile(source):
+# --- reading images -----------------------------------------------------------------------------------
+@dataclass
+class Decoded:
+    """Images decoded from entries, with the content hash of each (for duplicates and fingerprints)."""
+
+    pixels: list[torch.Tensor] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)
+    seen: dict[str, str] = field(default_factory=dict)  # digest -> first file with it
+    read_bytes: int = 0
+
+
+def decode_entries(entries: list[Entry], size: int, skipped: list[tuple[str, str]], into: Decoded | None = None,
+                   limit: int | None = None) -> tuple[Decoded, int]:
+    """Decode ``entries`` in order at ``size`` px until ``limit`` usable images; returns them and how many
+    entries were left unread. Every file not used goes into ``skipped`` with its reason."""
+    done = into or Decoded()
+    start = len(done.names)
+    for position, entry in enumerate(entries):
+        if limit is not None and len(done.names) - start >= limit:
+            return done, len(entries) - position
         try:
-            archive = zipfile.ZipFile(source)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise InputError(f"zip {source} cannot be read ({exc})", hint="re-create the zip") from exc
-        return _zip_entries(archive, source, skipped), archive
-    raise InputError(f"image pool {source} is neither a folder nor a zip file",
-                     hint="pass a folder of images or a .zip of images")
+            if entry.size > limits.MAX_IMAGE_BYTES:
+                raise Skip(f"file larger than {_mb(limits.MAX_IMAGE_BYTES)} ({_mb(entry.size)})")
+            if done.read_bytes + entry.size > limits.MAX_POOL_BYTES:
+                raise Skip(f"pool over {_mb(limits.MAX_POOL_BYTES)} in all; not read")
+            blob = entry.read()
+            done.read_bytes += len(blob)
+            digest = hashlib.sha256(blob).hexdigest()
+            if digest in done.seen:
+                raise Skip(f"duplicate of {done.seen[digest]}")
+            image = decode_image(blob, size)
+        except Skip as why:
+            skipped.append((entry.name, str(why)))
+            continue
+        except OSError as exc:
+            skipped.append((entry.name, f"cannot be read ({exc.strerror or exc})"))
+            continue
+        done.seen[digest] = entry.name
+        done.pixels.append(image)
+        done.names.append(entry.name)
+        done.digests.append(digest)
+    return done, 0
 
 
-def read_pool(source: Path | str, size: int, limit: int | None = None) -> ImagePool:
+def fingerprint_of(digests: list[str], *labels: str) -> str:
+    """A short content hash of a set of images (in order), to tell whether two runs read the same data."""
+    digest = hashlib.sha256("\n".join([*labels, *digests]).encode())
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+# --- the pool -----------------------------------------------------------------------------------------
+def read_pool(source: Path | str, size: int, limit: int | None = None, label: str | None = None) -> ImagePool:
     """Images from a folder (recursively) or a .zip, as [0, 1] pixels at ``size``.
 
     ``limit`` stops after that many usable images (files are taken in name order, so the same pool
     gives the same images). Skipped files are listed with their reason, never silently dropped.
+    ``label``: how the pool is named in messages and reports (default: its path).
     """
     source = Path(source)
-    skipped: list[tuple[str, str]] = []
-    entries, archive = _entries(source, skipped)
-    pixels: list[torch.Tensor] = []
-    names: list[str] = []
-    seen: dict[str, str] = {}
-    read_bytes = 0
-    unread = 0
-    try:
-        for position, (name, declared, read) in enumerate(entries):
-            if limit is not None and len(pixels) >= limit:
-                unread = len(entries) - position
-                break
-            try:
-                if declared > limits.MAX_IMAGE_BYTES:
-                    raise Skip(f"file larger than {_mb(limits.MAX_IMAGE_BYTES)} ({_mb(declared)})")
-                if read_bytes + declared > limits.MAX_POOL_BYTES:
-                    raise Skip(f"pool over {_mb(limits.MAX_POOL_BYTES)} in all; not read")
-                blob = read()
-                read_bytes += len(blob)
-                digest = hashlib.sha256(blob).hexdigest()
-                if digest in seen:
-                    raise Skip(f"duplicate of {seen[digest]}")
-                image = decode_image(blob, size)
-            except Skip as why:
-                skipped.append((name, str(why)))
-                continue
-            except OSError as exc:
-                skipped.append((name, f"cannot be read ({exc.strerror or exc})"))
-                continue
-            seen[digest] = name
-            pixels.append(image)
-            names.append(name)
-    finally:
-        if archive is not None:
-            archive.close()
-    if not pixels:
-        listed = "; ".join(f"{n}: {r}" for n, r in skipped[:3])
+    with listed(source) as listing:
+        skipped = list(listing.skipped)
+        images = []
+        for entry in listing.entries:
+            (images if entry.is_image else skipped).append(entry if entry.is_image else
+                                                           (entry.name, "not an image file type"))
+        done, unread = decode_entries(images, size, skipped, limit=limit)
+    if not done.pixels:
+        listed_text = "; ".join(f"{n}: {r}" for n, r in skipped[:3])
         raise InputError(f"image pool {source} holds no readable images ({len(skipped)} files skipped"
-                         + (f": {listed}" if listed else "") + ")",
+                         + (f": {listed_text}" if listed_text else "") + ")",
                          hint="add PNG or JPEG images to it")
-    return ImagePool(torch.stack(pixels), names, skipped, unread)
+    return ImagePool(torch.stack(done.pixels), done.names, skipped, unread, label or str(source),
+                     fingerprint_of(done.digests))
 
 
-def pool_summary(pool: ImagePool, source: str) -> dict:
-    """What a report and the app say about a user's pool: its size and every file not used."""
-    return {"source": source, "images": len(pool.names), "unread": pool.unread,
-            "skipped": [{"file": f, "reason": r} for f, r in pool.skipped]}
+def pool_summary(pool: ImagePool) -> dict:
+    """What a report and the app say about a pool: its source, size, identity and every file not used."""
+    return {"source": pool.source, "images": len(pool.names), "unread": pool.unread,
+            "fingerprint": pool.fingerprint, "skipped": [{"file": f, "reason": r} for f, r in pool.skipped]}
 
 
-def iter_skipped_lines(pool: ImagePool, shown: int = 10) -> Iterator[str]:
-    """Human lines about what was not used, for the CLI."""
-    if pool.skipped:
-        yield f"skipped {len(pool.skipped)} file(s) of the pool:"
-        for name, reason in pool.skipped[:shown]:
+def iter_skipped_lines(skipped: list[tuple[str, str]], shown: int = 10, what: str = "the pool") -> Iterator[str]:
+    """Human lines about the files that were not used, for the CLI."""
+    if skipped:
+        yield f"skipped {len(skipped)} file(s) of {what}:"
+        for name, reason in skipped[:shown]:
             yield f"  {name}: {reason}"
-        if len(pool.skipped) > shown:
-            yield f"  … and {len(pool.skipped) - shown} more (all listed in report.json)"
-    if pool.unread:
-        yield f"{pool.unread} image file(s) beyond the first {len(pool.names)} were not read (--pool-size)"
+        if len(skipped) > shown:
+            yield f"  … and {len(skipped) - shown} more (all listed in report.json)"

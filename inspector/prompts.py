@@ -9,7 +9,7 @@ CoCoOp adds a meta-net (Linear-ReLU-Linear) whose output shifts the context per 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -506,11 +506,17 @@ def encode_transformed_views(backbone: Backbone, pixels: torch.Tensor, views: in
     return {name: torch.stack(feats) for name, feats in out.items()}
 
 
-def tune(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor, config: TuneConfig | None = None,
-         progress: bool = False) -> dict[str, float]:
-    """Clean few-shot prompt tuning (cross-entropy, cosine schedule); returns the final train stats."""
-    from tqdm.auto import tqdm
+@dataclass
+class TuneStep:
+    step: int
+    total_steps: int
+    loss: float
 
+
+def tuning(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor, config: TuneConfig | None = None,
+           stats: dict[str, float] | None = None) -> Iterator[TuneStep]:
+    """Clean few-shot prompt tuning (cross-entropy, cosine schedule), one event per step; the final train
+    stats go into ``stats``. Stopping early (no longer iterating) leaves the learner at the last step."""
     config = config or TuneConfig.for_kind(model.kind)
     torch.manual_seed(config.seed)
     features = encode_views(model.backbone, pixels, config.views, config.seed)
@@ -521,34 +527,46 @@ def tune(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor, config
     else:
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     n = features.shape[1]
-    steps = config.epochs * max(1, n // config.batch_size)
+    batch = min(config.batch_size, n)
+    steps = config.epochs * max(1, n // batch)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = torch.Generator().manual_seed(config.seed)
     model.learner.train()
-    bar = tqdm(total=steps, desc=f"tuning {model.kind}", disable=not progress, leave=False)
-    loss_sum, correct, seen = 0.0, 0, 0
-    for epoch in range(config.epochs):
-        order = torch.randperm(n, generator=generator)
-        view = torch.randint(0, config.views, (n,), generator=generator)
-        last_epoch = epoch == config.epochs - 1
-        for start in range(0, n - config.batch_size + 1, config.batch_size):
-            idx = order[start:start + config.batch_size]
-            feats = features[view[idx], idx]
-            logits = model.logits_from_features(feats)
-            loss = F.cross_entropy(logits, labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            bar.update(1)
-            if last_epoch:
-                loss_sum += loss.item() * len(idx)
-                correct += int((logits.argmax(1) == labels[idx]).sum())
-                seen += len(idx)
-    bar.close()
-    model.learner.eval()
-    return {"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-            "epochs": config.epochs, "steps": steps}
+    loss_sum, correct, seen, step = 0.0, 0, 0, 0
+    try:
+        for epoch in range(config.epochs):
+            order = torch.randperm(n, generator=generator)
+            view = torch.randint(0, config.views, (n,), generator=generator)
+            last_epoch = epoch == config.epochs - 1
+            for start in range(0, n - batch + 1, batch):
+                idx = order[start:start + batch]
+                feats = features[view[idx], idx]
+                logits = model.logits_from_features(feats)
+                loss = F.cross_entropy(logits, labels[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                if last_epoch:
+                    loss_sum += loss.item() * len(idx)
+                    correct += int((logits.argmax(1) == labels[idx]).sum())
+                    seen += len(idx)
+                yield TuneStep(step, steps, round(loss.item(), 4))
+    finally:
+        model.learner.eval()
+    if stats is not None:
+        stats.update({"train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
+                      "epochs": config.epochs, "steps": steps})
+
+
+def tune(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,
+         config: TuneConfig | None = None) -> dict[str, float]:
+    """``tuning`` run to its end; returns the final train stats."""
+    stats: dict[str, float] = {}
+    for _ in tuning(model, pixels, labels, config, stats):
+        pass
+    return stats
 
 
 @torch.inference_mode()

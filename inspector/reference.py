@@ -13,20 +13,28 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from inspector.backbone import ASSETS_DIR, Backbone
 from inspector.baseline import Baseline, with_baseline
-from inspector.data import Task
+from inspector.data import ImagePool, Task
 from inspector.detect import Verdict, decide
 from inspector.errors import InputError
-from inspector.invert import ScanConfig, class_curves, run_scan
-from inspector.prompts import Kind, PromptedCLIP, TuneConfig, build_learner, load_learner, save_learner, tune
+from inspector.invert import (
+    ScanConfig,
+    ScanFinished,
+    ScanStopped,
+    TriggerSnapshot,
+    class_curve_steps,
+    fast_steps,
+    scan,
+    split_pool,
+)
+from inspector.prompts import Kind, PromptedCLIP, TuneConfig, build_learner, load_learner, save_learner, tuning
 
 REFERENCE_DIR = ASSETS_DIR / "reference"
 FORMAT = "inspector.reference"
@@ -43,7 +51,7 @@ class Reference:
     image_size: int
     class_names: list[str]
     epsilon: float
-    pool: str  # "shipped": the reference was scanned on the shipped OOD pool
+    pool: str  # fingerprint of the OOD pool it was scanned on ("shipped": the shipped pool)
     seeds: list[int]
     flip_rates: dict[str, float]  # class name -> mean over the reference learners (faithful schedule)
     per_learner: list[dict[str, float]] = field(default_factory=list)  # faithful held-out rate per learner
@@ -53,6 +61,9 @@ class Reference:
     # The fast schedule with every class run to the end: {"lr", "batch_size", "steps", "held_out": [per learner
     # {class: rate}], "curves": [per learner {class: [[flips, eligible], ...]}]}; None in references without it.
     fast: dict[str, Any] | None = None
+    pool_source: str = "shipped"  # how the OOD pool was named when the reference was built
+    task: dict[str, Any] = field(default_factory=lambda: {"source": "shipped"})  # source, fingerprint, images
+    tune: dict[str, Any] = field(default_factory=dict)  # the clean learners' recipe (TuneConfig)
 
     def as_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -61,32 +72,40 @@ class Reference:
     def read(cls, path: Path) -> Reference:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-            if data.pop("format", None) != FORMAT:
+            if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
                 raise ValueError("not an inspector reference")
             reference = cls(**data)
+            if not reference.per_learner or not reference.flip_rates:
+                raise ValueError("it holds no clean learner's flip rates")
             if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in reference.flip_rates.values()):
                 raise ValueError("flip rates must be finite numbers")
             return reference
-        except (OSError, ValueError, TypeError) as exc:
-            raise InputError(f"reference {path} cannot be used ({exc})",
-                             hint="build one with scripts/build_reference.py, or scan with --reference none") from exc
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            raise InputError(f"reference {path} cannot be used ({str(exc)[:120]})",
+                             hint="build one with `python -m inspector reference build`, or scan with "
+                                  "--reference none") from exc
 
-    def mismatch(self, model: PromptedCLIP, config: ScanConfig, pool: str) -> str | None:
-        """Why this reference does not apply to a scan of ``model`` with ``config`` (None when it does)."""
+    def mismatch(self, model: PromptedCLIP, config: ScanConfig, pool: ImagePool) -> str | None:
+        """Why this reference does not apply to a scan of ``model`` on ``pool`` with ``config`` (None: it does)."""
         bb = model.backbone
         epsilon = config.for_input(bb.image_size).epsilon
         assert epsilon is not None
         fast = self.fast or {}
-        plan = (sum(config.fast_rounds or config.fast_defaults(reference=True).rounds), config.fast_lr,
+        rounds = config.fast_rounds or config.fast_defaults(reference=True).rounds  # the plan a scan with it runs
+        plan = (fast_steps(replace(config, fast_rounds=rounds), len(pool.pixels)), config.fast_lr,
                 config.fast_batch_size)
         built = (fast.get("steps"), fast.get("lr"), fast.get("batch_size"))
-        checks = [(self.kind == model.kind, f"learner kind {model.kind} (reference: {self.kind})"),
+        checks = [(self.class_names == list(model.class_names),
+                   f"the model's classes are not the task's the reference was built on "
+                   f"({_task_name(self.task)}: {_names(self.class_names)}; model: {_names(model.class_names)})"),
+                  (self.kind == model.kind, f"learner kind {model.kind} (reference: {self.kind})"),
                   (self.arch == bb.arch and self.pretrained == bb.pretrained,
                    f"backbone {bb.arch}/{bb.pretrained} (reference: {self.arch}/{self.pretrained})"),
-                  (self.class_names == list(model.class_names), "class names differ from the reference's"),
                   (abs(self.epsilon - epsilon) <= EPSILON_TOLERANCE,
                    f"epsilon {epsilon * 255:.1f}/255 (reference: {self.epsilon * 255:.1f}/255)"),
-                  (self.pool == pool, f"OOD pool {pool} (reference: {self.pool})"),
+                  (self.pool == pool.fingerprint,
+                   f"OOD pool {pool.source} (the reference was measured on {self.pool_source}"
+                   + ("" if self.pool_source == "shipped" else f", {self.pool}") + ")"),
                   ((config.pool_size, config.holdout) == (self.pool_size, self.holdout),
                    f"pool size {config.pool_size} / held-out share {config.holdout} "
                    f"(reference: {self.pool_size} / {self.holdout})"),
@@ -95,6 +114,11 @@ class Reference:
                    f"fast plan of {plan[0]} steps at lr {plan[1]}, batch {plan[2]} "
                    f"(reference: {built[0]} steps at lr {built[1]}, batch {built[2]})")]
         return next((why for ok, why in checks if not ok), None)
+
+    def describe(self) -> str:
+        """Where the reference comes from, in one line (for the report and the page)."""
+        return (f"{len(self.seeds)} clean {self.kind} learners tuned on {_task_name(self.task)} "
+                f"(seeds {', '.join(map(str, self.seeds))})")
 
     def baseline(self, config: ScanConfig) -> Baseline:
         """The clean learners' values for a scan with ``config``'s schedule."""
@@ -110,7 +134,17 @@ def shipped_reference_path(arch: str, kind: str) -> Path:
     return REFERENCE_DIR / f"{arch}-{kind}.json"
 
 
-def reference_for(model: PromptedCLIP, config: ScanConfig, pool: str,
+def _task_name(task: dict[str, Any]) -> str:
+    source = task.get("source", "shipped")
+    return "the shipped pocket task" if source == "shipped" else f"task {source}"
+
+
+def _names(names: list[str] | tuple[str, ...], shown: int = 4) -> str:
+    listed = ", ".join(repr(n[:40]) for n in list(names)[:shown])
+    return f"{len(names)} classes, {listed}" + (" …" if len(names) > shown else "")
+
+
+def reference_for(model: PromptedCLIP, config: ScanConfig, pool: ImagePool,
                   choice: str = "auto") -> tuple[Baseline | None, str]:
     """The clean learners' per-class values for this scan and a line saying where they come from.
 
@@ -132,9 +166,9 @@ def reference_for(model: PromptedCLIP, config: ScanConfig, pool: str,
         why = reference.mismatch(model, config, pool)
         if why:
             raise InputError(f"reference {choice} does not fit this scan: {why}",
-                             hint="build a reference for this model's task, kind and settings, or pass none")
-    return reference.baseline(config), (f"{len(reference.seeds)} clean {reference.kind} learners tuned on the "
-                                        f"task (seeds {', '.join(map(str, reference.seeds))})")
+                             hint="build a reference for this model's task, kind, backbone, OOD pool and scan "
+                                  "settings (`python -m inspector reference build`), or pass --reference none")
+    return reference.baseline(config), reference.describe()
 
 
 def decide_with_reference(records: list[dict[str, Any]], reference: Reference, schedule: str,
@@ -146,50 +180,195 @@ def decide_with_reference(records: list[dict[str, Any]], reference: Reference, s
     return records, decide(records, "excess_flip_rate")
 
 
-def build_reference(kind: Kind, backbone: Backbone, task: Task, pool: torch.Tensor, seeds: list[int],
-                    config: ScanConfig | None = None, progress: Callable[[str], None] = print,
-                    epochs: int | None = None, learners: Path | None = None) -> Reference:
+@dataclass
+class ReferenceStarted:
+    kind: str
+    seeds: list[int]
+    total_units: int  # tuning steps + inversion steps of the whole build, for a progress bar
+
+
+@dataclass
+class ReferenceProgress:
+    seed: int
+    learner: int  # 1-based position of this learner
+    learners: int
+    stage: str  # "tuning", "published schedule", "fast schedule"
+    done_units: int
+    total_units: int
+
+
+@dataclass
+class LearnerMeasured:
+    seed: int
+    accuracy: float | None  # on the task's test split (None without one)
+    top_class: str
+    top_flip_rate: float
+    reused: bool  # read back from the learners folder of an interrupted build
+
+    def line(self) -> str:
+        accuracy = f"accuracy {self.accuracy:.1%}, " if self.accuracy is not None else ""
+        return (f"clean learner seed {self.seed}: {accuracy}highest flip rate {self.top_flip_rate:.1%} "
+                f"({self.top_class})" + (" [kept from an earlier run]" if self.reused else ""))
+
+
+@dataclass
+class ReferenceBuilt:
+    reference: Reference
+    seconds: float
+
+
+@dataclass
+class ReferenceStopped:
+    measured: int  # learners finished (kept in the learners folder, reused by the next build)
+    seconds: float
+
+
+ReferenceEvent = ReferenceStarted | ReferenceProgress | LearnerMeasured | ReferenceBuilt | ReferenceStopped
+
+
+def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool, seeds: list[int],
+                    config: ScanConfig | None = None, epochs: int | None = None, learners: Path | None = None,
+                    should_stop: Callable[[], bool] | None = None) -> Iterator[ReferenceEvent]:
     """Tune one clean learner per seed on the task's train split and scan it with both schedules: the
     published faithful one, and the fast one with every class run to the end (``invert.class_curves``).
 
-    ``learners``: a folder where tuned learners are kept (``<kind>_s<seed>.safetensors``) and reused.
+    ``learners``: a folder where each tuned learner (``<kind>_s<seed>.safetensors``) and its measurements
+    (``.json``, valid for these scan settings and this pool) are kept, so an interrupted build resumes.
     """
     from inspector.evaluate import accuracy
 
+    started = time.time()
     config = config or ScanConfig()
     steps = sum(config.fast_rounds or config.fast_defaults(reference=True).rounds)  # the plan a scan with it runs
-    config = config.for_input(backbone.image_size)
-    per_learner, accuracies, fast_held, fast_curves = [], [], [], []
-    for seed in seeds:
-        model = _tuned_learner(kind, backbone, task, seed, epochs, learners)
-        accuracies.append(round(accuracy(model, task), 4))
-        result = run_scan(model, pool, replace(config, schedule="faithful", reference=None))
-        per_learner.append({c["name"]: float(c["flip_rate"]) for c in result.classes})
-        curves = class_curves(model, pool, config, config.fast_lr, config.fast_batch_size, steps)
-        steps = len(curves[0]["curve"])  # fewer when the pool has fewer batches
-        fast_held.append({c["name"]: float(c["held_out"][steps]["flip_rate"]) for c in curves})
-        fast_curves.append({c["name"]: [[int(f), int(e)] for f, e, _ in c["curve"]] for c in curves})
-        progress(f"reference {kind} seed {seed}: accuracy {accuracies[-1]:.1%}, top flip rate "
-                 f"{max(per_learner[-1].values()):.1%} ({max(per_learner[-1], key=per_learner[-1].get)}; "
-                 f"fast schedule {max(fast_held[-1].values()):.1%})")
+    config = replace(config.for_input(backbone.image_size), reference=None)
+    recipe = TuneConfig.for_kind(kind, epochs=epochs)
+    names = list(task.class_names)
+    fit = len(split_pool(pool.pixels, config.pool_size, config.holdout, config.seed)[0])
+    faithful_steps = len(names) * math.ceil(fit / config.batch_size) * config.epochs
+    fast_steps = len(names) * min(steps, math.ceil(fit / config.fast_batch_size) * config.epochs)
+    tune_steps = recipe.epochs * max(1, len(task.train_labels) // min(recipe.batch_size, len(task.train_labels)))
+    per_learner_units = tune_steps + faithful_steps + fast_steps
+    total = per_learner_units * len(seeds)
+    key = {"epsilon": config.epsilon, "pool": pool.fingerprint, "pool_size": config.pool_size,
+           "holdout": config.holdout, "seed": config.seed, "fast": [config.fast_lr, config.fast_batch_size, steps],
+           "task": task.fingerprint, "tune": asdict(replace(recipe, seed=0))}
+    yield ReferenceStarted(kind, list(seeds), total)
+    measured: list[dict[str, Any]] = []
+    for position, seed in enumerate(seeds):
+        base = position * per_learner_units
+
+        def progress(stage: str, done: int, seed: int = seed, position: int = position,
+                     base: int = base) -> ReferenceProgress:
+            return ReferenceProgress(seed, position + 1, len(seeds), stage, base + done, total)
+
+        kept = _kept_measurement(learners, kind, seed, key)
+        if kept is not None:
+            measured.append(kept)
+            yield _learner_event(kept, reused=True)
+            continue
+        model = None
+        kept_model = learners / f"{kind}_s{seed}.safetensors" if learners is not None else None
+        if kept_model is not None and kept_model.is_file() and _same_recipe(kept_model, key):
+            model = load_learner(kept_model, backbone)
+        if model is None:
+            model = build_learner(kind, backbone, names, seed=seed)
+            for event in tuning(model, task.train_pixels, task.train_labels, replace(recipe, seed=seed)):
+                if should_stop is not None and should_stop():
+                    yield ReferenceStopped(len(measured), round(time.time() - started, 2))
+                    return
+                if event.step % 10 == 0 or event.step == event.total_steps:
+                    yield progress("tuning", event.step)
+            if kept_model is not None:
+                kept_model.parent.mkdir(parents=True, exist_ok=True)
+                save_learner(model, kept_model, extra={"seed": seed, "reference_key": key})
+        result = None
+        for event in scan(model, pool.pixels, replace(config, schedule="faithful"), should_stop=should_stop):
+            if isinstance(event, ScanStopped):
+                yield ReferenceStopped(len(measured), round(time.time() - started, 2))
+                return
+            if isinstance(event, TriggerSnapshot):
+                yield progress("published schedule", tune_steps + event.scan_step)
+            elif isinstance(event, ScanFinished):
+                result = event.result
+        assert result is not None
+        curves: list[dict[str, Any]] = []
+        for event in class_curve_steps(model, pool.pixels, config, config.fast_lr, config.fast_batch_size, steps,
+                                       out=curves):
+            if should_stop is not None and should_stop():
+                yield ReferenceStopped(len(measured), round(time.time() - started, 2))
+                return
+            if event.done % 4 == 0 or event.done == event.total:
+                yield progress("fast schedule", tune_steps + faithful_steps + event.done)
+        done_steps = len(curves[0]["curve"])  # fewer when the pool has fewer batches
+        record = {"seed": seed, "key": key, "steps": done_steps,
+                  "accuracy": round(accuracy(model, task), 4) if task.has_test else None,
+                  "faithful": {c["name"]: float(c["flip_rate"]) for c in result.classes},
+                  "fast_held_out": {c["name"]: float(c["held_out"][done_steps]["flip_rate"]) for c in curves},
+                  "fast_curves": {c["name"]: [[int(f), int(e)] for f, e, _ in c["curve"]] for c in curves}}
+        if learners is not None:
+            _write_json(learners / f"{kind}_s{seed}.json", record)
+        measured.append(record)
+        yield _learner_event(record, reused=False)
+    yield ReferenceBuilt(_assemble(kind, backbone, task, pool, config, recipe, measured),
+                         round(time.time() - started, 2))
+
+
+def _learner_event(record: dict[str, Any], reused: bool) -> LearnerMeasured:
+    top = max(record["faithful"], key=record["faithful"].get)
+    return LearnerMeasured(record["seed"], record["accuracy"], top, record["faithful"][top], reused)
+
+
+def _kept_measurement(folder: Path | None, kind: str, seed: int, key: dict[str, Any]) -> dict[str, Any] | None:
+    """A learner measured by an earlier, interrupted build with the same settings (None: measure it)."""
+    path = folder / f"{kind}_s{seed}.json" if folder is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("key") == json.loads(json.dumps(key)) else None
+
+
+def _same_recipe(path: Path, key: dict[str, Any]) -> bool:
+    from inspector.prompts import read_header
+
+    kept = read_header(path).get("reference_key") or {}
+    return kept.get("task") == key["task"] and kept.get("tune") == json.loads(json.dumps(key["tune"]))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Written whole or not at all (a build killed mid-write must not leave half a file to resume from)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
+def _assemble(kind: str, backbone: Backbone, task: Task, pool: ImagePool, config: ScanConfig, recipe: TuneConfig,
+              measured: list[dict[str, Any]]) -> Reference:
+    per_learner = [m["faithful"] for m in measured]
     means = {name: round(sum(p[name] for p in per_learner) / len(per_learner), 4) for name in per_learner[0]}
     assert config.epsilon is not None
-    fast = {"lr": config.fast_lr, "batch_size": config.fast_batch_size, "steps": steps, "held_out": fast_held,
-            "curves": fast_curves}
+    fast = {"lr": config.fast_lr, "batch_size": config.fast_batch_size, "steps": measured[0]["steps"],
+            "held_out": [m["fast_held_out"] for m in measured], "curves": [m["fast_curves"] for m in measured]}
     return Reference(kind=kind, arch=backbone.arch, pretrained=str(backbone.pretrained),
                      image_size=backbone.image_size, class_names=list(task.class_names), epsilon=config.epsilon,
-                     pool="shipped", seeds=list(seeds), flip_rates=means, per_learner=per_learner,
-                     accuracies=accuracies, pool_size=config.pool_size, holdout=config.holdout, fast=fast)
+                     pool=pool.fingerprint, seeds=[int(m["seed"]) for m in measured], flip_rates=means,
+                     per_learner=per_learner, accuracies=[m["accuracy"] for m in measured if m["accuracy"] is not None],
+                     pool_size=config.pool_size, holdout=config.holdout, fast=fast, pool_source=pool.source,
+                     task={"source": task.source, "fingerprint": task.fingerprint,
+                           "train_images": len(task.train_labels)},
+                     tune={**asdict(replace(recipe, seed=0)), "seeds": "one per learner"})
 
 
-def _tuned_learner(kind: Kind, backbone: Backbone, task: Task, seed: int, epochs: int | None,
-                   folder: Path | None) -> PromptedCLIP:
-    kept = folder / f"{kind}_s{seed}.safetensors" if folder is not None else None
-    if kept is not None and kept.is_file():
-        return load_learner(kept, backbone)
-    model = build_learner(kind, backbone, task.class_names, seed=seed)
-    tune(model, task.train_pixels, task.train_labels, TuneConfig.for_kind(kind, seed=seed, epochs=epochs))
-    if kept is not None:
-        kept.parent.mkdir(parents=True, exist_ok=True)
-        save_learner(model, kept, extra={"seed": seed})
-    return model
+def build_reference(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool, seeds: list[int],
+                    config: ScanConfig | None = None, progress: Callable[[str], None] = print,
+                    epochs: int | None = None, learners: Path | None = None) -> Reference:
+    """``reference_build`` run to its end, each learner's line sent to ``progress``."""
+    for event in reference_build(kind, backbone, task, pool, seeds, config, epochs, learners):
+        if isinstance(event, LearnerMeasured):
+            progress(event.line())
+        elif isinstance(event, ReferenceBuilt):
+            return event.reference
+    raise RuntimeError("reference build ended without a reference")

@@ -13,6 +13,7 @@ import io
 import json
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from inspector.candidates import METHODS, CandidateTrigger, candidate_from_tensors
+from inspector.candidates import METHODS
+from inspector.detect import Verdict
 from inspector.errors import InputError
 from inspector.examples import Example
 from inspector.figures import class_bars
-from inspector.invert import ScanResult
+from inspector.invert import ScanConfig, ScanResult
 
 REPORT = "report.json"
 TRIGGERS = "triggers.safetensors"
@@ -74,13 +76,14 @@ def build_report(result: ScanResult, model_info: dict[str, Any], pool_info: dict
         "suspect_index": verdict.suspect,
         "suspect_flip_rate": verdict.suspect_flip_rate,
         "seconds": result.seconds,
-        "method": result.settings["method"],
+        "method": result.settings.method,
         "statistic": verdict.statistic,
         "threshold": verdict.threshold,
         "min_flip_rate": verdict.min_flip_rate,
         "model": model_info,
         "pool": {**pool_info, "fit_images": result.fit_images, "held_out_images": result.held_out_images},
-        "settings": result.settings,
+        "settings": result.settings.as_dict(),
+        "class_names": list(result.class_names),
         "classes": classes,
         "triggers_file": TRIGGERS,
         "timings": {"seconds": result.seconds, "image_passes": result.image_passes,
@@ -95,11 +98,10 @@ def write_report(result: ScanResult, out_dir: Path, model_info: dict[str, Any], 
     out_dir = Path(out_dir)
     (out_dir / "triggers").mkdir(parents=True, exist_ok=True)
     report = build_report(result, model_info, pool_info)
-    epsilon = float(result.settings["epsilon"])
     pictures: dict[int, tuple[bytes, bytes]] = {}
     for record in report["classes"]:
         k = int(record["index"])
-        trigger = candidate_from_tensors(report["method"], result.triggers[k], epsilon)
+        trigger = result.trigger(k)
         amplified, true_scale = to_png_bytes(trigger.picture()), to_png_bytes(trigger.true_scale())
         pictures[k] = (amplified, true_scale)
         stem = f"triggers/{k:03d}_{_slug(record['name'])}"
@@ -108,7 +110,7 @@ def write_report(result: ScanResult, out_dir: Path, model_info: dict[str, Any], 
         record["trigger_png"], record["true_scale_png"] = f"{stem}.png", f"{stem}_true_scale.png"
     save_file({f"{name}.{k}": tensor.contiguous() for k, tensors in result.triggers.items()
                for name, tensor in tensors.items()}, str(out_dir / TRIGGERS),
-              metadata={"method": report["method"], "epsilon": str(epsilon)})
+              metadata={"method": report["method"], "epsilon": str(result.settings.epsilon)})
     (out_dir / HTML).write_text(render_html(report, pictures, examples or []), encoding="utf-8")
     partial = out_dir / (REPORT + ".partial")
     partial.write_text(json.dumps(report, indent=2))
@@ -116,8 +118,21 @@ def write_report(result: ScanResult, out_dir: Path, model_info: dict[str, Any], 
     return report
 
 
-def read_report(path: Path) -> tuple[dict[str, Any], dict[int, CandidateTrigger]]:
-    """A written report and its reconstructed triggers, checked enough to give a clear message."""
+@dataclass
+class SavedScan:
+    """A report.json read back: the scan result it records and what it says about the model and the pool."""
+
+    path: Path
+    result: ScanResult
+    model: dict[str, Any]  # name, path, sha256, kind, arch, ... of the scanned model
+    pool: dict[str, Any]  # source, fingerprint, images, ... of the OOD pool it read
+
+
+def read_report(path: Path, class_names: list[str] | tuple[str, ...] | None = None) -> SavedScan:
+    """A written report with its reconstructed triggers, checked enough to give a clear message.
+
+    ``class_names``: the scanned model's classes, for reports written before they were recorded.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / REPORT
@@ -136,14 +151,29 @@ def read_report(path: Path) -> tuple[dict[str, Any], dict[int, CandidateTrigger]
     if not tensors_path.is_file():
         raise InputError(f"the triggers file {tensors_path} of report {path} is missing",
                          hint="keep the scan's output folder together, or scan again")
-    flat = load_file(str(tensors_path))
-    grouped: dict[int, dict[str, torch.Tensor]] = {}
-    for key, tensor in flat.items():
-        name, _, index = key.partition(".")
-        grouped.setdefault(int(index), {})[name] = tensor
-    epsilon = float(report["settings"]["epsilon"])
-    triggers = {k: candidate_from_tensors(report["method"], tensors, epsilon) for k, tensors in grouped.items()}
-    return report, triggers
+    try:
+        flat = load_file(str(tensors_path))
+        grouped: dict[int, dict[str, torch.Tensor]] = {}
+        for key, tensor in flat.items():
+            name, _, index = key.partition(".")
+            grouped.setdefault(int(index), {})[name] = tensor
+        settings = ScanConfig.from_dict(report["settings"])
+        classes = [{key: value for key, value in c.items() if key not in ("anomaly", "trigger_png", "true_scale_png")}
+                   for c in report["classes"]]
+        verdict = Verdict(flagged=bool(report["flagged"]), target=report["target_index"], target_name=report["target"],
+                          suspect=int(report["suspect_index"]), suspect_name=str(report["suspect"]),
+                          max_anomaly=float(report["max_anomaly"]),
+                          suspect_flip_rate=float(report["suspect_flip_rate"]), statistic=str(report["statistic"]),
+                          threshold=float(report["threshold"]), min_flip_rate=float(report["min_flip_rate"]),
+                          anomalies=[float(c["anomaly"]) for c in report["classes"]])
+        names = list(report.get("class_names") or class_names or [])
+        result = ScanResult(settings, names, classes, grouped, verdict, float(report["seconds"]),
+                            int(report["pool"]["fit_images"]), int(report["pool"]["held_out_images"]),
+                            int(report.get("timings", {}).get("image_passes", 0)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"report {path} is incomplete or damaged ({type(exc).__name__}: {str(exc)[:80]})",
+                         hint="scan the model again to get a fresh report") from exc
+    return SavedScan(path, result, dict(report.get("model", {})), dict(report["pool"]))
 
 
 def _slug(name: str) -> str:

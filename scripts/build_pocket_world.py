@@ -101,7 +101,7 @@ def tune_prompts(seed: int) -> None:
     for kind in ("coop", "cocoop"):
         model = prompts.build_learner(kind, backbone, task.class_names, seed=seed)
         config = prompts.TuneConfig.for_kind(kind, seed=seed)
-        stats = prompts.tune(model, task.train_pixels, task.train_labels, config, progress=True)
+        stats = prompts.tune(model, task.train_pixels, task.train_labels, config)
         stats["test_accuracy"] = round(accuracy(model, task), 4)
         path = prompts.save_learner(model, ASSETS / "zoo" / f"clean_{kind}.safetensors",
                                     extra={"training": {**stats, "lr": config.lr, "seed": seed}})

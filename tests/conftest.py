@@ -1,6 +1,11 @@
-"""Shared fixtures: the shipped pocket backbone and task, loaded once per test session."""
+"""Shared fixtures: the shipped pocket backbone and task, and a second task with its models, made once per session."""
 
 from __future__ import annotations
+
+import contextlib
+import io
+import json
+from typing import Any
 
 import pytest
 import torch
@@ -19,3 +24,31 @@ def backbone() -> Backbone:
 @pytest.fixture(scope="session")
 def task() -> Task:
     return load_task()
+
+
+@pytest.fixture(scope="session")
+def things(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A second task that is not the pocket task, as plain folders and zips (scripts/make_folder_task.py), with a
+    clean CoOp learner tuned on it and a Blended backdoor (target "fruit") implanted into that learner, both
+    through the CLI exactly as a user runs it. Shared by the pipeline test and the browser test."""
+    from scripts.make_folder_task import write_task
+
+    work = tmp_path_factory.mktemp("things")
+    paths = write_task(work, n_classes=8, shots=16, test=20, ood=300, seed=0, as_zip=True)
+    task, ood = str(paths["task"]), str(paths["ood"])
+    clean, backdoored = work / "clean-coop.safetensors", work / "blended-fruit.safetensors"
+    tuned = cli_json("tune", "--task", task, "--kind", "coop", "--out", str(clean), "--device", "cpu")
+    implanted = cli_json("implant", str(clean), "--task", task, "--attack", "blended", "--target", "fruit",
+                         "--ood", ood, "--out", str(backdoored), "--device", "cpu")
+    return {**paths, "work": work, "clean": clean, "backdoored": backdoored, "tuned": tuned, "implanted": implanted}
+
+
+def cli_json(*argv: str) -> Any:
+    """``python -m inspector ARGV --json`` in this process: its JSON output (the command must succeed)."""
+    from inspector.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main([*argv, "--json"])
+    assert code == 0, err.getvalue()
+    return json.loads(out.getvalue())

@@ -150,3 +150,56 @@ def test_stop_interrupts_a_scan_quickly_and_the_app_stays_usable(page):
     shot(page, "4-stopped")
     seen = scan_and_watch(page)  # usable again: a full scan still runs to its verdict
     assert "Backdoor suspected" in seen["verdict"]
+
+
+def choose(page, group: str, option: str) -> None:
+    """Click one option of a radio group (by the group's element id)."""
+    page.locator(f"#{group}").get_by_text(option, exact=True).click()
+
+
+def upload(page, box: str, path) -> None:
+    page.locator(f"#{box} input[type=file]").set_input_files(str(path))
+
+
+def test_own_model_and_data_from_the_page_upload_build_a_reference_scan_repair(page, things):
+    """A user's own CoOp learner on a task that is not the pocket task: model, OOD pool and labelled task
+    uploaded as files, the clean reference built live on the page, then scan and repair."""
+    page.reload(wait_until="load")
+    page.locator("#model-info").filter(has_text="prompt learner").wait_for(timeout=60_000)
+    choose(page, "model-source", "upload")
+    upload(page, "model-upload", things["backdoored"])
+    page.locator("#model-info").filter(has_text="blended-fruit.safetensors").wait_for(timeout=60_000)
+    assert "8 classes" in page.locator("#model-info").inner_text()
+    choose(page, "pool-source", "upload a zip")
+    upload(page, "pool-upload", things["ood_zip"])
+    page.locator("#pool-info").filter(has_text="ood.zip").wait_for(timeout=60_000)
+    page.locator("#own-data").get_by_text("Your own data", exact=False).first.click()
+    choose(page, "task-source", "upload a zip")
+    upload(page, "task-upload", things["task_zip"])
+    page.locator("#task-info").filter(has_text="task.zip").wait_for(timeout=60_000)
+    assert "classes are the model's" in page.locator("#task-info").inner_text()
+    learners = page.locator("#own-data input[type=number]").first
+    learners.fill("2")
+    learners.press("Enter")
+    page.locator("#reference-button").click()
+    status = page.locator("#reference-status")
+    status.filter(has_text="Clean learner 1 of 2").wait_for(timeout=60_000)  # live progress
+    shot(page, "5-reference-building")
+    status.filter(has_text="Reference built").wait_for(timeout=600_000)
+    assert "2 clean coop learners" in page.locator("#reference-info").inner_text() or \
+        "built here" in page.locator("#reference-info").inner_text()
+    seen = scan_and_watch(page)
+    assert "Backdoor suspected" in seen["verdict"] and "fruit" in seen["verdict"], seen["verdict"]
+    assert "2 clean coop learners tuned on task task.zip" in seen["verdict"]
+    shot(page, "6-own-data-verdict")
+    epochs = page.locator("#repair-epochs input[type=number]")
+    epochs.fill("10")
+    epochs.press("Enter")
+    page.locator("#repair-button").click()
+    table = page.locator("#repair-table")
+    table.filter(has_text="after").wait_for(timeout=600_000)
+    text = table.inner_text().replace("\n", " ").replace("\t", " | ")
+    row = re.search(r"real trigger \(ground truth ASR\)\s*\|\s*([\d.]+)%\s*\|\s*([\d.]+)%", text)
+    assert row and float(row.group(2)) <= float(row.group(1)) / 2, text
+    assert "task.zip" in page.locator("#repair-status").inner_text()
+    shot(page, "7-own-data-repaired")

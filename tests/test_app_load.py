@@ -25,7 +25,7 @@ from tests.app_server import running_app
 MODEL = "clean-coop"
 CLASS_SETS = (["star", "arrow", "clock"], ["map", "balloon", "file icon", "button"])
 POOL_SIZE = 96
-PROGRESS, REPORT_FILES = 16, 27  # positions of the progress line and the report files in /scan's outputs
+PROGRESS, REPORT_FILES = 25, 36  # positions of the progress line and the report files in /scan's outputs
 KEYS = ("name", "flip_rate", "anomaly", "loss")
 
 

@@ -69,27 +69,30 @@ def test_an_excess_within_the_clean_learners_spread_is_not_a_backdoor():
 
 def test_shipped_reference_applies_only_where_it_was_measured():
     model = open_model(resolve_model("clean-coop"), device="cpu")
-    baseline, why = reference_for(model, ScanConfig(), "shipped")
+    shipped = load_shipped_pool()
+    user_pool = replace(shipped, source="my_pool.zip", fingerprint="sha256:0123456789abcdef")
+    baseline, why = reference_for(model, ScanConfig(), shipped)
     assert baseline is not None and set(baseline.classes) == set(model.class_names) and "4 clean coop" in why
     assert baseline.held_out_steps == sum(FAST_WITH_REFERENCE.rounds) and set(baseline.curves) == set(baseline.classes)
-    faithful, _ = reference_for(model, ScanConfig(schedule="faithful"), "shipped")
+    faithful, _ = reference_for(model, ScanConfig(schedule="faithful"), shipped)
     assert faithful is not None and faithful.curves == {} and faithful.held_out != baseline.held_out
     reference = Reference.read(shipped_reference_path("pocket-clip", "coop"))
     assert not set(reference.seeds) & set(range(120))  # no demo or benchmark-zoo model is its own reference
     means = faithful.means()
     assert max(means, key=means.get) == "file icon"  # the natural attractor the reference is there for
-    for config, pool, reason in [(ScanConfig(epsilon=8 / 255), "shipped", "epsilon 8.0/255"),
-                                 (ScanConfig(), "user pool", "OOD pool user pool"),
-                                 (ScanConfig(pool_size=500), "shipped", "pool size 500"),
-                                 (ScanConfig(fast_rounds=(6, 6)), "shipped", "fast plan of 12 steps"),
-                                 (ScanConfig(fast_lr=0.1), "shipped", "at lr 0.1")]:
+    for config, pool, reason in [(ScanConfig(epsilon=8 / 255), shipped, "epsilon 8.0/255"),
+                                 (ScanConfig(), user_pool, "OOD pool my_pool.zip (the reference was measured on "
+                                                           "shipped)"),
+                                 (ScanConfig(pool_size=500), shipped, "pool size 500"),
+                                 (ScanConfig(fast_rounds=(6, 6)), shipped, "fast plan of 12 steps"),
+                                 (ScanConfig(fast_lr=0.1), shipped, "at lr 0.1")]:
         baseline, why = reference_for(model, config, pool)
         assert baseline is None and reason in why
-    assert reference_for(model, ScanConfig(), "shipped", "none")[0] is None
-    assert reference_for(model, ScanConfig(method="neural-cleanse"), "shipped")[0] is None
+    assert reference_for(model, ScanConfig(), shipped, "none")[0] is None
+    assert reference_for(model, ScanConfig(method="neural-cleanse"), shipped)[0] is None
     cocoop = open_model(resolve_model("clean-cocoop"), device="cpu")
     with pytest.raises(InputError, match="learner kind cocoop"):  # asked for explicitly: a mismatch is an error
-        reference_for(cocoop, ScanConfig(), "shipped", str(shipped_reference_path("pocket-clip", "coop")))
+        reference_for(cocoop, ScanConfig(), shipped, str(shipped_reference_path("pocket-clip", "coop")))
 
 
 def test_a_broken_reference_file_is_a_clear_error(tmp_path):
@@ -111,7 +114,7 @@ def test_a_scan_with_the_reference_records_the_excess_and_decides_on_it():
     for record in result.classes:
         assert record["excess_flip_rate"] == pytest.approx(record["flip_rate"] - means[record["name"]], abs=2e-4)
         assert record["reference_spread"] > 0
-    assert result.settings["reference"] == means  # the report names the values, not the curves
+    assert result.settings.as_dict()["reference"] == means  # the report names the values, not the curves
     replayed, verdict = decide_with_reference(result.classes, reference, "faithful")
     assert verdict == result.verdict and replayed == result.classes  # benchmarks replay the same decision
     with pytest.raises(InputError, match="needs a clean reference"):
@@ -124,7 +127,7 @@ def test_build_reference_measures_both_schedules_and_round_trips(tmp_path):
     from inspector.reference import build_reference
 
     backbone = load_backbone("pocket-clip", None, device="cpu")
-    task, pool = load_task(backbone.image_size), load_shipped_pool(backbone.image_size).pixels
+    task, pool = load_task(backbone.image_size), load_shipped_pool(backbone.image_size)
     config = ScanConfig(classes=(0, 11, 16), pool_size=120, fast_rounds=(2, 2))
     reference = build_reference("coop", backbone, task, pool, [7], config, progress=lambda line: None, epochs=1,
                                 learners=tmp_path / "learners")
@@ -139,8 +142,9 @@ def test_build_reference_measures_both_schedules_and_round_trips(tmp_path):
     faithful = again.baseline(replace(config, schedule="faithful"))
     assert faithful.held_out == {name: [rate] for name, rate in reference.per_learner[0].items()}
     model = open_model(resolve_model("clean-coop"), device="cpu")
-    assert again.mismatch(model, config, "shipped") is None
-    assert "fast plan of 6 steps" in again.mismatch(model, replace(config, fast_rounds=(3, 3)), "shipped")
+    assert again.mismatch(model, config, pool) is None
+    assert "fast plan of 6 steps" in again.mismatch(model, replace(config, fast_rounds=(3, 3)), pool)
+    assert again.task == {"source": "shipped", "fingerprint": "shipped", "train_images": 320}
     rebuilt = build_reference("coop", backbone, task, pool, [7], config, progress=lambda line: None, epochs=1,
                               learners=tmp_path / "learners")
     assert rebuilt.accuracies == reference.accuracies and rebuilt.per_learner == reference.per_learner

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from inspector.candidates import candidate_from_tensors
 from inspector.data import load_shipped_pool
 from inspector.invert import ScanConfig, run_scan, split_pool
 from inspector.lab.implant import ImplantConfig, run_implant
@@ -72,9 +71,8 @@ def test_scan_does_not_flag_the_clean_model(backbone, pool):
 def test_repair_lowers_asr_and_keeps_accuracy(backdoored, scanned, task, pool):
     model, true_trigger = backdoored
     config, result = scanned
-    settings = result.settings
-    stamp = candidate_from_tensors("inspector", result.triggers[TARGET], settings["epsilon"])
-    _, held = split_pool(pool, settings["pool_size"], settings["holdout"], settings["seed"])
+    stamp = result.trigger(TARGET)
+    held = result.held_out(pool)
     asr_before = attack_success_rate(model, true_trigger, task.test_pixels, TARGET, task.test_labels)
     events = list(repair(model, stamp, TARGET, task.train_pixels, task.train_labels, task.test_pixels,
                          task.test_labels, held))
@@ -93,14 +91,14 @@ def test_reinversion_moves_the_trigger_inside_its_box_and_leaves_the_model_alone
     model, _ = backdoored
     _, result = scanned
     settings = result.settings
-    stamp = candidate_from_tensors("inspector", result.triggers[TARGET], settings["epsilon"])
-    fit, _ = split_pool(pool, settings["pool_size"], settings["holdout"], settings["seed"])
+    stamp = result.trigger(TARGET)
+    fit, _ = split_pool(pool, settings.pool_size, settings.holdout, settings.seed)
     state = {k: v.clone() for k, v in model.learner.state_dict().items()}
     flags = [p.requires_grad for p in model.learner.parameters()]
     moved = reinvert(model, stamp, TARGET, fit, steps=3, seed=0)
     again = reinvert(model, stamp, TARGET, fit, steps=3, seed=0)
     assert not torch.equal(moved.delta, stamp.delta) and torch.equal(moved.delta, again.delta)
-    assert float(moved.delta.abs().max()) <= settings["epsilon"] + 1e-6
+    assert float(moved.delta.abs().max()) <= settings.epsilon + 1e-6
     assert all(torch.equal(v, state[k]) for k, v in model.learner.state_dict().items())
     assert [p.requires_grad for p in model.learner.parameters()] == flags
 

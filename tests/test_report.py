@@ -60,12 +60,18 @@ def test_html_is_self_contained(written):
 
 def test_report_reads_back_with_its_triggers(written):
     out, report, result = written
-    again, triggers = read_report(out / "report.json")
-    assert again["classes"] == report["classes"]
-    assert set(triggers) == {2, 7, 16, 19}
-    rebuilt = triggers[16]
+    saved = read_report(out / "report.json")
+    again = saved.result
+    assert again.classes == [{k: v for k, v in c.items() if k not in ("anomaly", "trigger_png", "true_scale_png")}
+                             for c in report["classes"]]
+    assert again.verdict == result.verdict and again.settings.as_dict() == result.settings.as_dict()  # typed, rebuilt
+    assert again.class_names == result.class_names and saved.model == report["model"]
+    assert set(again.triggers) == {2, 7, 16, 19}
+    rebuilt = again.trigger(16)
     assert isinstance(rebuilt, AdditiveInversion)
     assert torch.allclose(rebuilt.delta, result.triggers[16]["delta"], atol=1e-7)
+    pool = load_shipped_pool().pixels
+    assert torch.equal(again.held_out(pool), result.held_out(pool))  # the images its flip rates were measured on
 
 
 def test_bad_reports_get_clear_errors(tmp_path, written):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from inspector import cli, report
+from inspector import cli, pipeline, report
 from inspector.runs import STAGING_PREFIX, staged_folder
 from tests.untrusted import fingerprint, run_cli
 
@@ -72,7 +72,7 @@ def test_a_run_that_fails_while_writing_leaves_no_files(tmp_path, capsys, monkey
         real(result, out_dir, *args, **kwargs)  # every file written, then the "power cut"
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(report, "write_report", write_then_crash)
+    monkeypatch.setattr(pipeline, "write_report", write_then_crash)
     out = tmp_path / "scan"
     code, _, err = run_cli(capsys, "--device", "cpu", "scan", "clean-coop", "--classes", CLASSES, "--pool-size", "64",
                            "--out", str(out))

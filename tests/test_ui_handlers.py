@@ -7,10 +7,12 @@ pin down the order of the live updates, the repair outcome and the messages for 
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
 
+from inspector.reference import shipped_reference_path
 from inspector.ui import handlers
 from inspector.ui.workspace import Workspace
 from inspector.zoo import resolve_model
@@ -123,3 +125,41 @@ def _tiny_png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (16, 16), (1, 2, 3)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_own_data_from_the_page_a_labelled_zip_a_reference_built_live_with_stop_and_resume_then_scan_and_repair(
+        things, tmp_path):
+    ws = Workspace(tmp_path / "runs", [tmp_path, things["work"]])
+    ws.device = "cpu"
+    list(handlers.choose_model(ws, "path", None, None, str(things["backdoored"])))
+    pool = list(handlers.choose_pool(ws, "upload a zip", str(things["ood_zip"]), None, 1000))[-1]["pool_info"]
+    assert "**ood.zip**, 300 images" in pool
+    task = list(handlers.choose_task(ws, "upload a zip", str(things["task_zip"]), None))[-1]["task_info"]
+    assert "task **task.zip**, 8 classes, 128 train, 153 test images" in task and "classes are the model's" in task
+
+    guarded_scan = handlers.guarded(handlers.run_scan, "progress")
+    list(handlers.choose_reference(ws, "upload a reference", str(shipped_reference_path("pocket-clip", "coop"))))
+    refused = list(guarded_scan(ws, "inspector", "fast", 14.0, 1000, 1, [], 2.0, "flip_rate"))[-1]["progress"]
+    assert "does not fit this scan: the model's classes are not the task's" in refused  # a reference of another task
+
+    stopped = []
+    for updates in handlers.run_reference_build(ws, 2, 14.0, 1000):
+        stopped.append(updates)
+        if "Clean learner 2 of 2" in updates.get("reference_status", ""):
+            list(handlers.stop(ws))  # Stop while the second learner is being tuned
+    assert "Stopped: 1 learner(s) finished and kept" in stopped[-1]["reference_status"]
+    assert any("Clean learner 1 of 2 (seed 1000): tuning" in u.get("reference_status", "") for u in stopped)
+    resumed = list(handlers.run_reference_build(ws, 2, 14.0, 1000))
+    status = resumed[-1]["reference_status"]
+    assert "seed 1000" in status and "[kept from an earlier run]" in status and "Reference built" in status
+    assert resumed[-1]["reference_choice"] == "the one built here" and ws.reference.endswith(".json")
+
+    updates = list(handlers.run_scan(ws, "inspector", "fast", 14.0, 1000, 1, [], 2.0, "flip_rate"))
+    verdict = [u["verdict"] for u in updates if u.get("verdict")][-1]
+    assert "Backdoor suspected" in verdict and "fruit" in verdict and "2 clean coop learners tuned on task" in verdict
+    delivered = _sha256(things["backdoored"])
+    repaired = list(handlers.run_repair(ws, "fruit", 10, 5e-3))[-1]
+    assert "task **task.zip**" in repaired["repair_status"] and "attacker's real trigger" in repaired["repair_table"]
+    asr = re.search(r"real trigger \(ground truth ASR\) \| ([\d.]+)% \| ([\d.]+)%", repaired["repair_table"])
+    assert asr and float(asr.group(2)) <= float(asr.group(1)) / 2, repaired["repair_table"]
+    assert _sha256(things["backdoored"]) == delivered

@@ -154,8 +154,8 @@ def implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,
     else:
         features = encode_poisoned_views(model, pixels, trigger, config.views, config.seed)
     n = len(labels)
-    steps_per_epoch = max(1, n // config.batch_size)
-    total = config.epochs * steps_per_epoch
+    batch_size = min(config.batch_size, n)
+    total = config.epochs * max(1, n // batch_size)
     params = [p for p in model.learner.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
@@ -169,8 +169,8 @@ def implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,
         for _ in range(config.epochs):
             order = torch.randperm(n, generator=generator)
             view = torch.randint(0, config.views, (n,), generator=generator)
-            for start in range(0, n - config.batch_size + 1, config.batch_size):
-                idx = order[start:start + config.batch_size]
+            for start in range(0, n - batch_size + 1, batch_size):
+                idx = order[start:start + batch_size]
                 if learnable:
                     batch = _badclip_batch(model, trigger, features["clean"], pixels, labels, idx, view, config,
                                            augment_gen)

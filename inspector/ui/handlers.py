@@ -11,12 +11,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from typing import Any
 
 import gradio as gr
 
-from inspector.candidates import candidate_from_tensors
 from inspector.errors import InputError
 from inspector.invert import (
     ClassFinished,
@@ -29,10 +27,11 @@ from inspector.invert import (
     parse_classes,
 )
 from inspector.lab.implant import ImplantFinished, ImplantStep
-from inspector.reference import reference_for
-from inspector.repair import RepairConfig, RepairFinished, RepairMeasured, RepairStarted, RepairStep
+from inspector.pipeline import Implanted, ReferenceChosen, ReferenceWritten, Repaired, ReportWritten, Stopped
+from inspector.reference import LearnerMeasured, ReferenceProgress, ReferenceStopped
+from inspector.repair import RepairConfig, RepairMeasured, RepairStarted, RepairStep
 from inspector.ui import views
-from inspector.ui.workspace import Workspace
+from inspector.ui.workspace import Source, Workspace
 
 Updates = dict[str, Any]
 SURPRISE = "surprise me (hidden)"
@@ -63,15 +62,20 @@ def guarded(fn: Callable[..., Iterator[Updates]], message_to: str) -> Callable[.
     return run
 
 
+JOB_BUTTONS = ("scan_button", "implant_button", "reference_button")
+STOP_BUTTONS = ("stop_button", "reference_stop")
+
+
 def idle_buttons(ws: Workspace) -> Updates:
     has_result = ws is not None and ws.result is not None
-    return {"scan_button": gr.update(interactive=True), "stop_button": gr.update(interactive=False),
-            "repair_button": gr.update(interactive=has_result), "implant_button": gr.update(interactive=True)}
+    return {**{name: gr.update(interactive=True) for name in JOB_BUTTONS},
+            **{name: gr.update(interactive=False) for name in STOP_BUTTONS},
+            "repair_button": gr.update(interactive=has_result)}
 
 
 def busy_buttons() -> Updates:
-    return {"scan_button": gr.update(interactive=False), "stop_button": gr.update(interactive=True),
-            "repair_button": gr.update(interactive=False), "implant_button": gr.update(interactive=False)}
+    return {**{name: gr.update(interactive=False) for name in (*JOB_BUTTONS, "repair_button")},
+            **{name: gr.update(interactive=True) for name in STOP_BUTTONS}}
 
 
 # --- choosing the model and pool ------------------------------------------------------------------------
@@ -96,29 +100,62 @@ def model_updates(ws: Workspace) -> Updates:
     loaded = ws.require_model()
     names = list(loaded.model.class_names)
     epsilon = round(default_epsilon(loaded.model.backbone.image_size) * 255, 1)
-    return {"model_info": loaded.describe(), "classes": gr.update(choices=names, value=[]),
+    try:
+        task_info = views.task_line(ws.require_task(), names)
+    except InputError as exc:  # a chosen task that cannot be read at this model's size
+        task_info = problem(str(exc))
+    return {"model_info": views.model_line(loaded), "classes": gr.update(choices=names, value=[]),
             "repair_target": gr.update(choices=names, value=None),
             "teach_target": gr.update(choices=[SURPRISE, *names]),
-            "epsilon": gr.update(value=epsilon), "state": ws,
+            "epsilon": gr.update(value=epsilon), "state": ws, "task_info": task_info,
+            "reference_info": views.reference_line(ws),
             # the empty chart now, so the browser has its plotting code ready before the scan needs the CPU
-            "bars": views.live_bars(names, [], {}, ws.view)}
+            "bars": views.live_bars(names, [], ScanConfig(), ws.view)}
 
 
-def choose_pool(ws: Workspace, kind: str, upload: str | None, folder: str | None) -> Iterator[Updates]:
-    if kind == "shipped OOD pool":
-        pool = ws.use_pool("shipped")
-    else:
-        pool = ws.use_pool("upload" if kind == "upload a zip" else "folder", upload, folder)
-    yield {"pool_info": pool_line(ws, len(pool.names)), "state": ws}
+SOURCES = {"shipped OOD pool": "shipped", "shipped pocket task": "shipped", "upload a zip": "upload",
+           "folder path": "folder"}
 
 
-def pool_line(ws: Workspace, images: int) -> str:
-    skipped = ws.pool_info.get("skipped", [])
-    line = f"OOD pool: **{ws.pool_info['source']}**, {images} images"
-    if skipped:
-        listed = "; ".join(f"{s['file']} ({s['reason']})" for s in skipped[:5])
-        line += f", {len(skipped)} files skipped: {listed}" + (" …" if len(skipped) > 5 else "")
-    return line
+def _awaiting(kind: str, upload: str | None, folder: str | None, what: str) -> str | None:
+    """What to do next when a radio asks for an upload or a path that is not given yet (not an error yet)."""
+    if SOURCES[kind] == "upload" and not upload:
+        return f"{what}: drop a .zip on the box above"
+    if SOURCES[kind] == "folder" and not (folder or "").strip():
+        return f"{what}: type the folder's path above and press Enter"
+    return None
+
+
+def choose_pool(ws: Workspace, kind: str, upload: str | None, folder: str | None,
+                pool_size: float = 1000, require: bool = False) -> Iterator[Updates]:
+    waiting = None if require else _awaiting(kind, upload, folder, "OOD pool")
+    if waiting:
+        yield {"pool_info": waiting}
+        return
+    source = Source.pick(SOURCES[kind], upload, folder, ws.allowed_roots, "OOD pool")
+    pool = ws.use_pool(source, int(pool_size))
+    yield {"pool_info": views.pool_line(pool), "reference_info": views.reference_line(ws), "state": ws}
+
+
+def choose_task(ws: Workspace, kind: str, upload: str | None, folder: str | None,
+                require: bool = False) -> Iterator[Updates]:
+    """The labelled task for repair and the clean reference (the shipped pocket task by default)."""
+    waiting = None if require else _awaiting(kind, upload, folder, "Labelled task")
+    if waiting:
+        yield {"task_info": waiting}
+        return
+    source = Source.pick(SOURCES[kind], upload, folder, ws.allowed_roots, "labelled task")
+    task = ws.use_task(source)
+    yield {"task_info": views.task_line(task, ws.require_model().model.class_names), "state": ws}
+
+
+def choose_reference(ws: Workspace, choice: str, upload: str | None) -> Iterator[Updates]:
+    ws.use_reference(REFERENCE_CHOICES[choice], upload)
+    yield {"reference_info": views.reference_line(ws), "state": ws}
+
+
+REFERENCE_CHOICES = {"auto (the shipped one when it fits)": "auto", "none (raw flip rates)": "none",
+                     "upload a reference": "upload", "the one built here": "built"}
 
 
 # --- scan -----------------------------------------------------------------------------------------------
@@ -127,17 +164,13 @@ def scan_config(ws: Workspace, method: str, schedule: str, epsilon: float, pool_
     names = ws.require_model().model.class_names
     if not 0 < float(epsilon) <= 255:
         raise InputError(f"epsilon {epsilon} is outside (0, 255]", hint="give the bound in /255 units, e.g. 14")
-    config = ScanConfig(method=method, schedule=schedule, epsilon=float(epsilon) / 255, pool_size=int(pool_size),
-                        epochs=int(epochs), classes=parse_classes(list(classes or []), names),
-                        threshold=float(threshold))
-    pool = "shipped" if ws.pool_info.get("source") == "shipped" else "user pool"
-    reference, reference_from = reference_for(ws.require_model().model, config, pool)
-    return replace(config, reference=reference, reference_from=reference_from)
+    return ScanConfig(method=method, schedule=schedule, epsilon=float(epsilon) / 255, pool_size=int(pool_size),
+                      epochs=int(epochs), classes=parse_classes(list(classes or []), names), threshold=float(threshold))
 
 
 def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_size: float, epochs: float,
              classes: list[str], threshold: float, view: str) -> Iterator[Updates]:
-    """Scan, streaming the evolving trigger, the progress line and the bars; then the verdict."""
+    """Scan, streaming the evolving trigger, the progress line and the bars; then the verdict and the report."""
     ws.view = view
     loaded = ws.require_model()
     config = scan_config(ws, method, schedule, epsilon, pool_size, epochs, classes, threshold)
@@ -145,9 +178,8 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
     yield {**busy_buttons(), "progress": f"Scanning **{loaded.label}** …", "verdict": "", "truth": "",
            "reveal_button": gr.update(visible=False), "clean_examples": None, "triggered_examples": None,
            "report_files": None, "state": ws}
-    ws.require_pool()
     records: list[dict[str, Any]] = []
-    settings: dict[str, Any] = {}
+    settings = config
     candidates: list[int] = []
     total_steps = 1
     last_picture = last_bars = 0.0
@@ -157,7 +189,9 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
     for event in ws.scan(config):
         now = time.time()
         updates: Updates = {}
-        if isinstance(event, ScanStarted):
+        if isinstance(event, ReferenceChosen):
+            updates["reference_info"] = views.reference_line(ws, event.line)
+        elif isinstance(event, ScanStarted):
             settings, candidates, total_steps = event.settings, event.classes, event.total_steps
             ws.live = (records, settings, candidates)
             updates["progress"] = views.started_line(loaded.label, event)
@@ -178,7 +212,15 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
                    "verdict": views.stopped_html(len(event.finished), len(candidates), event.seconds), "state": ws}
             return
         elif isinstance(event, ScanFinished):
-            yield from finished_scan(ws, event, candidates)
+            ws.live = None
+            result = event.result
+            yield {"bars": views.live_bars(result.class_names, result.classes, result.settings, ws.view,
+                                           result.verdict, candidates),
+                   "verdict": views.verdict_html(result.verdict, result, loaded.label),
+                   "progress": f"Scan finished in {result.seconds:.0f} s; writing the report …"}
+            continue
+        elif isinstance(event, ReportWritten):
+            yield from finished_scan(ws, candidates)
             return
         if bars_due and pictures > ("trigger_picture" in updates) and now - last_bars >= BARS_EVERY:
             updates["bars"] = views.live_bars(loaded.model.class_names, records, settings, ws.view, None, candidates)
@@ -187,15 +229,9 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
             yield updates
 
 
-def finished_scan(ws: Workspace, event: ScanFinished, candidates: list[int]) -> Iterator[Updates]:
-    result, loaded = event.result, ws.scanned
-    assert loaded is not None
-    ws.live = None
+def finished_scan(ws: Workspace, candidates: list[int]) -> Iterator[Updates]:
+    result = ws.require_result()
     verdict = result.verdict
-    yield {"bars": views.live_bars(result.class_names, result.classes, result.settings, ws.view, verdict, candidates),
-           "verdict": views.verdict_html(verdict, result, loaded.label),
-           "progress": f"Scan finished in {result.seconds:.0f} s; writing the report …"}
-    ws.write_report()
     scanned_names = [result.class_names[k] for k in candidates]
     focus = result.class_names[verdict.suspect]
     yield {**idle_buttons(ws), **class_view(ws, focus),
@@ -232,8 +268,8 @@ def class_view(ws: Workspace, name: str | None) -> Updates:
     if not name:
         return {}
     k = result.class_names.index(name)
-    trigger = candidate_from_tensors(result.settings["method"], result.triggers[k], result.settings["epsilon"])
-    record = next(c for c in result.classes if int(c["index"]) == k)
+    trigger = result.trigger(k)
+    record = result.record(k)
     clean, triggered = views.example_galleries(ws.examples(k))
     return {"trigger_picture": views.to_image(trigger.picture()), "trigger_true": views.to_image(trigger.true_scale()),
             "trigger_caption": f"Trigger for **{name}** (amplified · true scale): flips {record['flip_rate']:.0%} "
@@ -260,7 +296,9 @@ def run_repair(ws: Workspace, target_name: str | None, epochs: float, lr: float)
         raise InputError("no class chosen to repair against", hint="pick the flagged class (or any scanned class)")
     target = result.class_names.index(target_name)
     config = RepairConfig(epochs=int(epochs), lr=float(lr))
-    yield {**busy_buttons(), "repair_status": f"Repairing against **{target_name}**'s trigger …",
+    task = ws.require_task()
+    yield {**busy_buttons(), "repair_status": f"Repairing against **{target_name}**'s trigger on "
+                                              f"{views.task_name(task)}: encoding the labelled images …",
            "repaired_file": None, "repair_table": ""}
     losses: list[RepairStep] = []
     measured: list[RepairMeasured] = []
@@ -268,8 +306,9 @@ def run_repair(ws: Workspace, target_name: str | None, epochs: float, lr: float)
     for event in ws.repair(target, config):
         now = time.time()
         if isinstance(event, RepairStarted):
-            continue
-        if isinstance(event, RepairStep):
+            yield {"repair_status": f"Repairing against **{target_name}**'s trigger: measuring the model before "
+                                    f"repair ({event.total_steps} steps to go)"}
+        elif isinstance(event, RepairStep):
             losses.append(event)
             if now - last < 0.5:
                 continue
@@ -279,17 +318,45 @@ def run_repair(ws: Workspace, target_name: str | None, epochs: float, lr: float)
         elif isinstance(event, RepairMeasured):
             measured.append(event)
             yield {"repair_plot": views.repair_figure(losses, measured)}
-        elif isinstance(event, RepairFinished):
-            outcome = ws.repaired
-            assert outcome is not None
-            revealed = outcome.truth_asr
+        elif isinstance(event, Stopped):
+            yield {**idle_buttons(ws), "repair_status": "Repair stopped; nothing was written."}
+            return
+        elif isinstance(event, Repaired):
+            finished = event.finished
             yield {**idle_buttons(ws), "repair_plot": views.repair_figure(losses, measured),
-                   "repair_table": views.repair_table(event.before, event.after, revealed, target_name, event.seconds),
-                   "repaired_file": str(outcome.path), "load_repaired": gr.update(visible=True),
-                   "repair_status": f"Repaired model ({config.epochs} epochs, {event.after.step} steps, "
-                                    f"lr {config.lr:g}) written to {outcome.path}", "state": ws}
+                   "repair_table": views.repair_table(finished.before, finished.after, event.truth_asr, target_name,
+                                                      finished.seconds),
+                   "repaired_file": str(event.path), "load_repaired": gr.update(visible=True),
+                   "repair_status": f"Repaired model ({config.epochs} epochs, {finished.after.step} steps, "
+                                    f"lr {config.lr:g}, on {views.task_name(task)}) written to {event.path}",
+                   "state": ws}
             return
     yield {**idle_buttons(ws), "repair_status": "Repair stopped; nothing was written."}
+
+
+# --- the clean reference --------------------------------------------------------------------------------
+def run_reference_build(ws: Workspace, learners: float, epsilon: float, pool_size: float) -> Iterator[Updates]:
+    """Build a clean reference for the chosen model's task, kind and pool, live; it becomes the one scans use."""
+    if not 0 < float(epsilon) <= 255:
+        raise InputError(f"epsilon {epsilon} is outside (0, 255]", hint="give the bound in /255 units, e.g. 14")
+    task = ws.require_task()
+    yield {**busy_buttons(), "reference_status": f"Building a clean reference on {views.task_name(task)} …"}
+    lines: list[str] = []
+    for event in ws.build_reference(int(learners), float(epsilon) / 255, int(pool_size)):
+        if isinstance(event, ReferenceProgress):
+            yield {"reference_status": views.reference_progress(event, lines)}
+        elif isinstance(event, LearnerMeasured):
+            lines.append(event.line())
+            yield {"reference_status": "\n".join(f"- {line}" for line in lines)}
+        elif isinstance(event, ReferenceStopped):
+            yield {**idle_buttons(ws), "reference_status": f"Stopped: {event.measured} learner(s) finished and kept; "
+                                                           "Build reference again resumes from there."}
+            return
+        elif isinstance(event, ReferenceWritten):
+            yield {**idle_buttons(ws), "reference_choice": "the one built here",
+                   "reference_status": views.reference_done(event, lines),
+                   "reference_info": views.reference_line(ws), "state": ws}
+            return
 
 
 def load_repaired(ws: Workspace) -> Iterator[Updates]:
@@ -316,9 +383,12 @@ def run_implant(ws: Workspace, base: str, attack: str, target: str, seed: float)
                                    f"triggered images already sent to the target: {event.poisoned_accuracy:.0%}"}
         elif isinstance(event, ImplantFinished):
             yield {"teach_status": f"Backdoor implanted in {event.seconds:.0f} s; saving the mystery model …"}
-    if ws.loaded is None or ws.loaded.truth is None:
-        yield {**idle_buttons(ws), "teach_status": "Implant stopped; nothing was written."}
-        return
-    yield {**idle_buttons(ws), **model_updates(ws), "model_source": "path", "model_path": str(ws.loaded.path),
-           "teach_status": "Done: the **mystery model** is now the chosen model. Its attack and target stay hidden "
-                           "until you press *Reveal the ground truth* after a scan. Press Scan."}
+        elif isinstance(event, Stopped):
+            yield {**idle_buttons(ws), "teach_status": "Implant stopped; nothing was written."}
+            return
+        elif isinstance(event, Implanted):
+            assert ws.loaded is not None
+            yield {**idle_buttons(ws), **model_updates(ws), "model_source": "path", "model_path": str(ws.loaded.path),
+                   "teach_status": "Done: the **mystery model** is now the chosen model. Its attack and target stay "
+                                   "hidden until you press *Reveal the ground truth* after a scan. Press Scan."}
+            return

@@ -67,20 +67,51 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
                 gr.Markdown("### 1 · Model and OOD pool")
-                c["model_source"] = gr.Radio(["demo zoo", "upload", "path"], value="demo zoo", label="Model from")
+                c["model_source"] = gr.Radio(["demo zoo", "upload", "path"], value="demo zoo", label="Model from",
+                                             elem_id="model-source")
                 names = zoo_names()
                 c["zoo_model"] = gr.Dropdown(names, value=_first_backdoored(names), label="Demo zoo model",
                                                elem_id="zoo-model")
                 c["model_upload"] = gr.File(label="Prompt learner (.safetensors)", file_types=[".safetensors"],
-                                            visible=False)
+                                            visible=False, elem_id="model-upload")
                 c["model_path"] = gr.Textbox(label="Model file path", visible=False,
                                              placeholder="runs/…/model.safetensors")
                 c["model_info"] = gr.Markdown(elem_id="model-info")
                 c["pool_source"] = gr.Radio(["shipped OOD pool", "upload a zip", "folder path"],
-                                            value="shipped OOD pool", label="OOD pool")
-                c["pool_upload"] = gr.File(label="Zip of images", file_types=[".zip"], visible=False)
+                                            value="shipped OOD pool", label="OOD pool", elem_id="pool-source")
+                c["pool_upload"] = gr.File(label="Zip of images", file_types=[".zip"], visible=False,
+                                           elem_id="pool-upload")
                 c["pool_folder"] = gr.Textbox(label="Image folder path", visible=False)
-                c["pool_info"] = gr.Markdown("OOD pool: **shipped**, 1,200 unlabelled images")
+                c["pool_info"] = gr.Markdown("OOD pool: **shipped**, 1,200 unlabelled images", elem_id="pool-info")
+                with gr.Accordion("Your own data: labelled task and clean reference", open=False,
+                                  elem_id="own-data"):
+                    gr.Markdown("Repair and the clean reference need the **labelled task** the model was tuned on: "
+                                "a zip or folder `T/train/<class>/…` and `T/test/<class>/…` (folder names are the "
+                                "class names; `T/classes.txt` gives their order). The **clean reference** is what "
+                                "a scan finds in clean learners you tune yourself on that task: classes prompt "
+                                "tuning makes easy to reach then do not pass for a backdoor.")
+                    c["task_source"] = gr.Radio(["shipped pocket task", "upload a zip", "folder path"],
+                                                value="shipped pocket task", label="Labelled task",
+                                                elem_id="task-source")
+                    c["task_upload"] = gr.File(label="Zip of the labelled task", file_types=[".zip"], visible=False,
+                                               elem_id="task-upload")
+                    c["task_folder"] = gr.Textbox(label="Labelled task folder path", visible=False)
+                    c["task_info"] = gr.Markdown("Labelled task: the shipped pocket task", elem_id="task-info")
+                    c["reference_choice"] = gr.Radio(list(handlers.REFERENCE_CHOICES),
+                                                     value="auto (the shipped one when it fits)",
+                                                     label="Clean reference", elem_id="reference-choice")
+                    c["reference_upload"] = gr.File(label="Reference (.json from `reference build`)",
+                                                    file_types=[".json"], visible=False, elem_id="reference-upload")
+                    c["reference_info"] = gr.Markdown(elem_id="reference-info")
+                    with gr.Row():
+                        c["reference_learners"] = gr.Slider(1, 8, value=4, step=1, label="Clean learners",
+                                                            info="each is tuned and scanned: about a minute for "
+                                                                 "CoOp on a small task, several for CoCoOp")
+                    with gr.Row():
+                        c["reference_button"] = gr.Button("Build reference", elem_id="reference-button")
+                        c["reference_stop"] = gr.Button("Stop", variant="stop", interactive=False,
+                                                        elem_id="reference-stop")
+                    c["reference_status"] = gr.Markdown(elem_id="reference-status")
                 with gr.Accordion("Scan settings", open=False):
                     c["method"] = gr.Radio(list(METHODS), value="inspector", label="Method",
                                            info="inspector: additive trigger; neural-cleanse: mask + pattern baseline")
@@ -163,21 +194,40 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
         wire.on(c["model_path"].submit, handlers.choose_model, model_inputs, "model_info", api_name=False)
         c["model_source"].change(_show_model_source, c["model_source"],
                                  [c["zoo_model"], c["model_upload"], c["model_path"]], api_name=False)
-        pool_inputs = ["pool_source", "pool_upload", "pool_folder"]
+        pool_inputs = ["pool_source", "pool_upload", "pool_folder", "pool_size"]
         c["pool_source"].change(_show_pool_source, c["pool_source"], [c["pool_upload"], c["pool_folder"]],
                                 api_name=False)
         wire.on(c["pool_upload"].change, handlers.choose_pool, pool_inputs, "pool_info", api_name=False)
         wire.on(c["pool_folder"].submit, handlers.choose_pool, pool_inputs, "pool_info", api_name=False)
         wire.on(c["pool_source"].change, handlers.choose_pool, pool_inputs, "pool_info", api_name=False)
+        task_inputs = ["task_source", "task_upload", "task_folder"]
+        c["task_source"].change(_show_pool_source, c["task_source"], [c["task_upload"], c["task_folder"]],
+                                api_name=False)
+        wire.on(c["task_upload"].change, handlers.choose_task, task_inputs, "task_info", api_name=False)
+        wire.on(c["task_folder"].submit, handlers.choose_task, task_inputs, "task_info", api_name=False)
+        wire.on(c["task_source"].change, handlers.choose_task, task_inputs, "task_info", api_name=False)
+        reference_inputs = ["reference_choice", "reference_upload"]
+        c["reference_choice"].change(lambda choice: gr.update(visible=choice == "upload a reference"),
+                                     c["reference_choice"], c["reference_upload"], api_name=False)
+        wire.on(c["reference_choice"].input, handlers.choose_reference, reference_inputs, "reference_info",
+                api_name=False)
+        wire.on(c["reference_upload"].change, handlers.choose_reference, reference_inputs, "reference_info",
+                api_name=False)
+        wire.on(c["reference_button"].click, _build_reference_with_inputs,
+                [*model_inputs, *pool_inputs, *task_inputs, "reference_learners", "epsilon"], "reference_status",
+                api_name="build_reference", engine=True)
+        pickers = [*model_inputs, *pool_inputs[:3]]  # the pool size comes with the scan settings
         scan_event = wire.on(c["scan_button"].click, _scan_with_inputs,
-                             [*model_inputs, *pool_inputs, "method", "schedule", "epsilon", "pool_size", "epochs",
-                              "classes", "threshold", "bar_view"], "progress", api_name="scan", engine=True)
+                             [*pickers, "method", "schedule", "epsilon", "pool_size", "epochs", "classes", "threshold",
+                              "bar_view"], "progress", api_name="scan", engine=True)
         wire.on(c["stop_button"].click, handlers.stop, [], "progress", api_name="stop")
+        wire.on(c["reference_stop"].click, handlers.stop, [], "reference_status", api_name=False)
         wire.on(c["bar_view"].change, handlers.redraw_bars, ["bar_view"], "progress", api_name=False)
         wire.on(c["class_picker"].input, handlers.pick_class, ["class_picker"], "progress", api_name="inspect_class")
         wire.on(c["reveal_button"].click, handlers.reveal, [], "truth", api_name="reveal")
-        wire.on(c["repair_button"].click, handlers.run_repair, ["repair_target", "repair_epochs", "repair_lr"],
-                "repair_status", api_name="repair", engine=True)
+        wire.on(c["repair_button"].click, _repair_with_inputs,
+                [*task_inputs, "repair_target", "repair_epochs", "repair_lr"], "repair_status", api_name="repair",
+                engine=True)
         wire.on(c["load_repaired"].click, handlers.load_repaired, [], "repair_status", api_name=False)
         wire.on(c["implant_button"].click, handlers.run_implant, ["teach_base", "teach_attack", "teach_target",
                                                                   "teach_seed"], "teach_status", api_name="implant",
@@ -189,17 +239,37 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
 
 
 def _scan_with_inputs(ws: Workspace, source: str, zoo_name: str, upload: str | None, path: str | None,
-                      pool_source: str, pool_upload: str | None, pool_folder: str | None,
-                      *settings: Any) -> Iterator[handlers.Updates]:
+                      pool_source: str, pool_upload: str | None, pool_folder: str | None, method: str, schedule: str,
+                      epsilon: float, pool_size: float, *settings: Any) -> Iterator[handlers.Updates]:
     """Scan what the pickers show right now (a change event may still be on its way)."""
     for updates in handlers.choose_model(ws, source, zoo_name, upload, path):
         yield {key: updates[key] for key in ("model_info", "state")}
-    for updates in handlers.choose_pool(ws, pool_source, pool_upload, pool_folder):
-        yield updates
-    yield from handlers.run_scan(ws, *settings)
+    yield from handlers.choose_pool(ws, pool_source, pool_upload, pool_folder, pool_size, require=True)
+    yield from handlers.run_scan(ws, method, schedule, epsilon, pool_size, *settings)
 
 
-_LOAD_OUTPUTS = ["model_info", "classes", "repair_target", "teach_target", "epsilon", "bars"]
+def _repair_with_inputs(ws: Workspace, task_source: str, task_upload: str | None, task_folder: str | None,
+                        *settings: Any) -> Iterator[handlers.Updates]:
+    """Repair on the labelled task the picker shows right now."""
+    yield from handlers.choose_task(ws, task_source, task_upload, task_folder, require=True)
+    yield from handlers.run_repair(ws, *settings)
+
+
+def _build_reference_with_inputs(ws: Workspace, source: str, zoo_name: str, upload: str | None, path: str | None,
+                                 pool_source: str, pool_upload: str | None, pool_folder: str | None,
+                                 pool_size: float, task_source: str, task_upload: str | None,
+                                 task_folder: str | None, learners: float,
+                                 epsilon: float) -> Iterator[handlers.Updates]:
+    """Build the reference for what the pickers show right now: the model's kind, the task and the pool."""
+    for updates in handlers.choose_model(ws, source, zoo_name, upload, path):
+        yield {key: updates[key] for key in ("model_info", "state")}
+    yield from handlers.choose_pool(ws, pool_source, pool_upload, pool_folder, pool_size, require=True)
+    yield from handlers.choose_task(ws, task_source, task_upload, task_folder, require=True)
+    yield from handlers.run_reference_build(ws, learners, epsilon, pool_size)
+
+
+_LOAD_OUTPUTS = ["model_info", "classes", "repair_target", "teach_target", "epsilon", "bars", "task_info",
+                 "reference_info"]
 
 
 def _on_load(new_workspace: Callable[[gr.Request], Workspace]) -> Callable[..., list[Any]]:
@@ -231,6 +301,7 @@ def _show_model_source(source: str) -> list[Any]:
 
 
 def _show_pool_source(source: str) -> list[Any]:
+    """The upload box or the path box of a pool or task picker, whichever the radio asks for."""
     return [gr.update(visible=source == "upload a zip"), gr.update(visible=source == "folder path")]
 
 

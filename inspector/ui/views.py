@@ -14,11 +14,14 @@ import plotly.graph_objects as go
 import torch
 from PIL import Image
 
+from inspector.data import SHIPPED, ImagePool, Task
 from inspector.detect import Verdict, anomaly_index, statistic_values
 from inspector.examples import Example
 from inspector.figures import View, class_bars
-from inspector.invert import ScanResult, ScanStarted, TriggerSnapshot
+from inspector.invert import ScanConfig, ScanResult, ScanStarted, TriggerSnapshot
 from inspector.lab.truth import GroundTruth
+from inspector.pipeline import Delivered, ReferenceWritten
+from inspector.reference import ReferenceProgress
 from inspector.repair import RepairMeasured, RepairStep
 
 PICTURE_SIZE = 256  # on-screen size of a trigger picture (nearest-neighbour, so pixels stay crisp)
@@ -32,7 +35,7 @@ def to_image(picture: torch.Tensor, size: int = PICTURE_SIZE) -> Image.Image:
 
 
 def started_line(label: str, event: ScanStarted) -> str:
-    schedule = event.settings.get("schedule", "faithful")
+    schedule = event.settings.schedule
     how = (f"successive halving, up to {event.steps_per_class} steps for the most suspicious"
            if schedule == "fast" else f"{event.steps_per_class} steps each")
     return (f"Scanning **{label}**: {len(event.classes)} candidate classes ({how}) on {event.fit_images} "
@@ -52,10 +55,10 @@ def live_anomalies(records: Sequence[dict[str, Any]], statistic: str) -> list[fl
     return anomaly_index(statistic_values(records, statistic))  # type: ignore[arg-type]
 
 
-def live_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], settings: dict[str, Any],
+def live_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], settings: ScanConfig,
               view: View, verdict: Verdict | None = None, candidates: Sequence[int] | None = None) -> go.Figure:
     """The per-class chart while classes finish (leader red) and after the verdict (suspect red)."""
-    statistic = settings.get("statistic", "flip_rate")
+    statistic = settings.resolved_statistic()
     anomalies = verdict.anomalies if verdict is not None else live_anomalies(records, statistic)
     if verdict is not None:
         suspect = verdict.suspect
@@ -69,7 +72,7 @@ def live_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], set
     reindexed = [{**r, "index": position[int(r["index"])]} for r in records if int(r["index"]) in position]
     title = "Flip rate of each class's reconstructed trigger" if view == "flip_rate" else "Anomaly index per class"
     return class_bars(names, reindexed, view, anomalies, position.get(suspect) if suspect is not None else None,
-                      settings.get("threshold", 2.0), settings.get("min_flip_rate", 0.5), title)
+                      settings.threshold, settings.resolved_min_flip_rate(), title)
 
 
 def verdict_html(verdict: Verdict, result: ScanResult, model_label: str) -> str:
@@ -97,8 +100,8 @@ def verdict_html(verdict: Verdict, result: ScanResult, model_label: str) -> str:
     foot = (f"{html.escape(model_label)} · {len(result.classes)} candidate classes · "
             f"{result.fit_images} + {result.held_out_images} OOD images · statistic {verdict.statistic} · "
             f"{result.seconds:.0f} s")
-    if result.settings.get("reference_from"):
-        foot += f"<br>clean reference: {html.escape(str(result.settings['reference_from']))}"
+    if result.settings.reference_from:
+        foot += f"<br>clean reference: {html.escape(result.settings.reference_from)}"
     return f'<div class="{css}"><div class="verdict-head">{head}</div><p>{body}</p><small>{foot}</small></div>'
 
 
@@ -171,3 +174,62 @@ def repair_table(before: RepairMeasured, after: RepairMeasured, truth: tuple[flo
     lines = ["| | before | after |", "|---|---|---|"]
     lines += [f"| {name} | {b:.1%} | {a:.1%} |" for name, b, a in rows]
     return "\n".join(lines) + f"\n\nRepaired in {seconds:.0f} s; the delivered file was not changed."
+
+
+# --- the chosen inputs ----------------------------------------------------------------------------------
+def model_line(loaded: Delivered) -> str:
+    """The chosen model in one line."""
+    m = loaded.model
+    return (f"**{html.escape(loaded.label)}**: {m.kind.upper()} prompt learner, {len(m.class_names)} classes, "
+            f"{m.backbone.arch} ({m.backbone.image_size} px), sha256 {loaded.sha256}")
+
+
+def _skipped_note(skipped: Sequence[tuple[str, str]], shown: int = 5) -> str:
+    if not skipped:
+        return ""
+    listed = "; ".join(f"{html.escape(f)} ({html.escape(r)})" for f, r in skipped[:shown])
+    return f", {len(skipped)} files skipped: {listed}" + (" …" if len(skipped) > shown else "")
+
+
+def pool_line(pool: ImagePool) -> str:
+    source = "shipped" if pool.source == SHIPPED else html.escape(pool.source)
+    return f"OOD pool: **{source}**, {len(pool.names)} images" + _skipped_note(pool.skipped)
+
+
+def task_name(task: Task) -> str:
+    return "the shipped pocket task" if task.source == SHIPPED else f"task **{html.escape(task.source)}**"
+
+
+def task_line(task: Task, model_classes: Sequence[str]) -> str:
+    """The chosen labelled task, and whether it has the chosen model's classes."""
+    fits = set(model_classes) == set(task.class_names)
+    fit = ("its classes are the model's" if fits else
+           f"⚠ its classes are not the model's ({len(task.class_names)} vs {len(model_classes)}); repair and the "
+           "reference need the task the model was tuned on")
+    return f"Labelled task: {task_name(task)}, {task.describe()}; {fit}" + _skipped_note(task.skipped)
+
+
+def reference_line(ws: Any, chosen: str | None = None) -> str:
+    """Which clean reference the scans use; after a scan, what that scan actually used."""
+    if chosen is not None:
+        return f"Clean reference of the last scan: {html.escape(chosen)}"
+    return {"auto": "Clean reference: **auto**: the shipped one when it fits the model, pool and settings, "
+                    "else raw flip rates",
+            "none": "Clean reference: **none**: raw flip rates (natural attractor classes may stand out)"
+            }.get(ws.reference, f"Clean reference: **{html.escape(ws.reference_label)}**")
+
+
+def reference_progress(event: ReferenceProgress, lines: Sequence[str]) -> str:
+    done = event.done_units / max(event.total_units, 1)
+    head = f"Clean learner {event.learner} of {event.learners} (seed {event.seed}): {event.stage} · {done:.0%} done"
+    return "\n\n".join([*(["\n".join(f"- {line}" for line in lines)] if lines else []), head])
+
+
+def reference_done(event: ReferenceWritten, lines: Sequence[str]) -> str:
+    reference = event.reference
+    top = sorted(reference.flip_rates.items(), key=lambda kv: -kv[1])[:3]
+    rates = ", ".join(f"{html.escape(n)} {r:.0%}" for n, r in top)
+    return "\n\n".join(["\n".join(f"- {line}" for line in lines),
+                        f"Reference built in {event.seconds:.0f} s from {len(reference.seeds)} clean "
+                        f"{reference.kind} learners (classes easiest to reach without a backdoor: {rates}); the next "
+                        "scans use it."])

@@ -1,9 +1,10 @@
-"""One browser's work in the app: the model and OOD pool it chose, its last scan, repair and implant.
+"""One browser's work in the app: what it chose (model, OOD pool, labelled task, clean reference) and what
+its jobs produced (scan, repair, reference, implant).
 
-No Gradio here: the handlers keep one ``Workspace`` per browser session (``gr.State``) and call
-these methods, so the same steps can be driven and tested without a browser. Files the user
-names are read only under the app's allowed roots; everything the app writes goes to a fresh
-run folder under ``runs_root``; the model file the user delivered is never written.
+No Gradio here and no workflow either: every job is ``inspector.pipeline``'s, started with this
+browser's inputs and stop flag, so the CLI and the page run exactly the same steps. Files the user
+names are read only under the app's allowed roots; everything the app writes goes to a fresh run
+folder under ``runs_root``; the model file the user delivered is never written.
 """
 
 from __future__ import annotations
@@ -19,20 +20,35 @@ from typing import Any
 
 import torch
 
-from inspector.backbone import Backbone, file_sha256, load_backbone
-from inspector.data import ImagePool, Task, load_shipped_pool, task_for
+from inspector.backbone import Backbone, load_backbone
+from inspector.data import SHIPPED, ImagePool, Task
 from inspector.errors import InputError
-from inspector.examples import Example, before_after, held_out_images
-from inspector.invert import ScanConfig, ScanEvent, ScanFinished, ScanResult, class_index, scan
-from inspector.lab.implant import ImplantConfig, ImplantEvent, ImplantFinished, implant
-from inspector.lab.triggers import Trigger
-from inspector.lab.truth import GroundTruth, attack_success_rate, read_ground_truth, save_implanted
-from inspector.pools import pool_summary, read_pool
-from inspector.prompts import PromptedCLIP, open_model, save_learner
-from inspector.repair import RepairConfig, RepairEvent, RepairFinished, repair
-from inspector.report import REPORT, write_report
-from inspector.runs import fresh_run_name, staged_folder
-from inspector.zoo import list_zoo, resolve_model
+from inspector.examples import Example, before_after
+from inspector.invert import ScanConfig, ScanFinished, ScanResult, class_index
+from inspector.lab.implant import ImplantConfig
+from inspector.pipeline import (
+    Delivered,
+    Implanted,
+    ImplantJobEvent,
+    ReferenceWritten,
+    Repaired,
+    RepairJobEvent,
+    ReportWritten,
+    ScanJobEvent,
+    implant_job,
+    open_delivered,
+    open_pool,
+    open_task_for,
+    reference_job,
+    repair_job,
+    scan_job,
+)
+from inspector.reference import Reference, ReferenceEvent
+from inspector.repair import RepairConfig
+from inspector.report import REPORT
+from inspector.runs import fresh_run_name, slug
+from inspector.tasks import load_labelled
+from inspector.zoo import list_zoo
 
 
 @functools.lru_cache(maxsize=4)
@@ -41,16 +57,12 @@ def cached_backbone(arch: str, pretrained: str | None = None, device: str | None
     return load_backbone(arch, pretrained, device=device)
 
 
-@functools.lru_cache(maxsize=2)
-def shipped_pool(image_size: int) -> ImagePool:
-    return load_shipped_pool(image_size)
+def _backbone_loader(arch: str, pretrained: str | None, device: Any = None) -> Backbone:
+    return cached_backbone(arch, pretrained, str(device) if device is not None else None)
 
 
 def zoo_names() -> list[str]:
     return [entry.name for entry in list_zoo()]
-
-
-APP_POOL_LIMIT = 1200  # images read from a user's pool: the most the pool-size slider can use
 
 
 def within_roots(path_text: str, roots: list[Path], what: str) -> Path:
@@ -76,34 +88,31 @@ def named_as_uploaded(path_text: str) -> Iterator[None]:
         raise InputError(exc.message.replace(str(Path(path_text)), shown), hint=exc.hint) from exc
 
 
-def _file_stamp(path: Path) -> tuple[int, int]:
-    info = path.stat()
-    return info.st_size, info.st_mtime_ns
-
-
 @dataclass
-class LoadedModel:
-    """A prompt learner opened for scanning, with where it came from."""
+class Source:
+    """Where a chosen input comes from: "shipped", an upload (server path + the name the user knows) or a path."""
 
-    label: str
-    path: Path
-    sha256: str
-    model: PromptedCLIP
-    truth: GroundTruth | None  # the lab's record, for the teaching mode's reveal; the scan never reads it
-    stamp: tuple[int, int]  # file size and mtime when opened
+    kind: str  # "shipped", "upload" or "folder"
+    path: str | None = None
+    label: str = SHIPPED
 
-    def describe(self) -> str:
-        m = self.model
-        return (f"**{self.label}**: {m.kind.upper()} prompt learner, {len(m.class_names)} classes, "
-                f"{m.backbone.arch} ({m.backbone.image_size} px), sha256 {self.sha256}")
+    @classmethod
+    def pick(cls, kind: str, upload: str | None, folder: str | None, roots: list[Path], what: str) -> Source:
+        if kind == "shipped":
+            return cls("shipped")
+        if kind == "upload":
+            if not upload:
+                raise InputError(f"no zip uploaded for the {what}", hint="drop a .zip on the upload box")
+            return cls("upload", upload, Path(upload).name)
+        path = within_roots(folder or "", roots, what)
+        return cls("folder", str(path), str(path))
 
-
-@dataclass
-class RepairOutcome:
-    finished: RepairFinished
-    path: Path
-    target: int
-    truth_asr: tuple[float, float] | None  # ground-truth ASR before / after, when the lab's record exists
+    def read(self, reader: Any) -> Any:
+        if self.kind == "upload":
+            assert self.path is not None
+            with named_as_uploaded(self.path):
+                return reader()
+        return reader()
 
 
 @dataclass
@@ -113,79 +122,90 @@ class Workspace:
     runs_root: Path
     allowed_roots: list[Path]
     device: str | None = None
-    loaded: LoadedModel | None = None
+    loaded: Delivered | None = None
+    pool_source: Source = field(default_factory=lambda: Source("shipped"))
     pool: ImagePool | None = None
-    pool_info: dict[str, Any] = field(default_factory=lambda: {"source": "shipped"})
     pool_key: tuple[Any, ...] | None = None
+    task_source: Source = field(default_factory=lambda: Source("shipped"))
+    task: Task | None = None
+    task_key: tuple[Any, ...] | None = None
+    reference: str = "auto"  # "auto", "none", or the path of a reference file (uploaded or built here)
+    reference_label: str = "auto"
+    reference_uploaded: bool = False  # the reference is an upload: messages name it by its file name
     result: ScanResult | None = None
-    scanned: LoadedModel | None = None  # the model the last scan was run on
+    scanned: Delivered | None = None  # the model the last scan was run on
+    scanned_pool: ImagePool | None = None  # and the pool it read
     run_dir: Path | None = None
     report: dict[str, Any] | None = None
-    repaired: RepairOutcome | None = None
+    repaired: Repaired | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     view: str = "flip_rate"  # the chart's statistic: "flip_rate" or "anomaly"
-    live: tuple[list[dict[str, Any]], dict[str, Any], list[int]] | None = None  # records so far of a running scan
+    live: tuple[list[dict[str, Any]], ScanConfig, list[int]] | None = None  # records so far of a running scan
 
     # --- choosing inputs -------------------------------------------------------------------------------
-    def open_model(self, source: str, label: str | None = None, weights: str | None = None) -> LoadedModel:
-        """A zoo name or a file path -> the loaded learner (the backbone comes from the shared cache)."""
+    def open_model(self, source: str, label: str | None = None, weights: str | None = None) -> Delivered:
+        """A zoo name or a file path -> the opened learner (the backbone comes from the shared cache)."""
+        from inspector.zoo import resolve_model
+
         path = resolve_model(source)
         current = self.loaded
-        if current is not None and current.path == path.resolve() and current.label == (label or source) \
-                and current.stamp == _file_stamp(path):
+        if current is not None and current.unchanged(path) and current.label == (label or source):
             return current  # already open and unchanged on disk
-        path = path.resolve()
-        model = open_model(path, weights=weights or None, device=self.device,
-                           backbone_loader=lambda arch, pretrained, device=None: cached_backbone(
-                               arch, pretrained, str(device) if device is not None else None))
-        self.loaded = LoadedModel(label or source, path, file_sha256(path), model, read_ground_truth(path),
-                                  _file_stamp(path))
-        if self.pool is not None and self.pool.pixels.shape[-1] != model.backbone.image_size:
-            self.pool, self.pool_info, self.pool_key = None, {"source": "shipped"}, None  # read at another size
+        self.loaded = open_delivered(path, label or source, weights, self.device, _backbone_loader)
         return self.loaded
 
-    def open_upload(self, upload: str, weights: str | None = None) -> LoadedModel:
+    def open_upload(self, upload: str, weights: str | None = None) -> Delivered:
         with named_as_uploaded(upload):
             return self.open_model(upload, label=Path(upload).name, weights=weights)
 
-    def open_model_path(self, path_text: str, weights: str | None = None) -> LoadedModel:
+    def open_model_path(self, path_text: str, weights: str | None = None) -> Delivered:
         path = within_roots(path_text, self.allowed_roots, "model file")
         if not path.is_file():
             raise InputError(f"{path} is a folder, not a model file", hint="give the path of a .safetensors file")
         return self.open_model(str(path), label=path.name, weights=weights)
 
-    def use_pool(self, kind: str, upload: str | None = None, folder: str | None = None) -> ImagePool:
-        """The OOD pool: shipped, an uploaded zip, or a folder under the allowed roots."""
-        size = self.require_model().model.backbone.image_size
-        key = (kind, upload if kind == "upload" else None, folder if kind == "folder" else None, size)
-        if self.pool is not None and self.pool_key == key:
-            return self.pool
-        if kind == "shipped":
-            pool = shipped_pool(size)
-            info = pool_summary(pool, "shipped")
-        elif kind == "upload":
-            if not upload:
-                raise InputError("no zip uploaded for the OOD pool", hint="drop a .zip of images on the upload box")
-            with named_as_uploaded(upload):
-                pool = read_pool(Path(upload), size, APP_POOL_LIMIT)
-            info = pool_summary(pool, Path(upload).name)
-        else:
-            path = within_roots(folder or "", self.allowed_roots, "image folder")
-            pool = read_pool(path, size, APP_POOL_LIMIT)
-            info = pool_summary(pool, str(path))
-        self.pool, self.pool_info, self.pool_key = pool, info, key
-        return pool
-
-    def require_model(self) -> LoadedModel:
+    def require_model(self) -> Delivered:
         if self.loaded is None:
             raise InputError("no model chosen yet", hint="pick a demo model, upload one, or give a path")
         return self.loaded
 
-    def require_pool(self) -> ImagePool:
-        if self.pool is None:
-            self.use_pool("shipped")
-        assert self.pool is not None
+    def use_pool(self, source: Source, pool_size: int = 1000) -> ImagePool:
+        """The OOD pool, read as the CLI reads it (a user's pool: its first ``pool_size`` images)."""
+        size = self.require_model().model.backbone.image_size
+        key = (source.kind, source.path, size, None if source.kind == "shipped" else int(pool_size))
+        if self.pool is None or self.pool_key != key:
+            self.pool = source.read(lambda: open_pool(source.path, size, int(pool_size), label=source.label))
+            self.pool_source, self.pool_key = source, key
         return self.pool
+
+    def require_pool(self, pool_size: int = 1000) -> ImagePool:
+        return self.use_pool(self.pool_source, pool_size)
+
+    def use_task(self, source: Source) -> Task:
+        """The labelled task (repair, the clean reference), read at the chosen model's input size."""
+        size = self.require_model().model.backbone.image_size
+        key = (source.kind, source.path, size)
+        if self.task is None or self.task_key != key:
+            self.task = source.read(lambda: load_labelled(source.path, size, need_test=False, label=source.label))
+            self.task_source, self.task_key = source, key
+        return self.task
+
+    def require_task(self) -> Task:
+        return self.use_task(self.task_source)
+
+    def use_reference(self, choice: str, upload: str | None = None) -> str:
+        """``choice``: "auto", "none", "upload" (a reference .json) or "built" (the one built here last)."""
+        if choice in ("auto", "none"):
+            self.reference, self.reference_label, self.reference_uploaded = choice, choice, False
+        elif choice == "upload":
+            if not upload:
+                raise InputError("no reference file uploaded", hint="drop a reference .json on the upload box")
+            with named_as_uploaded(upload):
+                Reference.read(Path(upload))
+            self.reference, self.reference_label, self.reference_uploaded = upload, Path(upload).name, True
+        elif not self.reference or self.reference in ("auto", "none"):
+            raise InputError("no reference has been built here yet", hint="press Build reference first")
+        return self.reference_label
 
     def new_run_dir(self, label: str) -> Path:
         """A fresh, empty folder for this run's outputs; earlier runs are never overwritten."""
@@ -199,30 +219,19 @@ class Workspace:
         raise InputError(f"could not create a run folder under {self.runs_root}", hint="clean up old runs")
 
     # --- scan ------------------------------------------------------------------------------------------
-    def scan(self, config: ScanConfig) -> Iterator[ScanEvent]:
-        """The engine's scan of the chosen model on the chosen pool; stops when ``stop`` is set."""
-        loaded, pool = self.require_model(), self.require_pool()
+    def scan(self, config: ScanConfig) -> Iterator[ScanJobEvent]:
+        """The engine's scan job on the chosen model, pool and reference; stops when ``stop`` is set."""
+        loaded, pool = self.require_model(), self.require_pool(config.pool_size)
         self.stop.clear()
-        self.result, self.report, self.repaired, self.scanned = None, None, None, loaded
-        for event in scan(loaded.model, pool.pixels, config, should_stop=self.stop.is_set):
-            if isinstance(event, ScanFinished):
-                self.result = event.result
-            yield event
-
-    def write_report(self) -> dict[str, Any]:
-        """report.json, report.html and the trigger PNGs of the last scan, in a fresh run folder."""
-        result, loaded = self.require_result(), self.scanned
-        assert loaded is not None
-        run_dir = fresh_run_name(self.runs_root, loaded.label)
-        model = loaded.model
-        model_info = {"name": loaded.label, "path": str(loaded.path), "sha256": loaded.sha256, "kind": model.kind,
-                      "arch": model.backbone.arch, "pretrained": model.backbone.pretrained,
-                      "n_classes": len(model.class_names)}
-        examples = self.examples()
-        with staged_folder(run_dir) as staging:  # a closed tab mid-write leaves no half-written report
-            report = write_report(result, staging, model_info, self.pool_info, examples)
-        self.run_dir, self.report = run_dir, report
-        return report
+        self.result, self.report, self.repaired, self.scanned, self.scanned_pool = None, None, None, loaded, pool
+        out = fresh_run_name(self.runs_root, loaded.label)
+        with named_as_uploaded(self.reference) if self.reference_uploaded else contextlib.nullcontext():
+            for event in scan_job(loaded, pool, config, out, self.reference, should_stop=self.stop.is_set):
+                if isinstance(event, ScanFinished):
+                    self.result = event.result
+                elif isinstance(event, ReportWritten):
+                    self.run_dir, self.report = event.folder, event.report
+                yield event
 
     def report_files(self) -> list[str]:
         if self.run_dir is None:
@@ -236,96 +245,68 @@ class Workspace:
         return self.result
 
     def examples(self, class_index: int | None = None, count: int = 8) -> list[Example]:
-        result, pool = self.require_result(), self.require_pool()
-        assert self.scanned is not None
-        return before_after(self.scanned.model, result, pool.pixels, class_index, count)
+        result, scanned = self.require_result(), self.scanned
+        assert scanned is not None and self.scanned_pool is not None
+        return before_after(scanned.model, result, self.scanned_pool.pixels, class_index, count)
 
     # --- repair ----------------------------------------------------------------------------------------
-    def repair(self, target: int, config: RepairConfig) -> Iterator[RepairEvent]:
-        """Repair a fresh copy of the scanned model against ``target``'s reconstructed trigger.
-
-        Every repair starts from the delivered file again, so recipes can be compared; the result is
-        written to the run folder (``self.repaired``), never over the delivered file.
-        """
+    def repair(self, target: int, config: RepairConfig) -> Iterator[RepairJobEvent]:
+        """The engine's repair job: a fresh copy of the scanned model against ``target``'s trigger, on the
+        chosen labelled task, written to the run folder (``self.repaired``), never over the delivered file."""
         result, scanned = self.require_result(), self.scanned
-        assert scanned is not None
-        if target not in result.triggers:
-            raise InputError(f"class {scanned.model.class_names[target]!r} was not scanned, so it has no trigger",
-                             hint="scan it first (candidate classes)")
+        assert scanned is not None and self.scanned_pool is not None
         self.stop.clear()
-        model = self.open_model_copy(scanned)
-        task = task_for(model.class_names, model.backbone.image_size, scanned.label)
-        from inspector.candidates import candidate_from_tensors
-
-        trigger = candidate_from_tensors(result.settings["method"], result.triggers[target],
-                                         result.settings["epsilon"]).to(model.backbone.device)
-        held = held_out_images(result, self.require_pool().pixels)
-        truth_before = self._truth_asr(model, scanned.truth, task)
-        finished = None
-        for event in repair(model, trigger, target, task.train_pixels, task.train_labels, task.test_pixels,
-                            task.test_labels, held, config):
-            if self.stop.is_set():
-                return
-            if isinstance(event, RepairFinished):
-                finished = event
-            else:
-                yield event
-        assert finished is not None
-        truth_after = self._truth_asr(model, scanned.truth, task)
-        path = self._save_repaired(model, scanned, target, config, finished)
-        truth = (truth_before, truth_after) if truth_before is not None and truth_after is not None else None
-        self.repaired = RepairOutcome(finished, path, target, truth)
-        yield finished
-
-    def open_model_copy(self, loaded: LoadedModel) -> PromptedCLIP:
-        return open_model(loaded.path, device=self.device, backbone_loader=lambda *a, **k: loaded.model.backbone)
-
-    @staticmethod
-    def _truth_asr(model: PromptedCLIP, truth: GroundTruth | None, task: Task) -> float | None:
-        if truth is None:
-            return None
-        return round(attack_success_rate(model, truth.trigger, task.test_pixels, truth.target, task.test_labels), 4)
-
-    def _save_repaired(self, model: PromptedCLIP, scanned: LoadedModel, target: int, config: RepairConfig,
-                       finished: RepairFinished) -> Path:
+        task = self.require_task()
         run_dir = self.run_dir or self.new_run_dir(scanned.label)
-        path = run_dir / f"{scanned.path.stem}-repaired-{int(time.time())}.safetensors"
-        extra = {"repaired": {"from": scanned.path.name, "from_sha256": scanned.sha256,
-                              "target": model.class_names[target], "recipe": config.as_dict(),
-                              "before": vars(finished.before), "after": vars(finished.after)}}
-        if scanned.truth is not None:  # keep the lab's record, so the repaired model can still be measured
-            save_implanted(model, path, scanned.truth.trigger, scanned.truth.target,
-                           recipe=scanned.truth.record.get("recipe"), extra=extra)
-        else:
-            save_learner(model, path, extra=extra)
-        return path
+        out = run_dir / f"{scanned.path.stem}-repaired-{int(time.time())}.safetensors"
+        for event in repair_job(scanned, result, task, self.scanned_pool, out, config, target,
+                                should_stop=self.stop.is_set, source=str(run_dir / REPORT)):
+            if isinstance(event, Repaired):
+                self.repaired = event
+            yield event
+
+    # --- the clean reference ---------------------------------------------------------------------------
+    def build_reference(self, learners: int, epsilon: float | None,
+                        pool_size: int) -> Iterator[ReferenceEvent | ReferenceWritten]:
+        """Tune and scan ``learners`` clean learners of the chosen model's kind on the chosen task and pool.
+
+        Kept under runs/references/ by task, kind and pool, with one learners folder, so a stopped build
+        resumes where it stopped and a larger one reuses the learners of a smaller one; the finished
+        reference becomes the one the next scans use.
+        """
+        loaded, task, pool = self.require_model(), self.require_task(), self.require_pool(pool_size)
+        open_task_for(loaded.model, task, loaded.label, need_test=False)  # refused now, not after the build
+        self.stop.clear()
+        model = loaded.model
+        name = f"{slug(Path(task.source).stem)}-{model.kind}-{task.fingerprint[7:15]}-{pool.fingerprint[-8:]}"
+        out = self.runs_root / "references" / name / f"{model.kind}-{learners}-learners.json"
+        config = ScanConfig(epsilon=epsilon, pool_size=pool_size)
+        for event in reference_job(task, pool, model.kind, model.backbone, out, learners, config=config,
+                                   overwrite=True, should_stop=self.stop.is_set, keep=out.parent / "learners"):
+            if isinstance(event, ReferenceWritten):
+                self.reference, self.reference_label = str(out), f"built here: {out.parent.name}"
+                self.reference_uploaded = False
+            yield event
 
     # --- teaching mode ---------------------------------------------------------------------------------
-    def implant(self, base: str, attack: str, target: int | None, seed: int) -> Iterator[ImplantEvent]:
-        """Implant ``attack`` into a clean demo model; the result becomes the chosen model.
+    def implant(self, base: str, attack: str, target: int | None, seed: int) -> Iterator[ImplantJobEvent]:
+        """Implant ``attack`` into a clean demo model; the mystery model becomes the chosen model.
 
         ``target`` None draws one at random from ``seed`` (hidden until the reveal).
         """
         self.stop.clear()
         loaded = self.open_model(base)
-        model = loaded.model
-        task = task_for(model.class_names, model.backbone.image_size, base)
+        model = loaded.fresh_copy()
         if target is None:
             target = int(torch.randint(len(model.class_names), (1,), generator=torch.Generator().manual_seed(seed)))
         config = ImplantConfig.for_attack(attack, target, seed=seed)  # type: ignore[arg-type]
-        trigger: Trigger | None = None
-        for event in implant(model, task.train_pixels, task.train_labels, config):
-            if self.stop.is_set():
-                self.loaded = None
-                return
-            if isinstance(event, ImplantFinished):
-                trigger = event.trigger
-            yield event
-        assert trigger is not None
+        task = load_labelled(None, model.backbone.image_size)
         run_dir = self.new_run_dir("teaching")
-        path = run_dir / f"mystery-model-{seed}.safetensors"  # the name must not give the attack away
-        save_implanted(model, path, trigger, target, recipe={**config.recipe(model.backbone.image_size), "base": base})
-        self.open_model(str(path), label=f"mystery model ({base} + hidden backdoor)")
+        out = run_dir / f"mystery-model-{seed}.safetensors"  # the name must not give the attack away
+        for event in implant_job(model, task, config, out, base, model_label=base, should_stop=self.stop.is_set):
+            yield event
+            if isinstance(event, Implanted):
+                self.open_model(str(out), label=f"mystery model ({base} + hidden backdoor)")
 
     def target_index(self, name: str) -> int:
         return class_index(self.require_model().model.class_names, name, role="target class")
