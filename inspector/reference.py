@@ -31,8 +31,8 @@ from inspector.invert import (
     TriggerSnapshot,
     class_curve_steps,
     fast_steps,
+    held_out_count,
     scan,
-    split_pool,
 )
 from inspector.prompts import Kind, PromptedCLIP, TuneConfig, build_learner, load_learner, save_learner, tuning
 
@@ -243,11 +243,12 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
     config = replace(config.for_input(backbone.image_size), reference=None)
     recipe = TuneConfig.for_kind(kind, epochs=epochs)
     names = list(task.class_names)
-    fit = len(split_pool(pool.pixels, config.pool_size, config.holdout, config.seed)[0])
+    used = min(len(pool.pixels), config.pool_size)
+    fit = used - held_out_count(used, config.holdout)
     faithful_steps = len(names) * math.ceil(fit / config.batch_size) * config.epochs
-    fast_steps = len(names) * min(steps, math.ceil(fit / config.fast_batch_size) * config.epochs)
+    curve_steps = len(names) * fast_steps(replace(config, fast_rounds=(steps,)), len(pool.pixels))
     tune_steps = recipe.epochs * max(1, len(task.train_labels) // min(recipe.batch_size, len(task.train_labels)))
-    per_learner_units = tune_steps + faithful_steps + fast_steps
+    per_learner_units = tune_steps + faithful_steps + curve_steps
     total = per_learner_units * len(seeds)
     key = {"epsilon": config.epsilon, "pool": pool.fingerprint, "pool_size": config.pool_size,
            "holdout": config.holdout, "seed": config.seed, "fast": [config.fast_lr, config.fast_batch_size, steps],
