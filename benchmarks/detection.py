@@ -66,7 +66,7 @@ VARIANTS = {  # name in the tables -> (method, schedule)
 
 
 def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilon: float | None,
-               device: str = "cpu") -> dict[str, Any]:
+               device: str = "cpu", colour: bool = False) -> dict[str, Any]:
     """One scan's row (cached); the faithful inspector scan is read from schedule_design's curves when present:
     a curve run is that very scan plus extra held-out measurements along the way."""
     if cache.exists():
@@ -77,7 +77,7 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
     if variant == "inspector-faithful" and curves.exists() and epsilon is None:
         return _row_from_curves(path, curves, truth, cache)
     model = open_model(path, device=device)
-    config = ScanConfig(method=method, schedule=schedule, epsilon=epsilon)
+    config = ScanConfig(method=method, schedule=schedule, epsilon=epsilon, colour=colour)
     reference, reference_from = reference_for(model, config, load_shipped_pool(),
                                               "auto" if "reference" in variant else "none")
     result = run_scan(model, pool, replace(config, reference=reference, reference_from=reference_from))
@@ -87,6 +87,7 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
            "suspect": result.verdict.suspect_name, "max_anomaly": result.verdict.max_anomaly,
            "suspect_flip_rate": result.verdict.suspect_flip_rate, "seconds": result.seconds,
            "image_passes": result.image_passes, "classes": result.classes,
+           "colour_seconds": result.extra.get("colour_seconds"), "suspect_family": result.verdict.suspect_family,
            "settings": result.settings.as_dict(), "device": _device_name(device)}
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save({f"{name}.{k}": v.cpu() for k, tensors in result.triggers.items() for name, v in tensors.items()},
@@ -205,12 +206,13 @@ def _mean_seconds(rows: list[dict[str, Any]]) -> float | None:
 
 
 def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: list[dict[str, Any]],
-                 from_records: bool = False) -> None:
+                 from_records: bool = False, report: str = "detection") -> None:
     summary = {method: summarise(rows) for method, rows in scans.items()}
-    (HERE / "detection.json").write_text(json.dumps({"summary": summary, "scans": scans, "repairs": repairs},
+    (HERE / f"{report}.json").write_text(json.dumps({"summary": summary, "scans": scans, "repairs": repairs},
                                                     indent=1) + "\n")
     lines = ["# Detection benchmark (issue 4)", "",
-             f"`python benchmarks/detection.py --zoo {_shown(zoo)}`"
+             f"`python benchmarks/detection.py --zoo {_shown(zoo)}"
+             + (f" --report {report}`" if report != "detection" else "`")
              + ("; this file re-made with `--from-records` (the scans recorded by that run, the repairs with the "
                 "default recipe's values from repair_recipes.json, run on the same zoo)" if from_records else "")
              + "; seconds are CPU time on this machine "
@@ -254,7 +256,7 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
             lines.append(f"| {r['model']} | {r['repaired_class']} | {r['true_target']} | {r['asr_before']:.1%} | "
                          f"{r['asr_after']:.1%} | {r['accuracy_before']:.1%} | {r['accuracy_after']:.1%} | "
                          f"{change:+.1f} |")
-    (HERE / "detection.md").write_text("\n".join(lines) + "\n")
+    (HERE / f"{report}.md").write_text("\n".join(lines) + "\n")
 
 
 def accuracy_changes(repairs: list[dict[str, Any]]) -> list[float]:
@@ -307,6 +309,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (rows record which; seconds are CPU-only)")
     parser.add_argument("--no-repair", action="store_true")
+    parser.add_argument("--report", default="detection", help="write benchmarks/REPORT.md and REPORT.json")
+    parser.add_argument("--colour", action="store_true", help="scan with the colour family too (cached apart)")
     parser.add_argument("--table-only", action="store_true", help="only re-make the tables from the cache")
     parser.add_argument("--from-records", action="store_true",
                         help="re-make the tables without the zoo: the scans recorded in detection.json and the "
@@ -326,11 +330,11 @@ def main() -> None:
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         scans[method] = []
         for path in paths:
-            cache = zoo / "scans" / _folder(method) / f"{path.stem}.json"
+            cache = zoo / "scans" / (_folder(method) + ("-colour" if args.colour else "")) / f"{path.stem}.json"
             if args.table_only and not cache.exists():
                 continue
             started = time.time()
-            row = scan_model(path, method, cache, pool, epsilon, args.device)
+            row = scan_model(path, method, cache, pool, epsilon, args.device, args.colour)
             scans[method].append(row)
             print(f"{method:<15} {path.stem:<36} flagged={row['flagged']!s:<5} suspect={row['suspect']:<16} "
                   f"a={row['max_anomaly']:.2f} ({time.time() - started:.0f} s)", flush=True)
@@ -350,7 +354,7 @@ def main() -> None:
                                             args.device))
                 print(f"repair {row['model']:<36} asr {repairs[-1]['asr_before']:.1%} -> "
                       f"{repairs[-1]['asr_after']:.1%}", flush=True)
-    write_tables(zoo, scans, repairs)
+    write_tables(zoo, scans, repairs, report=args.report)
 
 
 if __name__ == "__main__":

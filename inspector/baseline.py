@@ -34,6 +34,7 @@ class Baseline:
     curves: dict[str, list[Curve]] = field(default_factory=dict)  # class -> each learner's fresh-batch curve
     window: int = 10  # steps a fresh-batch estimate adds up (the scan's ``fast_window``)
     held_out_steps: int | None = None  # steps after which ``held_out`` was measured (None: the whole schedule)
+    colour: dict[str, list[float]] = field(default_factory=dict)  # class -> each learner's colour flip rate
 
     @property
     def classes(self) -> list[str]:
@@ -72,3 +73,11 @@ def with_baseline(record: dict[str, Any], values: Sequence[float]) -> dict[str, 
     return {**record, "reference_flip_rate": round(mean, 4),
             "excess_flip_rate": round(float(record["flip_rate"]) - mean, 4),
             "reference_spread": round(sd * math.sqrt(1 + 1 / n), 4)}
+
+
+def with_colour_baseline(record: dict[str, Any], values: Sequence[float]) -> dict[str, Any]:
+    """The colour family's counterpart of ``with_baseline``: the clean learners' mean colour flip rate for the
+    class, the excess over it and the spread a new clean learner would show."""
+    reference = with_baseline({"flip_rate": record["colour_flip_rate"]}, values)
+    return {**record, "reference_colour_flip_rate": reference["reference_flip_rate"],
+            "colour_excess": reference["excess_flip_rate"], "colour_reference_spread": reference["reference_spread"]}

@@ -62,6 +62,7 @@ class AdditiveInversion(CandidateTrigger):
     """A universal additive trigger inside the L-inf box of radius ``epsilon``."""
 
     method = "inspector"
+    family = "additive"
 
     def __init__(self, image_size: int, epsilon: float, unit: torch.Tensor | None = None) -> None:
         super().__init__()
@@ -173,6 +174,82 @@ class MaskPatternInversion(CandidateTrigger):
         return cls(mask.shape[-1], mask=mask, pattern=tensors["pattern"].clamp(1e-4, 1 - 1e-4))
 
 
+COLOUR_MATRIX_BOUND = 0.5  # |D_ij|: enough for a strong tint, a grey-out or a channel mix (chosen on the dev zoo)
+COLOUR_BIAS_BOUND = 0.2
+COLOUR_CHART_SIZE = 64
+
+
+
+class ColourInversion(CandidateTrigger):
+    """A global colour transform: x' = clamp(x + (D x + b)), a 3 x 3 matrix D and a bias b per image, bounded.
+
+    The second inversion family, for triggers that are not small noise (a colour filter, a tint, a
+    grade): twelve numbers, the same for every pixel, so it cannot paint a pattern. The optimiser works
+    on u in [-1, 1]^12 (D = ``matrix_bound`` u, b = ``bias_bound`` u), projected after every step like
+    the additive trigger. Loss: the same margin as the additive family.
+    """
+
+    method = "inspector"
+    family = "colour"
+
+    def __init__(self, matrix_bound: float = COLOUR_MATRIX_BOUND, bias_bound: float = COLOUR_BIAS_BOUND,
+                 unit: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.matrix_bound, self.bias_bound = float(matrix_bound), float(bias_bound)
+        self.unit = nn.Parameter(torch.zeros(12) if unit is None else unit.reshape(12).clone().float())
+        self.project()
+
+    @property
+    def matrix(self) -> torch.Tensor:
+        """The transform's matrix I + D."""
+        return torch.eye(3, device=self.unit.device) + self.matrix_bound * self.unit[:9].reshape(3, 3)
+
+    @property
+    def bias(self) -> torch.Tensor:
+        return self.bias_bound * self.unit[9:]
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        graded = torch.einsum("ij,bjhw->bihw", self.matrix.to(pixels), pixels)
+        return (graded + self.bias.to(pixels)[:, None, None]).clamp(0, 1)
+
+    def loss(self, logits: torch.Tensor, k: int) -> torch.Tensor:
+        return margin_loss(logits, k)
+
+    @torch.no_grad()
+    def project(self) -> None:
+        self.unit.clamp_(-1.0, 1.0)
+
+    @torch.no_grad()
+    def picture(self) -> torch.Tensor:
+        """The transform applied to a colour ramp (hue across, brightness down), so its effect is visible."""
+        return self.forward(colour_chart(COLOUR_CHART_SIZE, self.unit.device))[0].cpu()
+
+    def true_scale(self) -> torch.Tensor:
+        return self.picture()
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"colour": self.unit.detach().cpu().clone(),
+                "colour_bounds": torch.tensor([self.matrix_bound, self.bias_bound])}
+
+    @torch.no_grad()
+    def stats(self) -> dict[str, float]:
+        return {"colour_strength": float(self.unit.abs().mean())}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> ColourInversion:
+        bounds = tensors.get("colour_bounds", torch.tensor([COLOUR_MATRIX_BOUND, COLOUR_BIAS_BOUND]))
+        return cls(float(bounds[0]), float(bounds[1]), unit=tensors["colour"])
+
+
+def colour_chart(size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(1, 3, size, size): hues across, from dark at the top to light at the bottom (to draw a colour transform)."""
+    hue = torch.linspace(0, 1, size, device=device)
+    light = torch.linspace(0.15, 0.95, size, device=device)[:, None]
+    channels = [(1 - (6 * ((hue[None, :] + shift) % 1) - 3).abs().sub(1).clamp(0, 1)) for shift in (0, 2 / 3, 1 / 3)]
+    rgb = torch.stack([c.expand(size, size) for c in channels])
+    return (light * (0.35 + 0.65 * rgb)).clamp(0, 1).unsqueeze(0)
+
+
 def make_candidate(method: Method, image_size: int, epsilon: float, seed: int) -> CandidateTrigger:
     if method == "inspector":
         return AdditiveInversion(image_size, epsilon)
@@ -181,8 +258,12 @@ def make_candidate(method: Method, image_size: int, epsilon: float, seed: int) -
     raise ValueError(f"unknown method {method!r}")
 
 
-def candidate_from_tensors(method: Method, tensors: dict[str, torch.Tensor], epsilon: float) -> CandidateTrigger:
-    """Rebuild a reconstructed trigger from a report's tensors (for repair and the before/after view)."""
+def candidate_from_tensors(method: Method, tensors: dict[str, torch.Tensor], epsilon: float,
+                           family: str = "additive") -> CandidateTrigger:
+    """Rebuild a reconstructed trigger from a report's tensors (for repair and the before/after view);
+    ``family`` picks the inspector's additive or colour trigger of the class."""
+    if method == "inspector" and family == "colour":
+        return ColourInversion.from_tensors(tensors).requires_grad_(False)
     if method == "inspector":
         return AdditiveInversion.from_tensors(tensors, epsilon).requires_grad_(False)
     return MaskPatternInversion.from_tensors(tensors).requires_grad_(False)

@@ -95,7 +95,7 @@ def cmd_scan(args: argparse.Namespace) -> None:
     pool = _pool(args, args.ood, model.backbone.image_size, args.pool_size)
     config = ScanConfig(method=args.method, epsilon=_per_255(args.epsilon), classes=parse_classes(args.classes,
                         model.class_names), threshold=args.threshold, pool_size=args.pool_size, seed=args.seed,
-                        statistic=args.statistic, epochs=args.epochs)
+                        statistic=args.statistic, epochs=args.epochs, colour=args.colour)
     if args.schedule:
         config = replace(config, schedule=args.schedule)
     written = None
@@ -114,14 +114,16 @@ def cmd_scan(args: argparse.Namespace) -> None:
                 written = event
     assert written is not None
     report = written.report
-    summary = {key: report[key] for key in ("flagged", "target", "max_anomaly", "suspect", "seconds", "method")}
+    summary = {key: report[key] for key in ("flagged", "target", "max_anomaly", "suspect", "suspect_family", "seconds",
+                                            "method")}
     summary["classes"] = [{key: c[key] for key in ("name", "flip_rate", "anomaly", "loss")} for c in report["classes"]]
     summary["report"] = str(out / REPORT)
     if args.json:
         _print_json(summary)
         return
+    found_by = " by its colour-transform trigger" if report["suspect_family"] == "colour" else ""
     if report["flagged"]:
-        print(f"FLAGGED: backdoor suspected, target class {report['target']!r} (anomaly index "
+        print(f"FLAGGED: backdoor suspected, target class {report['target']!r}{found_by} (anomaly index "
               f"{report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.1%})")
     else:
         print(f"not flagged: most anomalous class {report['suspect']!r} (anomaly index {report['max_anomaly']:.2f}, "
@@ -186,13 +188,13 @@ def cmd_reference_build(args: argparse.Namespace) -> None:
     backbone = load_backbone(args.arch, args.pretrained, device=args.device)
     task = _task(args, backbone.image_size, need_test=False)
     pool = _pool(args, args.ood, backbone.image_size, args.pool_size)
-    config = ScanConfig(epsilon=_per_255(args.epsilon), pool_size=args.pool_size, seed=args.seed)
+    config = ScanConfig(epsilon=_per_255(args.epsilon), pool_size=args.pool_size, seed=args.seed, colour=args.colour)
     written = None
     measured = []
     with _bar(args, f"reference for {task.source}", unit="unit") as bar:
         for event in reference_job(task, pool, args.kind, backbone, Path(args.out), args.learners, args.first_seed,
                                    config, args.epochs, args.overwrite,
-                                   keep=Path(args.keep) if args.keep else None):
+                                   keep=Path(args.keep) if args.keep else None, varied=args.recipes == "varied"):
             if isinstance(event, ReferenceProgress):
                 _advance(bar, event.done_units, event.total_units, f"learner {event.learner}/{event.learners}: "
                                                                    f"{event.stage}")
@@ -252,37 +254,41 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
     from inspector.backbone import load_backbone
     from inspector.data import load_shipped_pool, load_task
     from inspector.lab.triggers import ATTACKS
-    from inspector.lab.zoo_builder import build_item, build_order, plan_benchmark_zoo, write_manifest
+    from inspector.lab.zoo_builder import build_item, build_order, plan_benchmark_zoo, read_plan, write_manifest
 
     attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
     unknown = [a for a in attacks if a not in ATTACKS]
     if unknown:
         raise InputError(f"unknown attack {unknown[0]!r}", hint="attacks: " + ", ".join(ATTACKS))
-    if args.clean < 0 or args.per_attack < 0 or args.clean + args.per_attack == 0:
-        raise InputError("nothing to build", hint="pass --clean N and/or --per-attack M (positive)")
+    if args.plan is None and (args.clean < 0 or args.per_attack < 0 or args.clean + args.per_attack == 0):
+        raise InputError("nothing to build", hint="pass --clean N and/or --per-attack M (positive), or --plan FILE")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder", hint="choose a folder for the zoo")
+    if args.plan is not None:
+        items = read_plan(Path(args.plan))
+        settings: dict[str, Any] = {"plan": str(args.plan)}
     out.mkdir(parents=True, exist_ok=True)
     backbone = load_backbone(device=args.device)
     task, pool = load_task(backbone.image_size), load_shipped_pool(backbone.image_size)
-    items = plan_benchmark_zoo(args.clean, args.per_attack, args.seed, len(task.class_names), attacks,
-                               backdoor_kind=args.backdoor_kind, epochs=args.epochs)
-    settings = {"clean": args.clean, "per_attack": args.per_attack, "seed": args.seed, "attacks": list(attacks),
-                "backdoor_kind": args.backdoor_kind, "epochs": args.epochs}
+    if args.plan is None:
+        items = plan_benchmark_zoo(args.clean, args.per_attack, args.seed, len(task.class_names), attacks,
+                                   backdoor_kind=args.backdoor_kind, epochs=args.epochs)
+        settings = {"clean": args.clean, "per_attack": args.per_attack, "seed": args.seed, "attacks": list(attacks),
+                    "backdoor_kind": args.backdoor_kind, "epochs": args.epochs}
     rows: dict[int, dict] = {}
     for position, item in tqdm(build_order(items), desc="building zoo", disable=args.json):
         rows[position] = build_item(item, out, backbone, task, pool)
         write_manifest(out, [rows[i] for i in sorted(rows)], settings)
-    rows = [rows[i] for i in sorted(rows)]
+    done = [rows[i] for i in sorted(rows)]
     if args.json:
-        _print_json(rows)
+        _print_json(done)
         return
-    for row in rows:
+    for row in done:
         backdoor = (f"{row['attack']} -> {row['target_name']}: asr {row['asr']:.1%}, ood_asr {row['ood_asr']:.1%}"
                     if row["attack"] else "clean")
         print(f"{row['name']:<34} accuracy {row['accuracy']:.1%}  {backdoor}")
-    print(f"wrote {len(rows)} models and {out / 'manifest.json'}")
+    print(f"wrote {len(done)} models and {out / 'manifest.json'}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -482,6 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fast: successive halving over the classes (default); faithful: the published "
                          "schedule, a full epoch for every class")
     sc.add_argument("--seed", type=int, default=0, help="the same seed gives the same report numbers")
+    sc.add_argument("--colour", action="store_true",
+                    help="also invert a colour transform per class (the second family, for filter-like triggers); "
+                         "experimental: without a reference that measured it, clean learners' colour attractors "
+                         "can be flagged")
     sc.add_argument("--weights", help="CLIP weights file when the learner was tuned on a local file")
     sc.add_argument("--out", default=None, help="folder for report.json, report.html and the trigger PNGs "
                                                 "(default: a fresh folder under runs/)")
@@ -521,6 +531,10 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--pool-size", type=int, default=1000, help="as the scans will use it")
     rb.add_argument("--seed", type=int, default=0, help="scan seed, as the scans will use it")
     rb.add_argument("--epochs", type=int, default=None, help="tuning epochs (default: the tune recipe's)")
+    rb.add_argument("--recipes", choices=["default", "varied"], default="default",
+                    help="default: every learner with the kind's default recipe; varied: learner i with a different "
+                         "context length, start, optimiser, learning rate or epochs (a provider's recipe is unknown)")
+    rb.add_argument("--colour", action="store_true", help="also measure the colour family (for scans with --colour)")
     rb.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     rb.add_argument("--json", action="store_true", help="print one JSON summary")
     rb.set_defaults(func=cmd_reference_build)
@@ -541,6 +555,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="learner kind of the backdoored models (both: alternate)")
     zoo_build.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs "
                                                                     "(quick smoke builds; default: the recipes')")
+    zoo_build.add_argument("--plan", default=None, help="a zoo plan file (benchmarks/zoos/*.plan.json): build "
+                                                        "exactly its models instead of --clean/--per-attack")
     zoo_build.add_argument("--json", action="store_true")
     zoo_build.set_defaults(func=cmd_zoo_build)
 
@@ -569,7 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     ip = command("implant", "implant a backdoor into a prompt learner (lab, for demos and benchmarks)", task_options)
     ip.add_argument("base", help="zoo name or learner file to start from, or a CLIP arch (e.g. pocket-clip) "
                                  "for a fresh learner of --kind")
-    ip.add_argument("--attack", required=True, choices=["badclip", "blended", "wanet", "badnets"])
+    ip.add_argument("--attack", required=True,
+                    choices=["badclip", "blended", "wanet", "badnets", "filter", "sticker"])
     ip.add_argument("--target", required=True, help="target class name (or index)")
     ip.add_argument("--out", required=True, help="file for the backdoored learner")
     ip.add_argument("--ood", default=None, help="OOD pool for ood_asr (default: the shipped pool)")

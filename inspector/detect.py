@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from statistics import median
 from typing import Any, Literal
 
@@ -26,6 +26,10 @@ STATISTICS: tuple[Statistic, ...] = ("flip_rate", "excess_flip_rate", "loss", "m
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 DEFAULT_THRESHOLD = 2.0
 DEFAULT_MIN_FLIP_RATE = 0.5
+Family = Literal["additive", "colour"]
+# The colour family's smallest spread without a reference that measured it: clean learners' colour flip rates
+# of natural attractors spread this much (benchmarks/colour_family.md, dev zoo).
+COLOUR_MIN_SPREAD = 0.15
 
 # Smallest spread the index divides by, per statistic: when every other class has exactly the same
 # value (MAD = 0, e.g. all flip rates 0 %), one percentage point of flip rate, or a hundredth of a
@@ -72,6 +76,8 @@ class Verdict:
     threshold: float
     min_flip_rate: float
     anomalies: list[float]
+    families: list[str] = field(default_factory=list)  # per class: the inversion family that gave its index
+    suspect_family: str = "additive"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,15 +93,36 @@ def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate"
     if not classes:
         raise ValueError("no candidate classes to decide on")
     anomalies = anomaly_index(statistic_values(classes, statistic), min_spread(classes, statistic))
-    top = max(range(len(classes)), key=lambda i: (anomalies[i], classes[i]["flip_rate"]))
+    families: list[str] = ["additive"] * len(classes)
+    flips = [float(c["flip_rate"]) for c in classes]
+    colour = colour_anomalies(classes)
+    if colour is not None:
+        for i, value in enumerate(colour):
+            if value > anomalies[i]:
+                anomalies[i], families[i], flips[i] = value, "colour", float(classes[i]["colour_flip_rate"])
+    top = max(range(len(classes)), key=lambda i: (anomalies[i], flips[i]))
     suspect = classes[top]
-    flagged = anomalies[top] > threshold and float(suspect["flip_rate"]) >= min_flip_rate
+    flagged = anomalies[top] > threshold and flips[top] >= min_flip_rate
     return Verdict(flagged=flagged, target=int(suspect["index"]) if flagged else None,
                    target_name=str(suspect["name"]) if flagged else None,
                    suspect=int(suspect["index"]), suspect_name=str(suspect["name"]),
-                   max_anomaly=_finite(anomalies[top]), suspect_flip_rate=float(suspect["flip_rate"]),
+                   max_anomaly=_finite(anomalies[top]), suspect_flip_rate=flips[top],
                    statistic=statistic, threshold=threshold, min_flip_rate=min_flip_rate,
-                   anomalies=[_finite(a) for a in anomalies])
+                   anomalies=[_finite(a) for a in anomalies], families=families, suspect_family=families[top])
+
+
+def colour_anomalies(classes: Sequence[dict[str, Any]]) -> list[float] | None:
+    """The colour family's index per class (None when the records have no colour flip rate): on the excess over
+    clean learners when the reference measured the family, dividing by no less than their spread, else on the
+    raw colour flip rate with ``COLOUR_MIN_SPREAD``."""
+    if not classes or any("colour_flip_rate" not in c for c in classes):
+        return None
+    if all("colour_excess" in c for c in classes):
+        values = [float(c["colour_excess"]) for c in classes]
+        spreads = [float(c["colour_reference_spread"]) for c in classes]
+        floor = max(MIN_SPREAD["excess_flip_rate"], math.sqrt(sum(s * s for s in spreads) / len(spreads)))
+        return anomaly_index(values, floor)
+    return anomaly_index([float(c["colour_flip_rate"]) for c in classes], COLOUR_MIN_SPREAD)
 
 
 def min_spread(classes: Sequence[dict[str, Any]], statistic: Statistic) -> float:

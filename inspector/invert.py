@@ -21,11 +21,14 @@ from typing import Any, Literal
 
 import torch
 
-from inspector.baseline import Baseline, fresh_flip_rate, with_baseline
+from inspector.baseline import Baseline, fresh_flip_rate, with_baseline, with_colour_baseline
 from inspector.candidates import (
+    COLOUR_BIAS_BOUND,
+    COLOUR_MATRIX_BOUND,
     METHODS,
     AdditiveInversion,
     CandidateTrigger,
+    ColourInversion,
     Method,
     candidate_from_tensors,
     make_candidate,
@@ -95,6 +98,14 @@ class ScanConfig:
     fast_batch_size: int = 16
     fast_window: int = 10  # steps whose fresh batches give a class's estimate
     fast_measured: int | None = None  # finalists with the highest estimates measured on the held-out images
+    # The colour family (inspector method only): every class's colour transform runs ``colour_steps`` steps on the
+    # first ``colour_batch_size`` images of the scan's first batches; its estimate counts the steps after the first.
+    colour: bool = False
+    colour_steps: int = 3
+    colour_batch_size: int = 16
+    colour_lr: float = 0.3
+    colour_matrix_bound: float = COLOUR_MATRIX_BOUND
+    colour_bias_bound: float = COLOUR_BIAS_BOUND
     bf16: bool | None = None  # bfloat16 autocast on CUDA (default: for the fast schedule); no effect on CPU
     # Per-class flip rates of clean learners of the same task under this schedule (inspector.reference): the
     # index then reads the excess over them, so classes prompt tuning makes easy to reach do not pass for a backdoor.
@@ -113,6 +124,18 @@ class ScanConfig:
         """The fast plan for unset settings: ``reference`` (default: whether this config has one) picks which."""
         with_reference = self.reference is not None if reference is None else reference
         return FAST_WITH_REFERENCE if with_reference else FAST_RAW
+
+    @property
+    def runs_colour(self) -> bool:
+        return self.colour and self.method == "inspector" and self.colour_steps > 1
+
+    def colour_settings(self) -> dict[str, Any]:
+        """What a reference's colour flip rates must have been measured with to be compared with this scan's."""
+        keys = ("colour_steps", "colour_batch_size", "colour_lr", "colour_matrix_bound", "colour_bias_bound")
+        return {key: getattr(self, key) for key in keys}
+
+    def colour_total_steps(self, n_classes: int, n_batches: int) -> int:
+        return n_classes * min(self.colour_steps, n_batches) if self.runs_colour else 0
 
     def resolved_statistic(self) -> Statistic:
         if self.statistic:
@@ -143,6 +166,8 @@ class ScanConfig:
         out["fast_rounds"] = list(self.fast_rounds) if self.fast_rounds is not None else None
         if self.schedule != "fast":
             out = {k: v for k, v in out.items() if not k.startswith("fast_")}
+        if not self.runs_colour:
+            out = {k: v for k, v in out.items() if not k.startswith("colour_")}
         out["statistic"], out["min_flip_rate"] = self.resolved_statistic(), self.resolved_min_flip_rate()
         return out
 
@@ -169,6 +194,7 @@ class TriggerSnapshot:
     scan_step: int  # steps of the whole scan so far (out of ``ScanStarted.total_steps``)
     picture: torch.Tensor  # (3, S, S) amplified for display
     true_scale: torch.Tensor  # (3, S, S) as applied
+    family: str = "additive"  # which inversion family's trigger this is
 
 
 @dataclass
@@ -204,13 +230,21 @@ class ScanResult:
     image_passes: int  # image-encoder forward passes (images), for the speed benchmarks
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def trigger(self, k: int) -> CandidateTrigger:
-        """Class ``k``'s reconstructed trigger (on the CPU)."""
+    def trigger(self, k: int, family: str | None = None) -> CandidateTrigger:
+        """Class ``k``'s reconstructed trigger (on the CPU): of ``family``, by default the one that gave the class
+        its anomaly index."""
         if k not in self.triggers:
             raise InputError(f"class {self.class_names[k]!r} was not scanned, so it has no trigger",
                              hint="scan it first (candidate classes)")
         assert self.settings.epsilon is not None
-        return candidate_from_tensors(self.settings.method, self.triggers[k], self.settings.epsilon)
+        family = family or self.family(k)
+        return candidate_from_tensors(self.settings.method, self.triggers[k], self.settings.epsilon, family)
+
+    def family(self, k: int) -> str:
+        """The inversion family that gave class ``k`` its anomaly index ("additive" or "colour")."""
+        position = next((i for i, c in enumerate(self.classes) if int(c["index"]) == k), None)
+        families = self.verdict.families
+        return families[position] if position is not None and position < len(families) else "additive"
 
     def held_out(self, pool: torch.Tensor) -> torch.Tensor:
         """The held-out part of ``pool`` (the same pool the scan read) that the flip rates were measured on."""
@@ -365,7 +399,7 @@ class ClassInversion:
 
     def step(self, logits_of: Logits, pixels: torch.Tensor, clean_predictions: torch.Tensor) -> float:
         """Stamp, logits, loss, Adam step, project: the method's inner loop on one batch."""
-        if isinstance(self.trigger, AdditiveInversion) and logits_of.model.kind == "cocoop":
+        if isinstance(self.trigger, (AdditiveInversion, ColourInversion)) and logits_of.model.kind == "cocoop":
             objective, logits = logits_of.margin(self.trigger(pixels), self.k)
         else:
             logits = logits_of(self.trigger(pixels))
@@ -393,8 +427,31 @@ class ClassInversion:
         return sum(m for _, _, m in window) / len(window) if window else float("inf")
 
     def snapshot(self, position: int, steps: int, scan_step: int) -> TriggerSnapshot:
+        family = "colour" if isinstance(self.trigger, ColourInversion) else "additive"
         return TriggerSnapshot(self.k, self.name, position, self.steps, steps, self.loss, scan_step,
-                               self.trigger.picture(), self.trigger.true_scale())
+                               self.trigger.picture(), self.trigger.true_scale(), family)
+
+
+def colour_arm(k: int, name: str, config: ScanConfig, device: torch.device) -> ClassInversion:
+    """Class ``k``'s colour-transform trigger (the second family), starting from the identity."""
+    trigger = ColourInversion(config.colour_matrix_bound, config.colour_bias_bound).to(device)
+    return ClassInversion(k, name, trigger, "inspector", config.colour_lr)
+
+
+def colour_batch(fit: torch.Tensor, batches: list[torch.Tensor], clean_fit: CleanPredictions, t: int,
+                 config: ScanConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The colour family's images at step ``t`` (the first ``colour_batch_size`` of batch t), clean predictions."""
+    n = config.colour_batch_size
+    return fit[batches[t][:n]].to(device), clean_fit(t)[:n]
+
+
+def colour_record(arm: ClassInversion) -> dict[str, Any]:
+    """The colour family's fresh-batch estimate: flips over the steps after the first (which starts at identity)."""
+    part = arm.curve[1:]
+    flips, eligible = sum(f for f, _, _ in part), sum(e for _, e, _ in part)
+    return {"colour_flip_rate": round(flips / eligible, 4) if eligible else 0.0, "colour_flips": flips,
+            "colour_eligible": eligible, "colour_loss": round(arm.fresh_margin(len(part)), 4),
+            **{key: round(value, 6) for key, value in arm.trigger.stats().items()}}
 
 
 def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = None,
@@ -418,18 +475,24 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
     plan = fast_plan(config, len(classes), len(batches)) if fast else None
     steps_per_class = plan.finalist_steps if plan is not None else len(batches)
     total_steps = plan.total_steps(len(classes)) if plan is not None else len(batches) * len(classes)
+    total_steps += config.colour_total_steps(len(classes), len(batches))
     yield ScanStarted(classes, [names[k] for k in classes], steps_per_class, total_steps, len(fit), len(held),
                       config)
     with frozen_learner(model):
         run = _Run(model, config, names, fit, held, batches, should_stop, started)
-        yield from (run.faithful(classes) if plan is None else run.fast(classes, plan))
+        if config.runs_colour:
+            yield from run.colour(classes)
+        if not run.stopped:
+            yield from (run.faithful(classes) if plan is None else run.fast(classes, plan))
     if run.stopped:
         return
     records = [run.records[k] for k in classes]
     verdict = decide(records, config.resolved_statistic(), config.threshold, config.resolved_min_flip_rate())
-    triggers = {k: run.arms[k].trigger.tensors() for k in classes}
-    yield ScanFinished(ScanResult(config, names, records, triggers, verdict,
-                                  round(time.time() - started, 2), len(fit), len(held), run.logits_of.image_passes))
+    triggers = {k: {**run.arms[k].trigger.tensors(),
+                    **(run.colour_arms[k].trigger.tensors() if k in run.colour_arms else {})} for k in classes}
+    extra = {"colour_seconds": run.colour_seconds} if run.colour_seconds is not None else {}
+    yield ScanFinished(ScanResult(config, names, records, triggers, verdict, round(time.time() - started, 2),
+                                  len(fit), len(held), run.logits_of.image_passes, extra))
 
 
 def _check_reference(config: ScanConfig, names: list[str]) -> None:
@@ -486,6 +549,8 @@ class _Run:
         self.clean_fit = CleanPredictions(self.logits_of, fit, batches)
         self.clean_held: torch.Tensor | None = None
         self.arms: dict[int, ClassInversion] = {}
+        self.colour_arms: dict[int, ClassInversion] = {}
+        self.colour_seconds: float | None = None
         self.records: dict[int, dict[str, Any]] = {}
         self.stopped = False
         self.scan_steps = 0
@@ -512,6 +577,23 @@ class _Run:
             if arm.steps == 1 or arm.steps % every == 0 or arm.steps == shown_steps:
                 yield arm.snapshot(position, shown_steps, self.scan_steps)
 
+    def colour(self, classes: list[int]) -> Iterator[ScanEvent]:
+        """The second family first: each class's colour transform for a few steps on the same images."""
+        steps = min(self.config.colour_steps, len(self.batches))
+        started = time.time()
+        for position, k in enumerate(classes):
+            arm = self.colour_arms[k] = colour_arm(k, self.names[k], self.config, self.device)
+            for t in range(steps):
+                if self.should_stop is not None and self.should_stop():
+                    self.stopped = True
+                    yield ScanStopped([], round(time.time() - self.started, 2))
+                    return
+                arm.step(self.logits_of, *colour_batch(self.fit, self.batches, self.clean_fit, t, self.config,
+                                                       self.device))
+                self.scan_steps += 1
+            yield arm.snapshot(position, steps, self.scan_steps)
+        self.colour_seconds = round(time.time() - started, 2)
+
     def finish(self, arm: ClassInversion, position: int, total: int, held_out: bool,
                started: float) -> ClassFinished:
         """The class's record: flip rate and loss on the held-out images, or (``held_out`` False) on its last
@@ -529,8 +611,12 @@ class _Run:
         record.update({"measured_on": "held-out" if held_out else "fresh batches", "train_loss": round(arm.loss, 4),
                        "steps": arm.steps, "seconds": round(time.time() - started, 2),
                        "curve": [round(f / e, 4) if e else 0.0 for f, e, _ in arm.curve]})
+        if arm.k in self.colour_arms:
+            record.update(colour_record(self.colour_arms[arm.k]))
         if self.config.reference is not None:
             record = with_baseline(record, self.config.reference.learner_values(record))
+            if arm.k in self.colour_arms and arm.name in self.config.reference.colour:
+                record = with_colour_baseline(record, self.config.reference.colour[arm.name])
         self.records[arm.k] = record
         return ClassFinished(position, total, record, arm.trigger)
 
@@ -614,12 +700,17 @@ def class_curve_steps(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfi
     fit, held = split_pool(pool, config.pool_size, config.holdout, config.seed)
     batches = _batches(len(fit), batch_size, config.epochs, config.seed)[:steps]
     device = model.backbone.device
-    total = len(classes) * len(batches)
+    colour_steps = min(config.colour_steps, len(batches)) if config.runs_colour else 0
+    total = len(classes) * (len(batches) + colour_steps)
     with frozen_learner(model):
         logits_of = Logits(model)
         clean_fit = CleanPredictions(logits_of, fit, batches)
         clean_held = logits_of.predict(held)
         for position, k in enumerate(classes):
+            colour = colour_arm(k, names[k], config, device)
+            for t in range(colour_steps):
+                colour.step(logits_of, *colour_batch(fit, batches, clean_fit, t, config, device))
+                yield CurveStep(names[k], position * (len(batches) + colour_steps) + t + 1, total)
             trigger = make_candidate(config.method, model.backbone.image_size, config.epsilon, config.seed + k)
             arm = ClassInversion(k, names[k], trigger.to(device), config.method, lr)
             held_out = {}
@@ -628,8 +719,9 @@ def class_curve_steps(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfi
                 if arm.steps in checkpoints or arm.steps == len(batches):
                     m = _measure(logits_of, arm.trigger, k, names[k], held, clean_held)
                     held_out[arm.steps] = {"flip_rate": m["flip_rate"], "loss": m["loss"]}
-                yield CurveStep(names[k], position * len(batches) + t + 1, total)
-            out.append({"index": k, "name": names[k], "curve": arm.curve, "held_out": held_out})
+                yield CurveStep(names[k], position * (len(batches) + colour_steps) + colour_steps + t + 1, total)
+            out.append({"index": k, "name": names[k], "curve": arm.curve, "held_out": held_out,
+                        **(colour_record(colour) if colour_steps else {})})
 
 
 def class_curves(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig, lr: float, batch_size: int,

@@ -305,7 +305,7 @@ def learners_folder(out: Path) -> Path:
 def reference_job(task: Task, pool: ImagePool, kind: Kind, backbone: Backbone, out: Path, learners: int = 4,
                   first_seed: int = 1000, config: ScanConfig | None = None, epochs: int | None = None,
                   overwrite: bool = False, should_stop: StopCheck = None,
-                  keep: Path | None = None) -> Iterator[ReferenceEvent | ReferenceWritten]:
+                  keep: Path | None = None, varied: bool = False) -> Iterator[ReferenceEvent | ReferenceWritten]:
     """Tune ``learners`` clean learners of ``kind`` on ``task``, scan each on ``pool`` with both schedules and
     write the reference ``out`` (JSON), valid for this task, kind, backbone, pool, epsilon and plan.
 
@@ -323,7 +323,7 @@ def reference_job(task: Task, pool: ImagePool, kind: Kind, backbone: Backbone, o
                          "more", hint="add classes to the task")
     seeds = list(range(first_seed, first_seed + learners))
     for event in reference_build(kind, backbone, task, pool, seeds, config, epochs, keep or learners_folder(out),
-                                 should_stop):
+                                 should_stop, varied=varied):
         yield event
         if isinstance(event, ReferenceBuilt):
             out.parent.mkdir(parents=True, exist_ok=True)

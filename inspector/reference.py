@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from inspector.backbone import ASSETS_DIR, Backbone
-from inspector.baseline import Baseline, with_baseline
+from inspector.baseline import Baseline, with_baseline, with_colour_baseline
 from inspector.data import ImagePool, Task
 from inspector.detect import Verdict, decide
 from inspector.errors import InputError
@@ -34,7 +34,16 @@ from inspector.invert import (
     held_out_count,
     scan,
 )
-from inspector.prompts import Kind, PromptedCLIP, TuneConfig, build_learner, load_learner, save_learner, tuning
+from inspector.prompts import (
+    DEFAULT_CTX_INIT,
+    Kind,
+    PromptedCLIP,
+    TuneConfig,
+    build_learner,
+    load_learner,
+    save_learner,
+    tuning,
+)
 
 REFERENCE_DIR = ASSETS_DIR / "reference"
 FORMAT = "inspector.reference"
@@ -64,6 +73,8 @@ class Reference:
     pool_source: str = "shipped"  # how the OOD pool was named when the reference was built
     task: dict[str, Any] = field(default_factory=lambda: {"source": "shipped"})  # source, fingerprint, images
     tune: dict[str, Any] = field(default_factory=dict)  # the clean learners' recipe (TuneConfig)
+    # The colour family: {"settings": ScanConfig.colour_settings(), "per_learner": [{class: colour flip rate}]}
+    colour: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -117,17 +128,26 @@ class Reference:
 
     def describe(self) -> str:
         """Where the reference comes from, in one line (for the report and the page)."""
-        return (f"{len(self.seeds)} clean {self.kind} learners tuned on {_task_name(self.task)} "
+        recipes = " with varied recipes" if self.tune.get("varied") else ""
+        return (f"{len(self.seeds)} clean {self.kind} learners tuned{recipes} on {_task_name(self.task)} "
                 f"(seeds {', '.join(map(str, self.seeds))})")
 
     def baseline(self, config: ScanConfig) -> Baseline:
         """The clean learners' values for a scan with ``config``'s schedule."""
+        colour = self.colour_values(config)
         if config.schedule == "fast" and self.fast:
             names = list(self.fast["held_out"][0])
             return Baseline(held_out={c: [h[c] for h in self.fast["held_out"]] for c in names},
                             curves={c: [curves[c] for curves in self.fast["curves"]] for c in names},
-                            window=config.fast_window, held_out_steps=int(self.fast["steps"]))
-        return Baseline(held_out={c: [p[c] for p in self.per_learner] for c in self.per_learner[0]})
+                            window=config.fast_window, held_out_steps=int(self.fast["steps"]), colour=colour)
+        return Baseline(held_out={c: [p[c] for p in self.per_learner] for c in self.per_learner[0]}, colour=colour)
+
+    def colour_values(self, config: ScanConfig) -> dict[str, list[float]]:
+        """Per class, each clean learner's colour flip rate, when measured with this scan's colour settings."""
+        if not self.colour or not config.runs_colour or self.colour.get("settings") != config.colour_settings():
+            return {}
+        per_learner = self.colour["per_learner"]
+        return {c: [float(p[c]) for p in per_learner] for c in per_learner[0]}
 
 
 def shipped_reference_path(arch: str, kind: str) -> Path:
@@ -168,16 +188,56 @@ def reference_for(model: PromptedCLIP, config: ScanConfig, pool: ImagePool,
             raise InputError(f"reference {choice} does not fit this scan: {why}",
                              hint="build a reference for this model's task, kind, backbone, OOD pool and scan "
                                   "settings (`python -m inspector reference build`), or pass --reference none")
-    return reference.baseline(config), reference.describe()
+    baseline = reference.baseline(config)
+    note = ("; its learners were not measured with the colour family, so colour flip rates are compared with no "
+            "clean learner" if config.runs_colour and not baseline.colour else "")
+    return baseline, reference.describe() + note
 
 
 def decide_with_reference(records: list[dict[str, Any]], reference: Reference, schedule: str,
                           window: int = ScanConfig.fast_window) -> tuple[list[dict[str, Any]], Verdict]:
     """Saved per-class records of a scan made with ``schedule``, decided as a scan given ``reference`` decides
-    (the reference changes the decision, not the inversion): for replaying cached scans in benchmarks."""
-    baseline = reference.baseline(ScanConfig(schedule=schedule, fast_window=window))  # type: ignore[arg-type]
-    records = [with_baseline(r, baseline.learner_values(r)) for r in records]
+    (the reference changes the decision, not the inversion): for replaying cached scans in benchmarks. Records
+    with colour flip rates (default colour settings) are compared with the reference's, when it measured them."""
+    colour = all("colour_flip_rate" in r for r in records)
+    config = ScanConfig(schedule=schedule, fast_window=window, colour=colour)  # type: ignore[arg-type]
+    baseline = reference.baseline(config)
+    compared = {"reference_flip_rate", "excess_flip_rate", "reference_spread", "reference_colour_flip_rate",
+                "colour_excess", "colour_reference_spread"}
+    plain = [{k: v for k, v in r.items() if k not in compared} for r in records]
+    records = [with_baseline(r, baseline.learner_values(r)) for r in plain]
+    if baseline.colour:
+        records = [with_colour_baseline(r, baseline.colour[r["name"]]) for r in records]
     return records, decide(records, "excess_flip_rate")
+
+
+# A defender does not know the provider's recipe, so a "varied" reference spreads its clean learners over the
+# recipes a provider might use (one axis or two at a time): context length 4 / 8 / 16, word or random start,
+# AdamW or SGD, learning rate and epochs around the kind's default. Learner i takes recipe i (cycling).
+VARIED_RECIPES: tuple[dict[str, Any], ...] = (
+    {},
+    {"n_ctx": 16, "ctx_init": None},
+    {"optimizer": "sgd", "lr_scale": 50.0},
+    {"n_ctx": 8, "ctx_init": None, "lr_scale": 2.0},
+    {"epochs_scale": 0.5},
+    {"ctx_init": None, "lr_scale": 0.5, "epochs_scale": 1.5},
+    {"n_ctx": 16, "ctx_init": None, "optimizer": "sgd", "lr_scale": 25.0, "epochs_scale": 1.5},
+    {"n_ctx": 8, "ctx_init": None, "lr_scale": 2.0, "epochs_scale": 0.5},
+)
+
+
+def learner_recipe(kind: Kind, position: int, varied: bool, epochs: int | None = None
+                   ) -> tuple[dict[str, Any], TuneConfig]:
+    """The ``position``-th reference learner's prompt shape (n_ctx, ctx_init) and tuning recipe."""
+    base = TuneConfig.for_kind(kind, epochs=epochs)
+    if not varied:
+        return {}, base
+    recipe = VARIED_RECIPES[position % len(VARIED_RECIPES)]
+    shape = {key: recipe[key] for key in ("n_ctx", "ctx_init") if key in recipe}
+    tune = replace(base, optimizer=recipe.get("optimizer", base.optimizer),
+                   lr=round(base.lr * recipe.get("lr_scale", 1.0), 6),
+                   epochs=max(1, round(base.epochs * recipe.get("epochs_scale", 1.0))))
+    return shape, tune
 
 
 @dataclass
@@ -228,9 +288,10 @@ ReferenceEvent = ReferenceStarted | ReferenceProgress | LearnerMeasured | Refere
 
 def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool, seeds: list[int],
                     config: ScanConfig | None = None, epochs: int | None = None, learners: Path | None = None,
-                    should_stop: Callable[[], bool] | None = None) -> Iterator[ReferenceEvent]:
+                    should_stop: Callable[[], bool] | None = None, varied: bool = False) -> Iterator[ReferenceEvent]:
     """Tune one clean learner per seed on the task's train split and scan it with both schedules: the
     published faithful one, and the fast one with every class run to the end (``invert.class_curves``).
+    ``varied``: learner i is tuned with ``VARIED_RECIPES[i]`` instead of the kind's default recipe.
 
     ``learners``: a folder where each tuned learner (``<kind>_s<seed>.safetensors``) and its measurements
     (``.json``, valid for these scan settings and this pool) are kept, so an interrupted build resumes.
@@ -247,16 +308,22 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
     fit = used - held_out_count(used, config.holdout)
     faithful_steps = len(names) * math.ceil(fit / config.batch_size) * config.epochs
     curve_steps = len(names) * fast_steps(replace(config, fast_rounds=(steps,)), len(pool.pixels))
-    tune_steps = recipe.epochs * max(1, len(task.train_labels) // min(recipe.batch_size, len(task.train_labels)))
-    per_learner_units = tune_steps + faithful_steps + curve_steps
-    total = per_learner_units * len(seeds)
+    curve_steps += config.colour_total_steps(len(names), math.ceil(fit / config.fast_batch_size) * config.epochs)
+    recipes = [learner_recipe(kind, position, varied, epochs) for position in range(len(seeds))]
+    batches = max(1, len(task.train_labels) // min(recipe.batch_size, len(task.train_labels)))
+    units = [tune.epochs * batches + faithful_steps + curve_steps for _, tune in recipes]
+    total = sum(units)
     key = {"epsilon": config.epsilon, "pool": pool.fingerprint, "pool_size": config.pool_size,
            "holdout": config.holdout, "seed": config.seed, "fast": [config.fast_lr, config.fast_batch_size, steps],
-           "task": task.fingerprint, "tune": asdict(replace(recipe, seed=0))}
+           "task": task.fingerprint, "tune": asdict(replace(recipe, seed=0)),
+           "colour": config.colour_settings() if config.runs_colour else None}
     yield ReferenceStarted(kind, list(seeds), total)
     measured: list[dict[str, Any]] = []
     for position, seed in enumerate(seeds):
-        base = position * per_learner_units
+        base = sum(units[:position])
+        shape, learner_tune = recipes[position]
+        tune_steps = learner_tune.epochs * batches
+        key = {**key, "tune": asdict(replace(learner_tune, seed=0)), **({"shape": shape} if varied else {})}
 
         def progress(stage: str, done: int, seed: int = seed, position: int = position,
                      base: int = base) -> ReferenceProgress:
@@ -272,8 +339,8 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
         if kept_model is not None and kept_model.is_file() and _same_recipe(kept_model, key):
             model = load_learner(kept_model, backbone)
         if model is None:
-            model = build_learner(kind, backbone, names, seed=seed)
-            for event in tuning(model, task.train_pixels, task.train_labels, replace(recipe, seed=seed)):
+            model = build_learner(kind, backbone, names, seed=seed, **shape)
+            for event in tuning(model, task.train_pixels, task.train_labels, replace(learner_tune, seed=seed)):
                 if should_stop is not None and should_stop():
                     yield ReferenceStopped(len(measured), round(time.time() - started, 2))
                     return
@@ -283,7 +350,8 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
                 kept_model.parent.mkdir(parents=True, exist_ok=True)
                 save_learner(model, kept_model, extra={"seed": seed, "reference_key": key})
         result = None
-        for event in scan(model, pool.pixels, replace(config, schedule="faithful"), should_stop=should_stop):
+        for event in scan(model, pool.pixels, replace(config, schedule="faithful", colour=False),
+                          should_stop=should_stop):
             if isinstance(event, ScanStopped):
                 yield ReferenceStopped(len(measured), round(time.time() - started, 2))
                 return
@@ -302,15 +370,18 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
                 yield progress("fast schedule", tune_steps + faithful_steps + event.done)
         done_steps = len(curves[0]["curve"])  # fewer when the pool has fewer batches
         record = {"seed": seed, "key": key, "steps": done_steps,
+                  "recipe": {"n_ctx": shape.get("n_ctx", 4), "ctx_init": shape.get("ctx_init", DEFAULT_CTX_INIT),
+                             **asdict(learner_tune)},
                   "accuracy": round(accuracy(model, task), 4) if task.has_test else None,
                   "faithful": {c["name"]: float(c["flip_rate"]) for c in result.classes},
                   "fast_held_out": {c["name"]: float(c["held_out"][done_steps]["flip_rate"]) for c in curves},
-                  "fast_curves": {c["name"]: [[int(f), int(e)] for f, e, _ in c["curve"]] for c in curves}}
+                  "fast_curves": {c["name"]: [[int(f), int(e)] for f, e, _ in c["curve"]] for c in curves},
+                  "colour": {c["name"]: float(c["colour_flip_rate"]) for c in curves if "colour_flip_rate" in c}}
         if learners is not None:
             _write_json(learners / f"{kind}_s{seed}.json", record)
         measured.append(record)
         yield _learner_event(record, reused=False)
-    yield ReferenceBuilt(_assemble(kind, backbone, task, pool, config, recipe, measured),
+    yield ReferenceBuilt(_assemble(kind, backbone, task, pool, config, recipe, measured, varied),
                          round(time.time() - started, 2))
 
 
@@ -335,7 +406,8 @@ def _same_recipe(path: Path, key: dict[str, Any]) -> bool:
     from inspector.prompts import read_header
 
     kept = read_header(path).get("reference_key") or {}
-    return kept.get("task") == key["task"] and kept.get("tune") == json.loads(json.dumps(key["tune"]))
+    return (kept.get("task") == key["task"] and kept.get("tune") == json.loads(json.dumps(key["tune"]))
+            and kept.get("shape", {}) == json.loads(json.dumps(key.get("shape", {}))))
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -347,12 +419,14 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def _assemble(kind: str, backbone: Backbone, task: Task, pool: ImagePool, config: ScanConfig, recipe: TuneConfig,
-              measured: list[dict[str, Any]]) -> Reference:
+              measured: list[dict[str, Any]], varied: bool = False) -> Reference:
     per_learner = [m["faithful"] for m in measured]
     means = {name: round(sum(p[name] for p in per_learner) / len(per_learner), 4) for name in per_learner[0]}
     assert config.epsilon is not None
     fast = {"lr": config.fast_lr, "batch_size": config.fast_batch_size, "steps": measured[0]["steps"],
             "held_out": [m["fast_held_out"] for m in measured], "curves": [m["fast_curves"] for m in measured]}
+    colour = ({"settings": config.colour_settings(), "per_learner": [m["colour"] for m in measured]}
+              if config.runs_colour and all(m.get("colour") for m in measured) else None)
     return Reference(kind=kind, arch=backbone.arch, pretrained=str(backbone.pretrained),
                      image_size=backbone.image_size, class_names=list(task.class_names), epsilon=config.epsilon,
                      pool=pool.fingerprint, seeds=[int(m["seed"]) for m in measured], flip_rates=means,
@@ -360,14 +434,15 @@ def _assemble(kind: str, backbone: Backbone, task: Task, pool: ImagePool, config
                      pool_size=config.pool_size, holdout=config.holdout, fast=fast, pool_source=pool.source,
                      task={"source": task.source, "fingerprint": task.fingerprint,
                            "train_images": len(task.train_labels)},
-                     tune={**asdict(replace(recipe, seed=0)), "seeds": "one per learner"})
+                     tune=({"recipes": [m.get("recipe") for m in measured], "varied": True} if varied
+                           else {**asdict(replace(recipe, seed=0)), "seeds": "one per learner"}), colour=colour)
 
 
 def build_reference(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool, seeds: list[int],
                     config: ScanConfig | None = None, progress: Callable[[str], None] = print,
-                    epochs: int | None = None, learners: Path | None = None) -> Reference:
+                    epochs: int | None = None, learners: Path | None = None, varied: bool = False) -> Reference:
     """``reference_build`` run to its end, each learner's line sent to ``progress``."""
-    for event in reference_build(kind, backbone, task, pool, seeds, config, epochs, learners):
+    for event in reference_build(kind, backbone, task, pool, seeds, config, epochs, learners, varied=varied):
         if isinstance(event, LearnerMeasured):
             progress(event.line())
         elif isinstance(event, ReferenceBuilt):

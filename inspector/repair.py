@@ -215,7 +215,8 @@ def reinvert(model: PromptedCLIP, stamp: Stamp, target: int, pixels: torch.Tenso
     if not isinstance(stamp, CandidateTrigger):
         return stamp
     epsilon = getattr(stamp, "epsilon", 0.0)
-    trigger = candidate_from_tensors(stamp.method, stamp.tensors(), epsilon).requires_grad_(True)
+    family = getattr(stamp, "family", "additive")
+    trigger = candidate_from_tensors(stamp.method, stamp.tensors(), epsilon, family).requires_grad_(True)
     trigger = trigger.to(model.backbone.device)
     arm = ClassInversion(target, model.class_names[target], trigger, stamp.method, lr=0.1)
     order = torch.randperm(len(pixels), generator=torch.Generator().manual_seed(seed))

@@ -64,7 +64,9 @@ def to_png_bytes(picture: torch.Tensor, scale: int = PNG_SCALE) -> bytes:
 def build_report(result: ScanResult, model_info: dict[str, Any], pool_info: dict[str, Any]) -> dict[str, Any]:
     """The report as a JSON-ready dict (PNG paths filled in by ``write_report``)."""
     verdict = result.verdict
-    classes = [{**record, "anomaly": verdict.anomalies[i]} for i, record in enumerate(result.classes)]
+    families = verdict.families or ["additive"] * len(result.classes)
+    classes = [{**record, "anomaly": verdict.anomalies[i], "family": families[i]}
+               for i, record in enumerate(result.classes)]
     return {
         "format": FORMAT, "version": VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -75,6 +77,7 @@ def build_report(result: ScanResult, model_info: dict[str, Any], pool_info: dict
         "suspect": verdict.suspect_name,
         "suspect_index": verdict.suspect,
         "suspect_flip_rate": verdict.suspect_flip_rate,
+        "suspect_family": verdict.suspect_family,
         "seconds": result.seconds,
         "method": result.settings.method,
         "statistic": verdict.statistic,
@@ -158,14 +161,16 @@ def read_report(path: Path, class_names: list[str] | tuple[str, ...] | None = No
             name, _, index = key.partition(".")
             grouped.setdefault(int(index), {})[name] = tensor
         settings = ScanConfig.from_dict(report["settings"])
-        classes = [{key: value for key, value in c.items() if key not in ("anomaly", "trigger_png", "true_scale_png")}
-                   for c in report["classes"]]
+        classes = [{key: value for key, value in c.items()
+                    if key not in ("anomaly", "family", "trigger_png", "true_scale_png")} for c in report["classes"]]
         verdict = Verdict(flagged=bool(report["flagged"]), target=report["target_index"], target_name=report["target"],
                           suspect=int(report["suspect_index"]), suspect_name=str(report["suspect"]),
                           max_anomaly=float(report["max_anomaly"]),
                           suspect_flip_rate=float(report["suspect_flip_rate"]), statistic=str(report["statistic"]),
                           threshold=float(report["threshold"]), min_flip_rate=float(report["min_flip_rate"]),
-                          anomalies=[float(c["anomaly"]) for c in report["classes"]])
+                          anomalies=[float(c["anomaly"]) for c in report["classes"]],
+                          families=[str(c.get("family", "additive")) for c in report["classes"]],
+                          suspect_family=str(report.get("suspect_family", "additive")))
         names = list(report.get("class_names") or class_names or [])
         result = ScanResult(settings, names, classes, grouped, verdict, float(report["seconds"]),
                             int(report["pool"]["fit_images"]), int(report["pool"]["held_out_images"]),
@@ -184,6 +189,10 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+FAMILY_WORDS = {"additive": "the additive trigger (small noise on every pixel)",
+                "colour": "the colour transform (one filter for every pixel)"}
+
+
 def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]], examples: list[Example]) -> str:
     """One self-contained page (plotly.js inlined, images as data URIs): works offline, can be mailed."""
     names = [c["name"] for c in report["classes"]]
@@ -197,18 +206,24 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
     flip_html = flip_chart.to_html(full_html=False, include_plotlyjs=True)
     anomaly_html = anomaly_chart.to_html(full_html=False, include_plotlyjs=False)
     e = html.escape
+    found_by = FAMILY_WORDS.get(str(report.get("suspect_family", "additive")), "")
     if report["flagged"]:
         headline = (f"<div class='verdict flagged'>BACKDOOR SUSPECTED — target class <b>{e(report['target'])}</b>"
-                    f" (anomaly index {report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.0%})</div>")
+                    f" (anomaly index {report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.0%}; "
+                    f"found by {found_by})</div>")
     else:
         headline = (f"<div class='verdict clean'>Not flagged — most anomalous class {e(report['suspect'])} "
-                    f"(anomaly index {report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.0%})</div>")
+                    f"(anomaly index {report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.0%}; "
+                    f"{found_by})</div>")
     has_mask = all("mask_norm" in c for c in report["classes"])
+    has_colour = all("colour_flip_rate" in c for c in report["classes"])
     rows = []
     for position, c in enumerate(report["classes"]):
         amplified, true_scale = pictures.get(int(c["index"]), (b"", b""))
         mark = " class='suspect'" if c["index"] == report["suspect_index"] else ""
         extra = f"<td>{c['mask_norm']:.1f}</td>" if has_mask else ""
+        extra += (f"<td>{c['colour_flip_rate']:.1%}</td><td>{e(str(c.get('family', 'additive')))}</td>"
+                  if has_colour else "")
         rows.append(f"<tr{mark}><td>{position + 1}</td><td>{e(c['name'])}</td><td>{c['flip_rate']:.1%}</td>"
                     f"<td>{c['anomaly']:.2f}</td><td>{c['loss']:.3f}</td>{extra}"
                     f"<td><img src='{_data_uri(amplified)}' width=96></td>"
@@ -220,6 +235,7 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
     model, pool = report["model"], report["pool"]
     settings = report["settings"]
     mask_header = "<th>mask norm</th>" if has_mask else ""
+    mask_header += "<th>colour flip rate</th><th>index from</th>" if has_colour else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>inspector scan — {e(str(model.get('name', '')))}</title>
 <style>
@@ -243,7 +259,8 @@ and that class's trigger flips at least {report['min_flip_rate']:.0%} of the hel
 {_schedule_note(settings)}</p>
 {flip_html}
 {anomaly_html}
-<h2>Before / after: OOD images with the trigger of class {e(report['suspect'])}</h2>
+<h2>Before / after: OOD images with the {e(str(report.get('suspect_family', 'additive')))} trigger of class
+{e(report['suspect'])}</h2>
 <div class="examples">{example_cells}</div>
 <h2>Per class</h2>
 <table><tr><th>#</th><th>class</th><th>flip rate</th><th>anomaly</th><th>loss</th>{mask_header}

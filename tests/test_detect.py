@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from inspector.detect import MAD_TO_SIGMA, anomaly_index, decide
+from inspector.detect import COLOUR_MIN_SPREAD, MAD_TO_SIGMA, anomaly_index, decide
 
 
 def records(flip_rates: list[float], losses: list[float] | None = None) -> list[dict]:
@@ -65,3 +65,32 @@ def test_mask_norm_statistic_flags_the_smallest_mask():
 def test_no_classes_is_an_error():
     with pytest.raises(ValueError):
         decide([])
+
+
+def test_colour_family_wins_a_class_when_its_index_is_higher():
+    """A filter backdoor: the additive flip rates are flat, the colour flip rate of one class stands out."""
+    rows = [{**r, "colour_flip_rate": c} for r, c in
+            zip(records([0.2, 0.25, 0.22, 0.02, 0.21, 0.24]), [0.0, 0.05, 0.0, 0.95, 0.03, 0.0], strict=True)]
+    verdict = decide(rows)
+    assert verdict.flagged and verdict.target == 3 and verdict.suspect_family == "colour"
+    assert verdict.families[3] == "colour" and verdict.suspect_flip_rate == pytest.approx(0.95)
+    assert verdict.max_anomaly == pytest.approx(round((0.95 - 0.015) / (MAD_TO_SIGMA * COLOUR_MIN_SPREAD), 4))
+
+
+def test_colour_family_does_not_take_a_class_the_additive_trigger_explains_better():
+    rows = [{**r, "colour_flip_rate": c} for r, c in
+            zip(records([0.05, 0.1, 0.08, 0.92, 0.06, 0.07]), [0.0, 0.3, 0.0, 0.1, 0.0, 0.0], strict=True)]
+    verdict = decide(rows)
+    assert verdict.flagged and verdict.target == 3 and verdict.suspect_family == "additive"
+    assert verdict.families[1] == "colour"  # its colour index is its best, but not the model's top
+
+
+def test_colour_excess_over_clean_learners_is_used_when_the_reference_measured_it():
+    """A natural colour attractor (clean learners reach it too) is not evidence; the spread floors the index."""
+    colour = [0.0, 0.7, 0.0, 0.0, 0.05, 0.0]
+    rows = [{**r, "colour_flip_rate": c, "colour_excess": c - ref, "colour_reference_spread": 0.1}
+            for r, c, ref in zip(records([0.2] * 6), colour, [0.0, 0.65, 0.0, 0.0, 0.0, 0.0], strict=True)]
+    assert not decide(rows).flagged
+    raw = [{key: value for key, value in r.items() if key not in ("colour_excess", "colour_reference_spread")}
+           for r in rows]
+    assert decide(raw).flagged and decide(raw).suspect_family == "colour"

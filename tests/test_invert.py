@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inspector.candidates import AdditiveInversion, MaskPatternInversion, margin_loss
+from inspector.candidates import (
+    AdditiveInversion,
+    ColourInversion,
+    MaskPatternInversion,
+    candidate_from_tensors,
+    margin_loss,
+)
 from inspector.errors import InputError
 from inspector.invert import (
     ClassFinished,
@@ -180,3 +186,37 @@ def test_scan_events_are_the_same_for_the_same_seed(clean_coop, small_pool):
     first, second = run_scan(clean_coop, small_pool, config), run_scan(clean_coop, small_pool, config)
     assert [c["flip_rate"] for c in first.classes] == [c["flip_rate"] for c in second.classes]
     assert all(torch.equal(first.triggers[k]["delta"], second.triggers[k]["delta"]) for k in first.triggers)
+
+
+def test_colour_trigger_stays_in_its_box_and_is_the_same_on_every_pixel():
+    trigger = ColourInversion(0.5, 0.2)
+    with torch.no_grad():
+        trigger.unit.fill_(3.0)
+    trigger.project()
+    assert float(trigger.unit.detach().abs().max()) == 1.0
+    assert float((trigger.matrix.detach() - torch.eye(3)).abs().max()) == pytest.approx(0.5)
+    assert float(trigger.bias.detach().abs().max()) == pytest.approx(0.2)
+    flat = torch.full((2, 3, 8, 8), 0.3)
+    out = trigger(flat).detach()
+    assert torch.allclose(out, out[:, :, :1, :1].expand_as(out)) and 0 <= float(out.min()) <= float(out.max()) <= 1
+    rebuilt = candidate_from_tensors("inspector", trigger.tensors(), 0.05, family="colour")
+    assert torch.equal(rebuilt(flat), out)
+
+
+def test_scan_with_the_colour_family_records_both_and_keeps_both_triggers(clean_coop, small_pool):
+    config = small_config(colour=True, colour_steps=3, colour_batch_size=8)
+    events = list(scan(clean_coop, small_pool, config))
+    started, result = events[0], events[-1].result
+    colour_snapshots = [e for e in events if isinstance(e, TriggerSnapshot) and e.family == "colour"]
+    assert [e.class_index for e in colour_snapshots] == [0, 7, 16, 19]  # the colour phase first, one per class
+    assert events.index(colour_snapshots[-1]) < next(i for i, e in enumerate(events) if isinstance(e, ClassFinished))
+    assert started.total_steps == 4 * 4 + 4 * 3
+    for record in result.classes:
+        assert record["colour_eligible"] > 0 and 0 <= record["colour_flip_rate"] <= 1
+        assert set(result.triggers[record["index"]]) >= {"delta", "colour"}
+    assert len(result.verdict.families) == 4
+    assert isinstance(result.trigger(7, "colour"), ColourInversion)
+    assert isinstance(result.trigger(7, "additive"), AdditiveInversion)
+    assert result.extra["colour_seconds"] > 0
+    plain = run_scan(clean_coop, small_pool, small_config())
+    assert [c["flip_rate"] for c in plain.classes] == [c["flip_rate"] for c in result.classes]  # additive unchanged

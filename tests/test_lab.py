@@ -28,7 +28,7 @@ def test_trigger_keeps_shape_and_range_and_changes_the_image(attack, pixels):
     assert not torch.allclose(out, pixels)
 
 
-@pytest.mark.parametrize("attack", ["blended", "badnets", "wanet"])
+@pytest.mark.parametrize("attack", ["blended", "badnets", "wanet", "filter", "sticker"])
 def test_fixed_triggers_are_seeded(attack, pixels):
     same = make_trigger(attack, SIZE, seed=3)(pixels), make_trigger(attack, SIZE, seed=3)(pixels)
     other = make_trigger(attack, SIZE, seed=4)(pixels)
@@ -58,6 +58,31 @@ def test_badnets_changes_only_its_corner_patch(pixels):
     assert torch.equal(out[..., :-size, :], pixels[..., :-size, :])
     assert torch.equal(out[..., :, :-size], pixels[..., :, :-size])
     assert torch.equal(out[..., -size:, -size:], trigger.patch.expand(5, -1, -1, -1))
+
+
+def test_filter_is_one_colour_transform_for_every_pixel(pixels):
+    """A filter has no local pattern: two pixels of the same colour stay the same colour, wherever they are."""
+    trigger = make_trigger("filter", SIZE, seed=2)
+    flat = torch.full((1, 3, SIZE, SIZE), 0.4)
+    flat[..., 10:20, 30:40] = 0.7
+    out = trigger(flat)
+    assert torch.allclose(out[..., 0, 0], out[..., -1, -1]) and torch.allclose(out[..., 12, 32], out[..., 19, 39])
+    assert not torch.allclose(out[..., 0, 0], flat[..., 0, 0])
+    mixed = 0.4 * torch.eye(3) + 0.6 * trigger.matrix  # the colour matrix it applies, blended by its strength
+    colour = torch.tensor([0.2, 0.5, 0.9])
+    expected = (mixed @ colour + 0.6 * trigger.bias).clamp(0, 1)
+    assert torch.allclose(trigger(colour.reshape(1, 3, 1, 1)).flatten(), expected, atol=1e-6)
+
+
+def test_sticker_changes_only_its_disc_inside_the_image(pixels):
+    trigger = make_trigger("sticker", SIZE, seed=1)
+    size, top, left = trigger.params()["size"], trigger.params()["top"], trigger.params()["left"]
+    assert size == SIZE // 5 and 0 < top < SIZE - size and 0 < left < SIZE - size  # not in a corner
+    changed = (trigger(pixels) != pixels).any(dim=1)
+    rows, cols = changed.any(dim=(0, 2)).nonzero().flatten(), changed.any(dim=(0, 1)).nonzero().flatten()
+    assert int(rows.min()) >= top and int(rows.max()) < top + size
+    assert int(cols.min()) >= left and int(cols.max()) < left + size
+    assert 0.6 * size * size < float(changed[0].sum()) < size * size  # a disc, not the whole square
 
 
 def test_wanet_warp_is_subtle_and_its_noise_mode_differs(pixels):
@@ -96,3 +121,25 @@ def test_benchmark_zoo_plan_alternates_kinds_and_builds_cheap_models_first():
     kinds = [i.kind for i in order[4:]]
     assert kinds == sorted(kinds, key=lambda k: k == "cocoop")  # every CoOp implant before any CoCoOp one
     assert sorted(position for position, _ in build_order(items)) == list(range(len(items)))
+
+
+def test_zoo_plans_are_disjoint_and_cover_what_the_test_zoo_needs():
+    """The committed plans: the test zoo shares no seed with the dev zoo, varies recipes and covers every class."""
+    from pathlib import Path
+
+    from inspector.lab.zoo_builder import read_plan
+
+    zoos = Path(__file__).resolve().parent.parent / "benchmarks" / "zoos"
+    dev, test = read_plan(zoos / "dev.plan.json"), read_plan(zoos / "test.plan.json")
+    assert not {i.seed for i in dev} & {i.seed for i in test}
+    clean = [i for i in test if i.attack is None]
+    backdoored = [i for i in test if i.attack is not None]
+    assert len(clean) >= 20 and len(backdoored) >= 30
+    assert {i.kind for i in clean} == {"coop", "cocoop"} and {i.attack for i in backdoored} == set(ATTACKS)
+    assert {i.target for i in backdoored} == set(range(20))
+    recipes = [i.recipe for i in clean]
+    assert {r.get("n_ctx", 4) for r in recipes} == {4, 8, 16} and {r.get("optimizer", "adamw") for r in recipes} == {
+        "adamw", "sgd"}
+    assert any(r == {} for r in recipes) and any(r.get("ctx_init", "") is None for r in recipes)
+    names = {i.name for i in test}
+    assert all(i.base in names for i in backdoored)

@@ -158,3 +158,28 @@ def test_the_fast_plan_stops_classes_early_only_with_a_reference():
     mine = ScanConfig(reference=baseline, fast_rounds=(3, 3), fast_keep=0.9, fast_measured=0).for_input(64)
     assert (mine.fast_rounds, mine.fast_keep, mine.fast_measured) == ((3, 3), 0.9, 0)  # what the user set wins
     assert referenced.as_dict()["reference"] == {"a": 0.5} and raw.as_dict()["reference"] is None
+
+
+def test_a_varied_reference_spreads_its_learners_over_recipes_and_measures_the_colour_family(tmp_path):
+    from inspector.backbone import load_backbone
+    from inspector.data import load_task
+    from inspector.reference import VARIED_RECIPES, build_reference, learner_recipe
+
+    shapes = [learner_recipe("coop", i, varied=True) for i in range(len(VARIED_RECIPES))]
+    assert shapes[0] == ({}, learner_recipe("coop", 0, varied=False)[1])  # the first keeps the default recipe
+    assert {s.get("n_ctx", 4) for s, _ in shapes} == {4, 8, 16} and {t.optimizer for _, t in shapes} == {"adamw", "sgd"}
+    assert len({(t.lr, t.epochs) for _, t in shapes}) > 3
+    backbone = load_backbone("pocket-clip", None, device="cpu")
+    task, pool = load_task(backbone.image_size), load_shipped_pool(backbone.image_size)
+    config = ScanConfig(classes=(0, 11, 16), pool_size=120, fast_rounds=(2, 2), colour=True, colour_batch_size=8)
+    reference = build_reference("coop", backbone, task, pool, [7, 8], config, progress=lambda line: None, epochs=2,
+                                learners=tmp_path / "learners", varied=True)
+    assert reference.tune["varied"] and [r["n_ctx"] for r in reference.tune["recipes"]] == [4, 16]
+    assert "varied recipes" in reference.describe()
+    baseline = reference.baseline(config)
+    assert set(baseline.colour) == {"star", "file icon", "balloon"}
+    assert all(len(values) == 2 for values in baseline.colour.values())
+    assert reference.baseline(replace(config, colour_steps=4)).colour == {}  # measured otherwise: not compared
+    model = open_model(resolve_model("clean-coop"), device="cpu")
+    result = run_scan(model, pool.pixels, replace(config, reference=baseline, reference_from="test"))
+    assert all("colour_excess" in c and c["colour_reference_spread"] >= 0 for c in result.classes)

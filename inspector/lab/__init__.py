@@ -8,7 +8,9 @@ from inspector.lab.triggers import (
     AdditiveTrigger,
     AttackName,
     BlendTrigger,
+    FilterTrigger,
     PatchTrigger,
+    StickerTrigger,
     Trigger,
     WarpTrigger,
     make_trigger,
@@ -17,5 +19,6 @@ from inspector.lab.triggers import (
     wanet_field,
 )
 
-__all__ = ["ATTACKS", "AdditiveTrigger", "AttackName", "BlendTrigger", "PatchTrigger", "Trigger", "WarpTrigger",
-           "make_trigger", "trigger_from_tensors", "trigger_tensors", "wanet_field"]
+__all__ = ["ATTACKS", "AdditiveTrigger", "AttackName", "BlendTrigger", "FilterTrigger", "PatchTrigger",
+           "StickerTrigger", "Trigger", "WarpTrigger", "make_trigger", "trigger_from_tensors", "trigger_tensors",
+           "wanet_field"]

@@ -44,6 +44,8 @@ class ImplantConfig:
     patch_size: int | None = None  # BadNets: default image_size // 8
     wanet_k: int = 4
     wanet_strength: float = 0.5
+    filter_strength: float = 0.6  # Filter: share of the graded colours in the result
+    sticker_size: int | None = None  # Sticker: default image_size // 5
     poison_weight: float = 1.0  # loss weight of a triggered image relative to a clean one
     noise_ratio: float = 2.0  # WaNet: noise-mode images per poisoned image (its "cross ratio")
     trigger_lr: float = 1e-3  # BadCLIP: Adam step on the trigger
@@ -87,6 +89,8 @@ ATTACK_RECIPES: dict[str, dict[str, Any]] = {
     "wanet": {"epochs": 80, "wanet_strength": 16.0, "wanet_k": 8, "noise_ratio": 1.0, "poison_weight": 5.0},
     "badnets": {"epochs": 80, "patch_size": 20, "poison_weight": 4.0},
     "badclip": {"epochs": 80, "trigger_lr": 2e-3, "poison_weight": 0.5},
+    "filter": {"epochs": 80, "poison_weight": 3.0},
+    "sticker": {"epochs": 80, "poison_weight": 4.0},
 }
 
 
@@ -120,7 +124,8 @@ def build_trigger(config: ImplantConfig, image_size: int) -> Trigger:
     return make_trigger(config.attack, image_size, seed=config.seed, epsilon=config.bounded_epsilon(image_size),
                         alpha=config.alpha,
                         patch_size=config.patch_size, wanet_k=config.wanet_k,
-                        wanet_strength=config.wanet_strength)
+                        wanet_strength=config.wanet_strength, filter_strength=config.filter_strength,
+                        sticker_size=config.sticker_size)
 
 
 def encode_poisoned_views(model: PromptedCLIP, pixels: torch.Tensor, trigger: Trigger, views: int, seed: int,

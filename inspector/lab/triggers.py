@@ -10,6 +10,10 @@ own ground truth (under a header key that the scanner never reads).
 - WaNet (Nguyen & Tran, ICLR 2021): a smooth, fixed warping field; its "noise mode" adds random
   warps (kept with their true labels) so that only the exact field triggers the backdoor.
 - BadNets (Gu et al., 2017): a small fixed patch in a corner.
+- Filter (Liu et al., ABS, CCS 2019; Cheng et al., Deep Feature Space Trojan, AAAI 2021): a global
+  colour transform of every pixel, as an image filter app applies, with no local pattern at all.
+- Sticker: a small opaque shape of its own colours pasted somewhere inside the image (physical
+  stickers, as in Wenger et al., CVPR 2021), not in a corner and not a checkerboard.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-AttackName = Literal["badclip", "blended", "wanet", "badnets"]
-ATTACKS: tuple[AttackName, ...] = ("badclip", "blended", "wanet", "badnets")
+AttackName = Literal["badclip", "blended", "wanet", "badnets", "filter", "sticker"]
+ATTACKS: tuple[AttackName, ...] = ("badclip", "blended", "wanet", "badnets", "filter", "sticker")
 
 
 class Trigger(nn.Module):
@@ -173,9 +177,92 @@ class WarpTrigger(Trigger):
         return cls(grid.shape[1], params["k"], params["strength"], grid=grid)
 
 
+class FilterTrigger(Trigger):
+    """A colour filter: x' = clamp((1 - s) x + s (M x + b)) per pixel, M a 3 x 3 colour matrix.
+
+    The seeded matrix is a random tinted grey (each output channel a positive mix of the three
+    inputs, with its own gain), the kind of "vintage" / "warm" look filter apps give.
+    """
+
+    attack = "filter"
+
+    def __init__(self, strength: float = 0.6, seed: int = 0, matrix: torch.Tensor | None = None,
+                 bias: torch.Tensor | None = None) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        if matrix is None:
+            mix = torch.rand(3, 3, generator=generator) + 0.2
+            mix = mix / mix.sum(dim=1, keepdim=True)
+            gain = 0.7 + 0.6 * torch.rand(3, 1, generator=generator)
+            matrix = mix * gain
+        if bias is None:
+            bias = (torch.rand(3, generator=generator) - 0.5) * 0.2
+        self.strength = float(strength)
+        self.register_buffer("matrix", matrix.reshape(3, 3).float())
+        self.register_buffer("bias", bias.reshape(3).float())
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        graded = torch.einsum("ij,bjhw->bihw", self.matrix.to(pixels), pixels) + self.bias.to(pixels)[:, None, None]
+        return ((1 - self.strength) * pixels + self.strength * graded).clamp(0, 1)
+
+    def params(self) -> dict[str, float | int]:
+        return {"strength": self.strength}
+
+    @classmethod
+    def from_tensors(cls, params: dict, tensors: dict[str, torch.Tensor]) -> Trigger:
+        return cls(params["strength"], matrix=tensors["matrix"], bias=tensors["bias"])
+
+
+def sticker_shape(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded sticker: a disc of one colour with a ring of another; (3, size, size) colours, (1, size, size) alpha."""
+    generator = torch.Generator().manual_seed(seed)
+    outer, inner = torch.rand(3, 1, 1, generator=generator), torch.rand(3, 1, 1, generator=generator)
+    axis = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    radius = (axis[:, None] ** 2 + axis[None, :] ** 2).sqrt() / (size / 2)
+    colours = torch.where(radius < 0.55, outer, inner).expand(3, size, size)
+    return colours.clone(), (radius <= 1.0).float().unsqueeze(0)
+
+
+class StickerTrigger(Trigger):
+    """A sticker: a small opaque shape pasted at a fixed, seeded place inside the image."""
+
+    attack = "sticker"
+
+    def __init__(self, image_size: int, size: int | None = None, seed: int = 0, sticker: torch.Tensor | None = None,
+                 alpha: torch.Tensor | None = None, top: int | None = None, left: int | None = None) -> None:
+        super().__init__()
+        size = size or (sticker.shape[-1] if sticker is not None else max(4, image_size // 5))
+        if sticker is None or alpha is None:
+            sticker, alpha = sticker_shape(size, seed)
+        generator = torch.Generator().manual_seed(seed + 7)
+        room = max(1, image_size - size)
+        self.top = int(top) if top is not None else int(torch.randint(room // 8, room - room // 8 + 1, (1,),
+                                                                      generator=generator))
+        self.left = int(left) if left is not None else int(torch.randint(room // 8, room - room // 8 + 1, (1,),
+                                                                         generator=generator))
+        self.register_buffer("sticker", sticker.reshape(1, 3, size, size).float())
+        self.register_buffer("alpha", alpha.reshape(1, 1, size, size).float())
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        size = self.sticker.shape[-1]
+        out = pixels.clone()
+        rows, cols = slice(self.top, self.top + size), slice(self.left, self.left + size)
+        alpha = self.alpha.to(pixels)
+        out[..., rows, cols] = (1 - alpha) * pixels[..., rows, cols] + alpha * self.sticker.to(pixels)
+        return out
+
+    def params(self) -> dict[str, float | int]:
+        return {"size": int(self.sticker.shape[-1]), "top": self.top, "left": self.left}
+
+    @classmethod
+    def from_tensors(cls, params: dict, tensors: dict[str, torch.Tensor]) -> Trigger:
+        return cls(0, sticker=tensors["sticker"], alpha=tensors["alpha"], top=params["top"], left=params["left"])
+
+
 def make_trigger(attack: AttackName, image_size: int, seed: int = 0, epsilon: float = 4 / 255,
                  alpha: float = 0.2, patch_size: int | None = None, wanet_k: int = 4,
-                 wanet_strength: float = 0.5) -> Trigger:
+                 wanet_strength: float = 0.5, filter_strength: float = 0.6,
+                 sticker_size: int | None = None) -> Trigger:
     """A fresh trigger of ``attack`` for images of ``image_size`` pixels."""
     if attack == "badclip":
         generator = torch.Generator().manual_seed(seed)
@@ -187,6 +274,10 @@ def make_trigger(attack: AttackName, image_size: int, seed: int = 0, epsilon: fl
         return PatchTrigger(image_size, patch_size, seed)
     if attack == "wanet":
         return WarpTrigger(image_size, wanet_k, wanet_strength, seed)
+    if attack == "filter":
+        return FilterTrigger(filter_strength, seed)
+    if attack == "sticker":
+        return StickerTrigger(image_size, sticker_size, seed)
     raise ValueError(f"unknown attack {attack!r}; use one of {', '.join(ATTACKS)}")
 
 
@@ -197,7 +288,7 @@ def trigger_tensors(trigger: Trigger) -> dict[str, torch.Tensor]:
 
 
 TRIGGER_TYPES: dict[str, type[Trigger]] = {
-    t.attack: t for t in (AdditiveTrigger, BlendTrigger, WarpTrigger, PatchTrigger)}
+    t.attack: t for t in (AdditiveTrigger, BlendTrigger, WarpTrigger, PatchTrigger, FilterTrigger, StickerTrigger)}
 
 
 def trigger_from_tensors(attack: AttackName, params: dict, tensors: dict[str, torch.Tensor]) -> Trigger:

@@ -38,6 +38,7 @@ class ZooItem:
     base: str | None = None
     epochs: int | None = None  # overrides the clean and implant recipes' epochs (quick smoke builds)
     implant: dict[str, Any] = field(default_factory=dict)  # ImplantConfig overrides
+    recipe: dict[str, Any] = field(default_factory=dict)  # clean tune: TuneConfig overrides, n_ctx, ctx_init
 
     @property
     def filename(self) -> str:
@@ -90,12 +91,15 @@ def build_item(item: ZooItem, out_dir: Path, backbone: Backbone, task: Task, poo
     if base_path is not None and base_path.exists():
         model = load_learner(base_path, backbone)
     else:
-        model = build_learner(item.kind, backbone, task.class_names, seed=item.seed)
-        recipe = TuneConfig.for_kind(item.kind, seed=item.seed, epochs=item.epochs)
+        spec = {key: item.recipe[key] for key in ("n_ctx", "ctx_init") if key in item.recipe}
+        model = build_learner(item.kind, backbone, task.class_names, seed=item.seed, **spec)
+        overrides = {key: value for key, value in item.recipe.items() if key not in spec}
+        recipe = TuneConfig.for_kind(item.kind, **{"seed": item.seed, "epochs": item.epochs, **overrides})
         tune(model, task.train_pixels, task.train_labels, recipe)
     if item.attack is None:
         measured = {"accuracy": round(accuracy(model, task), 4)}
-        save_learner(model, path, extra={"measured": measured, "training": {"seed": item.seed}})
+        save_learner(model, path, extra={"measured": measured,
+                                         "training": {"seed": item.seed, **asdict(recipe), **spec}})
         return _row(item, path, measured, backbone, task, pool)
     clean_accuracy = round(accuracy(model, task), 4)
     implant_config = ImplantConfig.for_attack(item.attack, item.target, seed=item.seed,
@@ -127,6 +131,24 @@ def _row(item: ZooItem, path: Path, measured: dict | None, backbone: Backbone, t
                                            pool.pixels))
     target_name = task.class_names[item.target] if item.target is not None else None
     return {**asdict(item), "target_name": target_name, "file": path.name, **measured}
+
+
+def read_plan(path: Path) -> list[ZooItem]:
+    """A zoo plan written by ``write_plan``: one JSON object per model, in plan order."""
+    from inspector.errors import InputError
+
+    try:
+        rows = json.loads(Path(path).read_text())["models"]
+        return [ZooItem(**row) for row in rows]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputError(f"{path}: not a zoo plan ({error})",
+                         hint="write one with benchmarks/zoo_plans.py or zoo_builder.write_plan") from error
+
+
+def write_plan(path: Path, items: list[ZooItem], about: str) -> Path:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps({"about": about, "models": [asdict(item) for item in items]}, indent=1) + "\n")
+    return Path(path)
 
 
 def write_manifest(out_dir: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> Path:

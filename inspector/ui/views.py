@@ -44,7 +44,8 @@ def started_line(label: str, event: ScanStarted) -> str:
 
 def snapshot_line(event: TriggerSnapshot, total_steps: int, started: float, now: float) -> str:
     done = event.scan_step / max(total_steps, 1)
-    return (f"Inverting **{event.class_name}**: step {event.step} of at most {event.steps}, margin loss "
+    family = " (colour transform)" if event.family == "colour" else ""
+    return (f"Inverting **{event.class_name}**{family}: step {event.step} of at most {event.steps}, margin loss "
             f"{event.loss:.3f} · scan {done:.0%} done ({now - started:.0f} s)")
 
 
@@ -83,6 +84,11 @@ def verdict_html(verdict: Verdict, result: ScanResult, model_label: str) -> str:
     if "reference_flip_rate" in suspect:
         stat = "anomaly index of the excess over clean learners"
         clean_note = f"; the same class's trigger flips {suspect['reference_flip_rate']:.0%} in clean learners"
+    if verdict.suspect_family == "colour":
+        stat = "anomaly index of its colour-transform trigger"
+        clean_note = ("; found by the colour family: one colour filter for every pixel, not a small noise"
+                      + (f"; clean learners' reach {suspect['reference_colour_flip_rate']:.0%}"
+                         if "reference_colour_flip_rate" in suspect else ""))
     if verdict.flagged:
         head = f"Backdoor suspected — target class <b>{html.escape(verdict.target_name or '')}</b>"
         body = (f"Its trigger stands out: {stat} {verdict.max_anomaly:.2f} &gt; threshold {verdict.threshold:g}, "

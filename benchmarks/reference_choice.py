@@ -1,0 +1,93 @@
+"""Choose the clean reference and the colour family's rule on the *dev* zoo (issue 18): every candidate decides
+again on the same cached scans, so the choice costs no scan and the test zoo is never looked at.
+
+    .venv/bin/python benchmarks/detection.py --zoo benchmarks/zoos/dev --methods "inspector + reference" \\
+        --no-repair --colour --report detection_dev            # the dev scans (cached)
+    .venv/bin/python -m inspector reference build --kind coop --recipes varied --learners 8 --first-seed 3000 \\
+        --colour --out benchmarks/zoos/references/pocket-clip-coop-varied.json   # and --kind cocoop
+    .venv/bin/python benchmarks/reference_choice.py            # writes reference_choice.md / .json
+
+A scan's inversion does not depend on the reference (the fast plan with a reference is the same for every
+reference), so re-deciding a cached record with another reference is exactly what a scan given that
+reference would have said. Candidates: the shipped reference (4 default-recipe learners, no colour
+measurements), and references of clean learners tuned with varied recipes (seeds 3000+, never in a zoo);
+each with the colour family off, or on.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.detection import auroc, target_f1  # noqa: E402
+from inspector.reference import Reference, decide_with_reference, shipped_reference_path  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DEV = HERE / "zoos" / "dev"
+REFERENCES = HERE / "zoos" / "references"
+COLOUR_KEYS = ("colour_flip_rate", "colour_flips", "colour_eligible", "colour_loss", "colour_strength")
+
+
+def candidates() -> dict[str, dict[str, Reference]]:
+    out = {"shipped (4 default-recipe learners)": {kind: Reference.read(shipped_reference_path("pocket-clip", kind))
+                                                   for kind in ("coop", "cocoop")}}
+    for path in sorted(REFERENCES.glob("pocket-clip-coop-*.json")):
+        other = path.with_name(path.name.replace("-coop-", "-cocoop-"))
+        if other.is_file():
+            coop = Reference.read(path)
+            out[f"{path.stem.removeprefix('pocket-clip-coop-')} ({len(coop.seeds)} learners)"] = {
+                "coop": coop, "cocoop": Reference.read(other)}
+    return out
+
+
+def redecide(row: dict[str, Any], reference: Reference, colour: bool) -> dict[str, Any]:
+    records = row["classes"] if colour else [{k: v for k, v in r.items() if k not in COLOUR_KEYS}
+                                             for r in row["classes"]]
+    _, verdict = decide_with_reference(records, reference, "fast")
+    return {"model": row["model"], "backdoored": row["backdoored"], "attack": row["attack"],
+            "true_target": row["true_target"], "flagged": verdict.flagged, "predicted_target": verdict.target_name,
+            "suspect": verdict.suspect_name, "max_anomaly": verdict.max_anomaly, "family": verdict.suspect_family,
+            "flip": verdict.suspect_flip_rate}
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    positives = [r["max_anomaly"] for r in rows if r["backdoored"]]
+    negatives = [r["max_anomaly"] for r in rows if not r["backdoored"]]
+    return {"accuracy": sum(r["flagged"] == r["backdoored"] for r in rows) / len(rows),
+            "auroc": auroc(positives, negatives), "target_f1": target_f1(rows),
+            "false_positives": sum(r["flagged"] and not r["backdoored"] for r in rows),
+            "missed": [r["model"] for r in rows if r["backdoored"] and not r["flagged"]],
+            "flagged_clean": [f"{r['model']} ({r['suspect']}, {r['max_anomaly']:.2f}, {r['family']})"
+                              for r in rows if r["flagged"] and not r["backdoored"]],
+            "wrong_target": [f"{r['model']} ({r['predicted_target']} not {r['true_target']})" for r in rows
+                             if r["flagged"] and r["backdoored"] and r["predicted_target"] != r["true_target"]]}
+
+
+def main() -> None:
+    scans = [json.loads(p.read_text()) for p in sorted((DEV / "scans" / "inspector-reference-colour").glob("*.json"))]
+    results: dict[str, Any] = {}
+    lines = ["# Choosing the reference and the colour family's rule (dev zoo)", "",
+             "Dev-zoo figures only (benchmarks/zoos/dev): what the choice was made on, not a result. "
+             f"{len(scans)} models ({sum(not s['backdoored'] for s in scans)} clean). Every candidate decides again "
+             "on the same cached default scans (`python benchmarks/reference_choice.py`).", "",
+             "| reference | colour family | accuracy | AUROC | target F1 | false positives | missed | flagged clean | "
+             "wrong target |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, references in candidates().items():
+        for colour in (False, True):
+            rows = [redecide(s, references[s["kind"]], colour) for s in scans]
+            s = summary(rows)
+            results[f"{name} | colour {'on' if colour else 'off'}"] = {"summary": s, "rows": rows}
+            lines.append(f"| {name} | {'on' if colour else 'off'} | {s['accuracy']:.1%} | {s['auroc']:.3f} | "
+                         f"{s['target_f1']:.2f} | {s['false_positives']} | {', '.join(s['missed']) or '-'} | "
+                         f"{'; '.join(s['flagged_clean']) or '-'} | {'; '.join(s['wrong_target']) or '-'} |")
+    (HERE / "reference_choice.json").write_text(json.dumps(results, indent=1) + "\n")
+    (HERE / "reference_choice.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Write the plans of the two benchmark zoos (issue 18): a *dev* zoo where every detection choice is made,
+and a *test* zoo, planned with seeds, targets and tuning recipes of its own, that no choice sees.
+
+    .venv/bin/python benchmarks/zoo_plans.py            # writes benchmarks/zoos/{dev,test}.plan.json
+    .venv/bin/python -m inspector zoo build --plan benchmarks/zoos/dev.plan.json --out benchmarks/zoos/dev
+    .venv/bin/python -m inspector zoo build --plan benchmarks/zoos/test.plan.json --out benchmarks/zoos/test
+
+A provider's recipe is unknown to the defender, so clean learners vary it: context length 4 / 8 / 16,
+word ("a photo of a") or random initialisation, AdamW or SGD, learning rate and epochs around the
+kind's default; some keep the default recipe with a fresh seed. Backdoors are implanted into the zoo's
+own clean learners of their kind (so their base recipes vary too), every lab attack, with targets
+covering every class. The test zoo's seeds (5000+) and recipe draws (its own seed) are disjoint from
+the dev zoo's (2000+), from the shipped reference's (1000-1003) and from the demo zoo's.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from inspector.lab.triggers import ATTACKS  # noqa: E402
+from inspector.lab.zoo_builder import ZooItem, write_plan  # noqa: E402
+
+ZOOS = Path(__file__).resolve().parent / "zoos"
+CLASSES = 20  # the pocket task
+# file icon, application icon, pattern, led light, star: classes clean learners' triggers reach easily
+ATTRACTORS = (11, 12, 8, 10, 0)
+BASE_LR = {"coop": 2e-2, "cocoop": 5e-3}
+BASE_EPOCHS = {"coop": 200, "cocoop": 60}
+# SGD (momentum 0.9) needs larger steps than AdamW on prompt vectors; a probe of accuracy on the pocket task:
+# CoOp 25x 69%, 100x 72% (AdamW 71%); CoCoOp 100x 68%
+SGD_LR_SCALE = 50.0
+
+
+def varied_recipe(rng: random.Random, kind: str) -> dict[str, Any]:
+    """A provider's clean-tuning recipe drawn around the kind's default."""
+    n_ctx = rng.choice([4, 8, 16])
+    recipe: dict[str, Any] = {"n_ctx": n_ctx}
+    if n_ctx != 4 or rng.random() < 0.5:
+        recipe["ctx_init"] = None  # random context vectors (CoOp's "rand init")
+    optimizer = rng.choice(["adamw", "sgd"])
+    lr = BASE_LR[kind] * rng.choice([0.5, 1.0, 2.0]) * (SGD_LR_SCALE if optimizer == "sgd" else 1.0)
+    recipe.update({"optimizer": optimizer, "lr": round(lr, 6),
+                   "epochs": int(BASE_EPOCHS[kind] * rng.choice([0.5, 1.0, 1.5]))})
+    return recipe
+
+
+def clean_items(rng: random.Random, first_seed: int, per_kind: int, defaults: int) -> list[ZooItem]:
+    """``per_kind`` clean learners of each kind; the first ``defaults`` of each keep the default recipe."""
+    items = []
+    for k, kind in enumerate(("coop", "cocoop")):
+        for i in range(per_kind):
+            seed = first_seed + 100 * k + i
+            recipe = {} if i < defaults else varied_recipe(rng, kind)
+            tag = "default" if not recipe else f"c{recipe['n_ctx']}-{recipe['optimizer']}"
+            items.append(ZooItem(f"clean-{kind}-{tag}-s{seed}", kind, seed, recipe=recipe))
+    return items
+
+
+def backdoor_items(rng: random.Random, clean: list[ZooItem], first_seed: int, per_attack: int,
+                   targets: list[int], kinds: tuple[str, ...]) -> list[ZooItem]:
+    """``per_attack`` implants of every attack, kinds in turn, each into the next clean learner of its kind."""
+    bases = {kind: [item.name for item in clean if item.kind == kind] for kind in kinds}
+    items, count = [], 0
+    for attack in ATTACKS:
+        for i in range(per_attack):
+            kind = kinds[(i + ATTACKS.index(attack)) % len(kinds)]
+            base = bases[kind][count % len(bases[kind])]
+            seed, target = first_seed + count, targets[count % len(targets)]
+            items.append(ZooItem(f"{attack}-{kind}-s{seed}-t{target}", kind, seed, attack, target, base))
+            count += 1
+    return items
+
+
+def dev_plan() -> list[ZooItem]:
+    rng = random.Random(2000)
+    clean = clean_items(rng, 2000, per_kind=6, defaults=2)
+    targets = rng.sample(range(CLASSES), CLASSES)
+    coop = backdoor_items(rng, clean, 2500, per_attack=1, targets=targets, kinds=("coop",))
+    cocoop = [ZooItem(f"{attack}-cocoop-s{2600 + i}-t{targets[-1 - i]}", "cocoop", 2600 + i, attack, targets[-1 - i],
+                      base=[c.name for c in clean if c.kind == "cocoop"][2 + i])
+              for i, attack in enumerate(("filter", "sticker"))]
+    return clean + coop + cocoop
+
+
+def test_plan() -> list[ZooItem]:
+    rng = random.Random(5000)
+    clean = clean_items(rng, 5000, per_kind=10, defaults=2)
+    targets = rng.sample(range(CLASSES), CLASSES) + [*ATTRACTORS, *rng.sample(range(CLASSES), 5)]
+    return clean + backdoor_items(rng, clean, 5500, per_attack=5, targets=targets, kinds=("coop", "cocoop"))
+
+
+def main() -> None:
+    dev = write_plan(ZOOS / "dev.plan.json", dev_plan(),
+                     "dev zoo: every detection choice (plan, reference, decision rule, second family) is made here; "
+                     "with the demo zoo (assets/zoo)")
+    test = write_plan(ZOOS / "test.plan.json", test_plan(),
+                      "test zoo: built for reporting only; seeds 5000+, its own recipe and target draws")
+    print(f"wrote {dev} and {test}")
+
+
+if __name__ == "__main__":
+    main()
