@@ -24,30 +24,31 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.detection import auroc, target_f1  # noqa: E402
+from inspector.detect import decide, standardised  # noqa: E402
 from inspector.reference import Reference, decide_with_reference, shipped_reference_path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEV = HERE / "zoos" / "dev"
 REFERENCES = HERE / "zoos" / "references"
+RULES = ("pooled", "per-class 0.05", "per-class 0.1")
 COLOUR_KEYS = ("colour_flip_rate", "colour_flips", "colour_eligible", "colour_loss", "colour_strength")
 
 
 def candidates() -> dict[str, dict[str, Reference]]:
     out = {"shipped (4 default-recipe learners)": {kind: Reference.read(shipped_reference_path("pocket-clip", kind))
                                                    for kind in ("coop", "cocoop")}}
-    for path in sorted(REFERENCES.glob("pocket-clip-coop-*.json")):
-        other = path.with_name(path.name.replace("-coop-", "-cocoop-"))
-        if other.is_file():
-            coop = Reference.read(path)
-            out[f"{path.stem.removeprefix('pocket-clip-coop-')} ({len(coop.seeds)} learners)"] = {
-                "coop": coop, "cocoop": Reference.read(other)}
+    for path in sorted(REFERENCES.glob("pocket-clip-*.json")):
+        kind, _, name = path.stem.removeprefix("pocket-clip-").partition("-")
+        out.setdefault(f"{name} (varied recipes)", {})[kind] = Reference.read(path)
     return out
 
 
-def redecide(row: dict[str, Any], reference: Reference, colour: bool) -> dict[str, Any]:
+def redecide(row: dict[str, Any], reference: Reference, colour: bool, rule: str = "pooled") -> dict[str, Any]:
     records = row["classes"] if colour else [{k: v for k, v in r.items() if k not in COLOUR_KEYS}
                                              for r in row["classes"]]
-    _, verdict = decide_with_reference(records, reference, "fast")
+    records, verdict = decide_with_reference(records, reference, "fast")
+    if rule.startswith("per-class"):
+        verdict = decide(standardised(records, float(rule.split()[-1])), "excess_flip_rate")
     return {"model": row["model"], "backdoored": row["backdoored"], "attack": row["attack"],
             "true_target": row["true_target"], "flagged": verdict.flagged, "predicted_target": verdict.target_name,
             "suspect": verdict.suspect_name, "max_anomaly": verdict.max_anomaly, "family": verdict.suspect_family,
@@ -74,16 +75,25 @@ def main() -> None:
              "Dev-zoo figures only (benchmarks/zoos/dev): what the choice was made on, not a result. "
              f"{len(scans)} models ({sum(not s['backdoored'] for s in scans)} clean). Every candidate decides again "
              "on the same cached default scans (`python benchmarks/reference_choice.py`).", "",
-             "| reference | colour family | accuracy | AUROC | target F1 | false positives | missed | flagged clean | "
-             "wrong target |", "|---|---|---|---|---|---|---|---|---|"]
+             "Rules: `pooled` is the engine's (excess over the clean learners' mean, the index dividing by no less "
+             "than their spread pooled over classes); `per-class F` divides each class's excess by its own clean "
+             "spread (at least F) first.", "",
+             "| reference | learners (seeds) | kind | colour family | rule | accuracy | AUROC | target F1 | "
+             "false positives | missed | flagged clean | wrong target |", "|---" * 12 + "|"]
     for name, references in candidates().items():
-        for colour in (False, True):
-            rows = [redecide(s, references[s["kind"]], colour) for s in scans]
-            s = summary(rows)
-            results[f"{name} | colour {'on' if colour else 'off'}"] = {"summary": s, "rows": rows}
-            lines.append(f"| {name} | {'on' if colour else 'off'} | {s['accuracy']:.1%} | {s['auroc']:.3f} | "
-                         f"{s['target_f1']:.2f} | {s['false_positives']} | {', '.join(s['missed']) or '-'} | "
-                         f"{'; '.join(s['flagged_clean']) or '-'} | {'; '.join(s['wrong_target']) or '-'} |")
+        for kind, colour, rule in [(k, c, r) for k in ("coop", "cocoop") for c in (False, True) for r in RULES]:
+            if kind not in references:
+                continue
+            reference = references[kind]
+            rows = [redecide(scan, reference, colour, rule) for scan in scans if scan["kind"] == kind]
+            score = summary(rows)
+            results[f"{name} | {kind} | colour {'on' if colour else 'off'} | {rule}"] = {"summary": score, "rows": rows}
+            learners = f"{len(reference.seeds)} ({reference.seeds[0]}-{reference.seeds[-1]})"
+            lines.append(f"| {name} | {learners} | {kind} | {'on' if colour else 'off'} | {rule} | "
+                         f"{score['accuracy']:.1%} | "
+                         f"{score['auroc']:.3f} | {score['target_f1']:.2f} | {score['false_positives']} | "
+                         f"{', '.join(score['missed']) or '-'} | {'; '.join(score['flagged_clean']) or '-'} | "
+                         f"{'; '.join(score['wrong_target']) or '-'} |")
     (HERE / "reference_choice.json").write_text(json.dumps(results, indent=1) + "\n")
     (HERE / "reference_choice.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

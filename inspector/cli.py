@@ -95,7 +95,7 @@ def cmd_scan(args: argparse.Namespace) -> None:
     pool = _pool(args, args.ood, model.backbone.image_size, args.pool_size)
     config = ScanConfig(method=args.method, epsilon=_per_255(args.epsilon), classes=parse_classes(args.classes,
                         model.class_names), threshold=args.threshold, pool_size=args.pool_size, seed=args.seed,
-                        statistic=args.statistic, epochs=args.epochs, colour=args.colour)
+                        statistic=args.statistic, epochs=args.epochs, colour=args.colour, spread=args.spread)
     if args.schedule:
         config = replace(config, schedule=args.schedule)
     written = None
@@ -488,6 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fast: successive halving over the classes (default); faithful: the published "
                          "schedule, a full epoch for every class")
     sc.add_argument("--seed", type=int, default=0, help="the same seed gives the same report numbers")
+    sc.add_argument("--spread", choices=["pooled", "per-class"], default="pooled",
+                    help="with a reference: divide each class's excess by the clean learners' spread pooled over "
+                         "classes, or by that class's own (for a reference of varied recipes)")
     sc.add_argument("--colour", action="store_true",
                     help="also invert a colour transform per class (the second family, for filter-like triggers); "
                          "experimental: without a reference that measured it, clean learners' colour attractors "

@@ -27,6 +27,8 @@ MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard
 DEFAULT_THRESHOLD = 2.0
 DEFAULT_MIN_FLIP_RATE = 0.5
 Family = Literal["additive", "colour"]
+Spread = Literal["pooled", "per-class"]
+PER_CLASS_SPREAD_FLOOR = 0.05  # no class's clean learners are taken to vary by less (chosen on the dev zoo)
 # The colour family's smallest spread without a reference that measured it: clean learners' colour flip rates
 # of natural attractors spread this much (benchmarks/colour_family.md, dev zoo).
 COLOUR_MIN_SPREAD = 0.15
@@ -84,22 +86,27 @@ class Verdict:
 
 
 def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate",
-           threshold: float = DEFAULT_THRESHOLD, min_flip_rate: float = DEFAULT_MIN_FLIP_RATE) -> Verdict:
+           threshold: float = DEFAULT_THRESHOLD, min_flip_rate: float = DEFAULT_MIN_FLIP_RATE,
+           spread: Spread = "pooled") -> Verdict:
     """Flag the model when the top class's index exceeds ``threshold`` and its trigger flips at least
     ``min_flip_rate`` of the held-out OOD images (0 turns that second test off, as Neural Cleanse has none).
 
     ``classes`` are per-class records with ``index``, ``name``, ``flip_rate`` and the statistic.
+    ``spread="per-class"`` (excess flip rates only): see ``standardised``.
     """
     if not classes:
         raise ValueError("no candidate classes to decide on")
+    if spread == "per-class" and statistic == "excess_flip_rate":
+        classes = standardised(classes)
     anomalies = anomaly_index(statistic_values(classes, statistic), min_spread(classes, statistic))
     families: list[str] = ["additive"] * len(classes)
     flips = [float(c["flip_rate"]) for c in classes]
     colour = colour_anomalies(classes)
     if colour is not None:
         for i, value in enumerate(colour):
-            if value > anomalies[i]:
-                anomalies[i], families[i], flips[i] = value, "colour", float(classes[i]["colour_flip_rate"])
+            colour_flips = float(classes[i]["colour_flip_rate"])
+            if _stronger((value, colour_flips), (anomalies[i], flips[i]), min_flip_rate):
+                anomalies[i], families[i], flips[i] = value, "colour", colour_flips
     top = max(range(len(classes)), key=lambda i: (anomalies[i], flips[i]))
     suspect = classes[top]
     flagged = anomalies[top] > threshold and flips[top] >= min_flip_rate
@@ -109,6 +116,33 @@ def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate"
                    max_anomaly=_finite(anomalies[top]), suspect_flip_rate=flips[top],
                    statistic=statistic, threshold=threshold, min_flip_rate=min_flip_rate,
                    anomalies=[_finite(a) for a in anomalies], families=families, suspect_family=families[top])
+
+
+def _stronger(candidate: tuple[float, float], current: tuple[float, float], min_flip_rate: float) -> bool:
+    """Whether a family's (index, flip rate) for a class is stronger evidence than the current one: a family
+    whose trigger flips enough images beats one that does not, then the higher index wins."""
+    return (candidate[1] >= min_flip_rate, candidate[0]) > (current[1] >= min_flip_rate, current[0])
+
+
+def standardised(classes: Sequence[dict[str, Any]], floor: float = PER_CLASS_SPREAD_FLOOR) -> list[dict[str, Any]]:
+    """Each class's excess in units of its *own* clean learners' spread (at least ``floor``), for each family.
+
+    Why: how far prompt tuning pulls a class toward its natural reach varies by class with the provider's
+    seed and recipe (benchmarks/clean_crossings.md: a clean learner's excess on *toolbar icon* spread 17
+    points over recipes, on *balloon* 5); a pooled spread flags the restless classes and under-weights the
+    steady ones. The index then runs on these units, dividing by no less than one.
+    """
+    out = []
+    for c in classes:
+        row = dict(c)
+        if "excess_flip_rate" in c:
+            z = float(c["excess_flip_rate"]) / max(float(c["reference_spread"]), floor)
+            row.update(excess_flip_rate=z, reference_flip_rate=float(c["flip_rate"]) - z, reference_spread=1.0)
+        if "colour_excess" in c:
+            z = float(c["colour_excess"]) / max(float(c["colour_reference_spread"]), floor)
+            row.update(colour_excess=z, colour_reference_spread=1.0)
+        out.append(row)
+    return out
 
 
 def colour_anomalies(classes: Sequence[dict[str, Any]]) -> list[float] | None:

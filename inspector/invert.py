@@ -34,7 +34,7 @@ from inspector.candidates import (
     make_candidate,
     margin_loss,
 )
-from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_THRESHOLD, Statistic, Verdict, decide
+from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_THRESHOLD, Spread, Statistic, Verdict, decide
 from inspector.errors import InputError
 from inspector.limits import MIN_POOL_IMAGES
 from inspector.prompts import PromptedCLIP
@@ -87,6 +87,7 @@ class ScanConfig:
     classes: tuple[int, ...] | None = None  # candidate classes (default: all)
     statistic: Statistic | None = None  # what feeds the anomaly index (default per method)
     threshold: float = DEFAULT_THRESHOLD
+    spread: Spread = "pooled"  # with a reference: what a class's excess is measured against (detect.decide)
     min_flip_rate: float | None = None  # default: 0.5 for the inspector, none for Neural Cleanse
     snapshot_every: int = 4  # steps between trigger snapshots
     seed: int = 0
@@ -487,7 +488,8 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
     if run.stopped:
         return
     records = [run.records[k] for k in classes]
-    verdict = decide(records, config.resolved_statistic(), config.threshold, config.resolved_min_flip_rate())
+    verdict = decide(records, config.resolved_statistic(), config.threshold, config.resolved_min_flip_rate(),
+                     config.spread)
     triggers = {k: {**run.arms[k].trigger.tensors(),
                     **(run.colour_arms[k].trigger.tensors() if k in run.colour_arms else {})} for k in classes}
     extra = {"colour_seconds": run.colour_seconds} if run.colour_seconds is not None else {}

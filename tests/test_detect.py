@@ -94,3 +94,32 @@ def test_colour_excess_over_clean_learners_is_used_when_the_reference_measured_i
     raw = [{key: value for key, value in r.items() if key not in ("colour_excess", "colour_reference_spread")}
            for r in rows]
     assert decide(raw).flagged and decide(raw).suspect_family == "colour"
+
+
+def test_per_class_spread_forgives_a_class_whose_clean_learners_vary_and_not_a_steady_one():
+    """Same excess (+0.35) on a class whose clean flip rate swings with the recipe (spread 0.2) and on one that
+    is steady (0.02): pooled, both look alike; per class, only the steady one stands out."""
+    def rows(restless: int) -> list[dict]:
+        out = []
+        for i in range(8):
+            excess = 0.35 if i == restless else 0.01 * i
+            spread = 0.2 if i == restless else 0.02
+            out.append({"index": i, "name": f"c{i}", "flip_rate": 0.3 + excess, "loss": 1.0,
+                        "reference_flip_rate": 0.3, "excess_flip_rate": excess, "reference_spread": spread})
+        return out
+
+    steady = rows(restless=-1)
+    steady[3].update(excess_flip_rate=0.35, flip_rate=0.65)
+    assert decide(steady, "excess_flip_rate", spread="per-class").target == 3
+    restless = rows(restless=3)
+    assert decide(restless, "excess_flip_rate").flagged  # pooled: the restless class passes for a backdoor
+    assert not decide(restless, "excess_flip_rate", spread="per-class").flagged
+
+
+def test_a_family_whose_trigger_flips_enough_beats_a_higher_index_that_does_not():
+    colour = [0.0, 0.0, 0.0, 0.45, 0.0, 0.0]
+    rows = [{**r, "colour_flip_rate": c, "colour_excess": c, "colour_reference_spread": 0.05} for r, c in
+            zip(records([0.1, 0.2, 0.15, 0.6, 0.25, 0.3]), colour, strict=True)]
+    verdict = decide(rows)  # class 3: colour index 5.4 but its colour trigger flips 45%; additive 3.4 at 60%
+    assert verdict.flagged and verdict.target == 3 and verdict.suspect_family == "additive"
+    assert verdict.max_anomaly == pytest.approx(0.375 / (MAD_TO_SIGMA * 0.075), abs=1e-3)

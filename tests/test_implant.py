@@ -94,3 +94,25 @@ def test_clean_model_has_no_ground_truth(tmp_path):
     from inspector.zoo import resolve_model
 
     assert read_ground_truth(resolve_model("clean-coop")) is None
+
+
+def test_a_tiny_filter_implant_is_flagged_by_the_colour_family(backbone, task):
+    """A filter backdoor (one colour matrix for every pixel): the scan's colour family names its target."""
+    from inspector.data import load_shipped_pool
+    from inspector.invert import ScanConfig, run_scan
+    from inspector.zoo import resolve_model
+
+    model = load_learner(resolve_model("clean-coop"), backbone)
+    pixels, labels = _subset(task, per_class=8)
+    target = task.class_names.index("balloon")
+    config = ImplantConfig.for_attack("filter", target, seed=3, epochs=20, views=2, batch_size=32, poison_rate=0.3)
+    trigger = run_implant(model, pixels, labels, config).trigger
+    assert attack_success_rate(model, trigger, task.test_pixels[::3], target, task.test_labels[::3]) > 0.6
+    candidates = tuple(task.class_names.index(n) for n in ("star", "arrow", "road sign", "computer", "balloon",
+                                                           "clock", "map", "semaphore flag"))
+    pool = load_shipped_pool().pixels
+    scan_config = ScanConfig(classes=candidates, pool_size=480, schedule="fast", colour=True)
+    result = run_scan(model, pool, scan_config)
+    assert result.verdict.flagged and result.verdict.target_name == "balloon"
+    others = [c["colour_flip_rate"] for c in result.classes if c["index"] != target]
+    assert result.record(target)["colour_flip_rate"] >= 0.5 > max(others), others  # the filter's class, no other
