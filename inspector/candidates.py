@@ -58,7 +58,20 @@ class CandidateTrigger(nn.Module):
         return {}
 
 
-class AdditiveInversion(CandidateTrigger):
+class UnitBoxInversion(CandidateTrigger):
+    """The inspector's families: parameters ``unit`` in [-1, 1] (scaled by the family's bounds), margin loss."""
+
+    unit: nn.Parameter
+
+    def loss(self, logits: torch.Tensor, k: int) -> torch.Tensor:
+        return margin_loss(logits, k)
+
+    @torch.no_grad()
+    def project(self) -> None:
+        self.unit.clamp_(-1.0, 1.0)
+
+
+class AdditiveInversion(UnitBoxInversion):
     """A universal additive trigger inside the L-inf box of radius ``epsilon``."""
 
     method = "inspector"
@@ -77,13 +90,6 @@ class AdditiveInversion(CandidateTrigger):
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return (pixels + self.delta.to(pixels)).clamp(0, 1)
-
-    def loss(self, logits: torch.Tensor, k: int) -> torch.Tensor:
-        return margin_loss(logits, k)
-
-    @torch.no_grad()
-    def project(self) -> None:
-        self.unit.clamp_(-1.0, 1.0)
 
     @torch.no_grad()
     def picture(self) -> torch.Tensor:
@@ -180,7 +186,7 @@ COLOUR_CHART_SIZE = 64
 
 
 
-class ColourInversion(CandidateTrigger):
+class ColourInversion(UnitBoxInversion):
     """A global colour transform: x' = clamp(x + (D x + b)), a 3 x 3 matrix D and a bias b per image, bounded.
 
     The second inversion family, for triggers that are not small noise (a colour filter, a tint, a
@@ -211,13 +217,6 @@ class ColourInversion(CandidateTrigger):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         graded = torch.einsum("ij,bjhw->bihw", self.matrix.to(pixels), pixels)
         return (graded + self.bias.to(pixels)[:, None, None]).clamp(0, 1)
-
-    def loss(self, logits: torch.Tensor, k: int) -> torch.Tensor:
-        return margin_loss(logits, k)
-
-    @torch.no_grad()
-    def project(self) -> None:
-        self.unit.clamp_(-1.0, 1.0)
 
     @torch.no_grad()
     def picture(self) -> torch.Tensor:

@@ -26,10 +26,10 @@ from inspector.candidates import (
     COLOUR_BIAS_BOUND,
     COLOUR_MATRIX_BOUND,
     METHODS,
-    AdditiveInversion,
     CandidateTrigger,
     ColourInversion,
     Method,
+    UnitBoxInversion,
     candidate_from_tensors,
     make_candidate,
     margin_loss,
@@ -400,7 +400,7 @@ class ClassInversion:
 
     def step(self, logits_of: Logits, pixels: torch.Tensor, clean_predictions: torch.Tensor) -> float:
         """Stamp, logits, loss, Adam step, project: the method's inner loop on one batch."""
-        if isinstance(self.trigger, (AdditiveInversion, ColourInversion)) and logits_of.model.kind == "cocoop":
+        if isinstance(self.trigger, UnitBoxInversion) and logits_of.model.kind == "cocoop":
             objective, logits = logits_of.margin(self.trigger(pixels), self.k)
         else:
             logits = logits_of(self.trigger(pixels))
