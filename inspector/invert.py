@@ -709,8 +709,9 @@ def class_curve_steps(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfi
         clean_fit = CleanPredictions(logits_of, fit, batches)
         clean_held = logits_of.predict(held)
         for position, k in enumerate(classes):
-            colour = colour_arm(k, names[k], config, device)
+            colour = colour_arm(k, names[k], config, device) if colour_steps else None
             for t in range(colour_steps):
+                assert colour is not None
                 colour.step(logits_of, *colour_batch(fit, batches, clean_fit, t, config, device))
                 yield CurveStep(names[k], position * (len(batches) + colour_steps) + t + 1, total)
             trigger = make_candidate(config.method, model.backbone.image_size, config.epsilon, config.seed + k)
@@ -723,7 +724,7 @@ def class_curve_steps(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfi
                     held_out[arm.steps] = {"flip_rate": m["flip_rate"], "loss": m["loss"]}
                 yield CurveStep(names[k], position * (len(batches) + colour_steps) + colour_steps + t + 1, total)
             out.append({"index": k, "name": names[k], "curve": arm.curve, "held_out": held_out,
-                        **(colour_record(colour) if colour_steps else {})})
+                        **(colour_record(colour) if colour is not None else {})})
 
 
 def class_curves(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig, lr: float, batch_size: int,
