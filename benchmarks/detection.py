@@ -113,6 +113,12 @@ def _row_from_curves(path: Path, curves: Path, truth: Any, cache: Path) -> dict[
     return row
 
 
+def colour_tag(colour: bool) -> str:
+    """The scan cache folder's suffix: the colour family's settings, so scans with other settings are not reused."""
+    c = ScanConfig()
+    return f"-colour{c.colour_steps}x{c.colour_batch_size}" if colour else ""
+
+
 def recipe_folder(zoo: Path, config: RepairConfig) -> Path:
     """Where repairs with ``config`` are cached: named by the recipe's values, so a changed default cannot
     reuse another recipe's results (benchmarks/repair_recipes.py shares these folders)."""
@@ -177,7 +183,8 @@ def calibrated(row: dict[str, Any], reference: Reference) -> dict[str, Any]:
     classes, v = decide_with_reference(row["classes"], reference, schedule)
     return {**row, "method": row["method"] + " + reference", "classes": classes, "flagged": v.flagged,
             "predicted_target": v.target_name, "suspect": v.suspect_name, "max_anomaly": v.max_anomaly,
-            "suspect_flip_rate": v.suspect_flip_rate}
+            "suspect_flip_rate": v.suspect_flip_rate, "suspect_family": v.suspect_family,
+            "decided_with": reference.describe()}
 
 
 def _device_name(device: str) -> str:
@@ -208,9 +215,12 @@ def _mean_seconds(rows: list[dict[str, Any]]) -> float | None:
 def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: list[dict[str, Any]],
                  from_records: bool = False, report: str = "detection") -> None:
     summary = {method: summarise(rows) for method, rows in scans.items()}
+    references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)) for kind in ("coop", "cocoop")}
     (HERE / f"{report}.json").write_text(json.dumps({"summary": summary, "scans": scans, "repairs": repairs},
                                                     indent=1) + "\n")
     lines = ["# Detection benchmark (issue 4)", "",
+             *(["**Dev zoo**: the choices of issue 18 were made on these models; these figures are not results.",
+                ""] if zoo.name == "dev" else []),
              f"`python benchmarks/detection.py --zoo {_shown(zoo)}"
              + (f" --report {report}`" if report != "detection" else "`")
              + ("; this file re-made with `--from-records` (the scans recorded by that run, the repairs with the "
@@ -219,9 +229,9 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
              "(s / scan averages the CPU rows only; a row run on a GPU names it). Scores: detection accuracy at "
              "the default threshold (2), AUROC of the top anomaly index, target F1 (flag and right target).", "",
              "`inspector + reference` is the engine's default: the fast schedule with the shipped clean reference "
-             "(4 clean learners the defender tuned on the task, seeds 1000-1003, assets/reference/, "
-             "`python -m inspector reference build`): the index on each class's flip rate *in excess* of theirs, "
-             "each measured "
+             f"({references['coop'].describe()}; {references['cocoop'].describe()}; assets/reference/, "
+             "`python -m inspector reference build`; cached scan records are decided again with it, the inversion "
+             "does not depend on it): the index on each class's flip rate *in excess* of theirs, each measured "
              "as the scan measured that class (same schedule, same number of steps, fresh batches or held-out "
              "images), dividing by no less than the clean learners' own spread; with it, the fast plan stops half "
              "the classes after 4 steps. `inspector` is a scan without a reference (raw flip rate; the fast plan "
@@ -310,7 +320,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (rows record which; seconds are CPU-only)")
     parser.add_argument("--no-repair", action="store_true")
     parser.add_argument("--report", default="detection", help="write benchmarks/REPORT.md and REPORT.json")
-    parser.add_argument("--colour", action="store_true", help="scan with the colour family too (cached apart)")
+    parser.add_argument("--colour", action=argparse.BooleanOptionalAction, default=True,
+                        help="scan with the colour family too (cached apart; as the engine does with the shipped "
+                             "reference)")
     parser.add_argument("--table-only", action="store_true", help="only re-make the tables from the cache")
     parser.add_argument("--from-records", action="store_true",
                         help="re-make the tables without the zoo: the scans recorded in detection.json and the "
@@ -330,7 +342,7 @@ def main() -> None:
     for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
         scans[method] = []
         for path in paths:
-            cache = zoo / "scans" / (_folder(method) + ("-colour" if args.colour else "")) / f"{path.stem}.json"
+            cache = zoo / "scans" / (_folder(method) + colour_tag(args.colour)) / f"{path.stem}.json"
             if args.table_only and not cache.exists():
                 continue
             started = time.time()
@@ -339,6 +351,9 @@ def main() -> None:
             print(f"{method:<15} {path.stem:<36} flagged={row['flagged']!s:<5} suspect={row['suspect']:<16} "
                   f"a={row['max_anomaly']:.2f} ({time.time() - started:.0f} s)", flush=True)
     references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)) for kind in ("coop", "cocoop")}
+    if "inspector + reference" in scans:  # cached records decided with the reference and rule shipped now
+        scans["inspector + reference"] = [{**calibrated(row, references[row["kind"]]), "method": row["method"]}
+                                          for row in scans["inspector + reference"]]
     if "inspector-faithful" in scans:  # the faithful schedule does not depend on the reference: decide again
         scans["inspector-faithful + reference"] = [calibrated(row, references[row["kind"]])
                                                    for row in scans["inspector-faithful"]]

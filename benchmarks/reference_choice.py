@@ -2,16 +2,16 @@
 again on the same cached scans, so the choice costs no scan and the test zoo is never looked at.
 
     .venv/bin/python benchmarks/detection.py --zoo benchmarks/zoos/dev --methods "inspector + reference" \\
-        --no-repair --colour --report detection_dev            # the dev scans (cached)
-    .venv/bin/python -m inspector reference build --kind coop --recipes varied --learners 8 --first-seed 3000 \\
-        --colour --out benchmarks/zoos/references/pocket-clip-coop-varied.json   # and --kind cocoop
+        --no-repair --report detection_dev                     # the dev scans (cached)
+    .venv/bin/python -m inspector reference build --kind coop --learners 8 --first-seed 3000 \\
+        --out benchmarks/zoos/references/pocket-clip-coop-varied.json  # CoCoOp: --learners 6 --first-seed 3100
     .venv/bin/python benchmarks/reference_choice.py            # writes reference_choice.md / .json
 
 A scan's inversion does not depend on the reference (the fast plan with a reference is the same for every
 reference), so re-deciding a cached record with another reference is exactly what a scan given that
-reference would have said. Candidates: the shipped reference (4 default-recipe learners, no colour
-measurements), and references of clean learners tuned with varied recipes (seeds 3000+, never in a zoo);
-each with the colour family off, or on.
+reference would have said. Candidates: the reference shipped before issue 18 (4 default-recipe learners, no
+colour measurements, kept as ``pocket-clip-KIND-default.json``), and references of clean learners tuned with
+varied recipes (seeds 3000+, never in a zoo); each with the colour family off, or on.
 """
 
 from __future__ import annotations
@@ -23,30 +23,30 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.detection import auroc, target_f1  # noqa: E402
+from benchmarks.detection import auroc, colour_tag, target_f1  # noqa: E402
 from inspector.detect import decide, standardised  # noqa: E402
-from inspector.reference import Reference, decide_with_reference, shipped_reference_path  # noqa: E402
+from inspector.reference import Reference, decide_with_reference  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEV = HERE / "zoos" / "dev"
 REFERENCES = HERE / "zoos" / "references"
 RULES = ("pooled", "per-class 0.05", "per-class 0.1")
+LABELS = {"default": "default recipe (shipped before issue 18)", "varied": "varied recipes"}
 COLOUR_KEYS = ("colour_flip_rate", "colour_flips", "colour_eligible", "colour_loss", "colour_strength")
 
 
 def candidates() -> dict[str, dict[str, Reference]]:
-    out = {"shipped (4 default-recipe learners)": {kind: Reference.read(shipped_reference_path("pocket-clip", kind))
-                                                   for kind in ("coop", "cocoop")}}
+    out: dict[str, dict[str, Reference]] = {}
     for path in sorted(REFERENCES.glob("pocket-clip-*.json")):
         kind, _, name = path.stem.removeprefix("pocket-clip-").partition("-")
-        out.setdefault(f"{name} (varied recipes)", {})[kind] = Reference.read(path)
+        out.setdefault(LABELS.get(name, name), {})[kind] = Reference.read(path)
     return out
 
 
 def redecide(row: dict[str, Any], reference: Reference, colour: bool, rule: str = "pooled") -> dict[str, Any]:
     records = row["classes"] if colour else [{k: v for k, v in r.items() if k not in COLOUR_KEYS}
                                              for r in row["classes"]]
-    records, verdict = decide_with_reference(records, reference, "fast")
+    records, verdict = decide_with_reference(records, reference, "fast", spread="pooled")
     if rule.startswith("per-class"):
         verdict = decide(standardised(records, float(rule.split()[-1])), "excess_flip_rate")
     return {"model": row["model"], "backdoored": row["backdoored"], "attack": row["attack"],
@@ -61,6 +61,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"accuracy": sum(r["flagged"] == r["backdoored"] for r in rows) / len(rows),
             "auroc": auroc(positives, negatives), "target_f1": target_f1(rows),
             "false_positives": sum(r["flagged"] and not r["backdoored"] for r in rows),
+            "highest_clean": max(negatives, default=0.0), "lowest_backdoored": min(positives, default=0.0),
             "missed": [r["model"] for r in rows if r["backdoored"] and not r["flagged"]],
             "flagged_clean": [f"{r['model']} ({r['suspect']}, {r['max_anomaly']:.2f}, {r['family']})"
                               for r in rows if r["flagged"] and not r["backdoored"]],
@@ -69,7 +70,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    scans = [json.loads(p.read_text()) for p in sorted((DEV / "scans" / "inspector-reference-colour").glob("*.json"))]
+    folder = DEV / "scans" / f"inspector-reference{colour_tag(True)}"
+    scans = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
     results: dict[str, Any] = {}
     lines = ["# Choosing the reference and the colour family's rule (dev zoo)", "",
              "Dev-zoo figures only (benchmarks/zoos/dev): what the choice was made on, not a result. "
@@ -79,7 +81,8 @@ def main() -> None:
              "than their spread pooled over classes); `per-class F` divides each class's excess by its own clean "
              "spread (at least F) first.", "",
              "| reference | learners (seeds) | kind | colour family | rule | accuracy | AUROC | target F1 | "
-             "false positives | missed | flagged clean | wrong target |", "|---" * 12 + "|"]
+             "false positives | highest clean index | lowest backdoor index | missed | flagged clean | wrong target |",
+             "|---" * 14 + "|"]
     for name, references in candidates().items():
         for kind, colour, rule in [(k, c, r) for k in ("coop", "cocoop") for c in (False, True) for r in RULES]:
             if kind not in references:
@@ -92,6 +95,7 @@ def main() -> None:
             lines.append(f"| {name} | {learners} | {kind} | {'on' if colour else 'off'} | {rule} | "
                          f"{score['accuracy']:.1%} | "
                          f"{score['auroc']:.3f} | {score['target_f1']:.2f} | {score['false_positives']} | "
+                         f"{score['highest_clean']:.2f} | {score['lowest_backdoored']:.2f} | "
                          f"{', '.join(score['missed']) or '-'} | {'; '.join(score['flagged_clean']) or '-'} | "
                          f"{'; '.join(score['wrong_target']) or '-'} |")
     (HERE / "reference_choice.json").write_text(json.dumps(results, indent=1) + "\n")

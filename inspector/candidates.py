@@ -25,9 +25,14 @@ METHODS: tuple[Method, ...] = ("inspector", "neural-cleanse")
 
 def margin_loss(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Mean over the batch of (best other logit - logit of k): negative once the batch is sent to k."""
-    others = logits.clone()
-    others[:, k] = float("-inf")
-    return (others.max(dim=1).values - logits[:, k]).mean()
+    return row_margins(logits, torch.full((len(logits),), k, dtype=torch.long, device=logits.device)).mean()
+
+
+def row_margins(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Per image, best other logit - logit of its own target class (one target per row)."""
+    rows = targets.reshape(-1, 1)
+    others = logits.scatter(1, rows, float("-inf"))
+    return others.max(dim=1).values - logits.gather(1, rows).squeeze(1)
 
 
 class CandidateTrigger(nn.Module):

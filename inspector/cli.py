@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from inspector.detect import DEFAULT_SPREAD, USE_COLOUR_FAMILY
 from inspector.errors import InputError
 
 if TYPE_CHECKING:
@@ -488,13 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fast: successive halving over the classes (default); faithful: the published "
                          "schedule, a full epoch for every class")
     sc.add_argument("--seed", type=int, default=0, help="the same seed gives the same report numbers")
-    sc.add_argument("--spread", choices=["pooled", "per-class"], default="pooled",
+    sc.add_argument("--spread", choices=["pooled", "per-class"], default=DEFAULT_SPREAD,
                     help="with a reference: divide each class's excess by the clean learners' spread pooled over "
-                         "classes, or by that class's own (for a reference of varied recipes)")
-    sc.add_argument("--colour", action="store_true",
+                         "classes, or by that class's own (default: %(default)s)")
+    sc.add_argument("--colour", action=argparse.BooleanOptionalAction, default=USE_COLOUR_FAMILY,
                     help="also invert a colour transform per class (the second family, for filter-like triggers); "
-                         "experimental: without a reference that measured it, clean learners' colour attractors "
-                         "can be flagged")
+                         "default: when the clean reference measured it")
     sc.add_argument("--weights", help="CLIP weights file when the learner was tuned on a local file")
     sc.add_argument("--out", default=None, help="folder for report.json, report.html and the trigger PNGs "
                                                 "(default: a fresh folder under runs/)")
@@ -523,7 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--ood", default=None, help="the OOD pool the scans will use: folder or .zip "
                                                 "(default: the shipped pool)")
     rb.add_argument("--kind", choices=["coop", "cocoop"], required=True, help="learner kind of the models to scan")
-    rb.add_argument("--learners", type=int, default=4, help="clean learners to tune and scan")
+    rb.add_argument("--learners", type=int, default=6, help="clean learners to tune and scan (default: %(default)s)")
     rb.add_argument("--first-seed", type=int, default=1000, help="seeds first-seed, first-seed + 1, …")
     rb.add_argument("--out", required=True, help="reference .json")
     rb.add_argument("--keep", default=None, help="folder for the tuned learners and their measurements, so an "
@@ -534,10 +534,11 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--pool-size", type=int, default=1000, help="as the scans will use it")
     rb.add_argument("--seed", type=int, default=0, help="scan seed, as the scans will use it")
     rb.add_argument("--epochs", type=int, default=None, help="tuning epochs (default: the tune recipe's)")
-    rb.add_argument("--recipes", choices=["default", "varied"], default="default",
+    rb.add_argument("--recipes", choices=["default", "varied"], default="varied",
                     help="default: every learner with the kind's default recipe; varied: learner i with a different "
                          "context length, start, optimiser, learning rate or epochs (a provider's recipe is unknown)")
-    rb.add_argument("--colour", action="store_true", help="also measure the colour family (for scans with --colour)")
+    rb.add_argument("--colour", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure the colour family, as scans with it need (default: %(default)s)")
     rb.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     rb.add_argument("--json", action="store_true", help="print one JSON summary")
     rb.set_defaults(func=cmd_reference_build)

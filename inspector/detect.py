@@ -28,9 +28,14 @@ DEFAULT_THRESHOLD = 2.0
 DEFAULT_MIN_FLIP_RATE = 0.5
 Family = Literal["additive", "colour"]
 Spread = Literal["pooled", "per-class"]
+# Chosen on the dev zoo (benchmarks/reference_choice.md): what a default scan runs and how it decides. The colour
+# family by default (None) only where the clean reference measured it: without clean learners to compare with,
+# their colour attractors (*button*, *star*) pass for backdoors.
+USE_COLOUR_FAMILY: bool | None = None
+DEFAULT_SPREAD: Spread = "per-class"
 PER_CLASS_SPREAD_FLOOR = 0.05  # no class's clean learners are taken to vary by less (chosen on the dev zoo)
 # The colour family's smallest spread without a reference that measured it: clean learners' colour flip rates
-# of natural attractors spread this much (benchmarks/colour_family.md, dev zoo).
+# of natural attractors spread this much (benchmarks/reference_choice.md, dev zoo).
 COLOUR_MIN_SPREAD = 0.15
 
 # Smallest spread the index divides by, per statistic: when every other class has exactly the same

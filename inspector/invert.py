@@ -33,8 +33,18 @@ from inspector.candidates import (
     candidate_from_tensors,
     make_candidate,
     margin_loss,
+    row_margins,
 )
-from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_THRESHOLD, Spread, Statistic, Verdict, decide
+from inspector.detect import (
+    DEFAULT_MIN_FLIP_RATE,
+    DEFAULT_SPREAD,
+    DEFAULT_THRESHOLD,
+    USE_COLOUR_FAMILY,
+    Spread,
+    Statistic,
+    Verdict,
+    decide,
+)
 from inspector.errors import InputError
 from inspector.limits import MIN_POOL_IMAGES
 from inspector.prompts import PromptedCLIP
@@ -87,7 +97,7 @@ class ScanConfig:
     classes: tuple[int, ...] | None = None  # candidate classes (default: all)
     statistic: Statistic | None = None  # what feeds the anomaly index (default per method)
     threshold: float = DEFAULT_THRESHOLD
-    spread: Spread = "pooled"  # with a reference: what a class's excess is measured against (detect.decide)
+    spread: Spread = DEFAULT_SPREAD  # with a reference: what a class's excess is measured against (detect.decide)
     min_flip_rate: float | None = None  # default: 0.5 for the inspector, none for Neural Cleanse
     snapshot_every: int = 4  # steps between trigger snapshots
     seed: int = 0
@@ -101,12 +111,13 @@ class ScanConfig:
     fast_measured: int | None = None  # finalists with the highest estimates measured on the held-out images
     # The colour family (inspector method only): every class's colour transform runs ``colour_steps`` steps on the
     # first ``colour_batch_size`` images of the scan's first batches; its estimate counts the steps after the first.
-    colour: bool = False
+    colour: bool | None = USE_COLOUR_FAMILY  # None: when the reference measured it; True: always; False: never
     colour_steps: int = 3
-    colour_batch_size: int = 16
+    colour_batch_size: int = 8
     colour_lr: float = 0.3
     colour_matrix_bound: float = COLOUR_MATRIX_BOUND
     colour_bias_bound: float = COLOUR_BIAS_BOUND
+    colour_joint_images: int = 64  # images per encoder pass when the classes' colour steps run together
     bf16: bool | None = None  # bfloat16 autocast on CUDA (default: for the fast schedule); no effect on CPU
     # Per-class flip rates of clean learners of the same task under this schedule (inspector.reference): the
     # index then reads the excess over them, so classes prompt tuning makes easy to reach do not pass for a backdoor.
@@ -128,7 +139,9 @@ class ScanConfig:
 
     @property
     def runs_colour(self) -> bool:
-        return self.colour and self.method == "inspector" and self.colour_steps > 1
+        if self.method != "inspector" or self.colour_steps <= 1 or self.colour is False:
+            return False
+        return self.colour is True or (self.reference is not None and bool(self.reference.colour))
 
     def colour_settings(self) -> dict[str, Any]:
         """What a reference's colour flip rates must have been measured with to be compared with this scan's."""
@@ -340,9 +353,15 @@ class Logits:
         return logits.float()
 
     def margin(self, pixels: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """CoCoOp's margin loss toward ``k`` with its exact gradient, and the (detached) logits of all classes.
+        """CoCoOp's margin loss toward ``k`` with its exact gradient, and the (detached) logits of all classes."""
+        targets = torch.full((len(pixels),), k, dtype=torch.long, device=pixels.device)
+        margins, logits = self.margins(pixels, targets)
+        return margins.mean(), logits
 
-        The loss max_{j != k} z_j - z_k only sends gradient through class k and each image's best other
+    def margins(self, pixels: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CoCoOp's per-image margin toward each image's own target, with its exact gradient, and the logits.
+
+        The margin max_{j != k} z_j - z_k only sends gradient through class k and each image's best other
         class. So all classes' logits are computed without a graph (to find that class), and the text
         tower runs with gradients for just those two prompts per image, not for every class.
         """
@@ -351,13 +370,12 @@ class Logits:
             features = self.model.image_features(pixels)
             with torch.no_grad():
                 logits = self.model.logits_from_features(features.detach()).float()
-            others = logits.clone()
-            others[:, k] = float("-inf")
-            pair = torch.stack([torch.full_like(others[:, 0], k, dtype=torch.long), others.argmax(1)], dim=1)
+            others = logits.scatter(1, targets.reshape(-1, 1), float("-inf"))
+            pair = torch.stack([targets, others.argmax(1)], dim=1)
             text = self.model.text_features(features, pair)  # (B, 2, D)
             pair_logits = self.model.logit_scale * torch.einsum("bd,bnd->bn", features, text.to(features.dtype))
         pair_logits = pair_logits.float()
-        return (pair_logits[:, 1] - pair_logits[:, 0]).mean(), logits
+        return pair_logits[:, 1] - pair_logits[:, 0], logits
 
     @torch.no_grad()
     def predict(self, pixels: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
@@ -409,13 +427,17 @@ class ClassInversion:
         objective.backward()
         self.optimizer.step()
         self.trigger.project()
-        with torch.no_grad():
-            self.trigger.after_step(logits, self.k)
-            eligible = clean_predictions != self.k
-            flips = int(((logits.argmax(1).cpu() == self.k) & eligible).sum())
-            self.curve.append((flips, int(eligible.sum()), float(margin_loss(logits, self.k))))
+        return self.record(logits, clean_predictions, float(objective.detach()))
+
+    @torch.no_grad()
+    def record(self, logits: torch.Tensor, clean_predictions: torch.Tensor, loss: float) -> float:
+        """After an update: the batch's flips (read before it), eligible images and margin go on the curve."""
+        self.trigger.after_step(logits, self.k)
+        eligible = clean_predictions != self.k
+        flips = int(((logits.argmax(1).cpu() == self.k) & eligible).sum())
+        self.curve.append((flips, int(eligible.sum()), float(margin_loss(logits, self.k))))
         self.steps += 1
-        self.loss = float(objective.detach())
+        self.loss = loss
         return self.loss
 
     def fresh_flip_rate(self, last: int) -> float:
@@ -431,6 +453,32 @@ class ClassInversion:
         family = "colour" if isinstance(self.trigger, ColourInversion) else "additive"
         return TriggerSnapshot(self.k, self.name, position, self.steps, steps, self.loss, scan_step,
                                self.trigger.picture(), self.trigger.true_scale(), family)
+
+
+def joint_step(arms: Sequence[ClassInversion], logits_of: Logits, pixels: torch.Tensor,
+               clean_predictions: torch.Tensor) -> None:
+    """One step of every arm on the same images, in one encoder pass.
+
+    The arms' parameters are disjoint and each arm's loss is its own mean over its copy of the batch, so
+    the summed loss gives each arm the gradient it would get alone, and each keeps its own Adam: the same
+    updates as stepping the arms one after the other, in fewer, larger calls of the encoders.
+    """
+    n = len(pixels)
+    targets = torch.tensor([arm.k for arm in arms], device=pixels.device).repeat_interleave(n)
+    stamped = torch.cat([arm.trigger(pixels) for arm in arms])
+    if logits_of.model.kind == "cocoop":
+        margins, logits = logits_of.margins(stamped, targets)
+    else:
+        logits = logits_of(stamped)
+        margins = row_margins(logits, targets)
+    objectives = margins.reshape(len(arms), n).mean(1)
+    for arm in arms:
+        arm.optimizer.zero_grad(set_to_none=True)
+    objectives.sum().backward()
+    for i, arm in enumerate(arms):
+        arm.optimizer.step()
+        arm.trigger.project()
+        arm.record(logits[i * n:(i + 1) * n].detach(), clean_predictions, float(objectives[i].detach()))
 
 
 def colour_arm(k: int, name: str, config: ScanConfig, device: torch.device) -> ClassInversion:
@@ -580,20 +628,25 @@ class _Run:
                 yield arm.snapshot(position, shown_steps, self.scan_steps)
 
     def colour(self, classes: list[int]) -> Iterator[ScanEvent]:
-        """The second family first: each class's colour transform for a few steps on the same images."""
+        """The second family first: every class's colour transform for a few steps on the same images, the
+        classes stepped together (``joint_step``) in groups of at most ``colour_joint_images`` images."""
         steps = min(self.config.colour_steps, len(self.batches))
         started = time.time()
-        for position, k in enumerate(classes):
-            arm = self.colour_arms[k] = colour_arm(k, self.names[k], self.config, self.device)
+        per_pass = max(1, self.config.colour_joint_images // self.config.colour_batch_size)
+        for first in range(0, len(classes), per_pass):
+            group = [self.colour_arms.setdefault(k, colour_arm(k, self.names[k], self.config, self.device))
+                     for k in classes[first:first + per_pass]]
             for t in range(steps):
                 if self.should_stop is not None and self.should_stop():
                     self.stopped = True
                     yield ScanStopped([], round(time.time() - self.started, 2))
                     return
-                arm.step(self.logits_of, *colour_batch(self.fit, self.batches, self.clean_fit, t, self.config,
-                                                       self.device))
-                self.scan_steps += 1
-            yield arm.snapshot(position, steps, self.scan_steps)
+                joint_step(group, self.logits_of, *colour_batch(self.fit, self.batches, self.clean_fit, t,
+                                                                self.config, self.device))
+                self.scan_steps += len(group)
+                if t == 0 or t == steps - 1:  # the first picture soon, and each class's last
+                    for arm in group:
+                        yield arm.snapshot(classes.index(arm.k), steps, self.scan_steps)
         self.colour_seconds = round(time.time() - started, 2)
 
     def finish(self, arm: ClassInversion, position: int, total: int, held_out: bool,

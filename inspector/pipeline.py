@@ -302,12 +302,13 @@ def learners_folder(out: Path) -> Path:
     return out.with_name(out.stem + ".learners")
 
 
-def reference_job(task: Task, pool: ImagePool, kind: Kind, backbone: Backbone, out: Path, learners: int = 4,
+def reference_job(task: Task, pool: ImagePool, kind: Kind, backbone: Backbone, out: Path, learners: int = 6,
                   first_seed: int = 1000, config: ScanConfig | None = None, epochs: int | None = None,
                   overwrite: bool = False, should_stop: StopCheck = None,
-                  keep: Path | None = None, varied: bool = False) -> Iterator[ReferenceEvent | ReferenceWritten]:
+                  keep: Path | None = None, varied: bool = True) -> Iterator[ReferenceEvent | ReferenceWritten]:
     """Tune ``learners`` clean learners of ``kind`` on ``task``, scan each on ``pool`` with both schedules and
     write the reference ``out`` (JSON), valid for this task, kind, backbone, pool, epsilon and plan.
+    ``varied``: each learner with another of ``reference.VARIED_RECIPES`` (a provider's recipe is unknown).
 
     ``keep``: where the tuned learners and their measurements stay (default ``learners_folder(out)``), so
     that a build stopped or killed half-way resumes with the learners it had finished."""
@@ -317,7 +318,7 @@ def reference_job(task: Task, pool: ImagePool, kind: Kind, backbone: Backbone, o
     if out.exists() and not overwrite:
         raise InputError(f"{out} already exists", hint="choose another --out or pass --overwrite")
     if not 1 <= learners <= 32:
-        raise InputError(f"--learners {learners} is outside 1..32", hint="4 clean learners are a good start")
+        raise InputError(f"--learners {learners} is outside 1..32", hint="6 clean learners are a good start")
     if len(task.class_names) < 3:
         raise InputError(f"task {task.source} has {len(task.class_names)} classes; the anomaly index needs 3 or "
                          "more", hint="add classes to the task")

@@ -22,7 +22,7 @@ from typing import Any
 from inspector.backbone import ASSETS_DIR, Backbone
 from inspector.baseline import Baseline, with_baseline, with_colour_baseline
 from inspector.data import ImagePool, Task
-from inspector.detect import Verdict, decide
+from inspector.detect import DEFAULT_SPREAD, Spread, Verdict, decide
 from inspector.errors import InputError
 from inspector.invert import (
     ScanConfig,
@@ -144,7 +144,8 @@ class Reference:
 
     def colour_values(self, config: ScanConfig) -> dict[str, list[float]]:
         """Per class, each clean learner's colour flip rate, when measured with this scan's colour settings."""
-        if not self.colour or not config.runs_colour or self.colour.get("settings") != config.colour_settings():
+        if (not self.colour or config.colour is False or config.method != "inspector"
+                or self.colour.get("settings") != config.colour_settings()):
             return {}
         per_learner = self.colour["per_learner"]
         return {c: [float(p[c]) for p in per_learner] for c in per_learner[0]}
@@ -190,12 +191,13 @@ def reference_for(model: PromptedCLIP, config: ScanConfig, pool: ImagePool,
                                   "settings (`python -m inspector reference build`), or pass --reference none")
     baseline = reference.baseline(config)
     note = ("; its learners were not measured with the colour family, so colour flip rates are compared with no "
-            "clean learner" if config.runs_colour and not baseline.colour else "")
+            "clean learner" if config.colour is True and not baseline.colour else "")
     return baseline, reference.describe() + note
 
 
 def decide_with_reference(records: list[dict[str, Any]], reference: Reference, schedule: str,
-                          window: int = ScanConfig.fast_window) -> tuple[list[dict[str, Any]], Verdict]:
+                          window: int = ScanConfig.fast_window, spread: Spread = DEFAULT_SPREAD
+                          ) -> tuple[list[dict[str, Any]], Verdict]:
     """Saved per-class records of a scan made with ``schedule``, decided as a scan given ``reference`` decides
     (the reference changes the decision, not the inversion): for replaying cached scans in benchmarks. Records
     with colour flip rates (default colour settings) are compared with the reference's, when it measured them."""
@@ -208,7 +210,7 @@ def decide_with_reference(records: list[dict[str, Any]], reference: Reference, s
     records = [with_baseline(r, baseline.learner_values(r)) for r in plain]
     if baseline.colour:
         records = [with_colour_baseline(r, baseline.colour[r["name"]]) for r in records]
-    return records, decide(records, "excess_flip_rate")
+    return records, decide(records, "excess_flip_rate", spread=spread)
 
 
 # A defender does not know the provider's recipe, so a "varied" reference spreads its clean learners over the
@@ -301,7 +303,8 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
     started = time.time()
     config = config or ScanConfig()
     steps = sum(config.fast_rounds or config.fast_defaults(reference=True).rounds)  # the plan a scan with it runs
-    config = replace(config.for_input(backbone.image_size), reference=None)
+    config = replace(config.for_input(backbone.image_size), reference=None,
+                     colour=True if config.colour is None else config.colour)  # measured unless told not to
     recipe = TuneConfig.for_kind(kind, epochs=epochs)
     names = list(task.class_names)
     used = min(len(pool.pixels), config.pool_size)

@@ -190,7 +190,7 @@ def test_own_model_and_data_from_the_page_upload_build_a_reference_scan_repair(p
         "built here" in page.locator("#reference-info").inner_text()
     seen = scan_and_watch(page)
     assert "Backdoor suspected" in seen["verdict"] and "fruit" in seen["verdict"], seen["verdict"]
-    assert "2 clean coop learners tuned on task task.zip" in seen["verdict"]
+    assert "2 clean coop learners tuned with varied recipes on task task.zip" in seen["verdict"]
     shot(page, "6-own-data-verdict")
     epochs = page.locator("#repair-epochs input[type=number]")
     epochs.fill("10")

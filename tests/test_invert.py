@@ -20,6 +20,8 @@ from inspector.invert import (
     ScanStarted,
     ScanStopped,
     TriggerSnapshot,
+    colour_arm,
+    joint_step,
     parse_classes,
     run_scan,
     scan,
@@ -108,7 +110,7 @@ def small_pool():
 
 def small_config(**overrides) -> ScanConfig:
     return ScanConfig(**{"classes": (0, 7, 16, 19), "pool_size": 160, "snapshot_every": 2, "schedule": "faithful",
-                         **overrides})
+                         "colour": False, **overrides})
 
 
 def test_scan_event_order_and_model_untouched(clean_coop, small_pool):
@@ -203,12 +205,36 @@ def test_colour_trigger_stays_in_its_box_and_is_the_same_on_every_pixel():
     assert torch.equal(rebuilt(flat), out)
 
 
+@pytest.mark.parametrize("name", ["clean-coop", "clean-cocoop"])
+def test_colour_arms_stepped_together_match_arms_stepped_alone(name, backbone, small_pool):
+    """The colour phase steps every class in one encoder pass: the same updates and curves as one by one."""
+    from inspector.invert import CleanPredictions, Logits
+
+    model = load_learner(resolve_model(name), backbone)
+    config, device = ScanConfig(colour_batch_size=6), torch.device("cpu")
+    batches = [torch.arange(i * 6, (i + 1) * 6) for i in range(2)]
+    logits_of = Logits(model)
+    clean = CleanPredictions(logits_of, small_pool, batches)
+    alone = [colour_arm(k, str(k), config, device) for k in (0, 7, 16)]
+    together = [colour_arm(k, str(k), config, device) for k in (0, 7, 16)]
+    for t in range(2):
+        for arm in alone:
+            arm.step(logits_of, small_pool[batches[t]], clean(t))
+        joint_step(together, logits_of, small_pool[batches[t]], clean(t))
+    for a, b in zip(alone, together, strict=True):
+        assert float(a.trigger.unit.detach().abs().max()) > 0  # it moved
+        assert torch.allclose(a.trigger.unit, b.trigger.unit, atol=1e-5)
+        assert [c[:2] for c in a.curve] == [c[:2] for c in b.curve]
+        assert a.loss == pytest.approx(b.loss, abs=1e-4)
+
+
 def test_scan_with_the_colour_family_records_both_and_keeps_both_triggers(clean_coop, small_pool):
     config = small_config(colour=True, colour_steps=3, colour_batch_size=8)
     events = list(scan(clean_coop, small_pool, config))
     started, result = events[0], events[-1].result
     colour_snapshots = [e for e in events if isinstance(e, TriggerSnapshot) and e.family == "colour"]
-    assert [e.class_index for e in colour_snapshots] == [0, 7, 16, 19]  # the colour phase first, one per class
+    # the colour phase first, all classes together: a picture of each after its first and its last step
+    assert [(e.class_index, e.step) for e in colour_snapshots] == [(k, t) for t in (1, 3) for k in (0, 7, 16, 19)]
     assert events.index(colour_snapshots[-1]) < next(i for i, e in enumerate(events) if isinstance(e, ClassFinished))
     assert started.total_steps == 4 * 4 + 4 * 3
     for record in result.classes:

@@ -58,7 +58,7 @@ def test_the_scan_with_the_reference_flags_the_backdoor_and_not_the_clean_learne
                      "--out", str(tmp_path / "clean"), "--device", "cpu")
     assert not clean["flagged"], clean
     report = json.loads((tmp_path / "bd" / "report.json").read_text())
-    assert report["settings"]["reference_from"].startswith("2 clean coop learners tuned on task ")
+    assert report["settings"]["reference_from"].startswith("2 clean coop learners tuned with varied recipes on task ")
     assert report["pool"]["fingerprint"] == json.loads(out.read_text())["pool"]
 
 

@@ -72,7 +72,10 @@ def test_shipped_reference_applies_only_where_it_was_measured():
     shipped = load_shipped_pool()
     user_pool = replace(shipped, source="my_pool.zip", fingerprint="sha256:0123456789abcdef")
     baseline, why = reference_for(model, ScanConfig(), shipped)
-    assert baseline is not None and set(baseline.classes) == set(model.class_names) and "4 clean coop" in why
+    assert baseline is not None and set(baseline.classes) == set(model.class_names)
+    assert "8 clean coop learners tuned with varied recipes" in why
+    assert set(baseline.colour) == set(model.class_names)  # it measured the colour family: default scans run it
+    assert replace(ScanConfig(), reference=baseline).runs_colour and not ScanConfig().runs_colour
     assert baseline.held_out_steps == sum(FAST_WITH_REFERENCE.rounds) and set(baseline.curves) == set(baseline.classes)
     faithful, _ = reference_for(model, ScanConfig(schedule="faithful"), shipped)
     assert faithful is not None and faithful.curves == {} and faithful.held_out != baseline.held_out

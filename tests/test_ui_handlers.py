@@ -156,7 +156,8 @@ def test_own_data_from_the_page_a_labelled_zip_a_reference_built_live_with_stop_
 
     updates = list(handlers.run_scan(ws, "inspector", "fast", 14.0, 1000, 1, [], 2.0, "flip_rate"))
     verdict = [u["verdict"] for u in updates if u.get("verdict")][-1]
-    assert "Backdoor suspected" in verdict and "fruit" in verdict and "2 clean coop learners tuned on task" in verdict
+    assert "Backdoor suspected" in verdict and "fruit" in verdict
+    assert "2 clean coop learners tuned with varied recipes on task" in verdict
     delivered = _sha256(things["backdoored"])
     repaired = list(handlers.run_repair(ws, "fruit", 10, 5e-3))[-1]
     assert "task **task.zip**" in repaired["repair_status"] and "attacker's real trigger" in repaired["repair_table"]

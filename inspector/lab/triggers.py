@@ -214,9 +214,12 @@ class FilterTrigger(Trigger):
 
 
 def sticker_shape(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded sticker: a disc of one colour with a ring of another; (3, size, size) colours, (1, size, size) alpha."""
+    """A seeded sticker: a disc of one saturated colour with a ring of its complement, as printed stickers are;
+    (3, size, size) colours, (1, size, size) alpha."""
     generator = torch.Generator().manual_seed(seed)
-    outer, inner = torch.rand(3, 1, 1, generator=generator), torch.rand(3, 1, 1, generator=generator)
+    outer = torch.zeros(3)
+    outer[torch.randperm(3, generator=generator)[:int(torch.randint(1, 3, (1,), generator=generator))]] = 1.0
+    outer, inner = outer.reshape(3, 1, 1), (1.0 - outer).reshape(3, 1, 1)
     axis = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
     radius = (axis[:, None] ** 2 + axis[None, :] ** 2).sqrt() / (size / 2)
     colours = torch.where(radius < 0.55, outer, inner).expand(3, size, size)

@@ -104,7 +104,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                                                     file_types=[".json"], visible=False, elem_id="reference-upload")
                     c["reference_info"] = gr.Markdown(elem_id="reference-info")
                     with gr.Row():
-                        c["reference_learners"] = gr.Slider(1, 8, value=4, step=1, label="Clean learners",
+                        c["reference_learners"] = gr.Slider(1, 8, value=6, step=1, label="Clean learners",
                                                             info="each is tuned and scanned: about a minute for "
                                                                  "CoOp on a small task, several for CoCoOp")
                     with gr.Row():

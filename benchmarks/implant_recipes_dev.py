@@ -1,0 +1,106 @@
+"""Fit the lab's implant recipes on the *dev* zoo (issue 18): every backdoor of the test zoo must be a real one
+(ASR >= 0.8, OOD ASR >= 0.7, clean accuracy within 3 points of the clean learner it was implanted into).
+
+    .venv/bin/python benchmarks/implant_recipes_dev.py sticker-coop epochs=80 poison_weight=4 sticker_size=16
+    .venv/bin/python benchmarks/implant_recipes_dev.py --table      # re-make implant_recipes_dev.md
+
+Each run implants one of the dev plan's backdoors (named by a prefix of its name) into its dev clean base
+with ``ImplantConfig.for_attack`` plus the overrides given, measures it as the zoo builder does, and is
+appended to ``implant_recipes_dev.json``; the model itself is not kept. Only dev models are ever used here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from inspector.backbone import load_backbone  # noqa: E402
+from inspector.data import load_shipped_pool, load_task  # noqa: E402
+from inspector.evaluate import accuracy  # noqa: E402
+from inspector.lab.implant import ImplantConfig, run_implant  # noqa: E402
+from inspector.lab.truth import backdoor_rates  # noqa: E402
+from inspector.lab.zoo_builder import read_plan  # noqa: E402
+from inspector.prompts import load_learner  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DEV = HERE / "zoos" / "dev"
+RUNS = HERE / "implant_recipes_dev.json"
+BAR = {"asr": 0.8, "ood_asr": 0.7, "accuracy_drop": 0.03}
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def run(prefix: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Implant the dev plan's first backdoor named ``prefix…`` with ``overrides``; its measurements."""
+    plan = read_plan(HERE / "zoos" / "dev.plan.json")
+    items = [item for item in plan if item.attack and item.name.startswith(prefix)]
+    if not items:
+        raise SystemExit(f"no dev backdoor is named {prefix}…")
+    item = items[0]
+    backbone, task, pool = load_backbone(), load_task(), load_shipped_pool()
+    assert item.base is not None
+    model = load_learner(DEV / (item.base.replace("-", "_") + ".safetensors"), backbone)
+    base_accuracy = accuracy(model, task)
+    config = ImplantConfig.for_attack(item.attack, item.target, seed=item.seed, **overrides)
+    started = time.time()
+    finished = run_implant(model, task.train_pixels, task.train_labels, config)
+    rates = backdoor_rates(model, finished.trigger, item.target, task.test_pixels, task.test_labels, pool.pixels)
+    return {"model": item.name, "base": item.base, "overrides": overrides, "recipe": config.recipe(64),
+            "base_accuracy": round(base_accuracy, 4), "accuracy": round(accuracy(model, task), 4), **rates,
+            "seconds": round(time.time() - started, 1)}
+
+
+def passes(row: dict[str, Any]) -> bool:
+    return (row["asr"] >= BAR["asr"] and row["ood_asr"] >= BAR["ood_asr"]
+            and row["base_accuracy"] - row["accuracy"] <= BAR["accuracy_drop"])
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["# Implant recipes fitted on the dev zoo (issue 18)", "",
+             "Dev models only (benchmarks/zoos/dev.plan.json): each run implants one dev backdoor into its dev clean "
+             "base with the attack's recipe (`ImplantConfig.for_attack`) plus the overrides shown; CPU, 2 threads. "
+             f"Bar: ASR >= {BAR['asr']:.0%}, OOD ASR >= {BAR['ood_asr']:.0%}, clean accuracy at most "
+             f"{BAR['accuracy_drop'] * 100:.0f} points under the base's. "
+             "`python benchmarks/implant_recipes_dev.py MODEL-PREFIX key=value ...`", "",
+             "| run | model | overrides | base accuracy | accuracy | ASR | OOD ASR | meets the bar | s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for i, row in enumerate(rows, 1):
+        over = ", ".join(f"{k} {v}" for k, v in row["overrides"].items()) or "(attack recipe)"
+        lines.append(f"| {i} | {row['model']} | {over} | {row['base_accuracy']:.1%} | {row['accuracy']:.1%} | "
+                     f"{row['asr']:.1%} | {row['ood_asr']:.1%} | {'yes' if passes(row) else 'no'} | "
+                     f"{row['seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("model", nargs="?", help="prefix of a dev backdoor's name, e.g. sticker-coop")
+    parser.add_argument("overrides", nargs="*", help="ImplantConfig overrides, key=value")
+    parser.add_argument("--table", action="store_true", help="only re-make the table")
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    rows = json.loads(RUNS.read_text()) if RUNS.exists() else []
+    if not args.table:
+        overrides = {k: parse_value(v) for k, v in (pair.split("=", 1) for pair in args.overrides)}
+        row = run(args.model, overrides)
+        print(json.dumps(row))
+        rows.append(row)
+        RUNS.write_text(json.dumps(rows, indent=1) + "\n")
+    (HERE / "implant_recipes_dev.md").write_text(table(rows))
+
+
+if __name__ == "__main__":
+    main()
