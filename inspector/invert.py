@@ -634,8 +634,9 @@ class _Run:
         started = time.time()
         per_pass = max(1, self.config.colour_joint_images // self.config.colour_batch_size)
         for first in range(0, len(classes), per_pass):
-            group = [self.colour_arms.setdefault(k, colour_arm(k, self.names[k], self.config, self.device))
-                     for k in classes[first:first + per_pass]]
+            for k in classes[first:first + per_pass]:
+                self.colour_arms[k] = colour_arm(k, self.names[k], self.config, self.device)
+            group = [self.colour_arms[k] for k in classes[first:first + per_pass]]
             for t in range(steps):
                 if self.should_stop is not None and self.should_stop():
                     self.stopped = True
