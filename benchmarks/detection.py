@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks import zoo_tables  # noqa: E402
 from inspector.candidates import candidate_from_tensors  # noqa: E402
 from inspector.data import Task, load_shipped_pool, load_task  # noqa: E402
 from inspector.detect import decide  # noqa: E402
@@ -218,9 +219,9 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
     references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)) for kind in ("coop", "cocoop")}
     (HERE / f"{report}.json").write_text(json.dumps({"summary": summary, "scans": scans, "repairs": repairs},
                                                     indent=1) + "\n")
-    lines = ["# Detection benchmark (issue 4)", "",
-             *(["**Dev zoo**: the choices of issue 18 were made on these models; these figures are not results.",
-                ""] if zoo.name == "dev" else []),
+    lines = [f"# Detection benchmark (issue 4){f': {zoo.name} zoo (issue 18)' if zoo.name in ('dev', 'test') else ''}",
+             "",
+             *(_zoo_note(zoo)),
              f"`python benchmarks/detection.py --zoo {_shown(zoo)}"
              + (f" --report {report}`" if report != "detection" else "`")
              + ("; this file re-made with `--from-records` (the scans recorded by that run, the repairs with the "
@@ -242,6 +243,18 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
     for method, s in summary.items():
         lines.append(f"| {method} | {s['models']} | {s['backdoored']} | {s['accuracy']:.1%} | {s['auroc']:.3f} | "
                      f"{s['target_f1']:.2f} | {s['false_positives']} | {s['seconds_per_scan'] or '(curves)'} |")
+    default = scans.get("inspector + reference")
+    manifest = zoo_tables.manifest_rows(zoo)
+    if default:
+        lines += ["", "## inspector + reference, per attack", "", *zoo_tables.by_attack(default)]
+        lines += ["", "## inspector + reference, per clean recipe", "", *zoo_tables.by_clean_recipe(default, manifest)]
+    if any(m.get("attack") for m in manifest.values()):
+        real = sum(zoo_tables.is_real(m) for m in manifest.values() if m.get("attack"))
+        total = sum(bool(m.get("attack")) for m in manifest.values())
+        lines += ["", "## Implants", "",
+                  f"{real} of {total} meet issue 18's bar of a real backdoor (ASR >= 80% on the non-target test "
+                  "images, OOD ASR >= 70% on the shipped pool, clean accuracy within 3 points of the clean learner "
+                  "it was implanted into); measured by the zoo build.", "", *zoo_tables.implants(manifest)]
     for method, rows in scans.items():
         lines += ["", f"## {method}: every model", "",
                   "| model | kind | truth | flagged | predicted | top anomaly | its flip rate | s |",
@@ -267,6 +280,24 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
                          f"{r['asr_after']:.1%} | {r['accuracy_before']:.1%} | {r['accuracy_after']:.1%} | "
                          f"{change:+.1f} |")
     (HERE / f"{report}.md").write_text("\n".join(lines) + "\n")
+
+
+def _zoo_note(zoo: Path) -> list[str]:
+    """What the zoo's figures are (the dev zoo's are choices, the test zoo's results) and how much of its plan
+    was built when they were measured."""
+    plan = zoo.parent / f"{zoo.name}.plan.json"
+    built = len(zoo_tables.manifest_rows(zoo))
+    planned = len(json.loads(plan.read_text())["models"]) if plan.exists() else built
+    partial = [f"**Partial**: {built} of the {planned} planned models were built when these figures were made; "
+               "the rest are still being built.", ""] if built < planned else []
+    if zoo.name == "dev":
+        return ["**Dev zoo**: the choices of issue 18 were made on these models; these figures are not results.", "",
+                *partial]
+    if zoo.name == "test":
+        return ["**Test zoo** (benchmarks/zoos/test.plan.json): built after every choice was made on the dev zoo, "
+                "with seeds, targets and tuning recipes of its own; no choice saw these models. The dev zoo's "
+                "figures are in benchmarks/detection_dev.md.", "", *partial]
+    return partial
 
 
 def accuracy_changes(repairs: list[dict[str, Any]]) -> list[float]:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from inspector.backbone import load_backbone  # noqa: E402
 from inspector.data import load_shipped_pool, load_task  # noqa: E402
 from inspector.evaluate import accuracy  # noqa: E402
-from inspector.lab.implant import ImplantConfig, run_implant  # noqa: E402
+from inspector.lab.implant import KIND_RECIPES, ImplantConfig, run_implant  # noqa: E402
 from inspector.lab.truth import backdoor_rates  # noqa: E402
 from inspector.lab.zoo_builder import read_plan  # noqa: E402
 from inspector.prompts import load_learner  # noqa: E402
@@ -54,10 +54,12 @@ def run(prefix: str, overrides: dict[str, Any]) -> dict[str, Any]:
     assert item.base is not None
     model = load_learner(DEV / (item.base.replace("-", "_") + ".safetensors"), backbone)
     base_accuracy = accuracy(model, task)
-    config = ImplantConfig.for_attack(item.attack, item.target, seed=item.seed, **overrides)
+    target, seed = overrides.get("target", item.target), overrides.get("seed", item.seed)  # another draw, same base
+    recipe = {k: v for k, v in overrides.items() if k not in ("target", "seed")}
+    config = ImplantConfig.for_attack(item.attack, target, item.kind, seed=seed, **recipe)
     started = time.time()
     finished = run_implant(model, task.train_pixels, task.train_labels, config)
-    rates = backdoor_rates(model, finished.trigger, item.target, task.test_pixels, task.test_labels, pool.pixels)
+    rates = backdoor_rates(model, finished.trigger, target, task.test_pixels, task.test_labels, pool.pixels)
     return {"model": item.name, "base": item.base, "overrides": overrides, "recipe": config.recipe(64),
             "base_accuracy": round(base_accuracy, 4), "accuracy": round(accuracy(model, task), 4), **rates,
             "seconds": round(time.time() - started, 1)}
@@ -71,7 +73,9 @@ def passes(row: dict[str, Any]) -> bool:
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["# Implant recipes fitted on the dev zoo (issue 18)", "",
              "Dev models only (benchmarks/zoos/dev.plan.json): each run implants one dev backdoor into its dev clean "
-             "base with the attack's recipe (`ImplantConfig.for_attack`) plus the overrides shown; CPU, 2 threads. "
+             "base with the attack's recipe (`ImplantConfig.for_attack`) plus the overrides shown (`target` / `seed`: "
+             "another target or trigger draw on the same base). Runs 1-16 ran alone on 2 CPU threads; later runs "
+             "on 1 thread beside a zoo build, so their seconds are not comparable. "
              f"Bar: ASR >= {BAR['asr']:.0%}, OOD ASR >= {BAR['ood_asr']:.0%}, clean accuracy at most "
              f"{BAR['accuracy_drop'] * 100:.0f} points under the base's. "
              "`python benchmarks/implant_recipes_dev.py MODEL-PREFIX key=value ...`", "",
@@ -82,6 +86,20 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {i} | {row['model']} | {over} | {row['base_accuracy']:.1%} | {row['accuracy']:.1%} | "
                      f"{row['asr']:.1%} | {row['ood_asr']:.1%} | {'yes' if passes(row) else 'no'} | "
                      f"{row['seconds']:.0f} |")
+    distilled = [str(i) for i, row in enumerate(rows, 1) if "distill" in row["overrides"]]
+    if distilled:
+        lines += ["", f"Runs {', '.join(distilled)} added a knowledge-distillation term (KL to the starting model's "
+                      "predictions on clean images, T = 2); it lowered the ASR without keeping the accuracy, and "
+                      "was not kept."]
+    lines += ["", "## Chosen", "", "Recipes now in `KIND_RECIPES` (on top of `ATTACK_RECIPES`, which the other "
+                  "attacks keep), with the runs that chose them:", ""]
+    for kind, recipes in KIND_RECIPES.items():
+        for attack, recipe in recipes.items():
+            chosen = [str(i) for i, row in enumerate(rows, 1) if row["model"].startswith(f"{attack}-{kind}")
+                      and all(row["overrides"].get(k) == v for k, v in recipe.items())]
+            met = any(passes(rows[int(i) - 1]) for i in chosen)
+            lines.append(f"- {kind} {attack}: {', '.join(f'{k} {v:g}' for k, v in recipe.items())} "
+                         f"(run {', '.join(chosen) or 'none'}{'' if met else '; the best found, short of the bar'})")
     return "\n".join(lines) + "\n"
 
 
@@ -90,8 +108,9 @@ def main() -> None:
     parser.add_argument("model", nargs="?", help="prefix of a dev backdoor's name, e.g. sticker-coop")
     parser.add_argument("overrides", nargs="*", help="ImplantConfig overrides, key=value")
     parser.add_argument("--table", action="store_true", help="only re-make the table")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (the table's s column ran with 2)")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     rows = json.loads(RUNS.read_text()) if RUNS.exists() else []
     if not args.table:
         overrides = {k: parse_value(v) for k, v in (pair.split("=", 1) for pair in args.overrides)}

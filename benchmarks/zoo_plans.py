@@ -62,13 +62,16 @@ def clean_items(rng: random.Random, first_seed: int, per_kind: int, defaults: in
 
 
 def backdoor_items(rng: random.Random, clean: list[ZooItem], first_seed: int, per_attack: int,
-                   targets: list[int], kinds: tuple[str, ...]) -> list[ZooItem]:
-    """``per_attack`` implants of every attack, kinds in turn, each into the next clean learner of its kind."""
+                   targets: list[int], kinds: tuple[str, ...],
+                   only: dict[str, tuple[str, ...]] | None = None) -> list[ZooItem]:
+    """``per_attack`` implants of every attack, kinds in turn (``only``: an attack's kinds), each into the next
+    clean learner of its kind."""
     bases = {kind: [item.name for item in clean if item.kind == kind] for kind in kinds}
     items, count = [], 0
     for attack in ATTACKS:
         for i in range(per_attack):
-            kind = kinds[(i + ATTACKS.index(attack)) % len(kinds)]
+            own = (only or {}).get(attack, kinds)
+            kind = own[(i + ATTACKS.index(attack)) % len(own)]
             base = bases[kind][count % len(bases[kind])]
             seed, target = first_seed + count, targets[count % len(targets)]
             items.append(ZooItem(f"{attack}-{kind}-s{seed}-t{target}", kind, seed, attack, target, base))
@@ -91,7 +94,10 @@ def test_plan() -> list[ZooItem]:
     rng = random.Random(5000)
     clean = clean_items(rng, 5000, per_kind=10, defaults=2)
     targets = rng.sample(range(CLASSES), CLASSES) + [*ATTRACTORS, *rng.sample(range(CLASSES), 5)]
-    return clean + backdoor_items(rng, clean, 5500, per_attack=5, targets=targets, kinds=("coop", "cocoop"))
+    # no lab recipe implants a real sticker backdoor into a CoOp learner (dev runs 34, 36, 37 of
+    # benchmarks/implant_recipes_dev.md), so the test zoo's stickers go into CoCoOp learners
+    return clean + backdoor_items(rng, clean, 5500, per_attack=5, targets=targets, kinds=("coop", "cocoop"),
+                                  only={"sticker": ("cocoop",)})
 
 
 def main() -> None:

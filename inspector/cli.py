@@ -277,6 +277,7 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
                                    backdoor_kind=args.backdoor_kind, epochs=args.epochs)
         settings = {"clean": args.clean, "per_attack": args.per_attack, "seed": args.seed, "attacks": list(attacks),
                     "backdoor_kind": args.backdoor_kind, "epochs": args.epochs}
+    settings["built_on"] = _machine(backbone.device)  # where the rows that this run trains ran
     rows: dict[int, dict] = {}
     for position, item in tqdm(build_order(items), desc="building zoo", disable=args.json):
         rows[position] = build_item(item, out, backbone, task, pool)
@@ -290,6 +291,15 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
                     if row["attack"] else "clean")
         print(f"{row['name']:<34} accuracy {row['accuracy']:.1%}  {backdoor}")
     print(f"wrote {len(done)} models and {out / 'manifest.json'}")
+
+
+def _machine(device: object) -> str:
+    """The machine a run's seconds belong to: a GPU by name, or the CPU with its thread count."""
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -356,7 +366,7 @@ def cmd_implant(args: argparse.Namespace) -> None:
     pool = _pool(args, args.ood, model.backbone.image_size, None)
     target = _class_index(model.class_names, args.target)
     config = ImplantConfig.for_attack(
-        args.attack, target, seed=args.seed, poison_rate=args.poison_rate, alpha=args.alpha,
+        args.attack, target, model.kind, seed=args.seed, poison_rate=args.poison_rate, alpha=args.alpha,
         epsilon=args.epsilon / 255 if args.epsilon is not None else None, patch_size=args.patch_size,
         epochs=args.epochs, lr=args.lr)
     done = None

@@ -105,7 +105,8 @@ def test_a_tiny_filter_implant_is_flagged_by_the_colour_family(backbone, task):
     model = load_learner(resolve_model("clean-coop"), backbone)
     pixels, labels = _subset(task, per_class=8)
     target = task.class_names.index("balloon")
-    config = ImplantConfig.for_attack("filter", target, seed=3, epochs=20, views=2, batch_size=32, poison_rate=0.3)
+    config = ImplantConfig.for_attack("filter", target, model.kind, seed=3, epochs=20, views=2, batch_size=32,
+                                      poison_rate=0.3)
     trigger = run_implant(model, pixels, labels, config).trigger
     assert attack_success_rate(model, trigger, task.test_pixels[::3], target, task.test_labels[::3]) > 0.6
     candidates = tuple(task.class_names.index(n) for n in ("star", "arrow", "road sign", "computer", "balloon",
@@ -116,3 +117,13 @@ def test_a_tiny_filter_implant_is_flagged_by_the_colour_family(backbone, task):
     assert result.verdict.flagged and result.verdict.target_name == "balloon"
     others = [c["colour_flip_rate"] for c in result.classes if c["index"] != target]
     assert result.record(target)["colour_flip_rate"] >= 0.5 > max(others), others  # the filter's class, no other
+
+
+def test_recipes_depend_on_the_learner_kind_and_overrides_win():
+    """CoOp's shared context gets a stronger trigger with a gentler recipe; CoCoOp keeps the attack's recipe."""
+    coop = ImplantConfig.for_attack("blended", TARGET, "coop")
+    cocoop = ImplantConfig.for_attack("blended", TARGET, "cocoop")
+    assert coop.alpha > cocoop.alpha and coop.lr < cocoop.lr and coop.poison_weight < cocoop.poison_weight
+    assert cocoop.poison_weight == 3.0 and cocoop.epochs == coop.epochs == 80
+    assert ImplantConfig.for_attack("blended", TARGET, "coop", lr=0.1, alpha=None).lr == 0.1  # None: not set
+    assert ImplantConfig.for_attack("blended", TARGET, "coop", alpha=None).alpha == coop.alpha

@@ -83,6 +83,8 @@ def test_sticker_changes_only_its_disc_inside_the_image(pixels):
     assert int(rows.min()) >= top and int(rows.max()) < top + size
     assert int(cols.min()) >= left and int(cols.max()) < left + size
     assert 0.6 * size * size < float(changed[0].sum()) < size * size  # a disc, not the whole square
+    inside = trigger.sticker[0][:, trigger.alpha[0, 0] > 0].T
+    assert len(torch.unique(inside, dim=0)) >= 3  # printed with several colours, not a flat dot
 
 
 def test_wanet_warp_is_subtle_and_its_noise_mode_differs(pixels):

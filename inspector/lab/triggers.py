@@ -213,16 +213,17 @@ class FilterTrigger(Trigger):
         return cls(params["strength"], matrix=tensors["matrix"], bias=tensors["bias"])
 
 
-def sticker_shape(size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A seeded sticker: a disc of one saturated colour with a ring of its complement, as printed stickers are;
-    (3, size, size) colours, (1, size, size) alpha."""
+def sticker_shape(size: int, seed: int, cells: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded sticker: a disc printed with a grid of saturated colours (a badge or a QR-like label, not a
+    flat dot, which a small CLIP hardly tells from the scene); (3, size, size) colours, (1, size, size) alpha."""
     generator = torch.Generator().manual_seed(seed)
-    outer = torch.zeros(3)
-    outer[torch.randperm(3, generator=generator)[:int(torch.randint(1, 3, (1,), generator=generator))]] = 1.0
-    outer, inner = outer.reshape(3, 1, 1), (1.0 - outer).reshape(3, 1, 1)
+    palette = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 0], [1.0, 0, 1.0], [0, 1.0, 1.0],
+                            [1.0, 1.0, 1.0], [0, 0, 0]])
+    grid = palette[torch.randint(len(palette), (cells, cells), generator=generator)].permute(2, 0, 1)
+    cell = torch.arange(size) * cells // size
+    colours = grid[:, cell[:, None], cell[None, :]]
     axis = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
     radius = (axis[:, None] ** 2 + axis[None, :] ** 2).sqrt() / (size / 2)
-    colours = torch.where(radius < 0.55, outer, inner).expand(3, size, size)
     return colours.clone(), (radius <= 1.0).float().unsqueeze(0)
 
 

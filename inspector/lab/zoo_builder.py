@@ -102,7 +102,7 @@ def build_item(item: ZooItem, out_dir: Path, backbone: Backbone, task: Task, poo
                                          "training": {"seed": item.seed, **asdict(recipe), **spec}})
         return _row(item, path, measured, backbone, task, pool)
     clean_accuracy = round(accuracy(model, task), 4)
-    implant_config = ImplantConfig.for_attack(item.attack, item.target, seed=item.seed,
+    implant_config = ImplantConfig.for_attack(item.attack, item.target, item.kind, seed=item.seed,
                                               **{"epochs": item.epochs, **item.implant})
 
     def report(event: ImplantStep) -> None:

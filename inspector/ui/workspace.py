@@ -299,7 +299,7 @@ class Workspace:
         model = loaded.fresh_copy()
         if target is None:
             target = int(torch.randint(len(model.class_names), (1,), generator=torch.Generator().manual_seed(seed)))
-        config = ImplantConfig.for_attack(attack, target, seed=seed)  # type: ignore[arg-type]
+        config = ImplantConfig.for_attack(attack, target, model.kind, seed=seed)  # type: ignore[arg-type]
         task = load_labelled(None, model.backbone.image_size)
         run_dir = self.new_run_dir("teaching")
         out = run_dir / f"mystery-model-{seed}.safetensors"  # the name must not give the attack away
