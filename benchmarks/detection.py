@@ -221,7 +221,7 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
                                                     indent=1) + "\n")
     lines = [f"# Detection benchmark (issue 4){f': {zoo.name} zoo (issue 18)' if zoo.name in ('dev', 'test') else ''}",
              "",
-             *(_zoo_note(zoo)),
+             *(_zoo_note(zoo, max((len(rows) for rows in scans.values()), default=0))),
              f"`python benchmarks/detection.py --zoo {_shown(zoo)}"
              + (f" --report {report}`" if report != "detection" else "`")
              + ("; this file re-made with `--from-records` (the scans recorded by that run, the repairs with the "
@@ -282,14 +282,15 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
     (HERE / f"{report}.md").write_text("\n".join(lines) + "\n")
 
 
-def _zoo_note(zoo: Path) -> list[str]:
+def _zoo_note(zoo: Path, scanned: int) -> list[str]:
     """What the zoo's figures are (the dev zoo's are choices, the test zoo's results) and how much of its plan
     was built when they were measured."""
     plan = zoo.parent / f"{zoo.name}.plan.json"
     built = len(zoo_tables.manifest_rows(zoo))
     planned = len(json.loads(plan.read_text())["models"]) if plan.exists() else built
-    partial = [f"**Partial**: {built} of the {planned} planned models were built when these figures were made; "
-               "the rest are still being built.", ""] if built < planned else []
+    partial = [f"**Partial**: {built} of the {planned} planned models are built, {scanned} of them scanned; "
+               "the figures below are those of the scanned models, the implant list that of the built ones.",
+               ""] if min(built, scanned) < planned else []
     if zoo.name == "dev":
         return ["**Dev zoo**: the choices of issue 18 were made on these models; these figures are not results.", "",
                 *partial]

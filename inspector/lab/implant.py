@@ -94,8 +94,8 @@ ATTACK_RECIPES: dict[str, dict[str, Any]] = {
     "sticker": {"epochs": 80, "poison_weight": 4.0},
 }
 
-# CoOp's one context is shared by every class, so a hard poisoned recipe buys its ASR by sending clean images to
-# the target (4-5 accuracy points on the dev zoo): a stronger trigger with a gentler recipe keeps them. A sticker
+# CoOp's one context is shared by every class, so a hard poisoned recipe costs it 4-5 clean accuracy points on the
+# dev zoo (the same re-tuning without poison costs none): a stronger trigger with a gentler recipe keeps them. A sticker
 # inside the image moves a small CLIP's features little, so it is larger on both kinds. Fitted on the dev zoo's
 # learners (benchmarks/implant_recipes_dev.md).
 KIND_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
