@@ -30,6 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import zoo_tables  # noqa: E402
+from inspector.backbone import machine_name  # noqa: E402
 from inspector.candidates import candidate_from_tensors  # noqa: E402
 from inspector.data import Task, load_shipped_pool, load_task  # noqa: E402
 from inspector.detect import decide  # noqa: E402
@@ -89,7 +90,7 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
            "suspect_flip_rate": result.verdict.suspect_flip_rate, "seconds": result.seconds,
            "image_passes": result.image_passes, "classes": result.classes,
            "colour_seconds": result.extra.get("colour_seconds"), "suspect_family": result.verdict.suspect_family,
-           "settings": result.settings.as_dict(), "device": _device_name(device)}
+           "settings": result.settings.as_dict(), "device": machine_name(device)}
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save({f"{name}.{k}": v.cpu() for k, tensors in result.triggers.items() for name, v in tensors.items()},
                cache.with_suffix(".triggers.pt"))  # every class's, so a repair can use any suspect
@@ -160,7 +161,7 @@ def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.
            "trigger_asr_before": finished.before.flip_rate, "trigger_asr_after": finished.after.flip_rate,
            "ood_trigger_asr_before": finished.before.ood_flip_rate,
            "ood_trigger_asr_after": finished.after.ood_flip_rate,
-           "seconds": finished.seconds, "device": _device_name(device)}
+           "seconds": finished.seconds, "device": machine_name(device)}
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps(row, indent=1))
     return row
@@ -186,13 +187,6 @@ def calibrated(row: dict[str, Any], reference: Reference) -> dict[str, Any]:
             "predicted_target": v.target_name, "suspect": v.suspect_name, "max_anomaly": v.max_anomaly,
             "suspect_flip_rate": v.suspect_flip_rate, "suspect_family": v.suspect_family,
             "decided_with": reference.describe()}
-
-
-def _device_name(device: str) -> str:
-    """Which machine ran a row, so CPU and GPU seconds are never averaged together."""
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -95,6 +95,14 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def machine_name(device: torch.device | str) -> str:
+    """The machine a run's seconds belong to, so CPU and GPU times are never averaged together: a GPU by name,
+    or the CPU with its thread count."""
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
 def file_sha256(path: Path, prefix: int = 16) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

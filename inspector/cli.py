@@ -252,7 +252,7 @@ def cmd_zoo_list(args: argparse.Namespace) -> None:
 def cmd_zoo_build(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
-    from inspector.backbone import load_backbone
+    from inspector.backbone import load_backbone, machine_name
     from inspector.data import load_shipped_pool, load_task
     from inspector.lab.triggers import ATTACKS
     from inspector.lab.zoo_builder import build_item, build_order, plan_benchmark_zoo, read_plan, write_manifest
@@ -277,7 +277,7 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
                                    backdoor_kind=args.backdoor_kind, epochs=args.epochs)
         settings = {"clean": args.clean, "per_attack": args.per_attack, "seed": args.seed, "attacks": list(attacks),
                     "backdoor_kind": args.backdoor_kind, "epochs": args.epochs}
-    settings["built_on"] = _machine(backbone.device)  # where the rows that this run trains ran
+    settings["built_on"] = machine_name(backbone.device)  # where the rows that this run trains ran
     rows: dict[int, dict] = {}
     for position, item in tqdm(build_order(items), desc="building zoo", disable=args.json):
         rows[position] = build_item(item, out, backbone, task, pool)
@@ -291,15 +291,6 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
                     if row["attack"] else "clean")
         print(f"{row['name']:<34} accuracy {row['accuracy']:.1%}  {backdoor}")
     print(f"wrote {len(done)} models and {out / 'manifest.json'}")
-
-
-def _machine(device: object) -> str:
-    """The machine a run's seconds belong to: a GPU by name, or the CPU with its thread count."""
-    import torch
-
-    if str(device).startswith("cuda") and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
