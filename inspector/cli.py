@@ -359,7 +359,7 @@ def cmd_implant(args: argparse.Namespace) -> None:
     config = ImplantConfig.for_attack(
         args.attack, target, model.kind, seed=args.seed, poison_rate=args.poison_rate, alpha=args.alpha,
         epsilon=args.epsilon / 255 if args.epsilon is not None else None, patch_size=args.patch_size,
-        epochs=args.epochs, lr=args.lr)
+        epochs=args.epochs, lr=args.lr, poison_weight=args.poison_weight)
     done = None
     with _bar(args, f"implanting {args.attack} -> {model.class_names[target]}") as bar:
         for event in implant_job(model, task, config, out, str(args.base), pool, args.base,
@@ -596,12 +596,17 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("--out", required=True, help="file for the backdoored learner")
     ip.add_argument("--ood", default=None, help="OOD pool for ood_asr (default: the shipped pool)")
     ip.add_argument("--seed", type=int, default=0)
-    ip.add_argument("--poison-rate", type=float, default=None, help="Blended/WaNet/BadNets (default 0.1)")
+    ip.add_argument("--poison-rate", type=float, default=None,
+                    help="Blended/WaNet/BadNets/Filter/Sticker: share of images triggered (default: the recipe for "
+                         "the attack and the learner's kind)")
+    ip.add_argument("--poison-weight", type=float, default=None,
+                    help="loss weight of a triggered image against a clean one (default: the recipe)")
     ip.add_argument("--epsilon", type=float, default=None,
                     help="BadCLIP trigger bound in /255 units (default: 4 at 224 px, scaled by 224 / input size; "
                          "14 on the 64 px pocket CLIP)")
-    ip.add_argument("--alpha", type=float, default=None, help="Blended pattern weight (default 0.2)")
-    ip.add_argument("--patch-size", type=int, default=None, help="BadNets patch side in pixels")
+    ip.add_argument("--alpha", type=float, default=None, help="Blended pattern weight (default: the recipe; "
+                                                                      "0.4 for CoOp, 0.2 for CoCoOp)")
+    ip.add_argument("--patch-size", type=int, default=None, help="BadNets patch side in pixels (default: the recipe)")
     ip.add_argument("--epochs", type=int, default=None, help="default: the attack's recipe")
     ip.add_argument("--lr", type=float, default=None, help="default: the attack's recipe")
     ip.add_argument("--from-scratch", action="store_true", help="re-initialise the learner instead of "

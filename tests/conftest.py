@@ -30,7 +30,12 @@ def task() -> Task:
 def things(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A second task that is not the pocket task, as plain folders and zips (scripts/make_folder_task.py), with a
     clean CoOp learner tuned on it and a Blended backdoor (target "fruit") implanted into that learner, both
-    through the CLI exactly as a user runs it. Shared by the pipeline test and the browser test."""
+    through the CLI exactly as a user runs it. Shared by the pipeline test and the browser test.
+
+    The Blended backdoor is the hard-poisoned one (alpha 0.2, lr 0.02, poison rate 0.1, weight 3): these tests are
+    about the workflow on a task of one's own, so they use a backdoor within the scan's measured reach. The lab's
+    gentler CoOp default (alpha 0.4, lr 5e-3, rate 0.05, weight 1) is missed on this task, as on one of the test
+    zoo's two Blended CoOp models (benchmarks/detection_test.md)."""
     from scripts.make_folder_task import write_task
 
     work = tmp_path_factory.mktemp("things")
@@ -39,6 +44,7 @@ def things(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     clean, backdoored = work / "clean-coop.safetensors", work / "blended-fruit.safetensors"
     tuned = cli_json("tune", "--task", task, "--kind", "coop", "--out", str(clean), "--device", "cpu")
     implanted = cli_json("implant", str(clean), "--task", task, "--attack", "blended", "--target", "fruit",
+                         "--alpha", "0.2", "--lr", "0.02", "--poison-rate", "0.1", "--poison-weight", "3",
                          "--ood", ood, "--out", str(backdoored), "--device", "cpu")
     return {**paths, "work": work, "clean": clean, "backdoored": backdoored, "tuned": tuned, "implanted": implanted}
 
