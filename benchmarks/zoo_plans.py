@@ -87,7 +87,39 @@ def dev_plan() -> list[ZooItem]:
     cocoop = [ZooItem(f"{attack}-cocoop-s{2600 + i}-t{targets[-1 - i]}", "cocoop", 2600 + i, attack, targets[-1 - i],
                       base=[c.name for c in clean if c.kind == "cocoop"][2 + i])
               for i, attack in enumerate(("filter", "sticker"))]
-    return clean + coop + cocoop
+    return clean + coop + cocoop + dev_extension()
+
+
+# Corners of the recipe space (``varied_recipe``): short and hot runs, both optimisers, every context length,
+# random starts; as lr and epochs multipliers of the kind's default.
+CORNERS: dict[str, list[tuple[int, str, float, float]]] = {
+    "coop": [(4, "sgd", 2.0, 0.5), (16, "sgd", 1.0, 1.5), (8, "adamw", 0.5, 0.5)],
+    "cocoop": [(8, "adamw", 0.5, 0.5), (16, "adamw", 2.0, 0.5), (4, "sgd", 2.0, 1.5)],
+}
+
+
+def corner_recipe(kind: str, n_ctx: int, optimizer: str, lr_scale: float, epochs_scale: float) -> dict[str, Any]:
+    lr = BASE_LR[kind] * lr_scale * (SGD_LR_SCALE if optimizer == "sgd" else 1.0)
+    return {"n_ctx": n_ctx, "ctx_init": None, "optimizer": optimizer, "lr": round(lr, 6),
+            "epochs": int(BASE_EPOCHS[kind] * epochs_scale)}
+
+
+def dev_extension() -> list[ZooItem]:
+    """The dev zoo's second part, planned after the test zoo's first figures showed the first part too narrow:
+    its four random draws per kind stayed near the default recipe, and its implants predate the recipes by
+    learner kind. Clean learners at the corners of the same recipe space (dev seeds 2200+), and implants with
+    today's recipes into them; no seed, target or recipe draw of the test zoo is reused."""
+    clean = [ZooItem(f"clean-{kind}-c{c[0]}-{c[1]}-s{2200 + 100 * k + i}", kind, 2200 + 100 * k + i,
+                     recipe=corner_recipe(kind, *c))
+             for k, kind in enumerate(("coop", "cocoop")) for i, c in enumerate(CORNERS[kind])]
+    targets = [*ATTRACTORS, *(t for t in random.Random(2001).sample(range(CLASSES), CLASSES) if t not in ATTRACTORS)]
+    coop = [item for item in clean if item.kind == "coop"]
+    cocoop = [item for item in clean if item.kind == "cocoop"]
+    plan = [("blended", coop), ("wanet", coop), ("badnets", coop),
+            ("blended", cocoop), ("wanet", cocoop), ("badnets", cocoop), ("badclip", cocoop)]
+    implants = [ZooItem(f"{attack}-{bases[0].kind}-s{2700 + i}-t{targets[i]}", bases[0].kind, 2700 + i, attack,
+                        targets[i], base=bases[i % len(bases)].name) for i, (attack, bases) in enumerate(plan)]
+    return clean + implants
 
 
 def test_plan() -> list[ZooItem]:
