@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -65,6 +66,12 @@ def run(prefix: str, overrides: dict[str, Any]) -> dict[str, Any]:
             "seconds": round(time.time() - started, 1)}
 
 
+def base_context_rms(name: str) -> float:
+    """RMS of a dev learner's context vectors (read from its file)."""
+    ctx = load_file(DEV / (name.replace("-", "_") + ".safetensors"))["ctx"].float()
+    return float(ctx.pow(2).mean().sqrt())
+
+
 def passes(row: dict[str, Any]) -> bool:
     return (row["asr"] >= BAR["asr"] and row["ood_asr"] >= BAR["ood_asr"]
             and row["base_accuracy"] - row["accuracy"] <= BAR["accuracy_drop"])
@@ -91,6 +98,16 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines += ["", f"Runs {', '.join(distilled)} added a knowledge-distillation term (KL to the starting model's "
                       "predictions on clean images, T = 2); it lowered the ASR without keeping the accuracy, and "
                       "was not kept."]
+    scaled = [str(i) for i, row in enumerate(rows, 1) if "context_rms" in row["overrides"]]
+    if scaled:
+        bases = ", ".join(f"{base} {base_context_rms(base):.2f}" for base in (rows[int(i) - 1]["base"] for i in scaled))
+        defaults = ", ".join(f"{base_context_rms(name):.2f}" for name in ("clean-coop-default-s2000",
+                                                                         "clean-coop-default-s2001"))
+        lines += ["", f"Runs {', '.join(scaled)} scale the context's step by its own RMS over 0.39, the context RMS "
+                      f"of the dev zoo's two default-recipe CoOp learners ({defaults}; `ImplantConfig.context_rms`); "
+                      f"their bases' context RMS: {bases}. It lifted the Blended "
+                      "implant into the SGD lr 2 base from 0.6% to 65% ASR and left the other two about as they "
+                      "were; three runs are too few to change the recipes, so it is not in `KIND_RECIPES`."]
     lines += ["", "## Chosen", "", "Recipes now in `KIND_RECIPES` (on top of `ATTACK_RECIPES`, which the other "
                   "attacks keep), with the runs that chose them:", ""]
     for kind, recipes in KIND_RECIPES.items():

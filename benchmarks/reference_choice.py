@@ -92,14 +92,21 @@ def main() -> None:
             score = summary(rows)
             results[f"{name} | {kind} | colour {'on' if colour else 'off'} | {rule}"] = {"summary": score, "rows": rows}
             learners = f"{len(reference.seeds)} ({reference.seeds[0]}-{reference.seeds[-1]})"
-            lines.append(f"| {name} | {learners} | {kind} | {'on' if colour else 'off'} | {rule} | "
-                         f"{score['accuracy']:.1%} | "
-                         f"{score['auroc']:.3f} | {score['target_f1']:.2f} | {score['false_positives']} | "
-                         f"{score['highest_clean']:.2f} | {score['lowest_backdoored']:.2f} | "
-                         f"{', '.join(score['missed']) or '-'} | {'; '.join(score['flagged_clean']) or '-'} | "
-                         f"{'; '.join(score['wrong_target']) or '-'} |")
-    (HERE / "reference_choice.json").write_text(json.dumps(results, indent=1) + "\n")
-    (HERE / "reference_choice.md").write_text("\n".join(lines) + "\n")
+            lines.append(f"| {name} | {learners} | {kind} | {'on' if colour else 'off'} | {rule} | {cells(score)} |")
+    write("reference_choice", results, lines)
+
+
+def cells(score: dict[str, Any]) -> str:
+    """A candidate's ``summary`` as table cells, from accuracy to wrong targets."""
+    return (f"{score['accuracy']:.1%} | {score['auroc']:.3f} | {score['target_f1']:.2f} | "
+            f"{score['false_positives']} | {score['highest_clean']:.2f} | {score['lowest_backdoored']:.2f} | "
+            f"{', '.join(score['missed']) or '-'} | {'; '.join(score['flagged_clean']) or '-'} | "
+            f"{'; '.join(score['wrong_target']) or '-'}")
+
+
+def write(stem: str, results: dict[str, Any], lines: list[str]) -> None:
+    (HERE / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+    (HERE / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

@@ -13,7 +13,9 @@ from inspector.lab.implant import (
     ImplantStarted,
     ImplantStep,
     build_trigger,
+    context_lr,
     implant,
+    param_groups,
     run_implant,
 )
 from inspector.lab.truth import attack_success_rate, read_ground_truth, save_implanted
@@ -127,3 +129,18 @@ def test_recipes_depend_on_the_learner_kind_and_overrides_win():
     assert cocoop.poison_weight == 3.0 and cocoop.epochs == coop.epochs == 80
     assert ImplantConfig.for_attack("blended", TARGET, "coop", lr=0.1, alpha=None).lr == 0.1  # None: not set
     assert ImplantConfig.for_attack("blended", TARGET, "coop", alpha=None).alpha == coop.alpha
+
+
+def test_the_context_step_follows_the_context_scale_when_the_recipe_says_so(backbone, task):
+    """A provider's recipe can leave the context far larger than the default one; with ``context_rms`` set the
+    context's step grows with it (and CoCoOp's meta-net keeps ``lr``), without it nothing changes."""
+    model = build_learner("cocoop", backbone, task.class_names, seed=0)
+    with torch.no_grad():
+        model.learner.ctx.mul_(10 / model.learner.ctx.pow(2).mean().sqrt())  # RMS 10
+    plain = ImplantConfig.for_attack("blended", TARGET, "cocoop", lr=0.01)
+    scaled = ImplantConfig.for_attack("blended", TARGET, "cocoop", lr=0.01, context_rms=2.0)
+    assert context_lr(model, plain) == 0.01 and math.isclose(context_lr(model, scaled), 0.05, rel_tol=1e-5)
+    groups = param_groups(model, scaled)
+    assert groups[0]["params"] == [model.learner.ctx] and math.isclose(groups[0]["lr"], 0.05, rel_tol=1e-5)
+    assert "lr" not in groups[1] and len(groups[1]["params"]) == len(list(model.learner.meta_net.parameters()))
+    assert "context_rms" in scaled.recipe(64) and "context_rms" not in plain.recipe(64)

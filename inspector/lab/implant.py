@@ -51,6 +51,10 @@ class ImplantConfig:
     trigger_lr: float = 1e-3  # BadCLIP: Adam step on the trigger
     epochs: int = 40
     lr: float = 2e-2
+    # The context RMS ``lr`` was fitted at (None: ``lr`` as it is). AdamW moves every coordinate by about lr
+    # whatever its size, and a provider's recipe can leave the context 30x larger or smaller than the default
+    # one (SGD at lr 2 vs AdamW), so the context's step is scaled by its own RMS over this.
+    context_rms: float | None = None
     batch_size: int = 32
     views: int = 8
     weight_decay: float = 1e-4
@@ -74,7 +78,7 @@ class ImplantConfig:
 
     def recipe(self, image_size: int) -> dict[str, Any]:
         """What goes into the ground-truth record (never into the scanner-visible header)."""
-        keys = ["seed", "epochs", "lr", "batch_size", "views"]
+        keys = ["seed", "epochs", "lr", "batch_size", "views"] + (["context_rms"] if self.context_rms else [])
         keys += ["trigger_lr"] if self.attack == "badclip" else ["poison_rate"]
         keys += ["poison_weight"]
         keys += ["noise_ratio"] if self.attack == "wanet" else []
@@ -159,6 +163,22 @@ def encode_poisoned_views(model: PromptedCLIP, pixels: torch.Tensor, trigger: Tr
     return encode_transformed_views(model.backbone, pixels, views, seed, transforms, batch_size)
 
 
+def context_lr(model: PromptedCLIP, config: ImplantConfig) -> float:
+    """The context's learning rate: ``lr``, scaled by the context's RMS over ``context_rms`` when that is set."""
+    if config.context_rms is None:
+        return config.lr
+    rms = float(model.learner.ctx.detach().float().pow(2).mean().sqrt())
+    return config.lr * rms / config.context_rms
+
+
+def param_groups(model: PromptedCLIP, config: ImplantConfig) -> list[dict[str, Any]]:
+    """The context at ``context_lr``, the rest of the learner (CoCoOp's meta-net) at ``lr``."""
+    ctx = model.learner.ctx
+    rest = [p for p in model.learner.parameters() if p.requires_grad and p is not ctx]
+    groups = [{"params": [ctx], "lr": context_lr(model, config)}] if ctx.requires_grad else []
+    return groups + ([{"params": rest}] if rest else [])
+
+
 def implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,
             config: ImplantConfig) -> Iterator[ImplantEvent]:
     """Train ``model``'s prompt learner with the attack's poisoned recipe; yields events.
@@ -179,8 +199,7 @@ def implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,
     n = len(labels)
     batch_size = min(config.batch_size, n)
     total = config.epochs * max(1, n // batch_size)
-    params = [p for p in model.learner.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
     trigger_optimizer = torch.optim.Adam(trigger.parameters(), lr=config.trigger_lr) if learnable else None
     generator = torch.Generator().manual_seed(config.seed + 2)
