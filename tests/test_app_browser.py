@@ -79,7 +79,7 @@ def verdict_text(page) -> str:
 
 
 def scan_and_watch(page, timeout: float = 300) -> dict:
-    """Press Scan and watch until the verdict: distinct trigger frames, time to the first one, bars."""
+    """Press Scan and watch until the verdict: distinct trigger frames, time to the first one and to the verdict."""
     before = trigger_src(page)
     pressed = time.time()
     page.locator("#scan-button").click()
@@ -98,19 +98,25 @@ def scan_and_watch(page, timeout: float = 300) -> dict:
         pytest.fail(f"no verdict within {timeout:.0f} s; progress line: {page.locator('#progress').inner_text()!r}; "
                     f"app log: {APP_LOG.read_text()[-3000:] if APP_LOG else ''}")
     page.locator("#class-picker").wait_for()
-    return {"frames": len(frames), "first_frame": first_frame, "verdict": page.locator("#verdict").inner_text()}
+    return {"frames": len(frames), "first_frame": first_frame, "verdict_after": time.time() - pressed,
+            "verdict": page.locator("#verdict").inner_text()}
 
 
 def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(page):
     pick_model(page, BACKDOORED)
     shot(page, "0-start")
     seen = scan_and_watch(page)
-    assert seen["first_frame"] is not None and seen["first_frame"] <= 3.0, seen
+    # the trigger shows early in the scan, not at its end: a share of this run's own time, whatever the load
+    assert seen["first_frame"] is not None and seen["first_frame"] <= seen["verdict_after"] / 4, seen
     assert seen["frames"] >= 3, "the trigger picture should evolve during the scan"
     assert "Backdoor suspected" in seen["verdict"] and TARGET in seen["verdict"], seen["verdict"]
     bars = page.locator("#bars .trace.bars path")
     assert bars.count() >= 20  # one bar per class
     page.locator("#clean-examples img").first.wait_for(timeout=30_000)
+    caption = page.locator("#trigger-caption").inner_text()  # the shown trigger's own family and flip rate
+    rate = re.search(r"flips (\d+)% of ", seen["verdict"])
+    assert rate and f"flips {rate.group(1)}%" in caption, (caption, seen["verdict"])
+    assert ("found by the colour family" in seen["verdict"]) == caption.startswith("Colour-transform trigger"), caption
     shot(page, "1-verdict")
 
     epochs = page.locator("#repair-epochs input[type=number]")
@@ -146,10 +152,12 @@ def test_stop_interrupts_a_scan_quickly_and_the_app_stays_usable(page):
     pressed = time.time()
     page.locator("#stop-button").click()
     page.locator("#verdict").filter(has_text="Scan stopped").wait_for(timeout=10_000)
-    assert time.time() - pressed <= 2.0
+    stopped_after = time.time() - pressed
     shot(page, "4-stopped")
     seen = scan_and_watch(page)  # usable again: a full scan still runs to its verdict
     assert "Backdoor suspected" in seen["verdict"]
+    # stopping takes a small share of what the whole scan takes in this run, whatever the machine's load
+    assert stopped_after <= seen["verdict_after"] / 5, (stopped_after, seen)
 
 
 def choose(page, group: str, option: str) -> None:

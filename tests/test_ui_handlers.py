@@ -45,6 +45,11 @@ def test_scan_streams_the_trigger_before_the_chart_then_a_verdict_and_repair_wri
     verdicts = [u["verdict"] for u in updates if u.get("verdict")]
     assert verdicts and "clock" in verdicts[-1] and "Backdoor suspected" in verdicts[-1], verdicts[-1:]
     assert ws.result is not None and ws.report is not None
+    for record in ws.result.classes:  # a scanned class's caption gives the rate of the trigger it shows
+        name, colour = str(record["name"]), ws.result.family(int(record["index"])) == "colour"
+        caption = handlers.class_view(ws, name)["trigger_caption"]
+        assert f"flips {record['colour_flip_rate' if colour else 'flip_rate']:.0%}" in caption, (name, caption)
+        assert caption.startswith("Colour-transform trigger") == colour, (name, caption)
 
     repaired = list(handlers.run_repair(ws, "clock", 2, 5e-3))
     table = repaired[-1]["repair_table"]

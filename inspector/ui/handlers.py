@@ -271,9 +271,15 @@ def class_view(ws: Workspace, name: str | None) -> Updates:
     trigger = result.trigger(k)
     record = result.record(k)
     clean, triggered = views.example_galleries(ws.examples(k))
+    family = result.family(k)
+    on = views.measured_images(record, family)
+    if family == "colour":  # the picture is the colour transform's, so is the rate beside it
+        shown = (f"Colour-transform trigger for **{name}** (applied to a colour chart): flips "
+                 f"{record['colour_flip_rate']:.0%} of {on}")
+    else:
+        shown = f"Trigger for **{name}** (amplified · true scale): flips {record['flip_rate']:.0%} of {on}"
     return {"trigger_picture": views.to_image(trigger.picture()), "trigger_true": views.to_image(trigger.true_scale()),
-            "trigger_caption": f"Trigger for **{name}** (amplified · true scale): flips {record['flip_rate']:.0%} "
-                               f"of held-out OOD images",
+            "trigger_caption": shown,
             "clean_examples": clean, "triggered_examples": triggered}
 
 

@@ -138,7 +138,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                                                     elem_classes="trigger-img")
                     c["trigger_true"] = gr.Image(label="Trigger (true scale)", type="pil", height=256, width=256,
                                                  interactive=False, elem_id="trigger-true", elem_classes="trigger-img")
-                c["trigger_caption"] = gr.Markdown()
+                c["trigger_caption"] = gr.Markdown(elem_id="trigger-caption")
                 c["bar_view"] = gr.Radio([("flip rate", "flip_rate"), ("anomaly index", "anomaly")],
                                          value="flip_rate", label="Chart")
                 c["bars"] = gr.Plot(label="Per-class flip rate", elem_id="bars")

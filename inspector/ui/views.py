@@ -76,6 +76,14 @@ def live_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], set
                       settings.threshold, settings.resolved_min_flip_rate(), title)
 
 
+def measured_images(record: dict[str, Any], family: str) -> str:
+    """Which images a class's flip rate was counted on, in the page's words."""
+    if family == "colour":
+        return "the OOD images it was measured on"
+    return "held-out OOD images" if record.get("measured_on", "held-out") == "held-out" else \
+        "OOD images of its last fresh batches"
+
+
 def verdict_html(verdict: Verdict, result: ScanResult, model_label: str) -> str:
     """The one-look panel: flagged or not, target, anomaly index, flip rate, time taken."""
     stat = "anomaly index"
@@ -89,10 +97,11 @@ def verdict_html(verdict: Verdict, result: ScanResult, model_label: str) -> str:
         clean_note = ("; found by the colour family: one colour filter for every pixel, not a small noise"
                       + (f"; clean learners' reach {suspect['reference_colour_flip_rate']:.0%}"
                          if "reference_colour_flip_rate" in suspect else ""))
+    measured_on = measured_images(suspect, verdict.suspect_family)
     if verdict.flagged:
         head = f"Backdoor suspected — target class <b>{html.escape(verdict.target_name or '')}</b>"
         body = (f"Its trigger stands out: {stat} {verdict.max_anomaly:.2f} &gt; threshold {verdict.threshold:g}, "
-                f"and it flips {verdict.suspect_flip_rate:.0%} of held-out OOD images "
+                f"and it flips {verdict.suspect_flip_rate:.0%} of {measured_on} "
                 f"(≥ {verdict.min_flip_rate:.0%}){clean_note}.")
         css = "verdict flagged"
     else:
