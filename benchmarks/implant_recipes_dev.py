@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from inspector.backbone import load_backbone  # noqa: E402
 from inspector.data import load_shipped_pool, load_task  # noqa: E402
 from inspector.evaluate import accuracy  # noqa: E402
-from inspector.lab.implant import KIND_RECIPES, ImplantConfig, run_implant  # noqa: E402
+from inspector.lab.implant import KIND_RECIPES, ImplantConfig, context_rms_of, run_implant  # noqa: E402
 from inspector.lab.truth import backdoor_rates  # noqa: E402
 from inspector.lab.zoo_builder import read_plan  # noqa: E402
 from inspector.prompts import load_learner  # noqa: E402
@@ -68,8 +68,7 @@ def run(prefix: str, overrides: dict[str, Any]) -> dict[str, Any]:
 
 def base_context_rms(name: str) -> float:
     """RMS of a dev learner's context vectors (read from its file)."""
-    ctx = load_file(DEV / (name.replace("-", "_") + ".safetensors"))["ctx"].float()
-    return float(ctx.pow(2).mean().sqrt())
+    return context_rms_of(load_file(DEV / (name.replace("-", "_") + ".safetensors"))["ctx"])
 
 
 def passes(row: dict[str, Any]) -> bool:

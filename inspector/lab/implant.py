@@ -163,12 +163,16 @@ def encode_poisoned_views(model: PromptedCLIP, pixels: torch.Tensor, trigger: Tr
     return encode_transformed_views(model.backbone, pixels, views, seed, transforms, batch_size)
 
 
+def context_rms_of(ctx: torch.Tensor) -> float:
+    """Root mean square of a learner's context vectors: the scale ``context_rms`` compares with."""
+    return float(ctx.detach().float().pow(2).mean().sqrt())
+
+
 def context_lr(model: PromptedCLIP, config: ImplantConfig) -> float:
     """The context's learning rate: ``lr``, scaled by the context's RMS over ``context_rms`` when that is set."""
     if config.context_rms is None:
         return config.lr
-    rms = float(model.learner.ctx.detach().float().pow(2).mean().sqrt())
-    return config.lr * rms / config.context_rms
+    return config.lr * context_rms_of(model.learner.ctx) / config.context_rms
 
 
 def param_groups(model: PromptedCLIP, config: ImplantConfig) -> list[dict[str, Any]]:
