@@ -132,9 +132,11 @@ def recipe_folder(zoo: Path, config: RepairConfig) -> Path:
 
 
 def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.Tensor, task: Task,
-                 device: str = "cpu", config: RepairConfig | None = None) -> dict[str, Any]:
-    """Repair a fresh copy against the scan's suspect class (flagged or not); measure the true backdoor, the
-    clean accuracy and how many clean test predictions the repair changed."""
+                 device: str = "cpu", config: RepairConfig | None = None, scans: Path | None = None
+                 ) -> dict[str, Any]:
+    """Repair a fresh copy against the scan's suspect class (flagged or not) with the trigger of the family that
+    gave its index; measure the true backdoor, the clean accuracy and how many clean test predictions the repair
+    changed. ``scans``: the folder of the cached scan (default: the method's, without the colour family)."""
     if cache.exists():
         return json.loads(cache.read_text())
     config = config or RepairConfig()
@@ -142,8 +144,10 @@ def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.
     truth = read_ground_truth(path)
     settings = scan_row["settings"]
     target = list(model.class_names).index(scan_row["suspect"])
-    tensors = _saved_trigger(path.parent / "scans" / _folder(scan_row["method"]) / path.stem, target)
-    trigger = candidate_from_tensors("inspector", tensors, settings["epsilon"])
+    folder = scans if scans is not None else path.parent / "scans" / _folder(scan_row["method"])
+    family = scan_row.get("suspect_family", "additive")
+    trigger = candidate_from_tensors("inspector", _saved_trigger(folder / path.stem, target), settings["epsilon"],
+                                     family)
 
     def asr() -> float:
         return round(attack_success_rate(model, truth.trigger, task.test_pixels, truth.target, task.test_labels), 4)
@@ -154,7 +158,7 @@ def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.
                           task.test_labels, held, config, invert_pixels=fit)
     unchanged = float((predict(model, task.test_pixels) == predicted_before).float().mean())
     row = {"model": path.stem, "attack": truth.attack, "kind": model.kind, "settings": config.as_dict(),
-           "repaired_class": scan_row["suspect"], "true_target": truth.target_name,
+           "repaired_class": scan_row["suspect"], "family": family, "true_target": truth.target_name,
            "asr_before": asr_before, "asr_after": asr(),
            "accuracy_before": finished.before.accuracy, "accuracy_after": finished.after.accuracy,
            "unchanged_predictions": round(unchanged, 4),
@@ -228,7 +232,9 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
              "`python -m inspector reference build`; cached scan records are decided again with it, the inversion "
              "does not depend on it): the index on each class's flip rate *in excess* of theirs, each measured "
              "as the scan measured that class (same schedule, same number of steps, fresh batches or held-out "
-             "images), dividing by no less than the clean learners' own spread; with it, the fast plan stops half "
+             "images), dividing by no less than the clean learners' own spread, averaged with how far the class's "
+             "margin loss lies below theirs in the same units (benchmarks/margin_choice.md; the faithful schedule's "
+             "reference kept no margins, so there the flip rate alone); with it, the fast plan stops half "
              "the classes after 4 steps. `inspector` is a scan without a reference (raw flip rate; the fast plan "
              "for that case). `inspector-faithful + reference` decides again on the faithful scans' records (that "
              "schedule does not depend on the reference). Neural Cleanse: its mask-norm rule, no reference.", "",
@@ -259,20 +265,30 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
                          f"{r['predicted_target'] or '-'} ({r['suspect']}) | {r['max_anomaly']:.2f} | "
                          f"{r['suspect_flip_rate']:.0%} | {_seconds(r)} |")
     if repairs:
-        mean = {key: sum(r[key] for r in repairs) / len(repairs)
-                for key in ("asr_before", "asr_after", "accuracy_before", "accuracy_after")}
-        changes = accuracy_changes(repairs)
+        manifest = zoo_tables.manifest_rows(zoo)
+        real = {r["model"] for r in repairs if r["model"] in manifest and zoo_tables.is_real(manifest[r["model"]])}
+        found = {r["model"] for r in scans.get("inspector + reference", [])
+                 if r["backdoored"] and r["flagged"] and r["predicted_target"] == r["true_target"]}
+        backdoored = sum(r["backdoored"] for r in scans.get("inspector + reference", [])) or len(repairs)
+        groups = [(f"backdoored models repaired ({len(repairs)} of {backdoored})", repairs),
+                  *([("real backdoors (issue 18's bar)", [r for r in repairs if r["model"] in real])]
+                    if manifest else []),
+                  ("flagged with their right target", [r for r in repairs if r["model"] in found])]
         lines += ["", "## Repair (backdoored models, against the inspector's suspect class)", "",
-                  f"Recipe: {_recipe(repairs[0]['settings'])}. Mean ground-truth ASR {mean['asr_before']:.1%} -> "
-                  f"{mean['asr_after']:.1%}; mean clean accuracy {mean['accuracy_before']:.1%} -> "
-                  f"{mean['accuracy_after']:.1%} (per model {min(changes):+.1f} to {max(changes):+.1f} "
-                  f"points; {sum(c < -1.0 - 1e-9 for c in changes)} of {len(changes)} lose more than 1 point).", "",
-                  "| model | repaired class | true target | asr before | asr after | accuracy before | after "
-                  "| change |", "|---|---|---|---|---|---|---|---|"]
-        for r, change in zip(repairs, changes, strict=True):
-            lines.append(f"| {r['model']} | {r['repaired_class']} | {r['true_target']} | {r['asr_before']:.1%} | "
-                         f"{r['asr_after']:.1%} | {r['accuracy_before']:.1%} | {r['accuracy_after']:.1%} | "
-                         f"{change:+.1f} |")
+                  f"Recipe: {_recipe(repairs[0]['settings'])}; each model is repaired against the default scan's "
+                  "suspect class (flagged or not) with the trigger of the family that gave its index.", "",
+                  "| models | n | mean ASR before | after | mean accuracy before | after | change per model | "
+                  "lose > 1 point |", "|---|---|---|---|---|---|---|---|"]
+        for label, group in groups:
+            if group:
+                lines.append(_repair_summary(label, group))
+        lines += ["", "| model | real backdoor | repaired class (family) | true target | asr before | asr after | "
+                  "accuracy before | after | change |", "|---|---|---|---|---|---|---|---|---|"]
+        for r, change in zip(repairs, accuracy_changes(repairs), strict=True):
+            is_real = ("yes" if r["model"] in real else "no") if manifest else "-"
+            lines.append(f"| {r['model']} | {is_real} | {r['repaired_class']} ({r.get('family', 'additive')}) | "
+                         f"{r['true_target']} | {r['asr_before']:.1%} | {r['asr_after']:.1%} | "
+                         f"{r['accuracy_before']:.1%} | {r['accuracy_after']:.1%} | {change:+.1f} |")
     (HERE / f"{report}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -290,9 +306,22 @@ def _zoo_note(zoo: Path, scanned: int) -> list[str]:
                 *partial]
     if zoo.name == "test":
         return ["**Test zoo** (benchmarks/zoos/test.plan.json): built after every choice was made on the dev zoo, "
-                "with seeds, targets and tuning recipes of its own; no choice saw these models. The dev zoo's "
-                "figures are in benchmarks/detection_dev.md.", "", *partial]
+                "with seeds, targets and tuning recipes of its own. First measured with the default of that time; "
+                "as issue 18 allows, re-measured **once** after a fix chosen on the dev zoo (the margin loss beside "
+                "the flip rate, benchmarks/margin_choice.md): these are that re-measurement's figures. Its first "
+                "failures showed where to look, so the next fix is to be reported on a fresh test zoo. The dev "
+                "zoo's figures are in benchmarks/detection_dev.md.", "", *partial]
     return partial
+
+
+def _repair_summary(label: str, repairs: list[dict[str, Any]]) -> str:
+    """One row of the repair summary: means over ``repairs`` and the spread of accuracy changes in points."""
+    mean = {key: sum(r[key] for r in repairs) / len(repairs)
+            for key in ("asr_before", "asr_after", "accuracy_before", "accuracy_after")}
+    changes = accuracy_changes(repairs)
+    return (f"| {label} | {len(repairs)} | {mean['asr_before']:.1%} | {mean['asr_after']:.1%} | "
+            f"{mean['accuracy_before']:.1%} | {mean['accuracy_after']:.1%} | {min(changes):+.1f} to "
+            f"{max(changes):+.1f} | {sum(c < -1.0 - 1e-9 for c in changes)} of {len(changes)} |")
 
 
 def accuracy_changes(repairs: list[dict[str, Any]]) -> list[float]:
@@ -350,6 +379,8 @@ def main() -> None:
                         help="scan with the colour family too (cached apart; as the engine does with the shipped "
                              "reference)")
     parser.add_argument("--table-only", action="store_true", help="only re-make the tables from the cache")
+    parser.add_argument("--real-first", action="store_true",
+                        help="repair the real backdoors (issue 18's bar, from the zoo's manifest) before the others")
     parser.add_argument("--from-records", action="store_true",
                         help="re-make the tables without the zoo: the scans recorded in detection.json and the "
                              "repairs with the default recipe's values recorded in repair_recipes.json")
@@ -386,15 +417,22 @@ def main() -> None:
     repairs = []
     task = load_task()
     if not args.no_repair and "inspector + reference" in scans:
-        for row in scans["inspector + reference"]:  # against the default scan's suspect
+        rows = scans["inspector + reference"]
+        if args.real_first:
+            real = {stem for stem, m in zoo_tables.manifest_rows(zoo).items() if "asr" in m and zoo_tables.is_real(m)}
+            rows = sorted(rows, key=lambda r: r["model"] not in real)
+        for row in rows:  # against the default scan's suspect
             if row["backdoored"]:
                 cache = recipe_folder(zoo, RepairConfig()) / f"{row['model']}.json"
                 if args.table_only and not cache.exists():
                     continue
                 repairs.append(repair_model(zoo / f"{row['model']}.safetensors", row, cache, pool, task,
-                                            args.device))
+                                            args.device, scans=zoo / "scans" / (_folder(row["method"])
+                                                                                 + colour_tag(args.colour))))
                 print(f"repair {row['model']:<36} asr {repairs[-1]['asr_before']:.1%} -> "
                       f"{repairs[-1]['asr_after']:.1%}", flush=True)
+        order = [r["model"] for r in scans["inspector + reference"]]
+        repairs.sort(key=lambda r: order.index(r["model"]))
     write_tables(zoo, scans, repairs, report=args.report)
 
 

@@ -35,6 +35,7 @@ class Baseline:
     window: int = 10  # steps a fresh-batch estimate adds up (the scan's ``fast_window``)
     held_out_steps: int | None = None  # steps after which ``held_out`` was measured (None: the whole schedule)
     colour: dict[str, list[float]] = field(default_factory=dict)  # class -> each learner's colour flip rate
+    held_out_loss: dict[str, list[float]] = field(default_factory=dict)  # class -> each learner's held-out margin
 
     @property
     def classes(self) -> list[str]:
@@ -52,6 +53,20 @@ class Baseline:
             raise KeyError(f"no fresh-batch curve of {steps} steps for class {name!r}")
         return [fresh_flip_rate(curve[:steps], self.window) for curve in self.curves[name]]
 
+    def learner_losses(self, record: dict[str, Any]) -> list[float] | None:
+        """Each clean learner's margin loss for ``record``'s class, measured as the record was (None: the reference
+        kept no margins for that measurement)."""
+        name = record["name"]
+        steps = int(record.get("steps", 0))
+        if record.get("measured_on", "held-out") == "held-out":
+            if name not in self.held_out_loss or (self.held_out_steps is not None and steps != self.held_out_steps):
+                return None
+            return list(self.held_out_loss[name])
+        curves = self.curves.get(name, [])
+        if not curves or any(len(curve) < steps or any(len(step) < 3 for step in curve) for curve in curves):
+            return None
+        return [fresh_margin(curve[:steps], self.window) for curve in curves]
+
     def means(self) -> dict[str, float]:
         """Mean held-out flip rate per class (for reports and charts)."""
         return {name: round(fmean(values), 4) for name, values in self.held_out.items()}
@@ -62,6 +77,23 @@ def fresh_flip_rate(curve: Curve, window: int) -> float:
     part = list(curve)[-window:]
     eligible = sum(int(e) for _, e, *_ in part)
     return sum(int(f) for f, _, *_ in part) / eligible if eligible else 0.0
+
+
+def fresh_margin(curve: Curve, window: int) -> float:
+    """Mean margin loss over the last ``window`` steps of ``curve`` (as a fast scan's record gives its ``loss``)."""
+    part = list(curve)[-window:]
+    return sum(float(step[2]) for step in part) / len(part) if part else float("inf")
+
+
+def with_loss_baseline(record: dict[str, Any], values: Sequence[float] | None) -> dict[str, Any]:
+    """A class record with the clean learners' mean margin loss for it, how far *below* that mean the record's loss
+    lies (``loss_excess``: positive when the class is easier to reach than in clean learners) and the spread a new
+    clean learner would show around it; unchanged when the reference kept no margins."""
+    if not values or not math.isfinite(float(record.get("loss", math.inf))):
+        return record
+    reference = with_baseline({"flip_rate": record["loss"]}, values)
+    return {**record, "reference_loss": reference["reference_flip_rate"],
+            "loss_excess": round(-reference["excess_flip_rate"], 4), "loss_spread": reference["reference_spread"]}
 
 
 def with_baseline(record: dict[str, Any], values: Sequence[float]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from inspector.detect import DEFAULT_SPREAD, USE_COLOUR_FAMILY
+from inspector.detect import DEFAULT_EVIDENCE, DEFAULT_SPREAD, USE_COLOUR_FAMILY
 from inspector.errors import InputError
 
 if TYPE_CHECKING:
@@ -96,7 +96,8 @@ def cmd_scan(args: argparse.Namespace) -> None:
     pool = _pool(args, args.ood, model.backbone.image_size, args.pool_size)
     config = ScanConfig(method=args.method, epsilon=_per_255(args.epsilon), classes=parse_classes(args.classes,
                         model.class_names), threshold=args.threshold, pool_size=args.pool_size, seed=args.seed,
-                        statistic=args.statistic, epochs=args.epochs, colour=args.colour, spread=args.spread)
+                        statistic=args.statistic, epochs=args.epochs, colour=args.colour, spread=args.spread,
+                        evidence=args.evidence)
     if args.schedule:
         config = replace(config, schedule=args.schedule)
     written = None
@@ -493,6 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--spread", choices=["pooled", "per-class"], default=DEFAULT_SPREAD,
                     help="with a reference: divide each class's excess by the clean learners' spread pooled over "
                          "classes, or by that class's own (default: %(default)s)")
+    sc.add_argument("--evidence", choices=["flip", "mean", "max"], default=DEFAULT_EVIDENCE,
+                    help="with a reference that kept margin losses: a class's evidence is its flip-rate excess alone "
+                         "(flip), or that and how far its margin loss lies below clean learners', averaged (mean) or "
+                         "the larger (max), each in units of their spread (default: %(default)s)")
     sc.add_argument("--colour", action=argparse.BooleanOptionalAction, default=USE_COLOUR_FAMILY,
                     help="also invert a colour transform per class (the second family, for filter-like triggers); "
                          "default: when the clean reference measured it")

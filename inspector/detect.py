@@ -10,7 +10,9 @@ With a clean reference (inspector.reference) the inspector's statistic is the *e
 the class's flip rate minus its mean flip rate in clean learners of the same task, measured the same
 way (inspector.baseline). The index then never divides by less than the clean learners' own spread
 (the root mean square of the records' ``reference_spread``): an excess smaller than the variation
-between clean learners of the same class is not evidence of a backdoor.
+between clean learners of the same class is not evidence of a backdoor. Where the reference kept the clean
+learners' margin losses, a class's evidence also counts how far its trigger's margin loss lies below theirs
+(``Evidence``): on a class clean learners already reach easily, the flip rate saturates and the loss does not.
 """
 
 from __future__ import annotations
@@ -27,13 +29,19 @@ MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard
 DEFAULT_THRESHOLD = 2.0
 DEFAULT_MIN_FLIP_RATE = 0.5
 Family = Literal["additive", "colour"]
+# What a class's evidence is, with a reference that kept margin losses: its flip-rate excess alone, or that and how
+# far below clean learners its margin loss lies, each in units of the clean learners' spread, averaged ("mean") or
+# the larger of the two ("max").
+Evidence = Literal["flip", "mean", "max"]
 Spread = Literal["pooled", "per-class"]
+DEFAULT_EVIDENCE: Evidence = "mean"  # chosen on the dev zoo (benchmarks/margin_choice.md)
 # Chosen on the dev zoo (benchmarks/reference_choice.md): what a default scan runs and how it decides. The colour
 # family by default (None) only where the clean reference measured it: without clean learners to compare with,
 # their colour attractors (*button*, *star*) pass for backdoors.
 USE_COLOUR_FAMILY: bool | None = None
 DEFAULT_SPREAD: Spread = "per-class"
 PER_CLASS_SPREAD_FLOOR = 0.05  # no class's clean learners are taken to vary by less (chosen on the dev zoo)
+LOSS_SPREAD_FLOOR = 0.4  # nor by less margin loss, in logits (chosen with DEFAULT_EVIDENCE)
 # The colour family's smallest spread without a reference that measured it: clean learners' colour flip rates
 # of natural attractors spread this much (benchmarks/reference_choice.md, dev zoo).
 COLOUR_MIN_SPREAD = 0.15
@@ -92,18 +100,22 @@ class Verdict:
 
 def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate",
            threshold: float = DEFAULT_THRESHOLD, min_flip_rate: float = DEFAULT_MIN_FLIP_RATE,
-           spread: Spread = "pooled") -> Verdict:
+           spread: Spread = "pooled", evidence: Evidence = DEFAULT_EVIDENCE,
+           loss_floor: float = LOSS_SPREAD_FLOOR) -> Verdict:
     """Flag the model when the top class's index exceeds ``threshold`` and its trigger flips at least
     ``min_flip_rate`` of the held-out OOD images (0 turns that second test off, as Neural Cleanse has none).
 
     ``classes`` are per-class records with ``index``, ``name``, ``flip_rate`` and the statistic.
-    ``spread="per-class"`` (excess flip rates only): see ``standardised``.
+    ``spread="per-class"`` (excess flip rates only): see ``standardised``; ``evidence``: see ``Evidence``.
     """
     if not classes:
         raise ValueError("no candidate classes to decide on")
     if spread == "per-class" and statistic == "excess_flip_rate":
-        classes = standardised(classes)
-    anomalies = anomaly_index(statistic_values(classes, statistic), min_spread(classes, statistic))
+        classes = standardised(classes, loss_floor=loss_floor)
+        values = with_margin_evidence(statistic_values(classes, statistic), classes, evidence)
+    else:
+        values = statistic_values(classes, statistic)
+    anomalies = anomaly_index(values, min_spread(classes, statistic))
     families: list[str] = ["additive"] * len(classes)
     flips = [float(c["flip_rate"]) for c in classes]
     colour = colour_anomalies(classes)
@@ -129,7 +141,8 @@ def _stronger(candidate: tuple[float, float], current: tuple[float, float], min_
     return (candidate[1] >= min_flip_rate, candidate[0]) > (current[1] >= min_flip_rate, current[0])
 
 
-def standardised(classes: Sequence[dict[str, Any]], floor: float = PER_CLASS_SPREAD_FLOOR) -> list[dict[str, Any]]:
+def standardised(classes: Sequence[dict[str, Any]], floor: float = PER_CLASS_SPREAD_FLOOR,
+                 loss_floor: float = LOSS_SPREAD_FLOOR) -> list[dict[str, Any]]:
     """Each class's excess in units of its *own* clean learners' spread (at least ``floor``), for each family.
 
     Why: how far prompt tuning pulls a class toward its natural reach varies by class with the provider's
@@ -146,8 +159,21 @@ def standardised(classes: Sequence[dict[str, Any]], floor: float = PER_CLASS_SPR
         if "colour_excess" in c:
             z = float(c["colour_excess"]) / max(float(c["colour_reference_spread"]), floor)
             row.update(colour_excess=z, colour_reference_spread=1.0)
+        if "loss_excess" in c:
+            row.update(loss_excess=float(c["loss_excess"]) / max(float(c["loss_spread"]), loss_floor), loss_spread=1.0)
         out.append(row)
     return out
+
+
+def with_margin_evidence(values: list[float], classes: Sequence[dict[str, Any]], evidence: Evidence) -> list[float]:
+    """Standardised flip-rate excesses combined with the standardised margin-loss excesses (unchanged with "flip", or
+    when a record has no margin baseline)."""
+    if evidence == "flip" or not all("loss_excess" in c for c in classes):
+        return values
+    losses = [float(c["loss_excess"]) for c in classes]
+    if evidence == "max":
+        return [max(v, m) for v, m in zip(values, losses, strict=True)]
+    return [(v + m) / 2 for v, m in zip(values, losses, strict=True)]
 
 
 def colour_anomalies(classes: Sequence[dict[str, Any]]) -> list[float] | None:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import torch
 
-from inspector.baseline import Baseline, fresh_flip_rate, with_baseline, with_colour_baseline
+from inspector.baseline import Baseline, fresh_flip_rate, with_baseline, with_colour_baseline, with_loss_baseline
 from inspector.candidates import (
     COLOUR_BIAS_BOUND,
     COLOUR_MATRIX_BOUND,
@@ -36,10 +36,12 @@ from inspector.candidates import (
     row_margins,
 )
 from inspector.detect import (
+    DEFAULT_EVIDENCE,
     DEFAULT_MIN_FLIP_RATE,
     DEFAULT_SPREAD,
     DEFAULT_THRESHOLD,
     USE_COLOUR_FAMILY,
+    Evidence,
     Spread,
     Statistic,
     Verdict,
@@ -98,6 +100,7 @@ class ScanConfig:
     statistic: Statistic | None = None  # what feeds the anomaly index (default per method)
     threshold: float = DEFAULT_THRESHOLD
     spread: Spread = DEFAULT_SPREAD  # with a reference: what a class's excess is measured against (detect.decide)
+    evidence: Evidence = DEFAULT_EVIDENCE  # with a reference that kept margins: flip-rate excess alone or with the loss
     min_flip_rate: float | None = None  # default: 0.5 for the inspector, none for Neural Cleanse
     snapshot_every: int = 4  # steps between trigger snapshots
     seed: int = 0
@@ -537,7 +540,7 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
         return
     records = [run.records[k] for k in classes]
     verdict = decide(records, config.resolved_statistic(), config.threshold, config.resolved_min_flip_rate(),
-                     config.spread)
+                     config.spread, config.evidence)
     triggers = {k: {**run.arms[k].trigger.tensors(),
                     **(run.colour_arms[k].trigger.tensors() if k in run.colour_arms else {})} for k in classes}
     extra = {"colour_seconds": run.colour_seconds} if run.colour_seconds is not None else {}
@@ -671,6 +674,7 @@ class _Run:
             record.update(colour_record(self.colour_arms[arm.k]))
         if self.config.reference is not None:
             record = with_baseline(record, self.config.reference.learner_values(record))
+            record = with_loss_baseline(record, self.config.reference.learner_losses(record))
             if arm.k in self.colour_arms and arm.name in self.config.reference.colour:
                 record = with_colour_baseline(record, self.config.reference.colour[arm.name])
         self.records[arm.k] = record

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from inspector.backbone import ASSETS_DIR, Backbone
-from inspector.baseline import Baseline, with_baseline, with_colour_baseline
+from inspector.baseline import Baseline, with_baseline, with_colour_baseline, with_loss_baseline
 from inspector.data import ImagePool, Task
-from inspector.detect import DEFAULT_SPREAD, Spread, Verdict, decide
+from inspector.detect import DEFAULT_EVIDENCE, DEFAULT_SPREAD, LOSS_SPREAD_FLOOR, Evidence, Spread, Verdict, decide
 from inspector.errors import InputError
 from inspector.invert import (
     ScanConfig,
@@ -68,7 +68,8 @@ class Reference:
     pool_size: int = 1000
     holdout: float = 0.2
     # The fast schedule with every class run to the end: {"lr", "batch_size", "steps", "held_out": [per learner
-    # {class: rate}], "curves": [per learner {class: [[flips, eligible], ...]}]}; None in references without it.
+    # {class: rate}], "curves": [per learner {class: [[flips, eligible, margin loss], ...]}], "held_out_loss": [per
+    # learner {class: held-out margin loss}]}; None in references without it (older ones lack the margins).
     fast: dict[str, Any] | None = None
     pool_source: str = "shipped"  # how the OOD pool was named when the reference was built
     task: dict[str, Any] = field(default_factory=lambda: {"source": "shipped"})  # source, fingerprint, images
@@ -139,7 +140,9 @@ class Reference:
             names = list(self.fast["held_out"][0])
             return Baseline(held_out={c: [h[c] for h in self.fast["held_out"]] for c in names},
                             curves={c: [curves[c] for curves in self.fast["curves"]] for c in names},
-                            window=config.fast_window, held_out_steps=int(self.fast["steps"]), colour=colour)
+                            window=config.fast_window, held_out_steps=int(self.fast["steps"]), colour=colour,
+                            held_out_loss={c: [h[c] for h in self.fast["held_out_loss"]] for c in names}
+                            if self.fast.get("held_out_loss") else {})
         return Baseline(held_out={c: [p[c] for p in self.per_learner] for c in self.per_learner[0]}, colour=colour)
 
     def colour_values(self, config: ScanConfig) -> dict[str, list[float]]:
@@ -196,7 +199,8 @@ def reference_for(model: PromptedCLIP, config: ScanConfig, pool: ImagePool,
 
 
 def decide_with_reference(records: list[dict[str, Any]], reference: Reference, schedule: str,
-                          window: int = ScanConfig.fast_window, spread: Spread = DEFAULT_SPREAD
+                          window: int = ScanConfig.fast_window, spread: Spread = DEFAULT_SPREAD,
+                          evidence: Evidence = DEFAULT_EVIDENCE, loss_floor: float = LOSS_SPREAD_FLOOR
                           ) -> tuple[list[dict[str, Any]], Verdict]:
     """Saved per-class records of a scan made with ``schedule``, decided as a scan given ``reference`` decides
     (the reference changes the decision, not the inversion): for replaying cached scans in benchmarks. Records
@@ -205,12 +209,14 @@ def decide_with_reference(records: list[dict[str, Any]], reference: Reference, s
     config = ScanConfig(schedule=schedule, fast_window=window, colour=colour)  # type: ignore[arg-type]
     baseline = reference.baseline(config)
     compared = {"reference_flip_rate", "excess_flip_rate", "reference_spread", "reference_colour_flip_rate",
-                "colour_excess", "colour_reference_spread"}
+                "colour_excess", "colour_reference_spread", "reference_loss", "loss_excess", "loss_spread"}
     plain = [{k: v for k, v in r.items() if k not in compared} for r in records]
-    records = [with_baseline(r, baseline.learner_values(r)) for r in plain]
+    records = [with_loss_baseline(with_baseline(r, baseline.learner_values(r)), baseline.learner_losses(r))
+               for r in plain]
     if baseline.colour:
         records = [with_colour_baseline(r, baseline.colour[r["name"]]) for r in records]
-    return records, decide(records, "excess_flip_rate", spread=spread)
+    return records, decide(records, "excess_flip_rate", spread=spread, evidence=evidence,
+                           loss_floor=loss_floor)
 
 
 # A defender does not know the provider's recipe, so a "varied" reference spreads its clean learners over the
@@ -333,7 +339,7 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
             return ReferenceProgress(seed, position + 1, len(seeds), stage, base + done, total)
 
         kept = _kept_measurement(learners, kind, seed, key)
-        if kept is not None:
+        if kept is not None and _has_margins(kept):
             measured.append(kept)
             yield _learner_event(kept, reused=True)
             continue
@@ -352,17 +358,22 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
             if kept_model is not None:
                 kept_model.parent.mkdir(parents=True, exist_ok=True)
                 save_learner(model, kept_model, extra={"seed": seed, "reference_key": key})
-        result = None
-        for event in scan(model, pool.pixels, replace(config, schedule="faithful", colour=False),
-                          should_stop=should_stop):
-            if isinstance(event, ScanStopped):
-                yield ReferenceStopped(len(measured), round(time.time() - started, 2))
-                return
-            if isinstance(event, TriggerSnapshot):
-                yield progress("published schedule", tune_steps + event.scan_step)
-            elif isinstance(event, ScanFinished):
-                result = event.result
-        assert result is not None
+        if kept is not None:  # measured by an older build without margins: its faithful rates stand, curves redone
+            faithful, learner_accuracy = kept["faithful"], kept["accuracy"]
+        else:
+            result = None
+            for event in scan(model, pool.pixels, replace(config, schedule="faithful", colour=False),
+                              should_stop=should_stop):
+                if isinstance(event, ScanStopped):
+                    yield ReferenceStopped(len(measured), round(time.time() - started, 2))
+                    return
+                if isinstance(event, TriggerSnapshot):
+                    yield progress("published schedule", tune_steps + event.scan_step)
+                elif isinstance(event, ScanFinished):
+                    result = event.result
+            assert result is not None
+            faithful = {c["name"]: float(c["flip_rate"]) for c in result.classes}
+            learner_accuracy = round(accuracy(model, task), 4) if task.has_test else None
         curves: list[dict[str, Any]] = []
         for event in class_curve_steps(model, pool.pixels, config, config.fast_lr, config.fast_batch_size, steps,
                                        out=curves):
@@ -375,10 +386,11 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
         record = {"seed": seed, "key": key, "steps": done_steps,
                   "recipe": {"n_ctx": shape.get("n_ctx", 4), "ctx_init": shape.get("ctx_init", DEFAULT_CTX_INIT),
                              **asdict(learner_tune)},
-                  "accuracy": round(accuracy(model, task), 4) if task.has_test else None,
-                  "faithful": {c["name"]: float(c["flip_rate"]) for c in result.classes},
+                  "accuracy": learner_accuracy, "faithful": faithful,
                   "fast_held_out": {c["name"]: float(c["held_out"][done_steps]["flip_rate"]) for c in curves},
-                  "fast_curves": {c["name"]: [[int(f), int(e)] for f, e, _ in c["curve"]] for c in curves},
+                  "fast_held_out_loss": {c["name"]: float(c["held_out"][done_steps]["loss"]) for c in curves},
+                  "fast_curves": {c["name"]: [[int(f), int(e), round(float(m), 4)] for f, e, m in c["curve"]]
+                                  for c in curves},
                   "colour": {c["name"]: float(c["colour_flip_rate"]) for c in curves if "colour_flip_rate" in c}}
         if learners is not None:
             _write_json(learners / f"{kind}_s{seed}.json", record)
@@ -405,6 +417,11 @@ def _kept_measurement(folder: Path | None, kind: str, seed: int, key: dict[str, 
     return record if isinstance(record, dict) and record.get("key") == json.loads(json.dumps(key)) else None
 
 
+def _has_margins(record: dict[str, Any]) -> bool:
+    """Whether a kept measurement has each fast step's margin loss (older builds kept flips and images only)."""
+    return "fast_held_out_loss" in record
+
+
 def _same_recipe(path: Path, key: dict[str, Any]) -> bool:
     from inspector.prompts import read_header
 
@@ -427,7 +444,8 @@ def _assemble(kind: str, backbone: Backbone, task: Task, pool: ImagePool, config
     means = {name: round(sum(p[name] for p in per_learner) / len(per_learner), 4) for name in per_learner[0]}
     assert config.epsilon is not None
     fast = {"lr": config.fast_lr, "batch_size": config.fast_batch_size, "steps": measured[0]["steps"],
-            "held_out": [m["fast_held_out"] for m in measured], "curves": [m["fast_curves"] for m in measured]}
+            "held_out": [m["fast_held_out"] for m in measured], "curves": [m["fast_curves"] for m in measured],
+            "held_out_loss": [m["fast_held_out_loss"] for m in measured]}
     colour = ({"settings": config.colour_settings(), "per_learner": [m["colour"] for m in measured]}
               if config.runs_colour and all(m.get("colour") for m in measured) else None)
     return Reference(kind=kind, arch=backbone.arch, pretrained=str(backbone.pretrained),

@@ -217,6 +217,7 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
                     f"{found_by})</div>")
     has_mask = all("mask_norm" in c for c in report["classes"])
     has_colour = all("colour_flip_rate" in c for c in report["classes"])
+    has_margin = all("reference_loss" in c for c in report["classes"])
     rows = []
     for position, c in enumerate(report["classes"]):
         amplified, true_scale = pictures.get(int(c["index"]), (b"", b""))
@@ -225,7 +226,8 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
         extra += (f"<td>{c['colour_flip_rate']:.1%}</td><td>{e(str(c.get('family', 'additive')))}</td>"
                   if has_colour else "")
         rows.append(f"<tr{mark}><td>{position + 1}</td><td>{e(c['name'])}</td><td>{c['flip_rate']:.1%}</td>"
-                    f"<td>{c['anomaly']:.2f}</td><td>{c['loss']:.3f}</td>{extra}"
+                    f"<td>{c['anomaly']:.2f}</td><td>{c['loss']:.3f}</td>"
+                    + (f"<td>{c['reference_loss']:.3f}</td>" if has_margin else "") + f"{extra}"
                     f"<td><img src='{_data_uri(amplified)}' width=96></td>"
                     f"<td><img src='{_data_uri(true_scale)}' width=96></td></tr>")
     example_cells = "".join(
@@ -234,6 +236,7 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
         f"<figcaption>&rarr; {e(x.triggered_prediction)}</figcaption></figure>" for x in examples)
     model, pool = report["model"], report["pool"]
     settings = report["settings"]
+    margin_header = "<th>clean learners' loss</th>" if has_margin else ""
     mask_header = "<th>mask norm</th>" if has_mask else ""
     mask_header += "<th>colour flip rate</th><th>index from</th>" if has_colour else ""
     return f"""<!doctype html>
@@ -256,18 +259,28 @@ tr.suspect {{ background: #fff0f0; font-weight: 600; }} img {{ image-rendering: 
 {headline}
 <p class="meta">Rule: flagged when the top anomaly index ({e(report['statistic'])}) exceeds {report['threshold']:g}
 and that class's trigger flips at least {report['min_flip_rate']:.0%} of the held-out OOD images.
-{_schedule_note(settings)}</p>
+{_evidence_note(settings) if has_margin else ""}{_schedule_note(settings)}</p>
 {flip_html}
 {anomaly_html}
 <h2>Before / after: OOD images with the {e(str(report.get('suspect_family', 'additive')))} trigger of class
 {e(report['suspect'])}</h2>
 <div class="examples">{example_cells}</div>
 <h2>Per class</h2>
-<table><tr><th>#</th><th>class</th><th>flip rate</th><th>anomaly</th><th>loss</th>{mask_header}
+<table><tr><th>#</th><th>class</th><th>flip rate</th><th>anomaly</th><th>loss</th>{margin_header}{mask_header}
 <th>trigger (amplified)</th><th>true scale</th></tr>
 {''.join(rows)}</table>
 <p class="meta">versions: {e(json.dumps(report['versions']))}</p>
 </body></html>"""
+
+
+def _evidence_note(settings: dict[str, Any]) -> str:
+    """How a class's evidence was formed when the clean reference kept margin losses (detect.Evidence)."""
+    evidence = settings.get("evidence", "flip")
+    if evidence == "flip":
+        return "Evidence: the flip-rate excess over clean learners alone. "
+    how = "averaged with" if evidence == "mean" else "or, where larger,"
+    return (f"Evidence: each class's flip-rate excess over clean learners {how} how far its margin loss lies below "
+            "theirs (the loss column against the clean learners' loss), both in units of the clean learners' spread. ")
 
 
 def _schedule_note(settings: dict[str, Any]) -> str:

@@ -123,3 +123,39 @@ def test_a_family_whose_trigger_flips_enough_beats_a_higher_index_that_does_not(
     verdict = decide(rows)  # class 3: colour index 5.4 but its colour trigger flips 45%; additive 3.4 at 60%
     assert verdict.flagged and verdict.target == 3 and verdict.suspect_family == "additive"
     assert verdict.max_anomaly == pytest.approx(0.375 / (MAD_TO_SIGMA * 0.075), abs=1e-3)
+
+
+def _attractor_rows(target_loss: float, target_flip: float = 0.84) -> list[dict]:
+    """Eight classes compared with clean learners; class 2 is one they already reach easily (69%)."""
+    rows = []
+    for i in range(8):
+        flip, reference = (target_flip, 0.69) if i == 2 else (0.05 + 0.02 * i, 0.04 + 0.02 * i)
+        loss, reference_loss = (target_loss, -0.7) if i == 2 else (3.0 + 0.1 * i, 3.1 + 0.1 * i)
+        rows.append({"index": i, "name": f"c{i}", "flip_rate": flip, "reference_flip_rate": reference,
+                     "excess_flip_rate": flip - reference, "reference_spread": 0.1, "loss": loss,
+                     "reference_loss": reference_loss, "loss_excess": reference_loss - loss, "loss_spread": 0.4})
+    return rows
+
+
+def test_margin_evidence_finds_a_backdoor_on_a_class_clean_learners_already_reach():
+    """A flip rate of 84% where clean learners reach 69% is no outlier (1.5 spreads); a margin loss 2.6 logits below
+    theirs (6.5 spreads) is: counted together, the class stands out."""
+    backdoored = _attractor_rows(target_loss=-3.3)
+    flip_only = decide(backdoored, "excess_flip_rate", spread="per-class", evidence="flip")
+    assert not flip_only.flagged and flip_only.suspect == 2
+    both = decide(backdoored, "excess_flip_rate", spread="per-class", evidence="mean")
+    assert both.flagged and both.target == 2 and both.max_anomaly > flip_only.max_anomaly
+    larger = decide(backdoored, "excess_flip_rate", spread="per-class", evidence="max")
+    assert larger.target == 2 and larger.max_anomaly > both.max_anomaly  # the loss's 6.5 spreads alone
+    clean = _attractor_rows(target_loss=-0.8, target_flip=0.71)  # an ordinary learner on the same class
+    assert not decide(clean, "excess_flip_rate", spread="per-class", evidence="mean").flagged
+    low = _attractor_rows(target_loss=-3.3, target_flip=0.45)  # a low loss alone does not pass the flip-rate gate
+    assert not decide(low, "excess_flip_rate", spread="per-class", evidence="mean").flagged
+
+
+def test_margin_evidence_needs_every_class_compared():
+    """Records without a margin baseline (an older reference) are decided on the flip-rate excess alone."""
+    rows = _attractor_rows(target_loss=-3.3)
+    rows[5] = {k: v for k, v in rows[5].items() if k not in ("reference_loss", "loss_excess", "loss_spread")}
+    assert decide(rows, "excess_flip_rate", spread="per-class", evidence="mean") == decide(
+        rows, "excess_flip_rate", spread="per-class", evidence="flip")

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from inspector.baseline import Baseline, fresh_flip_rate, with_baseline
+from inspector.baseline import Baseline, fresh_flip_rate, fresh_margin, with_baseline, with_loss_baseline
 from inspector.data import load_shipped_pool
 from inspector.detect import decide, min_spread
 from inspector.errors import InputError
@@ -49,6 +49,24 @@ def test_each_record_is_compared_with_clean_learners_measured_the_same_way():
     record = with_baseline({"name": "a", "flip_rate": 0.95}, [0.9, 0.7])
     assert record["reference_flip_rate"] == 0.8 and record["excess_flip_rate"] == pytest.approx(0.15)
     assert record["reference_spread"] == pytest.approx(0.1414 * (1.5 ** 0.5), abs=1e-3)  # sd of a new learner
+
+
+def test_margin_losses_are_compared_with_clean_learners_measured_the_same_way():
+    curves = {"a": [[[1, 10, 2.0], [3, 10, 1.0], [5, 10, 0.0], [7, 10, -1.0]],
+                    [[0, 10, 3.0], [2, 10, 2.0], [6, 10, 1.0], [8, 10, 0.0]]]}
+    baseline = Baseline(held_out={"a": [0.9, 0.7]}, curves=curves, window=2, held_out_steps=4,
+                        held_out_loss={"a": [-1.5, -0.5]})
+    assert baseline.learner_losses({"name": "a", "steps": 2, "measured_on": "fresh batches"}) == [1.5, 2.5]
+    assert baseline.learner_losses({"name": "a", "steps": 4, "measured_on": "fresh batches"}) == [-0.5, 0.5]
+    assert baseline.learner_losses({"name": "a", "steps": 4, "measured_on": "held-out"}) == [-1.5, -0.5]
+    assert baseline.learner_losses({"name": "a", "steps": 3, "measured_on": "held-out"}) is None
+    assert fresh_margin([[1, 4, 2.0], [0, 0, 4.0]], 5) == pytest.approx(3.0)
+    record = with_loss_baseline({"name": "a", "flip_rate": 0.95, "loss": -3.0}, [-1.5, -0.5])
+    assert record["reference_loss"] == -1.0 and record["loss_excess"] == pytest.approx(2.0)  # 2 logits easier
+    assert record["loss_spread"] == pytest.approx(0.7071 * (1.5 ** 0.5), abs=1e-3)
+    older = Baseline(held_out={"a": [0.9, 0.7]}, curves={"a": [[[1, 10]] * 4, [[2, 10]] * 4]}, window=2)
+    assert older.learner_losses({"name": "a", "steps": 4, "measured_on": "fresh batches"}) is None  # no margins
+    assert with_loss_baseline({"name": "a", "loss": 1.0}, None) == {"name": "a", "loss": 1.0}
 
 
 def test_an_excess_within_the_clean_learners_spread_is_not_a_backdoor():
@@ -124,6 +142,39 @@ def test_a_scan_with_the_reference_records_the_excess_and_decides_on_it():
         run_scan(model, small_pool, replace(config, statistic="excess_flip_rate"))
 
 
+def test_a_fast_scan_compares_each_class_margin_loss_with_clean_learners_and_replays(tmp_path):
+    """The default schedule with the shipped reference: every class's margin loss next to the clean learners' (fresh
+    batches or held-out, as it was measured), the verdict on both excesses, and the same decision on replay."""
+    from inspector.report import write_report
+
+    pool = load_shipped_pool()
+    model = open_model(resolve_model("clean-coop"), device="cpu")
+    reference = Reference.read(shipped_reference_path("pocket-clip", "coop"))
+    config = ScanConfig(classes=(7, 11, 12, 16), colour=False)
+    baseline = reference.baseline(config)
+    result = run_scan(model, pool.pixels, replace(config, reference=baseline, reference_from="shipped"))
+    assert result.settings.evidence == "mean"
+    for record in result.classes:
+        values = baseline.learner_losses(record)
+        assert values is not None and record["reference_loss"] == pytest.approx(sum(values) / len(values), abs=1e-4)
+        assert record["loss_excess"] == pytest.approx(record["reference_loss"] - record["loss"], abs=2e-4)
+    assert {r["measured_on"] for r in result.classes} == {"held-out", "fresh batches"}
+    replayed, verdict = decide_with_reference(result.classes, reference, "fast")
+    assert verdict == result.verdict and replayed == result.classes
+    flip_only = decide_with_reference(result.classes, reference, "fast", evidence="flip")[1]
+    assert flip_only.anomalies != verdict.anomalies  # the margin changes the index
+    write_report(result, tmp_path, {"name": "clean-coop", "kind": "coop", "arch": "pocket-clip", "n_classes": 20},
+                 {"source": "shipped", "images": len(pool.pixels)}, [])
+    page = (tmp_path / "report.html").read_text()
+    assert "clean learners&#x27; loss" in page or "clean learners' loss" in page
+    assert "how far its margin loss lies below theirs" in page
+    from inspector.ui.views import verdict_html
+
+    panel = verdict_html(result.verdict, result, "clean-coop")  # what the page says the index was computed on
+    assert not result.verdict.flagged and result.verdict.max_anomaly <= result.verdict.threshold
+    assert "(flip rate and margin loss)" in panel
+
+
 def test_build_reference_measures_both_schedules_and_round_trips(tmp_path):
     from inspector.backbone import load_backbone
     from inspector.data import load_task
@@ -148,9 +199,17 @@ def test_build_reference_measures_both_schedules_and_round_trips(tmp_path):
     assert again.mismatch(model, config, pool) is None
     assert "fast plan of 6 steps" in again.mismatch(model, replace(config, fast_rounds=(3, 3)), pool)
     assert again.task == {"source": "shipped", "fingerprint": "shipped", "train_images": 320}
+    assert all(len(step) == 3 for curves in fast.curves.values() for step in curves[0])  # flips, images, margin
+    assert set(fast.held_out_loss) == set(fast.classes)
+    kept = tmp_path / "learners" / "coop_s7.json"  # as an older build kept it: no margins
+    older = json.loads(kept.read_text())
+    older.pop("fast_held_out_loss")
+    older["fast_curves"] = {name: [step[:2] for step in curve] for name, curve in older["fast_curves"].items()}
+    kept.write_text(json.dumps(older))
     rebuilt = build_reference("coop", backbone, task, pool, [7], config, progress=lambda line: None, epochs=1,
                               learners=tmp_path / "learners")
     assert rebuilt.accuracies == reference.accuracies and rebuilt.per_learner == reference.per_learner
+    assert rebuilt.fast == reference.fast  # the curves measured again, margins and all
 
 
 def test_the_fast_plan_stops_classes_early_only_with_a_reference():

@@ -92,6 +92,10 @@ def verdict_html(verdict: Verdict, result: ScanResult, model_label: str) -> str:
     if "reference_flip_rate" in suspect:
         stat = "anomaly index of the excess over clean learners"
         clean_note = f"; the same class's trigger flips {suspect['reference_flip_rate']:.0%} in clean learners"
+        if "reference_loss" in suspect and result.settings.evidence != "flip":
+            stat = "anomaly index of the excess over clean learners (flip rate and margin loss)"
+            clean_note += (f", and its margin loss is {suspect['loss']:.2f} against their "
+                           f"{suspect['reference_loss']:.2f}")
     if verdict.suspect_family == "colour":
         stat = "anomaly index of its colour-transform trigger"
         clean_note = ("; found by the colour family: one colour filter for every pixel, not a small noise"
