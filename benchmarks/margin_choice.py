@@ -44,7 +44,7 @@ def redecide(row: dict[str, Any], reference: Reference, evidence: Evidence, floo
     """The row decided as the default scan would decide it with ``evidence`` and a margin spread floor ``floor``."""
     records, verdict = decide_with_reference(row["classes"], reference, "fast", spread=DEFAULT_SPREAD,
                                              evidence=evidence, loss_floor=floor)
-    top = records[verdict.suspect] if verdict.suspect < len(records) else {}
+    top = next(r for r in records if int(r["index"]) == verdict.suspect)
     return {"model": row["model"], "backdoored": row["backdoored"], "attack": row["attack"],
             "true_target": row["true_target"], "flagged": verdict.flagged, "predicted_target": verdict.target_name,
             "suspect": verdict.suspect_name, "max_anomaly": verdict.max_anomaly, "family": verdict.suspect_family,

@@ -21,7 +21,14 @@ from typing import Any, Literal
 
 import torch
 
-from inspector.baseline import Baseline, fresh_flip_rate, with_baseline, with_colour_baseline, with_loss_baseline
+from inspector.baseline import (
+    Baseline,
+    fresh_flip_rate,
+    fresh_margin,
+    with_baseline,
+    with_colour_baseline,
+    with_loss_baseline,
+)
 from inspector.candidates import (
     COLOUR_BIAS_BOUND,
     COLOUR_MATRIX_BOUND,
@@ -449,8 +456,7 @@ class ClassInversion:
 
     def fresh_margin(self, last: int) -> float:
         """Mean margin loss over the ``last`` steps' batches, before each update (lower: easier to reach)."""
-        window = self.curve[-last:]
-        return sum(m for _, _, m in window) / len(window) if window else float("inf")
+        return fresh_margin(self.curve, last)
 
     def snapshot(self, position: int, steps: int, scan_step: int) -> TriggerSnapshot:
         family = "colour" if isinstance(self.trigger, ColourInversion) else "additive"
