@@ -26,15 +26,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from inspector.backbone import load_backbone  # noqa: E402
 from inspector.data import load_shipped_pool, load_task  # noqa: E402
 from inspector.evaluate import accuracy  # noqa: E402
-from inspector.lab.implant import KIND_RECIPES, ImplantConfig, context_rms_of, run_implant  # noqa: E402
+from inspector.lab.implant import (  # noqa: E402
+    IMPLANT_ATTEMPTS,
+    KIND_RECIPES,
+    WORKING_BACKDOOR,
+    ImplantConfig,
+    context_rms_of,
+    is_working,
+    next_attempt,
+    run_implant,
+)
 from inspector.lab.truth import backdoor_rates  # noqa: E402
-from inspector.lab.zoo_builder import read_plan  # noqa: E402
+from inspector.lab.zoo_builder import ZooItem, read_plan  # noqa: E402
 from inspector.prompts import load_learner  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEV = HERE / "zoos" / "dev"
 RUNS = HERE / "implant_recipes_dev.json"
-BAR = {"asr": 0.8, "ood_asr": 0.7, "accuracy_drop": 0.03}
+BAR = WORKING_BACKDOOR
 
 
 def parse_value(text: str) -> Any:
@@ -44,13 +53,18 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def run(prefix: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Implant the dev plan's first backdoor named ``prefix…`` with ``overrides``; its measurements."""
+def dev_item(prefix: str) -> ZooItem:
+    """The dev plan's first backdoor named ``prefix…``."""
     plan = read_plan(HERE / "zoos" / "dev.plan.json")
     items = [item for item in plan if item.attack and item.name.startswith(prefix)]
     if not items:
         raise SystemExit(f"no dev backdoor is named {prefix}…")
-    item = items[0]
+    return items[0]
+
+
+def run(prefix: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Implant the dev plan's first backdoor named ``prefix…`` with ``overrides``; its measurements."""
+    item = dev_item(prefix)
     backbone, task, pool = load_backbone(), load_task(), load_shipped_pool()
     assert item.base is not None
     model = load_learner(DEV / (item.base.replace("-", "_") + ".safetensors"), backbone)
@@ -66,22 +80,26 @@ def run(prefix: str, overrides: dict[str, Any]) -> dict[str, Any]:
             "seconds": round(time.time() - started, 1)}
 
 
+def as_try(row: dict[str, Any]) -> dict[str, Any]:
+    """A run as one of the provider's tries (``implant.next_attempt``)."""
+    return {**row, "poison_weight": row["recipe"]["poison_weight"], "clean_base_accuracy": row["base_accuracy"]}
+
+
 def base_context_rms(name: str) -> float:
     """RMS of a dev learner's context vectors (read from its file)."""
     return context_rms_of(load_file(DEV / (name.replace("-", "_") + ".safetensors"))["ctx"])
 
 
 def passes(row: dict[str, Any]) -> bool:
-    return (row["asr"] >= BAR["asr"] and row["ood_asr"] >= BAR["ood_asr"]
-            and row["base_accuracy"] - row["accuracy"] <= BAR["accuracy_drop"])
+    return is_working({**row, "clean_base_accuracy": row["base_accuracy"]})
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["# Implant recipes fitted on the dev zoo (issue 18)", "",
              "Dev models only (benchmarks/zoos/dev.plan.json): each run implants one dev backdoor into its dev clean "
              "base with the attack's recipe (`ImplantConfig.for_attack`) plus the overrides shown (`target` / `seed`: "
-             "another target or trigger draw on the same base). Runs 1-16 ran alone on 2 CPU threads; later runs "
-             "on 1 thread beside a zoo build, so their seconds are not comparable. "
+             "another target or trigger draw on the same base). Runs 1-16 and 43-54 ran on 2 CPU threads (45 beside a "
+             "test run), runs 17-42 on 1 thread beside a zoo build, so seconds compare only within a group. "
              f"Bar: ASR >= {BAR['asr']:.0%}, OOD ASR >= {BAR['ood_asr']:.0%}, clean accuracy at most "
              f"{BAR['accuracy_drop'] * 100:.0f} points under the base's. "
              "`python benchmarks/implant_recipes_dev.py MODEL-PREFIX key=value ...`", "",
@@ -89,6 +107,7 @@ def table(rows: list[dict[str, Any]]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for i, row in enumerate(rows, 1):
         over = ", ".join(f"{k} {v}" for k, v in row["overrides"].items()) or "(attack recipe)"
+        over = f"provider's try {row['try']}: {over}" if "try" in row else over
         lines.append(f"| {i} | {row['model']} | {over} | {row['base_accuracy']:.1%} | {row['accuracy']:.1%} | "
                      f"{row['asr']:.1%} | {row['ood_asr']:.1%} | {'yes' if passes(row) else 'no'} | "
                      f"{row['seconds']:.0f} |")
@@ -99,14 +118,16 @@ def table(rows: list[dict[str, Any]]) -> str:
                       "was not kept."]
     scaled = [str(i) for i, row in enumerate(rows, 1) if "context_rms" in row["overrides"]]
     if scaled:
-        bases = ", ".join(f"{base} {base_context_rms(base):.2f}" for base in (rows[int(i) - 1]["base"] for i in scaled))
-        defaults = ", ".join(f"{base_context_rms(name):.2f}" for name in ("clean-coop-default-s2000",
-                                                                         "clean-coop-default-s2001"))
-        lines += ["", f"Runs {', '.join(scaled)} scale the context's step by its own RMS over 0.39, the context RMS "
-                      f"of the dev zoo's two default-recipe CoOp learners ({defaults}; `ImplantConfig.context_rms`); "
-                      f"their bases' context RMS: {bases}. It lifted the Blended "
-                      "implant into the SGD lr 2 base from 0.6% to 65% ASR and left the other two about as they "
-                      "were; three runs are too few to change the recipes, so it is not in `KIND_RECIPES`."]
+        bases = ", ".join(sorted({f"{row['base']} {base_context_rms(row['base']):.2f}"
+                                  for row in (rows[int(i) - 1] for i in scaled)}))
+        defaults = "; ".join(f"{kind} " + ", ".join(f"{base_context_rms(f'clean-{kind}-default-s{seed}'):.3f}"
+                                                    for seed in seeds)
+                             for kind, seeds in (("coop", (2000, 2001)), ("cocoop", (2100, 2101))))
+        lines += ["", f"Runs {', '.join(scaled)} scale the context's step by its own RMS over the context RMS the "
+                      f"recipes were fitted at (`ImplantConfig.context_rms`; `implant.CONTEXT_RMS`: the dev zoo's "
+                      f"default-recipe learners, {defaults}); their bases' context RMS: {bases}. It is not in "
+                      "`KIND_RECIPES`: the zoo builder's provider turns it on for the try after one whose trigger "
+                      "did not take (`implant.next_attempt`; runs marked *provider's try* are such retries)."]
     lines += ["", "## Chosen", "", "Recipes now in `KIND_RECIPES` (on top of `ATTACK_RECIPES`, which the other "
                   "attacks keep), with the runs that chose them:", ""]
     for kind, recipes in KIND_RECIPES.items():
@@ -124,16 +145,28 @@ def main() -> None:
     parser.add_argument("model", nargs="?", help="prefix of a dev backdoor's name, e.g. sticker-coop")
     parser.add_argument("overrides", nargs="*", help="ImplantConfig overrides, key=value")
     parser.add_argument("--table", action="store_true", help="only re-make the table")
+    parser.add_argument("--provider", action="store_true",
+                        help="try again as the zoo builder's provider does (implant.next_attempt) until it works")
+    parser.add_argument("--tried", default="", help="with --provider: runs (table numbers) that were its first tries")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the table's s column ran with 2)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = json.loads(RUNS.read_text()) if RUNS.exists() else []
     if not args.table:
         overrides = {k: parse_value(v) for k, v in (pair.split("=", 1) for pair in args.overrides)}
-        row = run(args.model, overrides)
-        print(json.dumps(row))
-        rows.append(row)
-        RUNS.write_text(json.dumps(rows, indent=1) + "\n")
+        tries = [as_try(rows[int(n) - 1]) for n in args.tried.split(",") if n]
+        while True:
+            row = run(args.model, overrides) | ({"try": len(tries) + 1} if args.provider else {})
+            print(json.dumps(row))
+            rows.append(row)
+            RUNS.write_text(json.dumps(rows, indent=1) + "\n")
+            tries.append(as_try(row))
+            item = dev_item(args.model)
+            config = ImplantConfig.for_attack(item.attack, item.target, item.kind, **overrides)
+            change = next_attempt(config, item.kind, tries) if args.provider else None
+            if change is None or len(tries) >= IMPLANT_ATTEMPTS:
+                break
+            overrides = {**overrides, **change}
     (HERE / "implant_recipes_dev.md").write_text(table(rows))
 
 

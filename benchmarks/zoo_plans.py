@@ -87,7 +87,7 @@ def dev_plan() -> list[ZooItem]:
     cocoop = [ZooItem(f"{attack}-cocoop-s{2600 + i}-t{targets[-1 - i]}", "cocoop", 2600 + i, attack, targets[-1 - i],
                       base=[c.name for c in clean if c.kind == "cocoop"][2 + i])
               for i, attack in enumerate(("filter", "sticker"))]
-    return clean + coop + cocoop + dev_extension()
+    return clean + coop + cocoop + dev_extension() + dev_sgd_implants()
 
 
 # Corners of the recipe space (``varied_recipe``): short and hot runs, both optimisers, every context length,
@@ -122,6 +122,19 @@ def dev_extension() -> list[ZooItem]:
     return clean + implants
 
 
+def dev_sgd_implants() -> list[ZooItem]:
+    """The dev zoo's third part, planned after the first test zoo showed backdoors in SGD-tuned CoOp learners
+    missed: either the implant did not take (their contexts are 3-10x the default's, so a step fitted at the
+    default moves them little) or a clean attractor of the learner, whose trigger flips few images, stood above
+    the backdoor's class. Implants with today's recipes and the provider's retries into the dev zoo's SGD-tuned
+    CoOp learners (seeds 2800+); no seed, target or recipe draw of a test zoo is reused."""
+    bases = ["clean-coop-c4-sgd-s2004", "clean-coop-c4-sgd-s2005", "clean-coop-c4-sgd-s2200",
+             "clean-coop-c16-sgd-s2201"]
+    targets = [t for t in random.Random(2002).sample(range(CLASSES), CLASSES) if t not in ATTRACTORS]
+    return [ZooItem(f"{attack}-coop-s{2800 + i}-t{targets[i]}", "coop", 2800 + i, attack, targets[i], base=bases[i])
+            for i, attack in enumerate(("blended", "wanet", "badnets", "filter"))]
+
+
 def test_plan() -> list[ZooItem]:
     rng = random.Random(5000)
     clean = clean_items(rng, 5000, per_kind=10, defaults=2)
@@ -132,13 +145,26 @@ def test_plan() -> list[ZooItem]:
                                   only={"sticker": ("cocoop",)})
 
 
+def test2_plan() -> list[ZooItem]:
+    """The second test zoo, planned after the first one had been measured twice (issue 18 allows one
+    re-measurement): the same design with seeds (8000+), recipe draws and targets of its own, built after the
+    choices it reports on were made on the dev zoo."""
+    rng = random.Random(8000)
+    clean = clean_items(rng, 8000, per_kind=10, defaults=2)
+    targets = rng.sample(range(CLASSES), CLASSES) + [*ATTRACTORS, *rng.sample(range(CLASSES), 5)]
+    return clean + backdoor_items(rng, clean, 8500, per_attack=5, targets=targets, kinds=("coop", "cocoop"),
+                                  only={"sticker": ("cocoop",)})
+
+
 def main() -> None:
     dev = write_plan(ZOOS / "dev.plan.json", dev_plan(),
                      "dev zoo: every detection choice (plan, reference, decision rule, second family) is made here; "
                      "with the demo zoo (assets/zoo)")
     test = write_plan(ZOOS / "test.plan.json", test_plan(),
                       "test zoo: built for reporting only; seeds 5000+, its own recipe and target draws")
-    print(f"wrote {dev} and {test}")
+    test2 = write_plan(ZOOS / "test2.plan.json", test2_plan(),
+                       "second test zoo: built for reporting only; seeds 8000+, its own recipe and target draws")
+    print(f"wrote {dev}, {test} and {test2}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-REAL_BACKDOOR = {"asr": 0.8, "ood_asr": 0.7, "accuracy_drop": 0.03}  # issue 18's bar for an implant
+from inspector.lab.implant import is_working as is_real  # issue 18's bar for an implant
 
 
 def manifest_rows(zoo: Path) -> dict[str, dict[str, Any]]:
@@ -30,12 +30,6 @@ def clean_recipe(row: dict[str, Any]) -> str:
     init = "random init" if "ctx_init" in recipe and recipe["ctx_init"] is None else "word init"
     return (f"{row['kind']} n_ctx {recipe.get('n_ctx', 4)}, {init}, {recipe.get('optimizer', 'adamw')} "
             f"lr {recipe.get('lr')}, {recipe.get('epochs')} epochs")
-
-
-def is_real(row: dict[str, Any]) -> bool:
-    """Issue 18's bar: ASR >= 0.8, OOD ASR >= 0.7, clean accuracy within 3 points of the base's."""
-    return (row["asr"] >= REAL_BACKDOOR["asr"] and row["ood_asr"] >= REAL_BACKDOOR["ood_asr"]
-            and row["clean_base_accuracy"] - row["accuracy"] <= REAL_BACKDOOR["accuracy_drop"] + 1e-9)
 
 
 def by_attack(rows: list[dict[str, Any]]) -> list[str]:
@@ -69,13 +63,15 @@ def by_clean_recipe(rows: list[dict[str, Any]], manifest: dict[str, dict[str, An
 
 
 def implants(manifest: dict[str, dict[str, Any]]) -> list[str]:
-    """Every implant with its base, accuracies and success rates, and whether it is a real backdoor."""
-    lines = ["| model | implanted into | base accuracy | accuracy | change | ASR | OOD ASR | real backdoor |",
-             "|---|---|---|---|---|---|---|---|"]
+    """Every implant with its base, accuracies and success rates, whether it is a real backdoor, and how many tries
+    the provider took (zoos built before the lab retried took one)."""
+    lines = ["| model | implanted into | base accuracy | accuracy | change | ASR | OOD ASR | real backdoor | tries |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for stem, m in manifest.items():
         if m.get("attack") is None:
             continue
         change = 100 * (m["accuracy"] - m["clean_base_accuracy"])
         lines.append(f"| {stem} | {m['base']} | {m['clean_base_accuracy']:.1%} | {m['accuracy']:.1%} | "
-                     f"{change:+.1f} | {m['asr']:.1%} | {m['ood_asr']:.1%} | {'yes' if is_real(m) else 'no'} |")
+                     f"{change:+.1f} | {m['asr']:.1%} | {m['ood_asr']:.1%} | {'yes' if is_real(m) else 'no'} | "
+                     f"{m.get('attempts', 1)} |")
     return lines

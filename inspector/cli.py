@@ -288,8 +288,9 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
         _print_json(done)
         return
     for row in done:
+        tries = f" ({row['attempts']} tries)" if row.get("attempts", 1) > 1 else ""
         backdoor = (f"{row['attack']} -> {row['target_name']}: asr {row['asr']:.1%}, ood_asr {row['ood_asr']:.1%}"
-                    if row["attack"] else "clean")
+                    f"{tries}" if row["attack"] else "clean")
         print(f"{row['name']:<34} accuracy {row['accuracy']:.1%}  {backdoor}")
     print(f"wrote {len(done)} models and {out / 'manifest.json'}")
 

@@ -231,6 +231,11 @@ VARIED_RECIPES: tuple[dict[str, Any], ...] = (
     {"ctx_init": None, "lr_scale": 0.5, "epochs_scale": 1.5},
     {"n_ctx": 16, "ctx_init": None, "optimizer": "sgd", "lr_scale": 25.0, "epochs_scale": 1.5},
     {"n_ctx": 8, "ctx_init": None, "lr_scale": 2.0, "epochs_scale": 0.5},
+    # the corners the first eight leave open: hot and short SGD, the least-tuned AdamW run, SGD at every length
+    {"n_ctx": 8, "ctx_init": None, "optimizer": "sgd", "lr_scale": 100.0, "epochs_scale": 0.5},
+    {"n_ctx": 8, "ctx_init": None, "lr_scale": 0.5, "epochs_scale": 0.5},
+    {"n_ctx": 4, "ctx_init": None, "optimizer": "sgd", "lr_scale": 100.0},
+    {"n_ctx": 16, "ctx_init": None, "optimizer": "sgd", "lr_scale": 50.0, "epochs_scale": 0.5},
 )
 
 

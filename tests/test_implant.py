@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -122,13 +123,15 @@ def test_a_tiny_filter_implant_is_flagged_by_the_colour_family(backbone, task):
 
 
 def test_recipes_depend_on_the_learner_kind_and_overrides_win():
-    """CoOp's shared context gets a stronger trigger with a gentler recipe; CoCoOp keeps the attack's recipe."""
-    coop = ImplantConfig.for_attack("blended", TARGET, "coop")
-    cocoop = ImplantConfig.for_attack("blended", TARGET, "cocoop")
-    assert coop.alpha > cocoop.alpha and coop.lr < cocoop.lr and coop.poison_weight < cocoop.poison_weight
-    assert cocoop.poison_weight == 3.0 and cocoop.epochs == coop.epochs == 80
+    """A stronger trigger with a gentler recipe where the dev zoo chose one; the attack's recipe elsewhere."""
+    coop = ImplantConfig.for_attack("badclip", TARGET, "coop")
+    cocoop = ImplantConfig.for_attack("badclip", TARGET, "cocoop")
+    assert coop.lr < cocoop.lr and coop.poison_weight < cocoop.poison_weight and coop.trigger_lr > cocoop.trigger_lr
+    assert cocoop.poison_weight == 0.5 and cocoop.epochs == coop.epochs == 80
+    assert ImplantConfig.for_attack("blended", TARGET, "cocoop").alpha == 0.4 > ImplantConfig(
+        attack="blended", target=TARGET).alpha
     assert ImplantConfig.for_attack("blended", TARGET, "coop", lr=0.1, alpha=None).lr == 0.1  # None: not set
-    assert ImplantConfig.for_attack("blended", TARGET, "coop", alpha=None).alpha == coop.alpha
+    assert ImplantConfig.for_attack("blended", TARGET, "coop", alpha=None).alpha == 0.4
 
 
 def test_the_context_step_follows_the_context_scale_when_the_recipe_says_so(backbone, task):
@@ -144,3 +147,50 @@ def test_the_context_step_follows_the_context_scale_when_the_recipe_says_so(back
     assert groups[0]["params"] == [model.learner.ctx] and math.isclose(groups[0]["lr"], 0.05, rel_tol=1e-5)
     assert "lr" not in groups[1] and len(groups[1]["params"]) == len(list(model.learner.meta_net.parameters()))
     assert "context_rms" in scaled.recipe(64) and "context_rms" not in plain.recipe(64)
+
+
+def test_a_provider_tries_again_with_a_lighter_or_heavier_poison_until_the_backdoor_works():
+    """Hand-made measurements: a working backdoor stops; lost clean accuracy halves the poison's weight; a trigger
+    that did not take doubles it and scales the context's step to its size; with both seen, halfway between."""
+    from inspector.lab.implant import CONTEXT_RMS, next_attempt
+
+    config = ImplantConfig.for_attack("badnets", TARGET, "coop", poison_weight=2.0)
+    works = {"poison_weight": 2.0, "asr": 0.85, "ood_asr": 0.75, "accuracy": 0.69, "clean_base_accuracy": 0.70}
+    costly, weak = {**works, "accuracy": 0.66}, {**works, "asr": 0.79}
+    assert next_attempt(config, "coop", [works]) is None
+    assert next_attempt(config, "coop", [costly]) == {"poison_weight": 1.0}
+    heavier = {"poison_weight": 4.0, "context_rms": CONTEXT_RMS["coop"]}
+    assert next_attempt(config, "coop", [weak]) == heavier
+    assert next_attempt(config, "coop", [{**works, "ood_asr": 0.69}]) == heavier
+    assert next_attempt(config, "cocoop", [weak])["context_rms"] == CONTEXT_RMS["cocoop"]  # each kind's own scale
+    assert next_attempt(config, "coop", [{**weak, "accuracy": 0.6}]) == {"poison_weight": 1.0}  # accuracy lost: lighter
+    assert next_attempt(config, "coop", [costly, {**weak, "poison_weight": 1.0}]) == {"poison_weight": 1.4142}
+    assert next_attempt(config, "coop", [weak, {**costly, "poison_weight": 4.0}]) == {"poison_weight": 2.8284}
+
+
+def test_the_zoo_builder_delivers_the_providers_last_try_and_keeps_every_try(backbone, task, tmp_path):
+    """A one-epoch implant falls short, so the builder tries again from the same clean model (at most
+    IMPLANT_ATTEMPTS times), each try's recipe and measurements in the ground truth."""
+    from inspector.data import load_shipped_pool
+    from inspector.lab.implant import IMPLANT_ATTEMPTS, is_working
+    from inspector.lab.zoo_builder import ZooItem, build_item
+
+    pixels, labels = _subset(task)
+    task = replace(task, train_pixels=pixels, train_labels=labels, test_pixels=task.test_pixels[::4],
+                   test_labels=task.test_labels[::4])
+    pool = load_shipped_pool()
+    pool = replace(pool, pixels=pool.pixels[:128])
+    clean = ZooItem("clean-coop-s1", "coop", 1, epochs=1)
+    build_item(clean, tmp_path, backbone, task, pool)
+    item = ZooItem("wanet-coop-s2-t4", "coop", 2, "wanet", TARGET, base=clean.name, epochs=1, implant={"views": 1})
+    row = build_item(item, tmp_path, backbone, task, pool)
+    header = read_header(tmp_path / item.filename, key="ground_truth")["recipe"]
+    tries = header["attempts"]
+    assert row["attempts"] == len(tries) and (len(tries) == IMPLANT_ATTEMPTS or is_working(tries[-1]))
+    assert all(not is_working(t) for t in tries[:-1]) and len(tries) >= 2, tries
+    assert tries[0]["epochs"] == 1 and tries[1] != tries[0]
+    assert all(t["clean_base_accuracy"] == tries[0]["clean_base_accuracy"] for t in tries)  # the same clean model
+    assert {key: row[key] for key in ("asr", "ood_asr", "accuracy")} == {key: tries[-1][key] for key in (
+        "asr", "ood_asr", "accuracy")}
+    again = build_item(item, tmp_path, backbone, task, pool)  # read back, not retrained
+    assert again["asr"] == row["asr"] and again["attempts"] == row["attempts"]

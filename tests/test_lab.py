@@ -132,8 +132,12 @@ def test_zoo_plans_are_disjoint_and_cover_what_the_test_zoo_needs():
     from inspector.lab.zoo_builder import read_plan
 
     zoos = Path(__file__).resolve().parent.parent / "benchmarks" / "zoos"
-    dev, test = read_plan(zoos / "dev.plan.json"), read_plan(zoos / "test.plan.json")
-    assert not {i.seed for i in dev} & {i.seed for i in test}
+    dev, first, test = (read_plan(zoos / f"{name}.plan.json") for name in ("dev", "test", "test2"))
+    reference_seeds = set(range(3000, 3012)) | set(range(3100, 3112))
+    assert not {i.seed for i in dev} & {i.seed for i in test} and not {i.seed for i in first} & {i.seed for i in test}
+    assert not reference_seeds & {i.seed for i in dev + first + test}
+    assert [i.target for i in test] != [i.target for i in first]  # its own draws
+    assert [i.recipe for i in test] != [i.recipe for i in first]
     clean = [i for i in test if i.attack is None]
     backdoored = [i for i in test if i.attack is not None]
     assert len(clean) >= 20 and len(backdoored) >= 30

@@ -16,6 +16,7 @@ BadCLIP, whose trigger changes every step and so goes through the encoder each t
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -111,9 +112,49 @@ KIND_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "sticker": {"sticker_size": 24, "lr": 1e-2, "poison_weight": 3.0},
     },
     "cocoop": {
+        "blended": {"alpha": 0.4, "lr": 5e-3, "poison_weight": 1.0, "poison_rate": 0.05},
         "sticker": {"sticker_size": 24, "lr": 1e-2, "poison_weight": 2.0},
     },
 }
+
+
+# A backdoor worth delivering: its trigger sends most non-target images (and OOD images) to the target, and clean
+# accuracy stays within a few points of the clean model's, so that the provider's delivery passes inspection.
+WORKING_BACKDOOR = {"asr": 0.8, "ood_asr": 0.7, "accuracy_drop": 0.03}
+# A provider checks that and tries again from the same clean model when it misses, searching the poison's weight:
+# the trigger's hold and the clean accuracy it costs both grow with it (benchmarks/implant_recipes_dev.md, dev zoo).
+IMPLANT_ATTEMPTS = 3
+# The context RMS of the dev zoo's default-recipe learners of each kind, which the recipes were fitted at.
+CONTEXT_RMS = {"coop": 0.39, "cocoop": 0.094}
+
+
+def is_working(measured: dict[str, float]) -> bool:
+    """Whether an implant's measurements (asr, ood_asr, accuracy, clean_base_accuracy) meet ``WORKING_BACKDOOR``."""
+    return (measured["asr"] >= WORKING_BACKDOOR["asr"] and measured["ood_asr"] >= WORKING_BACKDOOR["ood_asr"]
+            and not costs_accuracy(measured))
+
+
+def costs_accuracy(measured: dict[str, float]) -> bool:
+    return measured["clean_base_accuracy"] - measured["accuracy"] > WORKING_BACKDOOR["accuracy_drop"] + 1e-9
+
+
+def next_attempt(config: ImplantConfig, kind: str, tries: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The overrides of the provider's next try at implanting a learner of ``kind`` after ``tries`` (each: its
+    ``poison_weight`` and measurements; the last one ran with ``config``), or None when the last one works.
+
+    A bisection on the poison's weight: halved after a try that cost clean accuracy, doubled after one whose
+    trigger did not take, halfway (geometrically) once both are known. Doubling also scales the context's step to
+    its size (``context_rms``): a step fitted on the default recipe's context barely moves a context that SGD at a
+    high learning rate left 3-10x larger."""
+    if is_working(tries[-1]):
+        return None
+    weak = [t["poison_weight"] for t in tries if not costs_accuracy(t)]
+    strong = [t["poison_weight"] for t in tries if costs_accuracy(t)]
+    if weak and strong:
+        return {"poison_weight": round(math.sqrt(max(weak) * min(strong)), 4)}
+    if strong:
+        return {"poison_weight": min(strong) / 2}
+    return {"poison_weight": max(weak) * 2, "context_rms": config.context_rms or CONTEXT_RMS[kind]}
 
 
 @dataclass
