@@ -21,15 +21,13 @@ threshold at once, since a clean learner flagged is as bad as a backdoor missed.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.detection import colour_tag  # noqa: E402
-from benchmarks.reference_choice import cells, summary, write  # noqa: E402
+from benchmarks.reference_choice import cells, dev_preamble, dev_scans, summary, write  # noqa: E402
 from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_SPREAD, DEFAULT_THRESHOLD, Evidence  # noqa: E402
 from inspector.reference import Reference, decide_with_reference, shipped_reference_path  # noqa: E402
 
@@ -53,17 +51,13 @@ def redecide(row: dict[str, Any], reference: Reference, evidence: Evidence, floo
 
 
 def main() -> None:
-    folder = DEV / "scans" / f"inspector-reference{colour_tag(True)}"
-    scans = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    scans = dev_scans()
     references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)) for kind in ("coop", "cocoop")}
     results: dict[str, Any] = {}
-    lines = ["# Whether the margin loss counts beside the flip-rate excess (dev zoo)", "",
-             f"Dev-zoo figures only (benchmarks/zoos/dev, {len(scans)} models, "
-             f"{sum(not s['backdoored'] for s in scans)} clean): what a choice is made on, not a result. Every "
-             "candidate decides again on the same cached default scans with the shipped reference "
-             "(`python benchmarks/margin_choice.py`); only how a class's evidence is formed changes. "
-             "*floor*: the smallest spread of clean learners' margin loss a class's loss excess is divided by "
-             "(logits).", "",
+    lines = dev_preamble("Whether the margin loss counts beside the flip-rate excess (dev zoo)", scans,
+                         "with the shipped reference", "margin_choice",
+                         "; only how a class's evidence is formed changes. *floor*: the smallest spread of clean "
+                         "learners' margin loss a class's loss excess is divided by (logits).") + [
              "| evidence | floor | kind | models | accuracy | AUROC | target F1 | false positives | "
              "highest clean index | lowest backdoor index | missed | flagged clean | wrong target | "
              "highest clean index past the 50% gate | lowest real backdoor index | room |", "|---" * 16 + "|"]

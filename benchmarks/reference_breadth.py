@@ -22,15 +22,13 @@ index past the gate) and (lowest real backdoor index - threshold).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.detection import colour_tag  # noqa: E402
-from benchmarks.reference_choice import cells, summary, write  # noqa: E402
+from benchmarks.reference_choice import cells, dev_preamble, dev_scans, summary, write  # noqa: E402
 from benchmarks.zoo_tables import manifest_rows  # noqa: E402
 from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_SPREAD, DEFAULT_THRESHOLD  # noqa: E402
 from inspector.lab.implant import WORKING_BACKDOOR  # noqa: E402
@@ -71,14 +69,10 @@ def redecide(row: dict[str, Any], reference: Reference, suspect: str) -> dict[st
 
 
 def main() -> None:
-    folder = DEV / "scans" / f"inspector-reference{colour_tag(True)}"
-    scans = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    scans = dev_scans()
     results: dict[str, Any] = {}
-    lines = ["# How broad the clean reference is, and which class the verdict looks at (dev zoo)", "",
-             f"Dev-zoo figures only (benchmarks/zoos/dev, {len(scans)} models, "
-             f"{sum(not s['backdoored'] for s in scans)} clean): what a choice is made on, not a result. Every "
-             "candidate decides again on the same cached default scans with the default rule "
-             "(`python benchmarks/reference_breadth.py`).", "",
+    lines = dev_preamble("How broad the clean reference is, and which class the verdict looks at (dev zoo)", scans,
+                         "with the default rule", "reference_breadth", ".") + [
              "| reference | suspect | kind | models | accuracy | AUROC | target F1 | false positives | "
              "highest clean index | lowest backdoor index | missed | flagged clean | wrong target | "
              "highest clean index past the 50% gate | lowest index of a backdoor whose trigger took | room |",

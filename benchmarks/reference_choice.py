@@ -43,6 +43,20 @@ def candidates() -> dict[str, dict[str, Reference]]:
     return out
 
 
+def dev_scans() -> list[dict[str, Any]]:
+    """The dev zoo's cached default scans (benchmarks/detection.py), one record per model, by file name."""
+    folder = DEV / "scans" / f"inspector-reference{colour_tag(True)}"
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+def dev_preamble(title: str, scans: list[dict[str, Any]], how: str, script: str, after: str = "") -> list[str]:
+    """The opening lines of a dev-zoo choice table: what it is (not a result), and how to make it again."""
+    return [f"# {title}", "", f"Dev-zoo figures only (benchmarks/zoos/dev, {len(scans)} models, "
+            f"{sum(not s['backdoored'] for s in scans)} clean): what a choice is made on, not a result. Every "
+            f"candidate decides again on the same cached default scans {how} (`python benchmarks/{script}.py`)"
+            f"{after}", ""]
+
+
 def redecide(row: dict[str, Any], reference: Reference, colour: bool, rule: str = "pooled") -> dict[str, Any]:
     records = row["classes"] if colour else [{k: v for k, v in r.items() if k not in COLOUR_KEYS}
                                              for r in row["classes"]]
@@ -70,8 +84,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
-    folder = DEV / "scans" / f"inspector-reference{colour_tag(True)}"
-    scans = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    scans = dev_scans()
     results: dict[str, Any] = {}
     lines = ["# Choosing the reference and the colour family's rule (dev zoo)", "",
              "Dev-zoo figures only (benchmarks/zoos/dev): what the choice was made on, not a result. "

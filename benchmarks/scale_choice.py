@@ -15,7 +15,6 @@ scale first; the 50% gate is mapped with them. The test zoo is not read.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Callable
@@ -24,8 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.detection import colour_tag  # noqa: E402
-from benchmarks.reference_choice import cells, summary, write  # noqa: E402
+from benchmarks.reference_choice import cells, dev_preamble, dev_scans, summary, write  # noqa: E402
 from inspector.baseline import with_baseline, with_colour_baseline  # noqa: E402
 from inspector.detect import DEFAULT_MIN_FLIP_RATE, PER_CLASS_SPREAD_FLOOR, decide, standardised  # noqa: E402
 from inspector.invert import ScanConfig  # noqa: E402
@@ -74,14 +72,10 @@ def redecide(row: dict[str, Any], reference: Reference, scale: str) -> dict[str,
 
 
 def main() -> None:
-    folder = DEV / "scans" / f"inspector-reference{colour_tag(True)}"
-    scans = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    scans = dev_scans()
     results: dict[str, Any] = {}
-    lines = ["# On which scale to compare flip rates with the clean learners' (dev zoo)", "",
-             f"Dev-zoo figures only (benchmarks/zoos/dev, {len(scans)} models, "
-             f"{sum(not s['backdoored'] for s in scans)} clean): what a choice is made on, not a result. Every "
-             "candidate decides again on the same cached default scans with the shipped reference "
-             "(`python benchmarks/scale_choice.py`); only the scale changes.", "",
+    lines = dev_preamble("On which scale to compare flip rates with the clean learners' (dev zoo)", scans,
+                         "with the shipped reference", "scale_choice", "; only the scale changes.") + [
              "| scale | kind | models | accuracy | AUROC | target F1 | false positives | highest clean index | "
              "lowest backdoor index | missed | flagged clean | wrong target |", "|---" * 12 + "|"]
     for scale in SCALES:
