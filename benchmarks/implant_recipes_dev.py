@@ -43,7 +43,6 @@ from inspector.prompts import load_learner  # noqa: E402
 HERE = Path(__file__).resolve().parent
 DEV = HERE / "zoos" / "dev"
 RUNS = HERE / "implant_recipes_dev.json"
-BAR = WORKING_BACKDOOR
 
 
 def parse_value(text: str) -> Any:
@@ -91,17 +90,17 @@ def base_context_rms(name: str) -> float:
 
 
 def passes(row: dict[str, Any]) -> bool:
-    return is_working({**row, "clean_base_accuracy": row["base_accuracy"]})
+    return is_working(as_try(row))
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["# Implant recipes fitted on the dev zoo (issue 18)", "",
              "Dev models only (benchmarks/zoos/dev.plan.json): each run implants one dev backdoor into its dev clean "
              "base with the attack's recipe (`ImplantConfig.for_attack`) plus the overrides shown (`target` / `seed`: "
-             "another target or trigger draw on the same base). Runs 1-16 and 43-54 ran on 2 CPU threads (45 beside a "
+             "another target or trigger draw on the same base). Runs 1-16 and 43-59 ran on 2 CPU threads (45 beside a "
              "test run), runs 17-42 on 1 thread beside a zoo build, so seconds compare only within a group. "
-             f"Bar: ASR >= {BAR['asr']:.0%}, OOD ASR >= {BAR['ood_asr']:.0%}, clean accuracy at most "
-             f"{BAR['accuracy_drop'] * 100:.0f} points under the base's. "
+             f"Bar: ASR >= {WORKING_BACKDOOR['asr']:.0%}, OOD ASR >= {WORKING_BACKDOOR['ood_asr']:.0%}, clean "
+             f"accuracy at most {WORKING_BACKDOOR['accuracy_drop'] * 100:.0f} points under the base's. "
              "`python benchmarks/implant_recipes_dev.py MODEL-PREFIX key=value ...`", "",
              "| run | model | overrides | base accuracy | accuracy | ASR | OOD ASR | meets the bar | s |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -155,14 +154,15 @@ def main() -> None:
     if not args.table:
         overrides = {k: parse_value(v) for k, v in (pair.split("=", 1) for pair in args.overrides)}
         tries = [as_try(rows[int(n) - 1]) for n in args.tried.split(",") if n]
+        item = dev_item(args.model)
         while True:
             row = run(args.model, overrides) | ({"try": len(tries) + 1} if args.provider else {})
             print(json.dumps(row))
             rows.append(row)
             RUNS.write_text(json.dumps(rows, indent=1) + "\n")
             tries.append(as_try(row))
-            item = dev_item(args.model)
-            config = ImplantConfig.for_attack(item.attack, item.target, item.kind, **overrides)
+            recipe = {k: v for k, v in overrides.items() if k not in ("target", "seed")}
+            config = ImplantConfig.for_attack(item.attack, item.target, item.kind, **recipe)
             change = next_attempt(config, item.kind, tries) if args.provider else None
             if change is None or len(tries) >= IMPLANT_ATTEMPTS:
                 break

@@ -135,6 +135,7 @@ def is_working(measured: dict[str, float]) -> bool:
 
 
 def costs_accuracy(measured: dict[str, float]) -> bool:
+    """Whether an implant cost more clean accuracy than ``WORKING_BACKDOOR`` allows."""
     return measured["clean_base_accuracy"] - measured["accuracy"] > WORKING_BACKDOOR["accuracy_drop"] + 1e-9
 
 
