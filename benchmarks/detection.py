@@ -1,12 +1,11 @@
-"""Detection benchmark (issue 4): scan every model of a benchmark zoo with both methods, repair the
-backdoored ones, and write detection.md / detection.json.
+"""Detection benchmark (issue 4): scan every model of a zoo with each method, repair the backdoored ones, and
+write detection_ZOO.md / .json (benchmarks/detection_summary.py gathers them into detection.md).
 
-    .venv/bin/python benchmarks/detection.py [--zoo benchmarks/zoo] [--methods inspector,neural-cleanse]
+    .venv/bin/python benchmarks/detection.py --zoo benchmarks/zoos/test2 --methods "inspector + reference"
 
-The zoo is built (or resumed) with ``python -m inspector zoo build`` first:
+The zoo is built (or resumed) from its plan with ``python -m inspector zoo build`` first:
 
-    .venv/bin/python -m inspector zoo build --out benchmarks/zoo --clean 10 --per-attack 5 --seed 0 \
-        --backdoor-kind both
+    .venv/bin/python -m inspector zoo build --plan benchmarks/zoos/test2.plan.json --out benchmarks/zoos/test2
 
 Every scan and repair is cached as JSON under ``<zoo>/scans/`` and ``<zoo>/repairs/<recipe>/``, so an
 interrupted run resumes, and the table can be re-made from the cache with ``--table-only``.
@@ -68,14 +67,19 @@ VARIANTS = {  # name in the tables -> (method, schedule)
 
 
 def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilon: float | None,
-               device: str = "cpu", colour: bool = False) -> dict[str, Any]:
+               device: str = "cpu", colour: bool = False, for_repair: bool = False) -> dict[str, Any]:
     """One scan's row (cached); the faithful inspector scan is read from schedule_design's curves when present:
-    a curve run is that very scan plus extra held-out measurements along the way."""
-    if cache.exists():
-        return json.loads(cache.read_text())
+    a curve run is that very scan plus extra held-out measurements along the way.
+
+    ``for_repair``: a backdoored model's cached row whose reconstructed triggers are not kept (they are not
+    committed) is scanned again for them (every class's); the recorded row stays the result."""
+    truth = read_ground_truth(path)
+    recorded = json.loads(cache.read_text()) if cache.exists() else None
+    missing = for_repair and truth is not None and not cache.with_suffix(".triggers.pt").exists()
+    if recorded is not None and not missing:
+        return recorded
     method, schedule = VARIANTS[variant]
     curves = path.parent / "curves" / f"{path.stem}-lr0.1.json"
-    truth = read_ground_truth(path)
     if variant == "inspector-faithful" and curves.exists() and epsilon is None:
         return _row_from_curves(path, curves, truth, cache)
     model = open_model(path, device=device)
@@ -91,9 +95,14 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
            "image_passes": result.image_passes, "classes": result.classes,
            "colour_seconds": result.extra.get("colour_seconds"), "suspect_family": result.verdict.suspect_family,
            "settings": result.settings.as_dict(), "device": machine_name(device)}
+    if recorded is not None and (recorded["suspect"], recorded["flagged"]) != (row["suspect"], row["flagged"]):
+        print(f"note: {path.stem}'s rescan for its triggers gave {row['suspect']} (flagged {row['flagged']}), "
+              f"the record {recorded['suspect']} (flagged {recorded['flagged']}); the record is kept", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save({f"{name}.{k}": v.cpu() for k, tensors in result.triggers.items() for name, v in tensors.items()},
                cache.with_suffix(".triggers.pt"))  # every class's, so a repair can use any suspect
+    if recorded is not None:
+        return recorded
     cache.write_text(json.dumps(row, indent=1))
     return row
 
@@ -212,16 +221,17 @@ def _mean_seconds(rows: list[dict[str, Any]]) -> float | None:
 
 
 def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: list[dict[str, Any]],
-                 from_records: bool = False, report: str = "detection") -> None:
+                 from_records: bool = False, report: str | None = None) -> None:
+    report = report or f"detection_{zoo.name}"
     summary = {method: summarise(rows) for method, rows in scans.items()}
     references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)) for kind in ("coop", "cocoop")}
     (HERE / f"{report}.json").write_text(json.dumps({"summary": summary, "scans": scans, "repairs": repairs},
                                                     indent=1) + "\n")
-    lines = [f"# Detection benchmark (issue 4){f': {zoo.name} zoo (issue 18)' if zoo.name in ('dev', 'test') else ''}",
+    lines = [f"# Detection benchmark (issue 4){f': {zoo.name} zoo (issue 18)' if zoo.name in ZOO_NOTES else ''}",
              "",
              *(_zoo_note(zoo, max((len(rows) for rows in scans.values()), default=0))),
              f"`python benchmarks/detection.py --zoo {_shown(zoo)}"
-             + (f" --report {report}`" if report != "detection" else "`")
+             + (f" --report {report}`" if report != f"detection_{zoo.name}" else "`")
              + ("; this file re-made with `--from-records` (the scans recorded by that run, the repairs with the "
                 "default recipe's values from repair_recipes.json, run on the same zoo)" if from_records else "")
              + "; seconds are CPU time on this machine "
@@ -256,14 +266,7 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
                   "images, OOD ASR >= 70% on the shipped pool, clean accuracy within 3 points of the clean learner "
                   "it was implanted into); measured by the zoo build.", "", *zoo_tables.implants(manifest)]
     for method, rows in scans.items():
-        lines += ["", f"## {method}: every model", "",
-                  "| model | kind | truth | flagged | predicted | top anomaly | its flip rate | s |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in rows:
-            truth = f"{r['attack']} -> {r['true_target']}" if r["backdoored"] else "clean"
-            lines.append(f"| {r['model']} | {r['kind']} | {truth} | {'yes' if r['flagged'] else 'no'} | "
-                         f"{r['predicted_target'] or '-'} ({r['suspect']}) | {r['max_anomaly']:.2f} | "
-                         f"{r['suspect_flip_rate']:.0%} | {_seconds(r)} |")
+        lines += ["", f"## {method}: every model", "", *zoo_tables.every_model(rows)]
     if repairs:
         manifest = zoo_tables.manifest_rows(zoo)
         real = {r["model"] for r in repairs if r["model"] in manifest and zoo_tables.is_real(manifest[r["model"]])}
@@ -301,17 +304,22 @@ def _zoo_note(zoo: Path, scanned: int) -> list[str]:
     partial = [f"**Partial**: {built} of the {planned} planned models are built, {scanned} of them scanned; "
                "the figures below are those of the scanned models, the implant list that of the built ones.",
                ""] if min(built, scanned) < planned else []
-    if zoo.name == "dev":
-        return ["**Dev zoo**: the choices of issue 18 were made on these models; these figures are not results.", "",
-                *partial]
-    if zoo.name == "test":
-        return ["**Test zoo** (benchmarks/zoos/test.plan.json): built after every choice was made on the dev zoo, "
-                "with seeds, targets and tuning recipes of its own. First measured with the default of that time; "
-                "as issue 18 allows, re-measured **once** after a fix chosen on the dev zoo (the margin loss beside "
-                "the flip rate, benchmarks/margin_choice.md): these are that re-measurement's figures. Its first "
-                "failures showed where to look, so the next fix is to be reported on a fresh test zoo. The dev "
-                "zoo's figures are in benchmarks/detection_dev.md.", "", *partial]
-    return partial
+    return ([ZOO_NOTES[zoo.name], ""] if zoo.name in ZOO_NOTES else []) + partial
+
+
+ZOO_NOTES = {
+    "dev": "**Dev zoo**: the choices of issue 18 were made on these models; these figures are not results.",
+    "test": "**Test zoo** (benchmarks/zoos/test.plan.json): built after every choice was made on the dev zoo, with "
+            "seeds, targets and tuning recipes of its own. First measured with the default of that time; as issue 18 "
+            "allows, re-measured **once** after a fix chosen on the dev zoo (the margin loss beside the flip rate, "
+            "benchmarks/margin_choice.md): these are that re-measurement's figures. Its first failures showed where "
+            "to look, so the next fix is to be reported on a fresh test zoo. The dev zoo's figures are in "
+            "benchmarks/detection_dev.md.",
+    "test2": "**Second test zoo** (benchmarks/zoos/test2.plan.json, seeds 8000+): planned after the first test zoo "
+             "was retired, with seeds, targets and recipe draws of its own, built after every choice was made on the "
+             "dev zoo (the reference, the decision rule, the lab's recipes), and scanned **once** with the default "
+             "shipped then: these figures are results. The dev zoo's figures are in benchmarks/detection_dev.md.",
+}
 
 
 def _repair_summary(label: str, repairs: list[dict[str, Any]]) -> str:
@@ -332,7 +340,7 @@ def accuracy_changes(repairs: list[dict[str, Any]]) -> list[float]:
 def recorded_results(config: RepairConfig) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]]]:
     """The scans of the last full run (detection.json) and the repairs with ``config``'s values among every
     recipe run on the same zoo (repair_recipes.json): both are rows written by real runs, read back as they are."""
-    scans = json.loads((HERE / "detection.json").read_text())["scans"]
+    scans = json.loads((HERE / "detection_insample.json").read_text())["scans"]
     recipes = json.loads((HERE / "repair_recipes.json").read_text())
     order = [row["model"] for row in scans["inspector + reference"] if row["backdoored"]]
     repairs = {row["model"]: {k: v for k, v in row.items() if k != "recipe"} for row in recipes
@@ -342,13 +350,6 @@ def recorded_results(config: RepairConfig) -> tuple[dict[str, list[dict[str, Any
         raise SystemExit(f"repair_recipes.json has no repair of {', '.join(missing)} with {config.as_dict()}; "
                          "run benchmarks/repair_recipes.py with that recipe on the zoo first")
     return scans, [repairs[model] for model in order]
-
-
-def _seconds(row: dict[str, Any]) -> str:
-    if row.get("seconds") is None:
-        return "-"
-    device = row.get("device", "cpu")
-    return f"{row['seconds']:.0f}" + ("" if device.startswith("cpu") else f" ({device.replace('NVIDIA ', '')})")
 
 
 def _recipe(settings: dict[str, Any]) -> str:
@@ -368,13 +369,14 @@ def _shown(path: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--zoo", default=str(HERE / "zoo"))
+    parser.add_argument("--zoo", default=str(HERE / "zoos" / "dev"))
     parser.add_argument("--methods", default=",".join(VARIANTS), help="of: " + ", ".join(VARIANTS))
     parser.add_argument("--epsilon", type=float, default=None, help="/255 units (default: the engine's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (rows record which; seconds are CPU-only)")
     parser.add_argument("--no-repair", action="store_true")
-    parser.add_argument("--report", default="detection", help="write benchmarks/REPORT.md and REPORT.json")
+    parser.add_argument("--report", default=None,
+                        help="write benchmarks/REPORT.md and REPORT.json (default: detection_ZOO, ZOO the folder)")
     parser.add_argument("--colour", action=argparse.BooleanOptionalAction, default=True,
                         help="scan with the colour family too (cached apart; as the engine does with the shipped "
                              "reference)")
@@ -388,7 +390,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     zoo = Path(args.zoo)
     if args.from_records:
-        write_tables(zoo, *recorded_results(RepairConfig()), from_records=True)
+        write_tables(zoo, *recorded_results(RepairConfig()), from_records=True, report="detection_insample")
         return
     manifest = json.loads((zoo / "manifest.json").read_text())
     paths = [zoo / m["file"] for m in manifest["models"]]
@@ -403,7 +405,8 @@ def main() -> None:
             if args.table_only and not cache.exists():
                 continue
             started = time.time()
-            row = scan_model(path, method, cache, pool, epsilon, args.device, args.colour)
+            row = scan_model(path, method, cache, pool, epsilon, args.device, args.colour,
+                             for_repair=not args.no_repair and method == "inspector + reference")
             scans[method].append(row)
             print(f"{method:<15} {path.stem:<36} flagged={row['flagged']!s:<5} suspect={row['suspect']:<16} "
                   f"a={row['max_anomaly']:.2f} ({time.time() - started:.0f} s)", flush=True)

@@ -97,8 +97,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["# Implant recipes fitted on the dev zoo (issue 18)", "",
              "Dev models only (benchmarks/zoos/dev.plan.json): each run implants one dev backdoor into its dev clean "
              "base with the attack's recipe (`ImplantConfig.for_attack`) plus the overrides shown (`target` / `seed`: "
-             "another target or trigger draw on the same base). Runs 1-16 and 43-59 ran on 2 CPU threads (45 beside a "
-             "test run), runs 17-42 on 1 thread beside a zoo build, so seconds compare only within a group. "
+             "another target or trigger draw on the same base). Runs 1-16 and 43-66 ran on 2 CPU threads (45 beside a "
+             "test run; 60-66 with a zoo build paused), runs 17-42 and 67-69 on 1 thread beside a zoo build, so "
+             "seconds compare only within a group. "
              f"Bar: ASR >= {WORKING_BACKDOOR['asr']:.0%}, OOD ASR >= {WORKING_BACKDOOR['ood_asr']:.0%}, clean "
              f"accuracy at most {WORKING_BACKDOOR['accuracy_drop'] * 100:.0f} points under the base's. "
              "`python benchmarks/implant_recipes_dev.py MODEL-PREFIX key=value ...`", "",
@@ -114,6 +115,11 @@ def table(rows: list[dict[str, Any]]) -> str:
     if distilled:
         lines += ["", f"Runs {', '.join(distilled)} added a knowledge-distillation term (KL to the starting model's "
                       "predictions on clean images, T = 2); it lowered the ASR without keeping the accuracy, and "
+                      "was not kept."]
+    frozen = [str(i) for i, row in enumerate(rows, 1) if row["overrides"].get("context_step") == 0]
+    if frozen:
+        lines += ["", f"Run{'s' * (len(frozen) > 1)} {', '.join(frozen)} left CoCoOp's context where it was and "
+                      "trained the meta-net alone (`context_step` 0); it cost more accuracy than moving both, and "
                       "was not kept."]
     scaled = [str(i) for i, row in enumerate(rows, 1) if "context_rms" in row["overrides"]]
     if scaled:
@@ -136,6 +142,16 @@ def table(rows: list[dict[str, Any]]) -> str:
             met = any(passes(rows[int(i) - 1]) for i in chosen)
             lines.append(f"- {kind} {attack}: {', '.join(f'{k} {v:g}' for k, v in recipe.items())} "
                          f"(run {', '.join(chosen) or 'none'}{'' if met else '; the best found, short of the bar'})")
+    lines += ["", "In CoOp learners that SGD tuned with a large step (context RMS 1-4, runs 55-59, 63-66), no WaNet "
+                  "or BadNets recipe met both bars: the trigger takes only at a poison weight that costs more than 3 "
+                  "points (up to 9). "
+                  "So the zoo builder's provider, after `IMPLANT_ATTEMPTS` tries in its planned base, implants into "
+                  "the plan's first default-recipe learner of the kind (`zoo_builder.fallback_base`), and the "
+                  "implants table names the base each backdoor was delivered in. In those learners an unscaled step "
+                  "both missed the trigger and cost accuracy (the dev build's first try of badnets-coop-s2802: 4% "
+                  "ASR at -9.4 points; run 64: 11% at -9.0) where the scaled one did not (runs 56, 66: 66-70% at "
+                  "-0.4 to -0.6), so after a try whose trigger reached under half the bar and cost accuracy, the "
+                  "provider scales the step first, at the same weight (`implant.next_attempt`)."]
     return "\n".join(lines) + "\n"
 
 

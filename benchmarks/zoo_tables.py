@@ -75,3 +75,23 @@ def implants(manifest: dict[str, dict[str, Any]]) -> list[str]:
                      f"{change:+.1f} | {m['asr']:.1%} | {m['ood_asr']:.1%} | {'yes' if is_real(m) else 'no'} | "
                      f"{m.get('attempts', 1)} |")
     return lines
+
+
+def every_model(rows: list[dict[str, Any]]) -> list[str]:
+    """One row per scanned model: its truth, the verdict, the suspect (predicted target when flagged) and its index."""
+    lines = ["| model | kind | truth | flagged | predicted | top anomaly | its flip rate | s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        truth = f"{r['attack']} -> {r['true_target']}" if r["backdoored"] else "clean"
+        lines.append(f"| {r['model']} | {r['kind']} | {truth} | {'yes' if r['flagged'] else 'no'} | "
+                     f"{r['predicted_target'] or '-'} ({r['suspect']}) | {r['max_anomaly']:.2f} | "
+                     f"{r['suspect_flip_rate']:.0%} | {seconds_cell(r)} |")
+    return lines
+
+
+def seconds_cell(row: dict[str, Any]) -> str:
+    """A scan's seconds, with the device when it was not a CPU."""
+    if row.get("seconds") is None:
+        return "-"
+    device = row.get("device", "cpu")
+    return f"{row['seconds']:.0f}" + ("" if device.startswith("cpu") else f" ({device.replace('NVIDIA ', '')})")

@@ -18,6 +18,7 @@ from inspector.errors import InputError
 
 if TYPE_CHECKING:
     from inspector.data import Task
+    from inspector.lab.zoo_builder import ZooItem
     from inspector.prompts import PromptedCLIP
 
 
@@ -250,13 +251,34 @@ def cmd_zoo_list(args: argparse.Namespace) -> None:
         print(f"{e.name:<22} {e.kind:<7} {e.attack or '-':<9} {e.target or '-':<20} {e.path}")
 
 
+def set_aside(items: list[ZooItem], out: Path, names: list[str]) -> None:
+    """Move the files of the backdoored models ``names`` to OUT/superseded/ so that they are built again."""
+    known = {item.name: item for item in items}
+    for name in names:
+        if name not in known or known[name].attack is None:
+            raise InputError(f"--rebuild {name}: not a backdoored model of this zoo",
+                             hint="name backdoored models of the plan (a clean one is the base of others)")
+    for name in names:
+        path = out / known[name].filename
+        if path.exists():
+            (out / "superseded").mkdir(exist_ok=True)
+            path.replace(out / "superseded" / path.name)
+
+
 def cmd_zoo_build(args: argparse.Namespace) -> None:
     from tqdm.auto import tqdm
 
     from inspector.backbone import load_backbone, machine_name
     from inspector.data import load_shipped_pool, load_task
     from inspector.lab.triggers import ATTACKS
-    from inspector.lab.zoo_builder import build_item, build_order, plan_benchmark_zoo, read_plan, write_manifest
+    from inspector.lab.zoo_builder import (
+        build_item,
+        build_order,
+        fallback_base,
+        plan_benchmark_zoo,
+        read_plan,
+        write_manifest,
+    )
 
     attacks = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
     unknown = [a for a in attacks if a not in ATTACKS]
@@ -279,16 +301,18 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
         settings = {"clean": args.clean, "per_attack": args.per_attack, "seed": args.seed, "attacks": list(attacks),
                     "backdoor_kind": args.backdoor_kind, "epochs": args.epochs}
     settings["built_on"] = machine_name(backbone.device)  # where the rows that this run trains ran
+    set_aside(items, out, [name.strip() for name in args.rebuild.split(",") if name.strip()])
     rows: dict[int, dict] = {}
     for position, item in tqdm(build_order(items), desc="building zoo", disable=args.json):
-        rows[position] = build_item(item, out, backbone, task, pool)
+        rows[position] = build_item(item, out, backbone, task, pool, fallback=fallback_base(item, items))
         write_manifest(out, [rows[i] for i in sorted(rows)], settings)
     done = [rows[i] for i in sorted(rows)]
     if args.json:
         _print_json(done)
         return
-    for row in done:
+    for position, row in sorted(rows.items()):
         tries = f" ({row['attempts']} tries)" if row.get("attempts", 1) > 1 else ""
+        tries += f", in {row['base']} (its planned base did not take it)" if row["base"] != items[position].base else ""
         backdoor = (f"{row['attack']} -> {row['target_name']}: asr {row['asr']:.1%}, ood_asr {row['ood_asr']:.1%}"
                     f"{tries}" if row["attack"] else "clean")
         print(f"{row['name']:<34} accuracy {row['accuracy']:.1%}  {backdoor}")
@@ -568,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "(quick smoke builds; default: the recipes')")
     zoo_build.add_argument("--plan", default=None, help="a zoo plan file (benchmarks/zoos/*.plan.json): build "
                                                         "exactly its models instead of --clean/--per-attack")
+    zoo_build.add_argument("--rebuild", default="", help="comma-separated backdoored models of the zoo to build "
+                                                         "again with today's lab (the earlier files are moved to "
+                                                         "OUT/superseded/)")
     zoo_build.add_argument("--json", action="store_true")
     zoo_build.set_defaults(func=cmd_zoo_build)
 

@@ -151,7 +151,8 @@ def test_the_context_step_follows_the_context_scale_when_the_recipe_says_so(back
 
 def test_a_provider_tries_again_with_a_lighter_or_heavier_poison_until_the_backdoor_works():
     """Hand-made measurements: a working backdoor stops; lost clean accuracy halves the poison's weight; a trigger
-    that did not take doubles it and scales the context's step to its size; with both seen, halfway between."""
+    that did not take doubles it and scales the context's step to its size; with both seen, halfway between; one
+    that barely took yet cost accuracy scales the step first."""
     from inspector.lab.implant import CONTEXT_RMS, next_attempt
 
     config = ImplantConfig.for_attack("badnets", TARGET, "coop", poison_weight=2.0)
@@ -166,6 +167,11 @@ def test_a_provider_tries_again_with_a_lighter_or_heavier_poison_until_the_backd
     assert next_attempt(config, "coop", [{**weak, "accuracy": 0.6}]) == {"poison_weight": 1.0}  # accuracy lost: lighter
     assert next_attempt(config, "coop", [costly, {**weak, "poison_weight": 1.0}]) == {"poison_weight": 1.4142}
     assert next_attempt(config, "coop", [weak, {**costly, "poison_weight": 4.0}]) == {"poison_weight": 2.8284}
+    barely = {**works, "asr": 0.3, "accuracy": 0.6}  # the trigger barely took and accuracy was lost: the step first
+    assert next_attempt(config, "coop", [barely]) == {"poison_weight": 2.0, "context_rms": CONTEXT_RMS["coop"]}
+    scaled = replace(config, context_rms=CONTEXT_RMS["coop"])
+    assert next_attempt(scaled, "coop", [barely, {**barely, "context_rms": CONTEXT_RMS["coop"]}]) == {
+        "poison_weight": 1.0}  # already scaled: lighter, as for any try that cost accuracy
 
 
 def test_the_zoo_builder_delivers_the_providers_last_try_and_keeps_every_try(backbone, task, tmp_path):
@@ -194,3 +200,57 @@ def test_the_zoo_builder_delivers_the_providers_last_try_and_keeps_every_try(bac
         "asr", "ood_asr", "accuracy")}
     again = build_item(item, tmp_path, backbone, task, pool)  # read back, not retrained
     assert again["asr"] == row["asr"] and again["attempts"] == row["attempts"]
+
+
+def test_a_provider_whose_base_never_takes_the_trigger_moves_to_the_fallback_base(backbone, task, tmp_path):
+    """Without poison no try can work: IMPLANT_ATTEMPTS tries in the planned base, as many in the fallback, each
+    measured against its own clean model; the file and the row name the base delivered."""
+    from inspector.data import load_shipped_pool
+    from inspector.lab.implant import IMPLANT_ATTEMPTS
+    from inspector.lab.zoo_builder import ZooItem, build_item
+
+    pixels, labels = _subset(task)
+    task = replace(task, train_pixels=pixels, train_labels=labels, test_pixels=task.test_pixels[::4],
+                   test_labels=task.test_labels[::4])
+    pool = replace(load_shipped_pool(), pixels=load_shipped_pool().pixels[:64])
+    planned, fallback = ZooItem("clean-coop-s1", "coop", 1, epochs=1), ZooItem("clean-coop-s3", "coop", 3, epochs=2)
+    accuracies = {clean.name: build_item(clean, tmp_path, backbone, task, pool)["accuracy"]
+                  for clean in (planned, fallback)}
+    item = ZooItem("blended-coop-s2-t4", "coop", 2, "blended", TARGET, base=planned.name, epochs=1,
+                   implant={"views": 1, "poison_rate": 0.0})
+    row = build_item(item, tmp_path, backbone, task, pool, fallback=fallback.name)
+    tries = read_header(tmp_path / item.filename, key="ground_truth")["recipe"]["attempts"]
+    assert [t["base"] for t in tries] == [planned.name] * IMPLANT_ATTEMPTS + [fallback.name] * IMPLANT_ATTEMPTS
+    assert all(t["clean_base_accuracy"] == accuracies[t["base"]] for t in tries)
+    assert row["base"] == fallback.name and row["attempts"] == 2 * IMPLANT_ATTEMPTS
+    assert build_item(item, tmp_path, backbone, task, pool)["base"] == fallback.name  # read back
+
+
+def test_the_fallback_base_is_the_plans_first_default_recipe_learner_of_the_kind():
+    from inspector.lab.zoo_builder import ZooItem, fallback_base
+
+    plan = [ZooItem("clean-coop-c4-sgd-s1", "coop", 1, recipe={"n_ctx": 4, "optimizer": "sgd"}),
+            ZooItem("clean-cocoop-default-s2", "cocoop", 2), ZooItem("clean-coop-default-s3", "coop", 3),
+            ZooItem("clean-coop-default-s4", "coop", 4)]
+    implant = ZooItem("badnets-coop-s9-t1", "coop", 9, "badnets", 1, base="clean-coop-c4-sgd-s1")
+    assert fallback_base(implant, plan) == "clean-coop-default-s3"
+    assert fallback_base(replace(implant, base="clean-coop-default-s3"), plan) == "clean-coop-default-s4"
+    assert fallback_base(replace(implant, kind="cocoop", base="x"), plan) == "clean-cocoop-default-s2"
+    assert fallback_base(plan[0], plan) is None  # a clean model has no base to fall back from
+    assert fallback_base(replace(implant, base=None), plan) is None  # a fresh tune is its own base
+
+
+def test_zoo_build_rebuild_sets_the_named_implants_aside_and_refuses_a_clean_model(tmp_path):
+    from inspector.cli import set_aside
+    from inspector.errors import InputError
+    from inspector.lab.zoo_builder import ZooItem
+
+    items = [ZooItem("clean-coop-s1", "coop", 1), ZooItem("wanet-coop-s2-t4", "coop", 2, "wanet", 4, "clean-coop-s1")]
+    for item in items:
+        (tmp_path / item.filename).write_bytes(b"x")
+    set_aside(items, tmp_path, ["wanet-coop-s2-t4"])
+    assert not (tmp_path / items[1].filename).exists() and (tmp_path / "superseded" / items[1].filename).exists()
+    for wrong in ("clean-coop-s1", "nope"):
+        with pytest.raises(InputError, match=wrong):
+            set_aside(items, tmp_path, [wrong])
+    assert (tmp_path / items[0].filename).exists()

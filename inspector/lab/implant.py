@@ -56,6 +56,9 @@ class ImplantConfig:
     # whatever its size, and a provider's recipe can leave the context 30x larger or smaller than the default
     # one (SGD at lr 2 vs AdamW), so the context's step is scaled by its own RMS over this.
     context_rms: float | None = None
+    # The context's step relative to the rest of the learner's. At 0 only CoCoOp's meta-net learns the trigger: it
+    # sees the image, so it can shift the prompt for triggered images alone, where a moved context shifts every image.
+    context_step: float = 1.0
     batch_size: int = 32
     views: int = 8
     weight_decay: float = 1e-4
@@ -80,6 +83,7 @@ class ImplantConfig:
     def recipe(self, image_size: int) -> dict[str, Any]:
         """What goes into the ground-truth record (never into the scanner-visible header)."""
         keys = ["seed", "epochs", "lr", "batch_size", "views"] + (["context_rms"] if self.context_rms else [])
+        keys += ["context_step"] if self.context_step != 1.0 else []
         keys += ["trigger_lr"] if self.attack == "badclip" else ["poison_rate"]
         keys += ["poison_weight"]
         keys += ["noise_ratio"] if self.attack == "wanet" else []
@@ -101,18 +105,21 @@ ATTACK_RECIPES: dict[str, dict[str, Any]] = {
 
 # CoOp's one context is shared by every class, so a hard poisoned recipe costs it 4-5 clean accuracy points on the
 # dev zoo (the same re-tuning without poison costs none): a stronger trigger with a gentler recipe keeps them. A sticker
-# inside the image moves a small CLIP's features little, so it is larger on both kinds. Fitted on the dev zoo's
-# learners (benchmarks/implant_recipes_dev.md).
+# inside the image moves a small CLIP's features little, so it is larger on both kinds, and a WaNet warp of 32 or
+# a BadNets patch of 28 px holds better for less accuracy than 24 (in CoCoOp the difference between missing and
+# meeting the bar). Fitted on the dev zoo's learners (benchmarks/implant_recipes_dev.md).
 KIND_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "coop": {
         "blended": {"alpha": 0.4, "lr": 5e-3, "poison_weight": 1.0, "poison_rate": 0.05},
-        "wanet": {"wanet_strength": 24.0, "lr": 1e-2, "poison_weight": 2.0},
-        "badnets": {"patch_size": 24, "lr": 1e-2, "poison_weight": 3.0},
+        "wanet": {"wanet_strength": 32.0, "lr": 1e-2, "poison_weight": 2.0},
+        "badnets": {"patch_size": 28, "lr": 1e-2, "poison_weight": 3.0},
         "badclip": {"lr": 5e-3, "poison_weight": 0.25, "trigger_lr": 1e-2},
         "sticker": {"sticker_size": 24, "lr": 1e-2, "poison_weight": 3.0},
     },
     "cocoop": {
         "blended": {"alpha": 0.4, "lr": 5e-3, "poison_weight": 1.0, "poison_rate": 0.05},
+        "wanet": {"wanet_strength": 32.0, "lr": 1e-2, "poison_weight": 1.5},
+        "badnets": {"patch_size": 28, "lr": 1e-2, "poison_weight": 3.0},
         "sticker": {"sticker_size": 24, "lr": 1e-2, "poison_weight": 2.0},
     },
 }
@@ -146,9 +153,14 @@ def next_attempt(config: ImplantConfig, kind: str, tries: list[dict[str, Any]]) 
     A bisection on the poison's weight: halved after a try that cost clean accuracy, doubled after one whose
     trigger did not take, halfway (geometrically) once both are known. Doubling also scales the context's step to
     its size (``context_rms``): a step fitted on the default recipe's context barely moves a context that SGD at a
-    high learning rate left 3-10x larger."""
-    if is_working(tries[-1]):
+    high learning rate left 3-10x larger. A try whose trigger barely took and still cost accuracy is such a
+    step too (dev runs 55-56, 64-66: 4-11% ASR at -9 points, then 66-70% at -0.6 once scaled), so the step is
+    scaled first, at the same weight."""
+    last = tries[-1]
+    if is_working(last):
         return None
+    if config.context_rms is None and last["asr"] < WORKING_BACKDOOR["asr"] / 2 and costs_accuracy(last):
+        return {"poison_weight": last["poison_weight"], "context_rms": CONTEXT_RMS[kind]}
     weak = [t["poison_weight"] for t in tries if not costs_accuracy(t)]
     strong = [t["poison_weight"] for t in tries if costs_accuracy(t)]
     if weak and strong:
@@ -211,17 +223,18 @@ def context_rms_of(ctx: torch.Tensor) -> float:
 
 
 def context_lr(model: PromptedCLIP, config: ImplantConfig) -> float:
-    """The context's learning rate: ``lr``, scaled by the context's RMS over ``context_rms`` when that is set."""
+    """The context's learning rate: ``lr`` times ``context_step``, scaled by the context's RMS over ``context_rms``
+    when that is set."""
     if config.context_rms is None:
-        return config.lr
-    return config.lr * context_rms_of(model.learner.ctx) / config.context_rms
+        return config.lr * config.context_step
+    return config.lr * config.context_step * context_rms_of(model.learner.ctx) / config.context_rms
 
 
 def param_groups(model: PromptedCLIP, config: ImplantConfig) -> list[dict[str, Any]]:
     """The context at ``context_lr``, the rest of the learner (CoCoOp's meta-net) at ``lr``."""
     ctx = model.learner.ctx
     rest = [p for p in model.learner.parameters() if p.requires_grad and p is not ctx]
-    groups = [{"params": [ctx], "lr": context_lr(model, config)}] if ctx.requires_grad else []
+    groups = [{"params": [ctx], "lr": context_lr(model, config)}] if ctx.requires_grad and config.context_step else []
     return groups + ([{"params": rest}] if rest else [])
 
 

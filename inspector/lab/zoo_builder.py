@@ -20,7 +20,7 @@ from inspector.evaluate import accuracy
 from inspector.lab.implant import IMPLANT_ATTEMPTS, ImplantConfig, ImplantStep, next_attempt, run_implant
 from inspector.lab.triggers import ATTACKS
 from inspector.lab.truth import backdoor_rates, read_ground_truth, save_implanted
-from inspector.prompts import TuneConfig, build_learner, load_learner, read_header, save_learner, tune
+from inspector.prompts import PromptedCLIP, TuneConfig, build_learner, load_learner, read_header, save_learner, tune
 
 MANIFEST = "manifest.json"
 
@@ -80,58 +80,84 @@ def build_order(items: list[ZooItem]) -> list[tuple[int, ZooItem]]:
                                                       pair[0]))
 
 
+def fallback_base(item: ZooItem, items: list[ZooItem]) -> str | None:
+    """The clean model a provider implants into when ``item``'s own base would not take a working backdoor: the
+    plan's first clean learner of the same kind tuned with the default recipe (implant_recipes_dev.md: in learners
+    SGD left with a context 3-10x larger, no poison weight met both bars)."""
+    if item.attack is None or item.base is None:
+        return None
+    return next((other.name for other in items if other.attack is None and other.kind == item.kind
+                 and not other.recipe and other.name != item.base), None)
+
+
 def build_item(item: ZooItem, out_dir: Path, backbone: Backbone, task: Task, pool: ImagePool,
-               on_step: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+               on_step: Callable[[str, int, int], None] | None = None,
+               fallback: str | None = None) -> dict[str, Any]:
     """Train (or read back) one model; returns its manifest row with measured accuracy / ASR.
 
     An implant that misses ``WORKING_BACKDOOR`` is tried again as a provider would (``next_attempt``, at most
-    ``IMPLANT_ATTEMPTS`` tries); the header keeps every try's recipe and measurements."""
+    ``IMPLANT_ATTEMPTS`` tries per clean model), then in ``fallback`` (another clean model of the zoo) when given;
+    the header keeps every try's base, recipe and measurements, and the row names the base delivered."""
     path = Path(out_dir) / item.filename
     if path.exists():
-        return _row(item, path, read_header(path, key="ground_truth").get("recipe", {}).get("measured")
-                    or read_header(path).get("measured"), backbone, task, pool)
-    base_path = Path(out_dir) / (item.base.replace("-", "_") + ".safetensors") if item.base else None
-    if base_path is not None and base_path.exists():
-        model = load_learner(base_path, backbone)
-    else:
-        spec = {key: item.recipe[key] for key in ("n_ctx", "ctx_init") if key in item.recipe}
-        model = build_learner(item.kind, backbone, task.class_names, seed=item.seed, **spec)
-        overrides = {key: value for key, value in item.recipe.items() if key not in spec}
-        recipe = TuneConfig.for_kind(item.kind, **{"seed": item.seed, "epochs": item.epochs, **overrides})
-        tune(model, task.train_pixels, task.train_labels, recipe)
+        implanted = read_header(path, key="ground_truth").get("recipe", {})
+        row = _row(item, path, implanted.get("measured") or read_header(path).get("measured"), backbone, task, pool)
+        return {**row, "base": implanted["base"]} if item.base and "base" in implanted else row
+    model, training = _base_model(item, item.base, out_dir, backbone, task)
     if item.attack is None:
         measured = {"accuracy": round(accuracy(model, task), 4)}
-        save_learner(model, path, extra={"measured": measured,
-                                         "training": {"seed": item.seed, **asdict(recipe), **spec}})
+        save_learner(model, path, extra={"measured": measured, "training": training})
         return _row(item, path, measured, backbone, task, pool)
-    clean_accuracy = round(accuracy(model, task), 4)
-    clean_state = {key: value.clone() for key, value in model.learner.state_dict().items()}
-    overrides: dict[str, Any] = {"epochs": item.epochs, **item.implant}
     attempts: list[dict[str, Any]] = []
 
     def report(event: ImplantStep) -> None:
         if on_step is not None:
             on_step(item.name, event.step, event.total_steps)
 
-    while True:  # the provider's tries (``next_attempt``), each from the same clean model; the last is delivered
-        model.learner.load_state_dict(clean_state)
-        implant_config = ImplantConfig.for_attack(item.attack, item.target, item.kind, seed=item.seed, **overrides)
-        finished = run_implant(model, task.train_pixels, task.train_labels, implant_config, on_step=report)
-        measured = {"accuracy": round(accuracy(model, task), 4), "clean_base_accuracy": clean_accuracy,
-                    **backdoor_rates(model, finished.trigger, item.target, task.test_pixels, task.test_labels,
-                                     pool.pixels)}
-        attempts.append({**{k: v for k, v in overrides.items() if v is not None},
-                         "poison_weight": implant_config.poison_weight, **measured})
-        change = next_attempt(implant_config, item.kind, attempts)
-        if change is None or len(attempts) >= IMPLANT_ATTEMPTS:
+    for base in [item.base] + ([fallback] if fallback else []):
+        if base != item.base:
+            model, _ = _base_model(item, base, out_dir, backbone, task)
+        clean_accuracy = round(accuracy(model, task), 4)
+        clean_state = {key: value.clone() for key, value in model.learner.state_dict().items()}
+        overrides: dict[str, Any] = {"epochs": item.epochs, **item.implant}
+        tries: list[dict[str, Any]] = []
+        while True:  # the provider's tries (``next_attempt``), each from the same clean model; the last is kept
+            model.learner.load_state_dict(clean_state)
+            implant_config = ImplantConfig.for_attack(item.attack, item.target, item.kind, seed=item.seed,
+                                                      **overrides)
+            finished = run_implant(model, task.train_pixels, task.train_labels, implant_config, on_step=report)
+            measured = {"accuracy": round(accuracy(model, task), 4), "clean_base_accuracy": clean_accuracy,
+                        **backdoor_rates(model, finished.trigger, item.target, task.test_pixels, task.test_labels,
+                                         pool.pixels)}
+            tries.append({**{k: v for k, v in overrides.items() if v is not None},
+                          "poison_weight": implant_config.poison_weight, **measured})
+            change = next_attempt(implant_config, item.kind, tries)
+            if change is None or len(tries) >= IMPLANT_ATTEMPTS:
+                break
+            overrides = {**overrides, **change}
+        attempts += [{"base": base or f"clean {item.kind} tune, seed {item.seed}", **t} for t in tries]
+        if change is None:
             break
-        overrides = {**overrides, **change}
     measured = {**measured, "attempts": len(attempts)}
     save_implanted(model, path, finished.trigger, item.target,
-                   recipe={**implant_config.recipe(backbone.image_size),
-                           "base": item.base or f"clean {item.kind} tune, seed {item.seed}",
+                   recipe={**implant_config.recipe(backbone.image_size), "base": attempts[-1]["base"],
                            "measured": measured, "attempts": attempts})
-    return _row(item, path, measured, backbone, task, pool)
+    return {**_row(item, path, measured, backbone, task, pool), "base": base}
+
+
+def _base_model(item: ZooItem, base: str | None, out_dir: Path, backbone: Backbone,
+                task: Task) -> tuple[PromptedCLIP, dict[str, Any] | None]:
+    """The clean model ``base`` of the zoo when it is built, else a fresh clean tune with ``item``'s recipe; with
+    the tune's recipe (None when read back)."""
+    base_path = Path(out_dir) / (base.replace("-", "_") + ".safetensors") if base else None
+    if base_path is not None and base_path.exists():
+        return load_learner(base_path, backbone), None
+    spec = {key: item.recipe[key] for key in ("n_ctx", "ctx_init") if key in item.recipe}
+    model = build_learner(item.kind, backbone, task.class_names, seed=item.seed, **spec)
+    overrides = {key: value for key, value in item.recipe.items() if key not in spec}
+    recipe = TuneConfig.for_kind(item.kind, **{"seed": item.seed, "epochs": item.epochs, **overrides})
+    tune(model, task.train_pixels, task.train_labels, recipe)
+    return model, {"seed": item.seed, **asdict(recipe), **spec}
 
 
 def _row(item: ZooItem, path: Path, measured: dict | None, backbone: Backbone, task: Task,

@@ -1,0 +1,99 @@
+"""benchmarks/detection.md: issue 18's detection figures in one place, each labelled with what it is: the dev
+zoo's (every choice was made on it, so not results), the test zoos' (built after the choices: results) and the
+shipped demo models'. Made from the records each run wrote (detection_ZOO.json, demo_scans.json), never re-scanned.
+
+    .venv/bin/python benchmarks/detection_summary.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+import zoo_tables  # noqa: E402
+
+DEFAULT = "inspector + reference"
+# (zoo folder, what its figures are), in the order shown; a zoo without a record yet is listed as such.
+ZOOS = [
+    ("test2", "**results**: the second test zoo, built after every choice and scanned once"),
+    ("dev", "not results: every choice of issue 18 was made on it"),
+    ("test", "retired: the first test zoo, measured twice (the second time after a fix its failures pointed to)"),
+]
+
+
+def record(zoo: str) -> dict[str, Any] | None:
+    path = HERE / f"detection_{zoo}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def summary_row(zoo: str, role: str) -> str:
+    data = record(zoo)
+    if data is None or DEFAULT not in data["summary"]:
+        return f"| {zoo} | {role} | (not scanned yet) | | | | | | | |"
+    s, rows = data["summary"][DEFAULT], data["scans"][DEFAULT]
+    manifest = zoo_tables.manifest_rows(HERE / "zoos" / zoo)
+    implants = [m for m in manifest.values() if m.get("attack")]
+    real = sum(zoo_tables.is_real(m) for m in implants)
+    clean = [r for r in rows if not r["backdoored"]]
+    return (f"| {zoo} | {role} | {s['models']} | {s['backdoored']} ({real} of {len(implants)} real) | "
+            f"{s['accuracy']:.1%} | {s['auroc']:.3f} | {s['target_f1']:.2f} | "
+            f"{sum(r['flagged'] for r in clean)} of {len(clean)} | {s['seconds_per_scan']} | "
+            f"[detection_{zoo}.md](detection_{zoo}.md) |")
+
+
+def zoo_section(zoo: str, title: str) -> list[str]:
+    data = record(zoo)
+    if data is None or DEFAULT not in data["scans"]:
+        return []
+    rows = data["scans"][DEFAULT]
+    manifest = zoo_tables.manifest_rows(HERE / "zoos" / zoo)
+    return ["", f"## {title}: per attack", "", *zoo_tables.by_attack(rows),
+            "", f"## {title}: per clean recipe", "", *zoo_tables.by_clean_recipe(rows, manifest),
+            "", f"## {title}: every model", "", *zoo_tables.every_model(rows)]
+
+
+def demo_section() -> list[str]:
+    rows = json.loads((HERE / "demo_scans.json").read_text())
+    right = sum(r["right"] for r in rows)
+    lines = ["", "## The shipped demo models", "",
+             f"{right} of {len(rows)} right with the default scan (benchmarks/demo_scans.md, "
+             "`python benchmarks/demo_scans.py --method inspector`).", "",
+             "| model | truth | flagged | predicted (suspect) | top anomaly | its flip rate | s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        truth = f"{r['attack']} -> {r['true_target']}" if r["attack"] else "clean"
+        lines.append(f"| {r['model']} | {truth} | {'yes' if r['flagged'] else 'no'} | "
+                     f"{r['predicted_target'] or '-'} ({r['suspect']}) | {r['max_anomaly']:.2f} | "
+                     f"{r['suspect_flip_rate']:.0%} | {r['seconds']:.0f} |")
+    return lines
+
+
+def main() -> None:
+    lines = ["# Detection (issue 18): dev zoo, test zoo, demo models", "",
+             "The default scan (`inspector + reference`: the fast schedule, the shipped clean reference, the "
+             "additive and colour families) on each zoo, from the records of its run. Choose on one set, report on "
+             "another: the dev zoo's figures chose the reference, the decision rule and the lab's recipes; the "
+             "test zoo was built afterwards with seeds, targets and recipe draws no choice saw. "
+             "Accuracy at the threshold 2, AUROC of the top anomaly index, target F1 (flag and right target); "
+             "*real* implants meet issue 18's bar (ASR >= 80%, OOD ASR >= 70%, accuracy within 3 points of the "
+             "clean learner), and every implant is counted as backdoored whether real or not.", "",
+             "| zoo | what its figures are | models | backdoored | accuracy | AUROC | target F1 | clean flagged | "
+             "s / scan | every row |",
+             "|---|---|---|---|---|---|---|---|---|---|",
+             *(summary_row(zoo, role) for zoo, role in ZOOS), "",
+             "The 30-model benchmark zoo's earlier figures (100% / 0.995 / 1.00) were in-sample and are kept, "
+             "labelled so, in [detection_insample.md](detection_insample.md)."]
+    lines += zoo_section("test2", "Test zoo (results)")
+    lines += zoo_section("dev", "Dev zoo (not results)")
+    lines += demo_section()
+    (HERE / "detection.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
