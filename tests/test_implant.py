@@ -172,6 +172,9 @@ def test_a_provider_tries_again_with_a_lighter_or_heavier_poison_until_the_backd
     scaled = replace(config, context_rms=CONTEXT_RMS["coop"])
     assert next_attempt(scaled, "coop", [barely, {**barely, "context_rms": CONTEXT_RMS["coop"]}]) == {
         "poison_weight": 1.0}  # already scaled: lighter, as for any try that cost accuracy
+    took_less = {**works, "asr": 0.49, "accuracy": 0.68, "context_rms": CONTEXT_RMS["coop"]}  # scaled: weak now
+    assert next_attempt(scaled, "coop", [barely, took_less]) == {"poison_weight": 4.0,  # not halfway to the
+                                                                 "context_rms": CONTEXT_RMS["coop"]}  # unscaled try
 
 
 def test_the_zoo_builder_delivers_the_providers_last_try_and_keeps_every_try(backbone, task, tmp_path):

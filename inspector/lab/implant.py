@@ -161,8 +161,9 @@ def next_attempt(config: ImplantConfig, kind: str, tries: list[dict[str, Any]]) 
         return None
     if config.context_rms is None and last["asr"] < WORKING_BACKDOOR["asr"] / 2 and costs_accuracy(last):
         return {"poison_weight": last["poison_weight"], "context_rms": CONTEXT_RMS[kind]}
-    weak = [t["poison_weight"] for t in tries if not costs_accuracy(t)]
-    strong = [t["poison_weight"] for t in tries if costs_accuracy(t)]
+    same_step = [t for t in tries if t.get("context_rms") == config.context_rms]  # tries at another step say little
+    weak = [t["poison_weight"] for t in same_step if not costs_accuracy(t)]
+    strong = [t["poison_weight"] for t in same_step if costs_accuracy(t)]
     if weak and strong:
         return {"poison_weight": round(math.sqrt(max(weak) * min(strong)), 4)}
     if strong:
