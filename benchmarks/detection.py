@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import zoo_tables  # noqa: E402
 from inspector.backbone import machine_name  # noqa: E402
-from inspector.candidates import candidate_from_tensors  # noqa: E402
+from inspector.candidates import FAMILY_TENSORS, candidate_from_tensors  # noqa: E402
 from inspector.data import Task, load_shipped_pool, load_task  # noqa: E402
 from inspector.detect import decide  # noqa: E402
 from inspector.invert import ScanConfig, run_scan, split_pool  # noqa: E402
@@ -95,9 +95,11 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
            "image_passes": result.image_passes, "classes": result.classes,
            "colour_seconds": result.extra.get("colour_seconds"), "suspect_family": result.verdict.suspect_family,
            "settings": result.settings.as_dict(), "device": machine_name(device)}
-    if recorded is not None and (recorded["suspect"], recorded["flagged"]) != (row["suspect"], row["flagged"]):
-        print(f"note: {path.stem}'s rescan for its triggers gave {row['suspect']} (flagged {row['flagged']}), "
-              f"the record {recorded['suspect']} (flagged {recorded['flagged']}); the record is kept", flush=True)
+    if recorded is not None:
+        flips = [(c["flips"], c.get("colour_flips")) for c in row["classes"]]
+        if flips != [(c["flips"], c.get("colour_flips")) for c in recorded["classes"]]:
+            print(f"note: {path.stem}'s rescan for its triggers flipped other image counts than the recorded scan "
+                  "(another thread count sums floats in another order); the record is kept", flush=True)
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save({f"{name}.{k}": v.cpu() for k, tensors in result.triggers.items() for name, v in tensors.items()},
                cache.with_suffix(".triggers.pt"))  # every class's, so a repair can use any suspect
@@ -136,7 +138,7 @@ def recipe_folder(zoo: Path, config: RepairConfig) -> Path:
     c = config
     name = (f"e{c.epochs}-lr{c.lr:g}-b{c.batch_size}-v{c.views}-wd{c.weight_decay:g}-s{c.seed}"
             f"-refresh{c.refresh_every}x{c.refresh_steps}-labels{c.label_weight:g}-anchor{c.anchor:g}"
-            f"{'' if c.triggered else '-no-trigger'}")
+            f"{'' if c.triggered else '-no-trigger'}{'' if c.families == 'indexed' else f'-families-{c.families}'}")
     return zoo / "repairs" / name
 
 
@@ -155,8 +157,11 @@ def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.
     target = list(model.class_names).index(scan_row["suspect"])
     folder = scans if scans is not None else path.parent / "scans" / _folder(scan_row["method"])
     family = scan_row.get("suspect_family", "additive")
-    trigger = candidate_from_tensors("inspector", _saved_trigger(folder / path.stem, target), settings["epsilon"],
-                                     family)
+    tensors = _saved_trigger(folder / path.stem, target)
+    trigger = candidate_from_tensors("inspector", tensors, settings["epsilon"], family)
+    also = tuple(candidate_from_tensors("inspector", tensors, settings["epsilon"], other)
+                 for other, key in FAMILY_TENSORS.items()
+                 if config.families == "both" and other != family and key in tensors)
 
     def asr() -> float:
         return round(attack_success_rate(model, truth.trigger, task.test_pixels, truth.target, task.test_labels), 4)
@@ -164,10 +169,11 @@ def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.
     asr_before, predicted_before = asr(), predict(model, task.test_pixels)
     fit, held = split_pool(pool, settings["pool_size"], settings["holdout"], settings["seed"])
     finished = run_repair(model, trigger, target, task.train_pixels, task.train_labels, task.test_pixels,
-                          task.test_labels, held, config, invert_pixels=fit)
+                          task.test_labels, held, config, invert_pixels=fit, also=also)
     unchanged = float((predict(model, task.test_pixels) == predicted_before).float().mean())
     row = {"model": path.stem, "attack": truth.attack, "kind": model.kind, "settings": config.as_dict(),
-           "repaired_class": scan_row["suspect"], "family": family, "true_target": truth.target_name,
+           "repaired_class": scan_row["suspect"], "family": "+".join([family] + [t.family for t in also]),
+           "true_target": truth.target_name,
            "asr_before": asr_before, "asr_after": asr(),
            "accuracy_before": finished.before.accuracy, "accuracy_after": finished.after.accuracy,
            "unchanged_predictions": round(unchanged, 4),

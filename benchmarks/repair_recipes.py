@@ -1,6 +1,7 @@
 """How the repair recipe was chosen (issue 4): recipes compared on the benchmark zoo's backdoored models.
 
     .venv/bin/python benchmarks/repair_recipes.py [--device cuda] [--recipes "a;b"] [--models a,b]
+    .venv/bin/python benchmarks/repair_recipes.py --zoo benchmarks/zoos/dev --colour --report repair_recipes_dev
 
 Every recipe repairs a fresh copy of each backdoored model against the trigger that the default scan
 (`benchmarks/detection.py`, variant ``inspector + reference``) reconstructed for its suspect class, read from
@@ -24,8 +25,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.detection import accuracy_changes, recipe_folder, repair_model  # noqa: E402
+from benchmarks.detection import (  # noqa: E402
+    _folder,
+    accuracy_changes,
+    calibrated,
+    colour_tag,
+    recipe_folder,
+    repair_model,
+)
 from inspector.data import load_shipped_pool, load_task  # noqa: E402
+from inspector.reference import Reference, shipped_reference_path  # noqa: E402
 from inspector.repair import RepairConfig  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -51,6 +60,7 @@ RECIPES = {  # in the order they are run: a run cut short still has the first on
     "labels x2 (20 ep)": recipe(label_weight=2.0),
     "labels x3 (20 ep)": recipe(label_weight=3.0),
     "labels (40 ep)": recipe(epochs=40),
+    "labels, both families (40 ep)": recipe(epochs=40, families="both"),
 }
 DESCRIPTIONS = {
     "labels": "cross-entropy with the true labels on the clean copies and on the triggered copies",
@@ -59,6 +69,8 @@ DESCRIPTIONS = {
     "labels + anchor": "both cross-entropies plus the KL anchor (weight 1 or 3)",
     "labels x2, x3": "as labels, the clean copies' cross-entropy weighted 2 or 3 times the triggered copies'",
     "clean only": "the clean copies only, with their labels (the trigger is not used): the paper's control",
+    "both families": "as labels, each triggered copy stamped with the class's additive or colour trigger (drawn "
+                     "per view and image) instead of the one family that gave its index",
 }
 
 
@@ -71,12 +83,13 @@ def mean(rows: list[dict[str, Any]], key: str) -> float:
     return sum(r[key] for r in rows) / len(rows)
 
 
-def write(rows: list[dict[str, Any]]) -> None:
-    (HERE / "repair_recipes.json").write_text(json.dumps(rows, indent=1) + "\n")
+def write(rows: list[dict[str, Any]], zoo: Path, report: str) -> None:
+    (HERE / f"{report}.json").write_text(json.dumps(rows, indent=1) + "\n")
     n = len({r["model"] for r in rows})
     devices = ", ".join(sorted({r["device"] for r in rows}))
-    lines = ["# Repair recipes compared on the benchmark zoo (issue 4)", "",
-             f"`python benchmarks/repair_recipes.py`: {n} backdoored models of benchmarks/zoo, each repaired by "
+    title = "the dev zoo (issue 18; not results)" if zoo.name == "dev" else "the benchmark zoo (issue 4)"
+    lines = [f"# Repair recipes compared on {title}", "",
+             f"`python benchmarks/repair_recipes.py`: {n} backdoored models of {zoo.name}, each repaired by "
              "every recipe from a fresh copy, against the trigger the default scan reconstructed for its suspect "
              f"class (the true target on all of them); run on {devices}. asr: the attack's own trigger on the "
              "non-target test images (533 test images: 1 point is about 5 images); unchanged: test images whose "
@@ -102,7 +115,7 @@ def write(rows: list[dict[str, Any]]) -> None:
         lines.append(f"| {r['model']} | {r['recipe']} | {r['asr_before']:.1%} -> {r['asr_after']:.1%} | "
                      f"{r['accuracy_before']:.1%} -> {r['accuracy_after']:.1%} | {r['unchanged_predictions']:.1%} | "
                      f"{r['trigger_asr_after']:.1%} / {r['ood_trigger_asr_after']:.1%} | {r['seconds']:.0f} |")
-    (HERE / "repair_recipes.md").write_text("\n".join(lines) + "\n")
+    (HERE / f"{report}.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -113,11 +126,16 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--table-only", action="store_true")
+    parser.add_argument("--colour", action="store_true", help="the scans with the colour family (detection.py's "
+                                                                "default; the benchmark zoo's predate it)")
+    parser.add_argument("--report", default="repair_recipes", help="write benchmarks/REPORT.md and .json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     zoo = Path(args.zoo)
     task, pool = load_task(), load_shipped_pool().pixels
     chosen = [m for m in args.models.split(",") if m]
+    scans = zoo / "scans" / (_folder("inspector + reference") + colour_tag(args.colour))
+    references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)) for kind in ("coop", "cocoop")}
     paths = [p for p in backdoored_models(zoo) if not chosen or p.stem in chosen]
     for recipe in [r for r in args.recipes.split(";") if r and not args.table_only]:
         for path in paths:
@@ -125,15 +143,16 @@ def main() -> None:
             if cache.exists():
                 continue
             started = time.time()
-            scan = json.loads((zoo / "scans" / "inspector-reference" / f"{path.stem}.json").read_text())
-            row = repair_model(path, scan, cache, pool, task, args.device, RECIPES[recipe])
+            scan = json.loads((scans / f"{path.stem}.json").read_text())
+            scan = {**calibrated(scan, references[scan["kind"]]), "method": scan["method"]}  # as detection.py
+            row = repair_model(path, scan, cache, pool, task, args.device, RECIPES[recipe], scans=scans)
             print(f"{recipe:<34} {path.stem:<26} asr {row['asr_before']:.1%} -> {row['asr_after']:.1%}  acc "
                   f"{row['accuracy_before']:.1%} -> {row['accuracy_after']:.1%} ({time.time() - started:.0f} s)",
                   flush=True)
     rows = [{**json.loads(f.read_text()), "recipe": name} for name, config in RECIPES.items()
             for f in sorted(recipe_folder(zoo, config).glob("*.json"))]  # every cached run, not just these
     if rows:
-        write(rows)
+        write(rows, zoo, args.report)
 
 
 if __name__ == "__main__":

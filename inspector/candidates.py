@@ -262,6 +262,10 @@ def make_candidate(method: Method, image_size: int, epsilon: float, seed: int) -
     raise ValueError(f"unknown method {method!r}")
 
 
+# Each inspector family's reconstructed trigger in a scan's tensors: the key that is there when it was inverted.
+FAMILY_TENSORS = {"additive": "delta", "colour": "colour"}
+
+
 def candidate_from_tensors(method: Method, tensors: dict[str, torch.Tensor], epsilon: float,
                            family: str = "additive") -> CandidateTrigger:
     """Rebuild a reconstructed trigger from a report's tensors (for repair and the before/after view);

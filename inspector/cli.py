@@ -154,7 +154,7 @@ def cmd_repair(args: argparse.Namespace) -> None:
     size = delivered.model.backbone.image_size
     task = _task(args, size)
     pool = pool_of(saved, size, args.ood)
-    given = {"epochs": args.epochs, "lr": args.lr}
+    given = {"epochs": args.epochs, "lr": args.lr, "families": args.families}
     config = RepairConfig(seed=args.seed, **{key: value for key, value in given.items() if value is not None})
     done = None
     with _bar(args, "repairing") as bar:
@@ -541,6 +541,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--ood", default=None, help="where the scan's OOD pool is now (default: where the report says)")
     rp.add_argument("--epochs", type=int, default=None, help="default: the engine's recipe (RepairConfig), 40")
     rp.add_argument("--lr", type=float, default=None, help="default: the engine's recipe (RepairConfig), 5e-3")
+    rp.add_argument("--families", choices=("indexed", "both"), default=None,
+                    help="the trigger of the family that flagged the class (indexed, the default) or every family "
+                         "the scan reconstructed for it (both: a colour filter's path besides the additive one)")
     rp.add_argument("--seed", type=int, default=0)
     rp.add_argument("--weights", help="CLIP weights file when the learner was tuned on a local file")
     rp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

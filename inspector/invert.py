@@ -32,6 +32,7 @@ from inspector.baseline import (
 from inspector.candidates import (
     COLOUR_BIAS_BOUND,
     COLOUR_MATRIX_BOUND,
+    FAMILY_TENSORS,
     METHODS,
     CandidateTrigger,
     ColourInversion,
@@ -263,6 +264,15 @@ class ScanResult:
         assert self.settings.epsilon is not None
         family = family or self.family(k)
         return candidate_from_tensors(self.settings.method, self.triggers[k], self.settings.epsilon, family)
+
+    def repair_triggers(self, k: int,
+                        families: str = "indexed") -> tuple[CandidateTrigger, tuple[CandidateTrigger, ...]]:
+        """Class ``k``'s trigger to repair against (the indexed family's) and, with ``families`` "both", its
+        trigger of every other family the scan reconstructed (``repair.RepairConfig.families``)."""
+        indexed = self.family(k)
+        others = tuple(family for family in FAMILY_TENSORS if family != indexed and families == "both"
+                       and FAMILY_TENSORS[family] in self.triggers.get(k, {}))
+        return self.trigger(k, indexed), tuple(self.trigger(k, family) for family in others)
 
     def family(self, k: int) -> str:
         """The inversion family that gave class ``k`` its anomaly index ("additive" or "colour")."""

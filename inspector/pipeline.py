@@ -254,7 +254,7 @@ def repair_job(delivered: Delivered, scanned: ScanResult, task: Task, pool: Imag
                              "trigger to repair against",
                              hint="choose a class to repair against anyway (--target NAME)")
         target = scanned.verdict.target
-    trigger = scanned.trigger(target)
+    trigger, also = scanned.repair_triggers(target, config.families)
     task = open_task_for(delivered.model, task, delivered.label)
     model = delivered.fresh_copy()
     device = model.backbone.device
@@ -269,7 +269,8 @@ def repair_job(delivered: Delivered, scanned: ScanResult, task: Task, pool: Imag
     asr_before = truth_asr()
     finished = None
     for event in _stoppable(repair(model, trigger.to(device), target, task.train_pixels, task.train_labels,
-                                   task.test_pixels, task.test_labels, held, config), should_stop, "repair"):
+                                   task.test_pixels, task.test_labels, held, config,
+                                   also=tuple(other.to(device) for other in also)), should_stop, "repair"):
         yield event
         if isinstance(event, Stopped):
             return

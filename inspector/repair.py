@@ -41,6 +41,9 @@ class RepairConfig:
     label_weight: float = 1.0  # cross-entropy of the clean copies against their labels
     anchor: float = 0.0  # KL of the clean copies' predictions to the delivered model's: keeps what it did right
     triggered: bool = True  # False: clean-only fine-tuning, the control that shows the trigger does the repair
+    # "indexed": the trigger of the family that gave the class its anomaly index; "both": every family the scan
+    # reconstructed for it, each triggered copy drawn from one of them (a filter's colour path and the additive one)
+    families: str = "indexed"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,20 +123,25 @@ def _share(mask: torch.Tensor) -> float:
 def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.Tensor,
            train_labels: torch.Tensor, test_pixels: torch.Tensor, test_labels: torch.Tensor,
            ood_pixels: torch.Tensor, config: RepairConfig | None = None,
-           invert_pixels: torch.Tensor | None = None) -> Iterator[RepairEvent]:
+           invert_pixels: torch.Tensor | None = None, also: tuple[Stamp, ...] = ()) -> Iterator[RepairEvent]:
     """Fine-tune ``model``'s learner so that ``stamp``-ed images keep their true labels; yields events.
 
-    ``stamp`` is the reconstructed trigger (pixels -> pixels), ``target`` the class it pointed to.
+    ``stamp`` is the reconstructed trigger (pixels -> pixels), ``target`` the class it pointed to; ``also``:
+    the class's triggers of other families, each triggered copy then stamped by one of them (drawn per view and
+    image; the flip rate is still measured with ``stamp``).
     With ``config.refresh_every`` and OOD ``invert_pixels``, the trigger is re-inverted against the
     model being repaired every few epochs (from where it was), so that the repair also closes the routes
     to the target that the first trigger did not take; the train copies are then stamped anew.
+    (A re-inversion refreshes ``stamp`` alone, and every triggered copy is then stamped with it.)
     Stopping early (no longer iterating) leaves the learner at the last finished step.
     """
     config = config or RepairConfig()
     started = time.time()
     torch.manual_seed(config.seed)
-    features = encode_transformed_views(model.backbone, train_pixels, config.views, config.seed,
-                                        {"clean": None, "stamped": stamp})
+    stamps = {"clean": None, "stamped": stamp, **{f"also{i}": other for i, other in enumerate(also)}}
+    features = encode_transformed_views(model.backbone, train_pixels, config.views, config.seed, stamps)
+    if also:
+        features["stamped"] = mix_families(features, len(also), config.seed)
     labels = train_labels.to(features["clean"].device).long()
     n = len(labels)
     batch = min(config.batch_size, n)
@@ -176,6 +184,15 @@ def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.T
     finally:
         model.learner.eval()
     yield RepairFinished(before, last, round(time.time() - started, 2))
+
+
+def mix_families(features: dict[str, torch.Tensor], extra: int, seed: int) -> torch.Tensor:
+    """(V, N, D) triggered features, each (view, image) taken from ``stamped`` or one of the ``extra`` other
+    families' (``also0``, ...), drawn with ``seed``; the other families' entries are removed."""
+    stacked = torch.stack([features["stamped"], *(features.pop(f"also{i}") for i in range(extra))])
+    choice = torch.randint(0, len(stacked), stacked.shape[1:3], generator=torch.Generator().manual_seed(seed))
+    views, images = torch.meshgrid(torch.arange(stacked.shape[1]), torch.arange(stacked.shape[2]), indexing="ij")
+    return stacked[choice.to(stacked.device), views.to(stacked.device), images.to(stacked.device)]
 
 
 def anchor_log_probs(model: PromptedCLIP, clean: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -233,10 +250,10 @@ def run_repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: tor
                train_labels: torch.Tensor, test_pixels: torch.Tensor, test_labels: torch.Tensor,
                ood_pixels: torch.Tensor, config: RepairConfig | None = None,
                on_event: Callable[[RepairEvent], None] | None = None,
-               invert_pixels: torch.Tensor | None = None) -> RepairFinished:
+               invert_pixels: torch.Tensor | None = None, also: tuple[Stamp, ...] = ()) -> RepairFinished:
     """Drive ``repair`` to its end (CLI, benchmarks, tests)."""
     for event in repair(model, stamp, target, train_pixels, train_labels, test_pixels, test_labels, ood_pixels,
-                        config, invert_pixels):
+                        config, invert_pixels, also):
         if on_event is not None:
             on_event(event)
         if isinstance(event, RepairFinished):

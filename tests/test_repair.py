@@ -134,3 +134,34 @@ def test_anchor_is_zero_at_the_delivered_model_and_the_control_ignores_the_trigg
                        repair_loss(model, moved, labels, None, views, idx, control))
     assert not torch.equal(repair_loss(model, features, labels, None, views, idx, RepairConfig()),
                            repair_loss(model, moved, labels, None, views, idx, RepairConfig()))
+
+
+def test_both_families_stamp_each_copy_with_one_of_the_class_triggers(backdoored, scanned, task, pool):
+    """``families="both"``: the class's colour trigger joins its additive one; the triggered copies are drawn
+    from both (seeded), the flip rate is measured with the indexed one, and the repair still runs to its end."""
+    from dataclasses import replace
+
+    from inspector.candidates import ColourInversion
+    from inspector.repair import mix_families
+
+    features = {"stamped": torch.zeros(4, 50, 3), "also0": torch.ones(4, 50, 3)}
+    mixed = mix_families(dict(features), 1, seed=0)
+    assert mixed.shape == (4, 50, 3) and set(mixed.unique().tolist()) == {0.0, 1.0}
+    assert 0.3 < mixed[..., 0].mean() < 0.7 and torch.equal(mixed, mix_families(dict(features), 1, seed=0))
+    assert (mixed == mixed[..., :1]).all()  # a copy is one family's features, not a blend
+
+    _, result = scanned
+    assert result.repair_triggers(TARGET)[1] == () and result.repair_triggers(TARGET, "both")[1] == ()
+    tint = ColourInversion(unit=torch.full((12,), 0.5))
+    with_colour = replace(result, triggers={**result.triggers,
+                                            TARGET: {**result.triggers[TARGET], **tint.tensors()}})
+    stamp, also = with_colour.repair_triggers(TARGET, "both")
+    assert stamp.family == "additive" and [t.family for t in also] == ["colour"]
+    assert with_colour.repair_triggers(TARGET)[1] == ()  # the default stays the indexed family alone
+    model, _ = backdoored
+    copy = load_learner(resolve_model("clean-coop"), model.backbone)
+    copy.learner.load_state_dict(model.learner.state_dict())
+    events = list(repair(copy, stamp, TARGET, task.train_pixels[:64], task.train_labels[:64], task.test_pixels[:64],
+                         task.test_labels[:64], result.held_out(pool)[:64], RepairConfig(epochs=1, views=2),
+                         also=also))
+    assert isinstance(events[-1], RepairFinished)
