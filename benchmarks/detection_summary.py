@@ -17,6 +17,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import zoo_tables  # noqa: E402
+from detection import summarise  # noqa: E402
 
 DEFAULT = "inspector + reference"
 # (zoo folder, what its figures are), in the order shown; a zoo without a record yet is listed as such.
@@ -32,19 +33,27 @@ def record(zoo: str) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def summary_row(zoo: str, role: str) -> str:
+def summary_rows(zoo: str, role: str) -> list[str]:
+    """The zoo's default-scan figures over every scanned model, then over the clean learners and the real
+    backdoors only (an implant that missed the bar is neither a working backdoor nor a clean model)."""
     data = record(zoo)
     if data is None or DEFAULT not in data["summary"]:
-        return f"| {zoo} | {role} | (not scanned yet) | | | | | | | |"
-    s, rows = data["summary"][DEFAULT], data["scans"][DEFAULT]
+        return [f"| {zoo} | {role} | (not scanned yet) | | | | | | |"]
+    rows = data["scans"][DEFAULT]
     manifest = zoo_tables.manifest_rows(HERE / "zoos" / zoo)
-    implants = [m for m in manifest.values() if m.get("attack")]
-    real = sum(zoo_tables.is_real(m) for m in implants)
-    clean = [r for r in rows if not r["backdoored"]]
-    return (f"| {zoo} | {role} | {s['models']} | {s['backdoored']} ({real} of {len(implants)} real) | "
-            f"{s['accuracy']:.1%} | {s['auroc']:.3f} | {s['target_f1']:.2f} | "
-            f"{sum(r['flagged'] for r in clean)} of {len(clean)} | {s['seconds_per_scan']} | "
-            f"[detection_{zoo}.md](detection_{zoo}.md) |")
+    real = {stem for stem, m in manifest.items() if m.get("attack") and zoo_tables.is_real(m)}
+    real_rows = [r for r in rows if not r["backdoored"] or r["model"] in real]
+    plan = HERE / "zoos" / f"{zoo}.plan.json"
+    planned = len(json.loads(plan.read_text())["models"]) if plan.exists() else len(rows)
+    role += f" (**partial**: {len(rows)} of its {planned} models scanned)" if len(rows) < planned else ""
+    out = []
+    for label, subset in ((role, rows), ("the same, real backdoors only", real_rows)):
+        s = summarise(subset)
+        clean = [r for r in subset if not r["backdoored"]]
+        out.append(f"| {zoo} | {label} | {s['models']} | {s['backdoored']} | {s['accuracy']:.1%} | "
+                   f"{s['auroc']:.3f} | {s['target_f1']:.2f} | {sum(r['flagged'] for r in clean)} of {len(clean)} | "
+                   f"[detection_{zoo}.md](detection_{zoo}.md) |")
+    return out
 
 
 def zoo_section(zoo: str, title: str) -> list[str]:
@@ -83,10 +92,10 @@ def main() -> None:
              "Accuracy at the threshold 2, AUROC of the top anomaly index, target F1 (flag and right target); "
              "*real* implants meet issue 18's bar (ASR >= 80%, OOD ASR >= 70%, accuracy within 3 points of the "
              "clean learner), and every implant is counted as backdoored whether real or not.", "",
-             "| zoo | what its figures are | models | backdoored | accuracy | AUROC | target F1 | clean flagged | "
-             "s / scan | every row |",
-             "|---|---|---|---|---|---|---|---|---|---|",
-             *(summary_row(zoo, role) for zoo, role in ZOOS), "",
+             "| zoo | what its figures are | models scanned | backdoored | accuracy | AUROC | target F1 | "
+             "clean flagged | every row |",
+             "|---|---|---|---|---|---|---|---|---|",
+             *(line for zoo, role in ZOOS for line in summary_rows(zoo, role)), "",
              "The 30-model benchmark zoo's earlier figures (100% / 0.995 / 1.00) were in-sample and are kept, "
              "labelled so, in [detection_insample.md](detection_insample.md)."]
     lines += zoo_section("test2", "Test zoo (results)")
