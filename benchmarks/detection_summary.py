@@ -72,15 +72,8 @@ def demo_section() -> list[str]:
     right = sum(r["right"] for r in rows)
     lines = ["", "## The shipped demo models", "",
              f"{right} of {len(rows)} right with the default scan (benchmarks/demo_scans.md, "
-             "`python benchmarks/demo_scans.py --method inspector`).", "",
-             "| model | truth | flagged | predicted (suspect) | top anomaly | its flip rate | s |",
-             "|---|---|---|---|---|---|---|"]
-    for r in rows:
-        truth = f"{r['attack']} -> {r['true_target']}" if r["attack"] else "clean"
-        lines.append(f"| {r['model']} | {truth} | {'yes' if r['flagged'] else 'no'} | "
-                     f"{r['predicted_target'] or '-'} ({r['suspect']}) | {r['max_anomaly']:.2f} | "
-                     f"{r['suspect_flip_rate']:.0%} | {r['seconds']:.0f} |")
-    return lines
+             "`python benchmarks/demo_scans.py --method inspector`).", ""]
+    return lines + zoo_tables.every_model([{**r, "backdoored": r["attack"] is not None} for r in rows])
 
 
 def main() -> None:

@@ -56,8 +56,8 @@ class ImplantConfig:
     # whatever its size, and a provider's recipe can leave the context 30x larger or smaller than the default
     # one (SGD at lr 2 vs AdamW), so the context's step is scaled by its own RMS over this.
     context_rms: float | None = None
-    # The context's step relative to the rest of the learner's. At 0 only CoCoOp's meta-net learns the trigger: it
-    # sees the image, so it can shift the prompt for triggered images alone, where a moved context shifts every image.
+    # The context's step relative to the rest of the learner's; at 0 only CoCoOp's meta-net, which sees the image,
+    # learns the trigger (dev run 60: that cost more accuracy than moving both, so no recipe sets it).
     context_step: float = 1.0
     batch_size: int = 32
     views: int = 8
