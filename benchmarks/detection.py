@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import zoo_tables  # noqa: E402
 from inspector.backbone import machine_name  # noqa: E402
-from inspector.candidates import FAMILY_TENSORS, candidate_from_tensors  # noqa: E402
+from inspector.candidates import repair_candidates  # noqa: E402
 from inspector.data import Task, load_shipped_pool, load_task  # noqa: E402
 from inspector.detect import decide  # noqa: E402
 from inspector.invert import ScanConfig, run_scan, split_pool  # noqa: E402
@@ -157,11 +157,8 @@ def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.
     target = list(model.class_names).index(scan_row["suspect"])
     folder = scans if scans is not None else path.parent / "scans" / _folder(scan_row["method"])
     family = scan_row.get("suspect_family", "additive")
-    tensors = _saved_trigger(folder / path.stem, target)
-    trigger = candidate_from_tensors("inspector", tensors, settings["epsilon"], family)
-    also = tuple(candidate_from_tensors("inspector", tensors, settings["epsilon"], other)
-                 for other, key in FAMILY_TENSORS.items()
-                 if config.families == "both" and other != family and key in tensors)
+    trigger, also = repair_candidates("inspector", _saved_trigger(folder / path.stem, target), settings["epsilon"],
+                                      family, config.families)
 
     def asr() -> float:
         return round(attack_success_rate(model, truth.trigger, task.test_pixels, truth.target, task.test_labels), 4)

@@ -266,6 +266,17 @@ def make_candidate(method: Method, image_size: int, epsilon: float, seed: int) -
 FAMILY_TENSORS = {"additive": "delta", "colour": "colour"}
 
 
+def repair_candidates(method: Method, tensors: dict[str, torch.Tensor], epsilon: float, indexed: str,
+                      families: str = "indexed") -> tuple[CandidateTrigger, tuple[CandidateTrigger, ...]]:
+    """A class's trigger to repair against (of the ``indexed`` family, the one that gave its anomaly index) and,
+    with ``families`` "both", its trigger of every other family present in ``tensors``
+    (``repair.RepairConfig.families``)."""
+    others = [family for family, key in FAMILY_TENSORS.items()
+              if families == "both" and family != indexed and key in tensors]
+    return (candidate_from_tensors(method, tensors, epsilon, indexed),
+            tuple(candidate_from_tensors(method, tensors, epsilon, family) for family in others))
+
+
 def candidate_from_tensors(method: Method, tensors: dict[str, torch.Tensor], epsilon: float,
                            family: str = "additive") -> CandidateTrigger:
     """Rebuild a reconstructed trigger from a report's tensors (for repair and the before/after view);

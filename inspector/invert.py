@@ -32,7 +32,6 @@ from inspector.baseline import (
 from inspector.candidates import (
     COLOUR_BIAS_BOUND,
     COLOUR_MATRIX_BOUND,
-    FAMILY_TENSORS,
     METHODS,
     CandidateTrigger,
     ColourInversion,
@@ -41,6 +40,7 @@ from inspector.candidates import (
     candidate_from_tensors,
     make_candidate,
     margin_loss,
+    repair_candidates,
     row_margins,
 )
 from inspector.detect import (
@@ -258,21 +258,24 @@ class ScanResult:
     def trigger(self, k: int, family: str | None = None) -> CandidateTrigger:
         """Class ``k``'s reconstructed trigger (on the CPU): of ``family``, by default the one that gave the class
         its anomaly index."""
-        if k not in self.triggers:
-            raise InputError(f"class {self.class_names[k]!r} was not scanned, so it has no trigger",
-                             hint="scan it first (candidate classes)")
         assert self.settings.epsilon is not None
-        family = family or self.family(k)
-        return candidate_from_tensors(self.settings.method, self.triggers[k], self.settings.epsilon, family)
+        return candidate_from_tensors(self.settings.method, self._tensors(k), self.settings.epsilon,
+                                      family or self.family(k))
 
     def repair_triggers(self, k: int,
                         families: str = "indexed") -> tuple[CandidateTrigger, tuple[CandidateTrigger, ...]]:
         """Class ``k``'s trigger to repair against (the indexed family's) and, with ``families`` "both", its
         trigger of every other family the scan reconstructed (``repair.RepairConfig.families``)."""
-        indexed = self.family(k)
-        others = tuple(family for family in FAMILY_TENSORS if family != indexed and families == "both"
-                       and FAMILY_TENSORS[family] in self.triggers.get(k, {}))
-        return self.trigger(k, indexed), tuple(self.trigger(k, family) for family in others)
+        assert self.settings.epsilon is not None
+        return repair_candidates(self.settings.method, self._tensors(k), self.settings.epsilon, self.family(k),
+                                 families)
+
+    def _tensors(self, k: int) -> dict[str, torch.Tensor]:
+        """Class ``k``'s saved trigger tensors, every family's; a class that was not scanned has none."""
+        if k not in self.triggers:
+            raise InputError(f"class {self.class_names[k]!r} was not scanned, so it has no trigger",
+                             hint="scan it first (candidate classes)")
+        return self.triggers[k]
 
     def family(self, k: int) -> str:
         """The inversion family that gave class ``k`` its anomaly index ("additive" or "colour")."""
