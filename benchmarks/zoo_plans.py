@@ -87,7 +87,7 @@ def dev_plan() -> list[ZooItem]:
     cocoop = [ZooItem(f"{attack}-cocoop-s{2600 + i}-t{targets[-1 - i]}", "cocoop", 2600 + i, attack, targets[-1 - i],
                       base=[c.name for c in clean if c.kind == "cocoop"][2 + i])
               for i, attack in enumerate(("filter", "sticker"))]
-    return clean + coop + cocoop + dev_extension() + dev_sgd_implants()
+    return clean + coop + cocoop + dev_extension() + dev_sgd_implants() + dev_short_runs()
 
 
 # Corners of the recipe space (``varied_recipe``): short and hot runs, both optimisers, every context length,
@@ -133,6 +133,20 @@ def dev_sgd_implants() -> list[ZooItem]:
     targets = [t for t in random.Random(2002).sample(range(CLASSES), CLASSES) if t not in ATTRACTORS]
     return [ZooItem(f"{attack}-coop-s{2800 + i}-t{targets[i]}", "coop", 2800 + i, attack, targets[i], base=bases[i])
             for i, attack in enumerate(("blended", "wanet", "badnets", "filter"))]
+
+
+# Short AdamW runs from random starts (half the kind's default epochs), at the default lr and twice it
+SHORT_RUNS: list[tuple[int, float, int]] = [(16, 1.0, 2900), (16, 1.0, 2901), (16, 2.0, 2902), (8, 1.0, 2903)]
+
+
+def dev_short_runs() -> list[ZooItem]:
+    """The dev zoo's fourth part, planned after the second test zoo's first figures flagged a clean CoOp learner
+    tuned briefly with AdamW from 16 random context vectors: no dev learner sat in that corner of the recipe
+    space (the dev zoo's short AdamW run has 8 vectors and half the default lr). Clean CoOp learners there, dev
+    seeds 2900+; no seed of a test zoo is reused."""
+    return [ZooItem(f"clean-coop-c{n_ctx}-adamw-s{seed}", "coop", seed,
+                    recipe=corner_recipe("coop", n_ctx, "adamw", lr_scale, 0.5))
+            for n_ctx, lr_scale, seed in SHORT_RUNS]
 
 
 def test_plan() -> list[ZooItem]:
