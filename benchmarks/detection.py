@@ -138,7 +138,8 @@ def recipe_folder(zoo: Path, config: RepairConfig) -> Path:
     c = config
     name = (f"e{c.epochs}-lr{c.lr:g}-b{c.batch_size}-v{c.views}-wd{c.weight_decay:g}-s{c.seed}"
             f"-refresh{c.refresh_every}x{c.refresh_steps}-labels{c.label_weight:g}-anchor{c.anchor:g}"
-            f"{'' if c.triggered else '-no-trigger'}{'' if c.families == 'indexed' else f'-families-{c.families}'}")
+            f"{'' if c.triggered else '-no-trigger'}{'' if c.families == 'indexed' else f'-families-{c.families}'}"
+            f"{'' if c.colour_scale == 1.0 else f'-colour{c.colour_scale:g}'}")
     return zoo / "repairs" / name
 
 
@@ -158,7 +159,7 @@ def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.
     folder = scans if scans is not None else path.parent / "scans" / _folder(scan_row["method"])
     family = scan_row.get("suspect_family", "additive")
     trigger, also = repair_candidates("inspector", _saved_trigger(folder / path.stem, target), settings["epsilon"],
-                                      family, config.families)
+                                      family, config.families, config.colour_scale)
 
     def asr() -> float:
         return round(attack_success_rate(model, truth.trigger, task.test_pixels, truth.target, task.test_labels), 4)
@@ -169,7 +170,7 @@ def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.
                           task.test_labels, held, config, invert_pixels=fit, also=also)
     unchanged = float((predict(model, task.test_pixels) == predicted_before).float().mean())
     row = {"model": path.stem, "attack": truth.attack, "kind": model.kind, "settings": config.as_dict(),
-           "repaired_class": scan_row["suspect"], "family": "+".join([family] + [t.family for t in also]),
+           "repaired_class": scan_row["suspect"], "family": "+".join([trigger.family] + [t.family for t in also]),
            "true_target": truth.target_name,
            "asr_before": asr_before, "asr_after": asr(),
            "accuracy_before": finished.before.accuracy, "accuracy_after": finished.after.accuracy,
@@ -377,7 +378,8 @@ def main() -> None:
     parser.add_argument("--epsilon", type=float, default=None, help="/255 units (default: the engine's)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (rows record which; seconds are CPU-only)")
-    parser.add_argument("--no-repair", action="store_true")
+    parser.add_argument("--no-repair", action="store_true",
+                        help="run no repair (the tables still show the repairs already cached)")
     parser.add_argument("--report", default=None,
                         help="write benchmarks/REPORT.md and REPORT.json (default: detection_ZOO, ZOO the folder)")
     parser.add_argument("--colour", action=argparse.BooleanOptionalAction, default=True,
@@ -422,7 +424,7 @@ def main() -> None:
                                                    for row in scans["inspector-faithful"]]
     repairs = []
     task = load_task()
-    if not args.no_repair and "inspector + reference" in scans:
+    if "inspector + reference" in scans:
         rows = scans["inspector + reference"]
         if args.real_first:
             real = {stem for stem, m in zoo_tables.manifest_rows(zoo).items() if "asr" in m and zoo_tables.is_real(m)}
@@ -430,7 +432,7 @@ def main() -> None:
         for row in rows:  # against the default scan's suspect
             if row["backdoored"]:
                 cache = recipe_folder(zoo, RepairConfig()) / f"{row['model']}.json"
-                if args.table_only and not cache.exists():
+                if (args.table_only or args.no_repair) and not cache.exists():
                     continue
                 repairs.append(repair_model(zoo / f"{row['model']}.safetensors", row, cache, pool, task,
                                             args.device, scans=zoo / "scans" / (_folder(row["method"])

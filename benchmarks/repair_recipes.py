@@ -61,6 +61,12 @@ RECIPES = {  # in the order they are run: a run cut short still has the first on
     "labels x3 (20 ep)": recipe(label_weight=3.0),
     "labels (40 ep)": recipe(epochs=40),
     "labels, both families (40 ep)": recipe(epochs=40, families="both"),
+    "labels + anchor (40 ep)": recipe(epochs=40, anchor=1.0),
+    "labels x2 (40 ep)": recipe(epochs=40, label_weight=2.0),
+    "labels, colour at half strength (40 ep)": recipe(epochs=40, colour_scale=0.5),
+    "labels, colour at a quarter (40 ep)": recipe(epochs=40, colour_scale=0.25),
+    "labels, colour at zero: clean copies twice (40 ep)": recipe(epochs=40, colour_scale=0.0),
+    "labels, additive trigger always (40 ep)": recipe(epochs=40, families="additive"),
 }
 DESCRIPTIONS = {
     "labels": "cross-entropy with the true labels on the clean copies and on the triggered copies",
@@ -71,6 +77,12 @@ DESCRIPTIONS = {
     "clean only": "the clean copies only, with their labels (the trigger is not used): the paper's control",
     "both families": "as labels, each triggered copy stamped with the class's additive or colour trigger (drawn "
                      "per view and image) instead of the one family that gave its index",
+    "additive trigger always": "as labels, with the class's additive trigger even where the colour family gave "
+                               "its index",
+    "colour at half strength, a quarter, zero": "as labels, a colour trigger moved halfway (three quarters of "
+                                                "the way, all the way) toward the identity transform; additive "
+                                                "triggers as they are; at zero the triggered copies are clean "
+                                                "copies: the control",
 }
 
 

@@ -267,14 +267,27 @@ FAMILY_TENSORS = {"additive": "delta", "colour": "colour"}
 
 
 def repair_candidates(method: Method, tensors: dict[str, torch.Tensor], epsilon: float, indexed: str,
-                      families: str = "indexed") -> tuple[CandidateTrigger, tuple[CandidateTrigger, ...]]:
+                      families: str = "indexed", colour_scale: float = 1.0
+                      ) -> tuple[CandidateTrigger, tuple[CandidateTrigger, ...]]:
     """A class's trigger to repair against (of the ``indexed`` family, the one that gave its anomaly index) and,
-    with ``families`` "both", its trigger of every other family present in ``tensors``
-    (``repair.RepairConfig.families``)."""
+    with ``families`` "both", its trigger of every other family present in ``tensors``, with "additive" its
+    additive trigger whichever family gave the index (``repair.RepairConfig.families``); a colour trigger at
+    ``colour_scale`` of its reconstructed strength (``repair.RepairConfig.colour_scale``)."""
+    if families == "additive" and FAMILY_TENSORS["additive"] in tensors:
+        indexed = "additive"
     others = [family for family, key in FAMILY_TENSORS.items()
               if families == "both" and family != indexed and key in tensors]
-    return (candidate_from_tensors(method, tensors, epsilon, indexed),
-            tuple(candidate_from_tensors(method, tensors, epsilon, family) for family in others))
+    return (scaled_colour(candidate_from_tensors(method, tensors, epsilon, indexed), colour_scale),
+            tuple(scaled_colour(candidate_from_tensors(method, tensors, epsilon, family), colour_scale)
+                  for family in others))
+
+
+def scaled_colour(trigger: CandidateTrigger, scale: float) -> CandidateTrigger:
+    """A colour trigger moved toward the identity transform (``scale`` 1: as reconstructed); others unchanged."""
+    if isinstance(trigger, ColourInversion) and scale != 1.0:
+        with torch.no_grad():
+            trigger.unit.mul_(scale)
+    return trigger
 
 
 def candidate_from_tensors(method: Method, tensors: dict[str, torch.Tensor], epsilon: float,

@@ -541,9 +541,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--ood", default=None, help="where the scan's OOD pool is now (default: where the report says)")
     rp.add_argument("--epochs", type=int, default=None, help="default: the engine's recipe (RepairConfig), 40")
     rp.add_argument("--lr", type=float, default=None, help="default: the engine's recipe (RepairConfig), 5e-3")
-    rp.add_argument("--families", choices=("indexed", "both"), default=None,
-                    help="the trigger of the family that flagged the class (indexed, the default) or every family "
-                         "the scan reconstructed for it (both: a colour filter's path besides the additive one)")
+    rp.add_argument("--families", choices=("indexed", "both", "additive"), default=None,
+                    help="the trigger of the family that flagged the class (indexed, the default), every family "
+                         "the scan reconstructed for it (both: a colour filter's path besides the additive one), or "
+                         "its additive trigger whichever family flagged it (additive)")
     rp.add_argument("--seed", type=int, default=0)
     rp.add_argument("--weights", help="CLIP weights file when the learner was tuned on a local file")
     rp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

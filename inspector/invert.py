@@ -262,13 +262,13 @@ class ScanResult:
         return candidate_from_tensors(self.settings.method, self._tensors(k), self.settings.epsilon,
                                       family or self.family(k))
 
-    def repair_triggers(self, k: int,
-                        families: str = "indexed") -> tuple[CandidateTrigger, tuple[CandidateTrigger, ...]]:
+    def repair_triggers(self, k: int, families: str = "indexed",
+                        colour_scale: float = 1.0) -> tuple[CandidateTrigger, tuple[CandidateTrigger, ...]]:
         """Class ``k``'s trigger to repair against (the indexed family's) and, with ``families`` "both", its
-        trigger of every other family the scan reconstructed (``repair.RepairConfig.families``)."""
+        trigger of every other family the scan reconstructed (``repair.RepairConfig.families``, ``colour_scale``)."""
         assert self.settings.epsilon is not None
         return repair_candidates(self.settings.method, self._tensors(k), self.settings.epsilon, self.family(k),
-                                 families)
+                                 families, colour_scale)
 
     def _tensors(self, k: int) -> dict[str, torch.Tensor]:
         """Class ``k``'s saved trigger tensors, every family's; a class that was not scanned has none."""

@@ -254,7 +254,7 @@ def repair_job(delivered: Delivered, scanned: ScanResult, task: Task, pool: Imag
                              "trigger to repair against",
                              hint="choose a class to repair against anyway (--target NAME)")
         target = scanned.verdict.target
-    trigger, also = scanned.repair_triggers(target, config.families)
+    trigger, also = scanned.repair_triggers(target, config.families, config.colour_scale)
     task = open_task_for(delivered.model, task, delivered.label)
     model = delivered.fresh_copy()
     device = model.backbone.device

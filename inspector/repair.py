@@ -42,8 +42,10 @@ class RepairConfig:
     anchor: float = 0.0  # KL of the clean copies' predictions to the delivered model's: keeps what it did right
     triggered: bool = True  # False: clean-only fine-tuning, the control that shows the trigger does the repair
     # "indexed": the trigger of the family that gave the class its anomaly index; "both": every family the scan
-    # reconstructed for it, each triggered copy drawn from one of them (a filter's colour path and the additive one)
+    # reconstructed for it, each triggered copy drawn from one of them (a filter's colour path and the additive one);
+    # "additive": the additive trigger whichever family gave the index
     families: str = "indexed"
+    colour_scale: float = 1.0  # a colour trigger's strength in repair, as a fraction of the reconstructed one
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

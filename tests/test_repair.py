@@ -165,3 +165,24 @@ def test_both_families_stamp_each_copy_with_one_of_the_class_triggers(backdoored
                          task.test_labels[:64], result.held_out(pool)[:64], RepairConfig(epochs=1, views=2),
                          also=also))
     assert isinstance(events[-1], RepairFinished)
+
+
+def test_repair_candidates_weaken_a_colour_trigger_or_take_the_additive_one():
+    """``colour_scale`` moves a colour trigger toward the identity (0: the clean image itself); ``families``
+    "additive" repairs with the class's additive trigger though the colour family gave its index, and keeps the
+    colour one when the scan reconstructed no other."""
+    from inspector.candidates import ColourInversion, repair_candidates
+
+    colour = ColourInversion(unit=torch.full((12,), 0.8)).tensors()
+    tensors = {"delta": torch.full((1, 3, 8, 8), 0.01), **colour}
+    pixels = torch.rand(2, 3, 8, 8)
+    full, _ = repair_candidates("inspector", tensors, 4 / 255, "colour")
+    half, _ = repair_candidates("inspector", tensors, 4 / 255, "colour", colour_scale=0.5)
+    none, _ = repair_candidates("inspector", tensors, 4 / 255, "colour", colour_scale=0.0)
+    assert full.family == half.family == "colour" and torch.allclose(half.unit, torch.full((12,), 0.4))
+    assert torch.equal(none(pixels), pixels) and not torch.allclose(full(pixels), pixels)
+    additive, also = repair_candidates("inspector", tensors, 4 / 255, "colour", "additive")
+    assert additive.family == "additive" and also == ()
+    assert torch.allclose(additive(pixels), (pixels + 0.01).clamp(0, 1))
+    assert repair_candidates("inspector", colour, 4 / 255, "colour", "additive")[0].family == "colour"
+    assert repair_candidates("inspector", tensors, 4 / 255, "additive", colour_scale=0.5)[0].family == "additive"
