@@ -28,7 +28,6 @@ CLASS_SETS = (["star", "arrow", "clock"], ["map", "balloon", "file icon", "butto
 POOL_SIZE = 96
 PROGRESS, REPORT_FILES = 25, 36  # positions of the progress line and the report files in /scan's outputs
 KEYS = ("name", "flip_rate", "anomaly", "loss")
-ALL_CLASSES = list(load_task().class_names)
 
 
 def scan_inputs(classes: list[str], pool: str = "shipped OOD pool", upload: object = None) -> list[object]:
@@ -73,7 +72,7 @@ def test_concurrent_clients_are_queued_isolated_and_match_a_solo_run(tmp_path, s
         # a scan that is cancelled mid-way must free the engine and leave no half-written run: it scans
         # every class, and is cancelled once it streams, so it is surely mid-way on any machine
         canceller = Client(url, verbose=False)
-        job = canceller.submit(*scan_inputs(ALL_CLASSES), api_name="/scan")
+        job = canceller.submit(*scan_inputs(list(load_task().class_names)), api_name="/scan")
         deadline = time.time() + 120
         while not job.outputs():
             assert not job.done() and time.time() < deadline, "the cancelled scan never started streaming"
