@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.reference_choice import cells, dev_preamble, dev_scans, summary, write  # noqa: E402
-from inspector.baseline import with_baseline, with_colour_baseline  # noqa: E402
+from inspector.baseline import with_baseline, with_family_baseline  # noqa: E402
 from inspector.detect import DEFAULT_MIN_FLIP_RATE, PER_CLASS_SPREAD_FLOOR, decide, standardised  # noqa: E402
 from inspector.invert import ScanConfig  # noqa: E402
 from inspector.reference import Reference, shipped_reference_path  # noqa: E402
@@ -61,9 +61,9 @@ def redecide(row: dict[str, Any], reference: Reference, scale: str) -> dict[str,
                                                                     "colour_reference_"))}
         values = [f(v) for v in baseline.learner_values(plain)]
         record = with_baseline({**plain, "flip_rate": f(plain["flip_rate"])}, values)
-        if baseline.colour and "colour_flip_rate" in plain:
+        if baseline.families.get("colour") and "colour_flip_rate" in plain:
             record["colour_flip_rate"] = f(plain["colour_flip_rate"])
-            record = with_colour_baseline(record, [f(v) for v in baseline.colour[plain["name"]]])
+            record = with_family_baseline(record, "colour", [f(v) for v in baseline.families["colour"][plain["name"]]])
         records.append(record)
     verdict = decide(standardised(records, floor), "excess_flip_rate", min_flip_rate=f(DEFAULT_MIN_FLIP_RATE))
     return {"model": row["model"], "backdoored": row["backdoored"], "attack": row["attack"],

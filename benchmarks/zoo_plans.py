@@ -87,7 +87,7 @@ def dev_plan() -> list[ZooItem]:
     cocoop = [ZooItem(f"{attack}-cocoop-s{2600 + i}-t{targets[-1 - i]}", "cocoop", 2600 + i, attack, targets[-1 - i],
                       base=[c.name for c in clean if c.kind == "cocoop"][2 + i])
               for i, attack in enumerate(("filter", "sticker"))]
-    return clean + coop + cocoop + dev_extension() + dev_sgd_implants() + dev_short_runs()
+    return clean + coop + cocoop + dev_extension() + dev_sgd_implants() + dev_short_runs() + dev_missed_kinds()
 
 
 # Corners of the recipe space (``varied_recipe``): short and hot runs, both optimisers, every context length,
@@ -147,6 +147,29 @@ def dev_short_runs() -> list[ZooItem]:
     return [ZooItem(f"clean-coop-c{n_ctx}-adamw-s{seed}", "coop", seed,
                     recipe=corner_recipe("coop", n_ctx, "adamw", lr_scale, 0.5))
             for n_ctx, lr_scale, seed in SHORT_RUNS]
+
+
+# (attack, kind, target, base): Blended into learners of both kinds, and CoCoOp implants aimed at the classes
+# that clean learners' triggers already reach (led light, computer, application icon)
+MISSED_KINDS: list[tuple[str, str, int, str]] = [
+    ("blended", "coop", 5, "clean-coop-c16-adamw-s2003"),
+    ("blended", "coop", 19, "clean-coop-default-s2000"),
+    ("blended", "cocoop", 2, "clean-cocoop-default-s2100"),
+    ("blended", "cocoop", 13, "clean-cocoop-c16-adamw-s2104"),
+    ("blended", "cocoop", 17, "clean-cocoop-c4-sgd-s2302"),
+    ("badnets", "cocoop", 10, "clean-cocoop-c8-adamw-s2105"),
+    ("wanet", "cocoop", 7, "clean-cocoop-default-s2101"),
+    ("sticker", "cocoop", 12, "clean-cocoop-c16-adamw-s2301"),
+]
+
+
+def dev_missed_kinds() -> list[ZooItem]:
+    """The dev zoo's fifth part, planned after the second test zoo's first figures: its real misses were Blended
+    backdoors (4 of 5; the dev zoo had three) and CoCoOp backdoors aimed at classes that clean learners' triggers
+    already reach (led light, computer, application icon; the dev zoo had none aimed there in CoCoOp). Dev seeds
+    2950+; no seed of a test zoo is reused."""
+    return [ZooItem(f"{attack}-{kind}-s{2950 + i}-t{target}", kind, 2950 + i, attack, target, base=base)
+            for i, (attack, kind, target, base) in enumerate(MISSED_KINDS)]
 
 
 def test_plan() -> list[ZooItem]:

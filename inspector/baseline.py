@@ -34,7 +34,8 @@ class Baseline:
     curves: dict[str, list[Curve]] = field(default_factory=dict)  # class -> each learner's fresh-batch curve
     window: int = 10  # steps a fresh-batch estimate adds up (the scan's ``fast_window``)
     held_out_steps: int | None = None  # steps after which ``held_out`` was measured (None: the whole schedule)
-    colour: dict[str, list[float]] = field(default_factory=dict)  # class -> each learner's colour flip rate
+    # quick family ("colour", "blend") -> class -> each learner's flip rate of that family's trigger
+    families: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     held_out_loss: dict[str, list[float]] = field(default_factory=dict)  # class -> each learner's held-out margin
 
     @property
@@ -107,9 +108,10 @@ def with_baseline(record: dict[str, Any], values: Sequence[float]) -> dict[str, 
             "reference_spread": round(sd * math.sqrt(1 + 1 / n), 4)}
 
 
-def with_colour_baseline(record: dict[str, Any], values: Sequence[float]) -> dict[str, Any]:
-    """The colour family's counterpart of ``with_baseline``: the clean learners' mean colour flip rate for the
+def with_family_baseline(record: dict[str, Any], family: str, values: Sequence[float]) -> dict[str, Any]:
+    """A quick family's counterpart of ``with_baseline``: the clean learners' mean flip rate of ``family`` for the
     class, the excess over it and the spread a new clean learner would show."""
-    reference = with_baseline({"flip_rate": record["colour_flip_rate"]}, values)
-    return {**record, "reference_colour_flip_rate": reference["reference_flip_rate"],
-            "colour_excess": reference["excess_flip_rate"], "colour_reference_spread": reference["reference_spread"]}
+    reference = with_baseline({"flip_rate": record[f"{family}_flip_rate"]}, values)
+    return {**record, f"reference_{family}_flip_rate": reference["reference_flip_rate"],
+            f"{family}_excess": reference["excess_flip_rate"],
+            f"{family}_reference_spread": reference["reference_spread"]}

@@ -9,6 +9,9 @@ Two methods share the scan loop (``invert.scan``) and differ only here:
   x' = (1 - m) x + m p with a mask m in [0, 1]^(S x S) and a pattern p in [0, 1]^(3 x S x S), both
   through NC's tanh parameterisation; loss: cross-entropy to k + lambda * ||m||_1 with NC's own
   adaptive lambda (raised by 1.5 while the batch attack succeeds, lowered by 1.5^1.5 otherwise).
+
+The inspector also inverts two *quick* families per class, a few steps each, for triggers that are not small
+noise: ``ColourInversion`` (a global colour transform) and ``BlendInversion`` (a pattern mixed into the image).
 """
 
 from __future__ import annotations
@@ -254,6 +257,62 @@ def colour_chart(size: int, device: torch.device | str = "cpu") -> torch.Tensor:
     return (light * (0.35 + 0.65 * rgb)).clamp(0, 1).unsqueeze(0)
 
 
+# Opacity of the blend family's pattern, the published Blended opacity: on the dev zoo a pattern mixed in at 10% or
+# 15% does not reach the targets of Blended CoCoOp backdoors implanted at 40%, one at 20% does
+# (benchmarks/blend_choice.md)
+BLEND_ALPHA = 0.2
+
+
+class BlendInversion(UnitBoxInversion):
+    """A pattern mixed into the whole image: x' = (1 - alpha) x + alpha p, p a free (3, S, S) picture in [0, 1].
+
+    The third family, for triggers that are a picture blended over the scene (Blended, Chen et al. 2017): an
+    additive trigger in the epsilon-box cannot dim the image toward a pattern, and a colour transform cannot paint
+    one. The optimiser works on u in [-1, 1] (p = (1 + u) / 2, so it starts at mid-grey), projected after every
+    step like the additive trigger; the opacity ``alpha`` is fixed, which bounds the change of every pixel by it.
+    Loss: the same margin as the other families.
+    """
+
+    method = "inspector"
+    family = "blend"
+
+    def __init__(self, image_size: int, alpha: float = BLEND_ALPHA, unit: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+        shape = (1, 3, image_size, image_size)
+        self.unit = nn.Parameter(torch.zeros(shape) if unit is None else unit.reshape(shape).clone().float())
+        self.project()
+
+    @property
+    def pattern(self) -> torch.Tensor:
+        return 0.5 + 0.5 * self.unit
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return ((1 - self.alpha) * pixels + self.alpha * self.pattern.to(pixels)).clamp(0, 1)
+
+    @torch.no_grad()
+    def picture(self) -> torch.Tensor:
+        """The pattern itself, at full opacity."""
+        return self.pattern[0].clamp(0, 1).cpu()
+
+    @torch.no_grad()
+    def true_scale(self) -> torch.Tensor:
+        """The pattern blended over mid-grey at its opacity."""
+        return ((1 - self.alpha) * 0.5 + self.alpha * self.pattern[0]).clamp(0, 1).cpu()
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"blend": self.unit.detach().cpu().clone(), "blend_alpha": torch.tensor([self.alpha])}
+
+    @torch.no_grad()
+    def stats(self) -> dict[str, float]:
+        return {"blend_strength": float(self.unit.abs().mean())}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> BlendInversion:
+        unit = tensors["blend"]
+        return cls(unit.shape[-1], float(tensors.get("blend_alpha", torch.tensor([BLEND_ALPHA]))[0]), unit)
+
+
 def make_candidate(method: Method, image_size: int, epsilon: float, seed: int) -> CandidateTrigger:
     if method == "inspector":
         return AdditiveInversion(image_size, epsilon)
@@ -263,7 +322,7 @@ def make_candidate(method: Method, image_size: int, epsilon: float, seed: int) -
 
 
 # Each inspector family's reconstructed trigger in a scan's tensors: the key that is there when it was inverted.
-FAMILY_TENSORS = {"additive": "delta", "colour": "colour"}
+FAMILY_TENSORS = {"additive": "delta", "colour": "colour", "blend": "blend"}
 
 
 def repair_candidates(method: Method, tensors: dict[str, torch.Tensor], epsilon: float, indexed: str,
@@ -293,9 +352,11 @@ def scaled_colour(trigger: CandidateTrigger, scale: float) -> CandidateTrigger:
 def candidate_from_tensors(method: Method, tensors: dict[str, torch.Tensor], epsilon: float,
                            family: str = "additive") -> CandidateTrigger:
     """Rebuild a reconstructed trigger from a report's tensors (for repair and the before/after view);
-    ``family`` picks the inspector's additive or colour trigger of the class."""
+    ``family`` picks the inspector's additive, colour or blend trigger of the class."""
     if method == "inspector" and family == "colour":
         return ColourInversion.from_tensors(tensors).requires_grad_(False)
+    if method == "inspector" and family == "blend":
+        return BlendInversion.from_tensors(tensors).requires_grad_(False)
     if method == "inspector":
         return AdditiveInversion.from_tensors(tensors, epsilon).requires_grad_(False)
     return MaskPatternInversion.from_tensors(tensors).requires_grad_(False)

@@ -97,8 +97,8 @@ def cmd_scan(args: argparse.Namespace) -> None:
     pool = _pool(args, args.ood, model.backbone.image_size, args.pool_size)
     config = ScanConfig(method=args.method, epsilon=_per_255(args.epsilon), classes=parse_classes(args.classes,
                         model.class_names), threshold=args.threshold, pool_size=args.pool_size, seed=args.seed,
-                        statistic=args.statistic, epochs=args.epochs, colour=args.colour, spread=args.spread,
-                        evidence=args.evidence)
+                        statistic=args.statistic, epochs=args.epochs, colour=args.colour, blend=args.blend,
+                        spread=args.spread, evidence=args.evidence)
     if args.schedule:
         config = replace(config, schedule=args.schedule)
     written = None
@@ -124,7 +124,8 @@ def cmd_scan(args: argparse.Namespace) -> None:
     if args.json:
         _print_json(summary)
         return
-    found_by = " by its colour-transform trigger" if report["suspect_family"] == "colour" else ""
+    found_by = {"colour": " by its colour-transform trigger", "blend": " by its blended-pattern trigger"}.get(
+        report["suspect_family"], "")
     if report["flagged"]:
         print(f"FLAGGED: backdoor suspected, target class {report['target']!r}{found_by} (anomaly index "
               f"{report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.1%})")
@@ -191,7 +192,8 @@ def cmd_reference_build(args: argparse.Namespace) -> None:
     backbone = load_backbone(args.arch, args.pretrained, device=args.device)
     task = _task(args, backbone.image_size, need_test=False)
     pool = _pool(args, args.ood, backbone.image_size, args.pool_size)
-    config = ScanConfig(epsilon=_per_255(args.epsilon), pool_size=args.pool_size, seed=args.seed, colour=args.colour)
+    config = ScanConfig(epsilon=_per_255(args.epsilon), pool_size=args.pool_size, seed=args.seed, colour=args.colour,
+                        blend=args.blend)
     written = None
     measured = []
     with _bar(args, f"reference for {task.source}", unit="unit") as bar:
@@ -526,6 +528,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--colour", action=argparse.BooleanOptionalAction, default=USE_COLOUR_FAMILY,
                     help="also invert a colour transform per class (the second family, for filter-like triggers); "
                          "default: when the clean reference measured it")
+    sc.add_argument("--blend", action=argparse.BooleanOptionalAction, default=None,
+                    help="also invert a pattern blended into the whole image per class (the third family, for "
+                         "Blended-like triggers; off by default: some clean learners' blends reach a class as often "
+                         "as a backdoor's do, benchmarks/blend_choice.md)")
     sc.add_argument("--weights", help="CLIP weights file when the learner was tuned on a local file")
     sc.add_argument("--out", default=None, help="folder for report.json, report.html and the trigger PNGs "
                                                 "(default: a fresh folder under runs/)")
@@ -574,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "context length, start, optimiser, learning rate or epochs (a provider's recipe is unknown)")
     rb.add_argument("--colour", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure the colour family, as scans with it need (default: %(default)s)")
+    rb.add_argument("--blend", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure the blend family, as scans with it need (default: %(default)s)")
     rb.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     rb.add_argument("--json", action="store_true", help="print one JSON summary")
     rb.set_defaults(func=cmd_reference_build)

@@ -28,7 +28,8 @@ STATISTICS: tuple[Statistic, ...] = ("flip_rate", "excess_flip_rate", "loss", "m
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 DEFAULT_THRESHOLD = 2.0
 DEFAULT_MIN_FLIP_RATE = 0.5
-Family = Literal["additive", "colour"]
+Family = Literal["additive", "colour", "blend"]
+QUICK_FAMILIES: tuple[Family, ...] = ("colour", "blend")  # run for a few steps per class before the additive one
 # What a class's evidence is, with a reference that kept margin losses: its flip-rate excess alone, or that and how
 # far below clean learners its margin loss lies, each in units of the clean learners' spread, averaged ("mean") or
 # the larger of the two ("max").
@@ -39,10 +40,15 @@ DEFAULT_EVIDENCE: Evidence = "mean"  # chosen on the dev zoo (benchmarks/margin_
 # family by default (None) only where the clean reference measured it: without clean learners to compare with,
 # their colour attractors (*button*, *star*) pass for backdoors.
 USE_COLOUR_FAMILY: bool | None = None
+# The quick families a default scan runs where the reference measured them. Not the blend family (only when asked
+# for): on the dev zoo it names 3 of the 4 real Blended backdoors the default misses, but also flags 2 of 22 clean
+# learners whose blends reach *led light* on 60-70% of images where the reference's learners reach it on 0-25%
+# (benchmarks/blend_choice.md); to a flip rate and to a margin, such a learner and a backdoor look alike.
+QUICK_FAMILIES_BY_DEFAULT: tuple[Family, ...] = ("colour",)
 DEFAULT_SPREAD: Spread = "per-class"
 PER_CLASS_SPREAD_FLOOR = 0.05  # no class's clean learners are taken to vary by less (chosen on the dev zoo)
 LOSS_SPREAD_FLOOR = 0.4  # nor by less margin loss, in logits (chosen with DEFAULT_EVIDENCE)
-# The colour family's smallest spread without a reference that measured it: clean learners' colour flip rates
+# A quick family's smallest spread without a reference that measured it: clean learners' colour flip rates
 # of natural attractors spread this much (benchmarks/reference_choice.md, dev zoo).
 COLOUR_MIN_SPREAD = 0.15
 
@@ -118,12 +124,11 @@ def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate"
     anomalies = anomaly_index(values, min_spread(classes, statistic))
     families: list[str] = ["additive"] * len(classes)
     flips = [float(c["flip_rate"]) for c in classes]
-    colour = colour_anomalies(classes)
-    if colour is not None:
-        for i, value in enumerate(colour):
-            colour_flips = float(classes[i]["colour_flip_rate"])
-            if _stronger((value, colour_flips), (anomalies[i], flips[i]), min_flip_rate):
-                anomalies[i], families[i], flips[i] = value, "colour", colour_flips
+    for family in QUICK_FAMILIES:
+        for i, value in enumerate(family_anomalies(classes, family) or []):
+            family_flips = float(classes[i][f"{family}_flip_rate"])
+            if _stronger((value, family_flips), (anomalies[i], flips[i]), min_flip_rate):
+                anomalies[i], families[i], flips[i] = value, family, family_flips
     top = max(range(len(classes)), key=lambda i: (anomalies[i], flips[i]))
     suspect = classes[top]
     flagged = anomalies[top] > threshold and flips[top] >= min_flip_rate
@@ -156,9 +161,10 @@ def standardised(classes: Sequence[dict[str, Any]], floor: float = PER_CLASS_SPR
         if "excess_flip_rate" in c:
             z = float(c["excess_flip_rate"]) / max(float(c["reference_spread"]), floor)
             row.update(excess_flip_rate=z, reference_flip_rate=float(c["flip_rate"]) - z, reference_spread=1.0)
-        if "colour_excess" in c:
-            z = float(c["colour_excess"]) / max(float(c["colour_reference_spread"]), floor)
-            row.update(colour_excess=z, colour_reference_spread=1.0)
+        for family in QUICK_FAMILIES:
+            if f"{family}_excess" in c:
+                z = float(c[f"{family}_excess"]) / max(float(c[f"{family}_reference_spread"]), floor)
+                row.update({f"{family}_excess": z, f"{family}_reference_spread": 1.0})
         if "loss_excess" in c:
             row.update(loss_excess=float(c["loss_excess"]) / max(float(c["loss_spread"]), loss_floor), loss_spread=1.0)
         out.append(row)
@@ -176,18 +182,18 @@ def with_margin_evidence(values: list[float], classes: Sequence[dict[str, Any]],
     return [(v + m) / 2 for v, m in zip(values, losses, strict=True)]
 
 
-def colour_anomalies(classes: Sequence[dict[str, Any]]) -> list[float] | None:
-    """The colour family's index per class (None when the records have no colour flip rate): on the excess over
-    clean learners when the reference measured the family, dividing by no less than their spread, else on the
-    raw colour flip rate with ``COLOUR_MIN_SPREAD``."""
-    if not classes or any("colour_flip_rate" not in c for c in classes):
+def family_anomalies(classes: Sequence[dict[str, Any]], family: str) -> list[float] | None:
+    """A quick family's index per class (None when the records have no flip rate of it): on the excess over clean
+    learners when the reference measured the family, dividing by no less than their spread, else on the raw flip
+    rate with ``COLOUR_MIN_SPREAD``."""
+    if not classes or any(f"{family}_flip_rate" not in c for c in classes):
         return None
-    if all("colour_excess" in c for c in classes):
-        values = [float(c["colour_excess"]) for c in classes]
-        spreads = [float(c["colour_reference_spread"]) for c in classes]
+    if all(f"{family}_excess" in c for c in classes):
+        values = [float(c[f"{family}_excess"]) for c in classes]
+        spreads = [float(c[f"{family}_reference_spread"]) for c in classes]
         floor = max(MIN_SPREAD["excess_flip_rate"], math.sqrt(sum(s * s for s in spreads) / len(spreads)))
         return anomaly_index(values, floor)
-    return anomaly_index([float(c["colour_flip_rate"]) for c in classes], COLOUR_MIN_SPREAD)
+    return anomaly_index([float(c[f"{family}_flip_rate"]) for c in classes], COLOUR_MIN_SPREAD)
 
 
 def min_spread(classes: Sequence[dict[str, Any]], statistic: Statistic) -> float:

@@ -13,6 +13,9 @@ OTHER_COLOUR = "#8c9bab"
 PENDING_COLOUR = "#d9dee4"
 
 View = Literal["flip_rate", "anomaly"]
+QUICK_FAMILY_WORDS = {"colour": "colour transform", "blend": "blended pattern"}
+QUICK_FAMILY_MARKERS = {"colour": {"symbol": "diamond", "size": 9, "color": "#ff7f0e"},
+                        "blend": {"symbol": "triangle-up", "size": 9, "color": "#9467bd"}}
 
 
 def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], view: View = "flip_rate",
@@ -23,7 +26,8 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
     Classes not scanned yet appear as empty slots, so the chart fills in class by class; the suspect
     class is drawn red; hatched bars are the fast schedule's fresh-batch estimates (the others were
     measured on the held-out images); dark ticks mark each class's flip rate in clean reference learners;
-    orange diamonds, when the scan ran the colour family, each class's colour-transform flip rate.
+    orange diamonds and purple triangles, when the scan ran the quick families, each class's colour-transform and
+    blended-pattern flip rates.
     """
     by_index = {int(r["index"]): r for r in records}
     index_of = {int(r["index"]): i for i, r in enumerate(records)}
@@ -46,10 +50,11 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
         text = f"{name}<br>flip rate {record['flip_rate']:.1%}<br>loss {record['loss']:.3f}"
         if "reference_flip_rate" in record:
             text += f"<br>in clean learners {record['reference_flip_rate']:.1%}"
-        if "colour_flip_rate" in record:
-            text += f"<br>colour transform: flip rate {record['colour_flip_rate']:.1%}"
-            if record.get("family") == "colour":
-                text += " (gives the index)"
+        for family, words in QUICK_FAMILY_WORDS.items():
+            if f"{family}_flip_rate" in record:
+                text += f"<br>{words}: flip rate {record[f'{family}_flip_rate']:.1%}"
+                if record.get("family") == family:
+                    text += " (gives the index)"
         if anomaly is not None:
             text += f"<br>anomaly index {anomaly:.2f}"
         if "steps" in record:
@@ -67,13 +72,15 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
                                             "color": "#1f4e79"},
                                     name="clean learners", hovertemplate="%{x}: %{y:.0%} in clean learners"
                                                                          "<extra></extra>"))
-    colour = [(name, by_index[k]["colour_flip_rate"]) for k, name in enumerate(class_names)
-              if k in by_index and "colour_flip_rate" in by_index[k]]
-    if view == "flip_rate" and colour:  # the second inversion family: one colour filter for every pixel
-        figure.add_trace(go.Scatter(x=[n for n, _ in colour], y=[r for _, r in colour], mode="markers",
-                                    marker={"symbol": "diamond", "size": 9, "color": "#ff7f0e"},
-                                    name="colour transform", hovertemplate="%{x}: colour transform flips %{y:.0%}"
-                                                                           "<extra></extra>"))
+    quick = False
+    for family, words in QUICK_FAMILY_WORDS.items():  # the other inversion families: a filter, a blended pattern
+        rates = [(name, by_index[k][f"{family}_flip_rate"]) for k, name in enumerate(class_names)
+                 if k in by_index and f"{family}_flip_rate" in by_index[k]]
+        if view == "flip_rate" and rates:
+            quick = True
+            figure.add_trace(go.Scatter(x=[n for n, _ in rates], y=[r for _, r in rates], mode="markers",
+                                        marker=QUICK_FAMILY_MARKERS[family], name=words,
+                                        hovertemplate=f"%{{x}}: {words} flips %{{y:.0%}}<extra></extra>"))
     if view == "flip_rate":
         figure.add_hline(y=min_flip_rate, line_dash="dash", line_color="#444",
                          annotation_text=f"flip rate {min_flip_rate:.0%}", annotation_position="top left")
@@ -83,6 +90,6 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
                          annotation_text=f"threshold {threshold:g}", annotation_position="top left")
         figure.update_yaxes(title="anomaly index")
     figure.update_layout(title=title, template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 50, "b": 110},
-                         xaxis_tickangle=-40, showlegend=bool(reference or colour) and view == "flip_rate",
+                         xaxis_tickangle=-40, showlegend=bool(reference or quick) and view == "flip_rate",
                          legend={"orientation": "h", "y": 1.08, "x": 1, "xanchor": "right"})
     return figure

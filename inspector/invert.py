@@ -26,13 +26,15 @@ from inspector.baseline import (
     fresh_flip_rate,
     fresh_margin,
     with_baseline,
-    with_colour_baseline,
+    with_family_baseline,
     with_loss_baseline,
 )
 from inspector.candidates import (
+    BLEND_ALPHA,
     COLOUR_BIAS_BOUND,
     COLOUR_MATRIX_BOUND,
     METHODS,
+    BlendInversion,
     CandidateTrigger,
     ColourInversion,
     Method,
@@ -48,6 +50,8 @@ from inspector.detect import (
     DEFAULT_MIN_FLIP_RATE,
     DEFAULT_SPREAD,
     DEFAULT_THRESHOLD,
+    QUICK_FAMILIES,
+    QUICK_FAMILIES_BY_DEFAULT,
     USE_COLOUR_FAMILY,
     Evidence,
     Spread,
@@ -128,7 +132,13 @@ class ScanConfig:
     colour_lr: float = 0.3
     colour_matrix_bound: float = COLOUR_MATRIX_BOUND
     colour_bias_bound: float = COLOUR_BIAS_BOUND
-    colour_joint_images: int = 64  # images per encoder pass when the classes' colour steps run together
+    # The blend family, run like the colour family: a pattern mixed into the image at opacity ``blend_alpha``.
+    blend: bool | None = None  # True: always; None or False: never (a reference build measures it unless False)
+    blend_steps: int = 3
+    blend_batch_size: int = 8
+    blend_lr: float = 1.0
+    blend_alpha: float = BLEND_ALPHA
+    colour_joint_images: int = 64  # images per encoder pass when the classes' quick-family steps run together
     bf16: bool | None = None  # bfloat16 autocast on CUDA (default: for the fast schedule); no effect on CPU
     # Per-class flip rates of clean learners of the same task under this schedule (inspector.reference): the
     # index then reads the excess over them, so classes prompt tuning makes easy to reach do not pass for a backdoor.
@@ -148,19 +158,37 @@ class ScanConfig:
         with_reference = self.reference is not None if reference is None else reference
         return FAST_WITH_REFERENCE if with_reference else FAST_RAW
 
+    def runs(self, family: str) -> bool:
+        """Whether this scan runs the quick ``family`` ("colour" or "blend"): when told to, or by default (None) when
+        it is one of ``QUICK_FAMILIES_BY_DEFAULT`` and the reference measured it."""
+        wanted = getattr(self, family)
+        if self.method != "inspector" or getattr(self, f"{family}_steps") <= 1 or wanted is False:
+            return False
+        return wanted is True or (family in QUICK_FAMILIES_BY_DEFAULT and self.reference is not None
+                                  and bool(self.reference.families.get(family)))
+
     @property
     def runs_colour(self) -> bool:
-        if self.method != "inspector" or self.colour_steps <= 1 or self.colour is False:
-            return False
-        return self.colour is True or (self.reference is not None and bool(self.reference.colour))
+        return self.runs("colour")
 
-    def colour_settings(self) -> dict[str, Any]:
-        """What a reference's colour flip rates must have been measured with to be compared with this scan's."""
-        keys = ("colour_steps", "colour_batch_size", "colour_lr", "colour_matrix_bound", "colour_bias_bound")
+    @property
+    def quick_families(self) -> tuple[str, ...]:
+        """The quick families this scan runs, in the order it runs them."""
+        return tuple(family for family in QUICK_FAMILIES if self.runs(family))
+
+    def family_settings(self, family: str) -> dict[str, Any]:
+        """What a reference's flip rates of ``family`` must have been measured with to be compared with this scan's."""
+        keys = {"colour": ("colour_steps", "colour_batch_size", "colour_lr", "colour_matrix_bound",
+                           "colour_bias_bound"),
+                "blend": ("blend_steps", "blend_batch_size", "blend_lr", "blend_alpha")}[family]
         return {key: getattr(self, key) for key in keys}
 
-    def colour_total_steps(self, n_classes: int, n_batches: int) -> int:
-        return n_classes * min(self.colour_steps, n_batches) if self.runs_colour else 0
+    def family_steps(self, family: str, n_batches: int) -> int:
+        """Steps each class's ``family`` trigger takes in this scan (0: the family does not run)."""
+        return min(getattr(self, f"{family}_steps"), n_batches) if self.runs(family) else 0
+
+    def quick_total_steps(self, n_classes: int, n_batches: int) -> int:
+        return n_classes * sum(self.family_steps(family, n_batches) for family in QUICK_FAMILIES)
 
     def resolved_statistic(self) -> Statistic:
         if self.statistic:
@@ -191,8 +219,9 @@ class ScanConfig:
         out["fast_rounds"] = list(self.fast_rounds) if self.fast_rounds is not None else None
         if self.schedule != "fast":
             out = {k: v for k, v in out.items() if not k.startswith("fast_")}
-        if not self.runs_colour:
-            out = {k: v for k, v in out.items() if not k.startswith("colour_")}
+        for family in QUICK_FAMILIES:
+            if not self.runs(family):
+                out = {k: v for k, v in out.items() if not k.startswith(f"{family}_")}
         out["statistic"], out["min_flip_rate"] = self.resolved_statistic(), self.resolved_min_flip_rate()
         return out
 
@@ -472,7 +501,7 @@ class ClassInversion:
         return fresh_margin(self.curve, last)
 
     def snapshot(self, position: int, steps: int, scan_step: int) -> TriggerSnapshot:
-        family = "colour" if isinstance(self.trigger, ColourInversion) else "additive"
+        family = getattr(self.trigger, "family", "additive")
         return TriggerSnapshot(self.k, self.name, position, self.steps, steps, self.loss, scan_step,
                                self.trigger.picture(), self.trigger.true_scale(), family)
 
@@ -503,25 +532,36 @@ def joint_step(arms: Sequence[ClassInversion], logits_of: Logits, pixels: torch.
         arm.record(logits[i * n:(i + 1) * n].detach(), clean_predictions, float(objectives[i].detach()))
 
 
+def family_arm(family: str, k: int, name: str, config: ScanConfig, device: torch.device,
+               image_size: int) -> ClassInversion:
+    """Class ``k``'s trigger of the quick ``family``, starting from no change (the identity transform, a grey
+    pattern at its opacity)."""
+    if family == "colour":
+        trigger: UnitBoxInversion = ColourInversion(config.colour_matrix_bound, config.colour_bias_bound)
+    else:
+        trigger = BlendInversion(image_size, config.blend_alpha)
+    return ClassInversion(k, name, trigger.to(device), "inspector", getattr(config, f"{family}_lr"))
+
+
 def colour_arm(k: int, name: str, config: ScanConfig, device: torch.device) -> ClassInversion:
     """Class ``k``'s colour-transform trigger (the second family), starting from the identity."""
-    trigger = ColourInversion(config.colour_matrix_bound, config.colour_bias_bound).to(device)
-    return ClassInversion(k, name, trigger, "inspector", config.colour_lr)
+    return family_arm("colour", k, name, config, device, 0)
 
 
-def colour_batch(fit: torch.Tensor, batches: list[torch.Tensor], clean_fit: CleanPredictions, t: int,
+def family_batch(family: str, fit: torch.Tensor, batches: list[torch.Tensor], clean_fit: CleanPredictions, t: int,
                  config: ScanConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The colour family's images at step ``t`` (the first ``colour_batch_size`` of batch t), clean predictions."""
-    n = config.colour_batch_size
+    """A quick family's images at step ``t`` (the first ``<family>_batch_size`` of batch t), clean predictions."""
+    n = getattr(config, f"{family}_batch_size")
     return fit[batches[t][:n]].to(device), clean_fit(t)[:n]
 
 
-def colour_record(arm: ClassInversion) -> dict[str, Any]:
-    """The colour family's fresh-batch estimate: flips over the steps after the first (which starts at identity)."""
+def family_record(family: str, arm: ClassInversion) -> dict[str, Any]:
+    """A quick family's fresh-batch estimate: flips over the steps after the first (which starts at no change),
+    under the family's own keys (``colour_flip_rate``, ``blend_flip_rate``, ...)."""
     part = arm.curve[1:]
     flips, eligible = sum(f for f, _, _ in part), sum(e for _, e, _ in part)
-    return {"colour_flip_rate": round(flips / eligible, 4) if eligible else 0.0, "colour_flips": flips,
-            "colour_eligible": eligible, "colour_loss": round(arm.fresh_margin(len(part)), 4),
+    return {f"{family}_flip_rate": round(flips / eligible, 4) if eligible else 0.0, f"{family}_flips": flips,
+            f"{family}_eligible": eligible, f"{family}_loss": round(arm.fresh_margin(len(part)), 4),
             **{key: round(value, 6) for key, value in arm.trigger.stats().items()}}
 
 
@@ -546,13 +586,14 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
     plan = fast_plan(config, len(classes), len(batches)) if fast else None
     steps_per_class = plan.finalist_steps if plan is not None else len(batches)
     total_steps = plan.total_steps(len(classes)) if plan is not None else len(batches) * len(classes)
-    total_steps += config.colour_total_steps(len(classes), len(batches))
+    total_steps += config.quick_total_steps(len(classes), len(batches))
     yield ScanStarted(classes, [names[k] for k in classes], steps_per_class, total_steps, len(fit), len(held),
                       config)
     with frozen_learner(model):
         run = _Run(model, config, names, fit, held, batches, should_stop, started)
-        if config.runs_colour:
-            yield from run.colour(classes)
+        for family in config.quick_families:
+            if not run.stopped:
+                yield from run.quick(family, classes)
         if not run.stopped:
             yield from (run.faithful(classes) if plan is None else run.fast(classes, plan))
     if run.stopped:
@@ -561,8 +602,9 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
     verdict = decide(records, config.resolved_statistic(), config.threshold, config.resolved_min_flip_rate(),
                      config.spread, config.evidence)
     triggers = {k: {**run.arms[k].trigger.tensors(),
-                    **(run.colour_arms[k].trigger.tensors() if k in run.colour_arms else {})} for k in classes}
-    extra = {"colour_seconds": run.colour_seconds} if run.colour_seconds is not None else {}
+                    **{key: value for arms in run.family_arms.values() if k in arms
+                       for key, value in arms[k].trigger.tensors().items()}} for k in classes}
+    extra = {f"{family}_seconds": seconds for family, seconds in run.family_seconds.items()}
     yield ScanFinished(ScanResult(config, names, records, triggers, verdict, round(time.time() - started, 2),
                                   len(fit), len(held), run.logits_of.image_passes, extra))
 
@@ -621,8 +663,8 @@ class _Run:
         self.clean_fit = CleanPredictions(self.logits_of, fit, batches)
         self.clean_held: torch.Tensor | None = None
         self.arms: dict[int, ClassInversion] = {}
-        self.colour_arms: dict[int, ClassInversion] = {}
-        self.colour_seconds: float | None = None
+        self.family_arms: dict[str, dict[int, ClassInversion]] = {}  # quick family -> class -> its arm
+        self.family_seconds: dict[str, float] = {}
         self.records: dict[int, dict[str, Any]] = {}
         self.stopped = False
         self.scan_steps = 0
@@ -649,28 +691,30 @@ class _Run:
             if arm.steps == 1 or arm.steps % every == 0 or arm.steps == shown_steps:
                 yield arm.snapshot(position, shown_steps, self.scan_steps)
 
-    def colour(self, classes: list[int]) -> Iterator[ScanEvent]:
-        """The second family first: every class's colour transform for a few steps on the same images, the
-        classes stepped together (``joint_step``) in groups of at most ``colour_joint_images`` images."""
-        steps = min(self.config.colour_steps, len(self.batches))
+    def quick(self, family: str, classes: list[int]) -> Iterator[ScanEvent]:
+        """A quick family before the additive one: every class's trigger of ``family`` for a few steps on the same
+        images, the classes stepped together (``joint_step``) in groups of at most ``colour_joint_images`` images."""
+        steps = self.config.family_steps(family, len(self.batches))
         started = time.time()
-        per_pass = max(1, self.config.colour_joint_images // self.config.colour_batch_size)
+        arms = self.family_arms.setdefault(family, {})
+        per_pass = max(1, self.config.colour_joint_images // getattr(self.config, f"{family}_batch_size"))
+        size = self.model.backbone.image_size
         for first in range(0, len(classes), per_pass):
             for k in classes[first:first + per_pass]:
-                self.colour_arms[k] = colour_arm(k, self.names[k], self.config, self.device)
-            group = [self.colour_arms[k] for k in classes[first:first + per_pass]]
+                arms[k] = family_arm(family, k, self.names[k], self.config, self.device, size)
+            group = [arms[k] for k in classes[first:first + per_pass]]
             for t in range(steps):
                 if self.should_stop is not None and self.should_stop():
                     self.stopped = True
                     yield ScanStopped([], round(time.time() - self.started, 2))
                     return
-                joint_step(group, self.logits_of, *colour_batch(self.fit, self.batches, self.clean_fit, t,
+                joint_step(group, self.logits_of, *family_batch(family, self.fit, self.batches, self.clean_fit, t,
                                                                 self.config, self.device))
                 self.scan_steps += len(group)
                 if t == 0 or t == steps - 1:  # the first picture soon, and each class's last
                     for arm in group:
                         yield arm.snapshot(classes.index(arm.k), steps, self.scan_steps)
-        self.colour_seconds = round(time.time() - started, 2)
+        self.family_seconds[family] = round(time.time() - started, 2)
 
     def finish(self, arm: ClassInversion, position: int, total: int, held_out: bool,
                started: float) -> ClassFinished:
@@ -689,13 +733,16 @@ class _Run:
         record.update({"measured_on": "held-out" if held_out else "fresh batches", "train_loss": round(arm.loss, 4),
                        "steps": arm.steps, "seconds": round(time.time() - started, 2),
                        "curve": [round(f / e, 4) if e else 0.0 for f, e, _ in arm.curve]})
-        if arm.k in self.colour_arms:
-            record.update(colour_record(self.colour_arms[arm.k]))
-        if self.config.reference is not None:
-            record = with_baseline(record, self.config.reference.learner_values(record))
-            record = with_loss_baseline(record, self.config.reference.learner_losses(record))
-            if arm.k in self.colour_arms and arm.name in self.config.reference.colour:
-                record = with_colour_baseline(record, self.config.reference.colour[arm.name])
+        for family, arms in self.family_arms.items():
+            if arm.k in arms:
+                record.update(family_record(family, arms[arm.k]))
+        reference = self.config.reference
+        if reference is not None:
+            record = with_baseline(record, reference.learner_values(record))
+            record = with_loss_baseline(record, reference.learner_losses(record))
+            for family, arms in self.family_arms.items():
+                if arm.k in arms and arm.name in reference.families.get(family, {}):
+                    record = with_family_baseline(record, family, reference.families[family][arm.name])
         self.records[arm.k] = record
         return ClassFinished(position, total, record, arm.trigger)
 
@@ -779,19 +826,25 @@ def class_curve_steps(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfi
     fit, held = split_pool(pool, config.pool_size, config.holdout, config.seed)
     batches = _batches(len(fit), batch_size, config.epochs, config.seed)[:steps]
     device = model.backbone.device
-    colour_steps = min(config.colour_steps, len(batches)) if config.runs_colour else 0
-    total = len(classes) * (len(batches) + colour_steps)
+    quick = {family: config.family_steps(family, len(batches)) for family in config.quick_families}
+    per_class = len(batches) + sum(quick.values())
+    total = len(classes) * per_class
+    size = model.backbone.image_size
     with frozen_learner(model):
         logits_of = Logits(model)
         clean_fit = CleanPredictions(logits_of, fit, batches)
         clean_held = logits_of.predict(held)
         for position, k in enumerate(classes):
-            colour = colour_arm(k, names[k], config, device) if colour_steps else None
-            for t in range(colour_steps):
-                assert colour is not None
-                colour.step(logits_of, *colour_batch(fit, batches, clean_fit, t, config, device))
-                yield CurveStep(names[k], position * (len(batches) + colour_steps) + t + 1, total)
-            trigger = make_candidate(config.method, model.backbone.image_size, config.epsilon, config.seed + k)
+            done = position * per_class
+            families: dict[str, Any] = {}
+            for family, family_steps in quick.items():
+                arm = family_arm(family, k, names[k], config, device, size)
+                for t in range(family_steps):
+                    arm.step(logits_of, *family_batch(family, fit, batches, clean_fit, t, config, device))
+                    done += 1
+                    yield CurveStep(names[k], done, total)
+                families.update(family_record(family, arm))
+            trigger = make_candidate(config.method, size, config.epsilon, config.seed + k)
             arm = ClassInversion(k, names[k], trigger.to(device), config.method, lr)
             held_out = {}
             for t in range(len(batches)):
@@ -799,9 +852,29 @@ def class_curve_steps(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfi
                 if arm.steps in checkpoints or arm.steps == len(batches):
                     m = _measure(logits_of, arm.trigger, k, names[k], held, clean_held)
                     held_out[arm.steps] = {"flip_rate": m["flip_rate"], "loss": m["loss"]}
-                yield CurveStep(names[k], position * (len(batches) + colour_steps) + colour_steps + t + 1, total)
-            out.append({"index": k, "name": names[k], "curve": arm.curve, "held_out": held_out,
-                        **(colour_record(colour) if colour is not None else {})})
+                done += 1
+                yield CurveStep(names[k], done, total)
+            out.append({"index": k, "name": names[k], "curve": arm.curve, "held_out": held_out, **families})
+
+
+def family_flip_rates(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig, family: str) -> dict[str, float]:
+    """Per candidate class, the flip rate of the quick ``family``'s trigger as a scan with ``config`` estimates it
+    (for a clean learner measured before the family existed)."""
+    config = config.for_input(model.backbone.image_size)
+    names = list(model.class_names)
+    fit, _ = split_pool(pool, config.pool_size, config.holdout, config.seed)
+    batches = _batches(len(fit), config.fast_batch_size, config.epochs, config.seed)
+    device = model.backbone.device
+    rates: dict[str, float] = {}
+    with frozen_learner(model):
+        logits_of = Logits(model)
+        clean_fit = CleanPredictions(logits_of, fit, batches)
+        for k in candidate_classes(config, len(names)):
+            arm = family_arm(family, k, names[k], config, device, model.backbone.image_size)
+            for t in range(min(getattr(config, f"{family}_steps"), len(batches))):
+                arm.step(logits_of, *family_batch(family, fit, batches, clean_fit, t, config, device))
+            rates[names[k]] = float(family_record(family, arm)[f"{family}_flip_rate"])
+    return rates
 
 
 def class_curves(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig, lr: float, batch_size: int,

@@ -20,9 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from inspector.backbone import ASSETS_DIR, Backbone
-from inspector.baseline import Baseline, with_baseline, with_colour_baseline, with_loss_baseline
+from inspector.baseline import Baseline, with_baseline, with_family_baseline, with_loss_baseline
 from inspector.data import ImagePool, Task
-from inspector.detect import DEFAULT_EVIDENCE, DEFAULT_SPREAD, LOSS_SPREAD_FLOOR, Evidence, Spread, Verdict, decide
+from inspector.detect import (
+    DEFAULT_EVIDENCE,
+    DEFAULT_SPREAD,
+    LOSS_SPREAD_FLOOR,
+    QUICK_FAMILIES,
+    Evidence,
+    Spread,
+    Verdict,
+    decide,
+)
 from inspector.errors import InputError
 from inspector.invert import (
     ScanConfig,
@@ -30,6 +39,7 @@ from inspector.invert import (
     ScanStopped,
     TriggerSnapshot,
     class_curve_steps,
+    family_flip_rates,
     fast_steps,
     held_out_count,
     scan,
@@ -74,8 +84,9 @@ class Reference:
     pool_source: str = "shipped"  # how the OOD pool was named when the reference was built
     task: dict[str, Any] = field(default_factory=lambda: {"source": "shipped"})  # source, fingerprint, images
     tune: dict[str, Any] = field(default_factory=dict)  # the clean learners' recipe (TuneConfig)
-    # The colour family: {"settings": ScanConfig.colour_settings(), "per_learner": [{class: colour flip rate}]}
+    # The colour family: {"settings": ScanConfig.family_settings("colour"), "per_learner": [{class: flip rate}]}
     colour: dict[str, Any] | None = None
+    blend: dict[str, Any] | None = None  # the blend family, likewise
 
     def as_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -135,22 +146,25 @@ class Reference:
 
     def baseline(self, config: ScanConfig) -> Baseline:
         """The clean learners' values for a scan with ``config``'s schedule."""
-        colour = self.colour_values(config)
+        families = {family: values for family in QUICK_FAMILIES if (values := self.family_values(config, family))}
         if config.schedule == "fast" and self.fast:
             names = list(self.fast["held_out"][0])
             return Baseline(held_out={c: [h[c] for h in self.fast["held_out"]] for c in names},
                             curves={c: [curves[c] for curves in self.fast["curves"]] for c in names},
-                            window=config.fast_window, held_out_steps=int(self.fast["steps"]), colour=colour,
+                            window=config.fast_window, held_out_steps=int(self.fast["steps"]), families=families,
                             held_out_loss={c: [h[c] for h in self.fast["held_out_loss"]] for c in names}
                             if self.fast.get("held_out_loss") else {})
-        return Baseline(held_out={c: [p[c] for p in self.per_learner] for c in self.per_learner[0]}, colour=colour)
+        return Baseline(held_out={c: [p[c] for p in self.per_learner] for c in self.per_learner[0]},
+                        families=families)
 
-    def colour_values(self, config: ScanConfig) -> dict[str, list[float]]:
-        """Per class, each clean learner's colour flip rate, when measured with this scan's colour settings."""
-        if (not self.colour or config.colour is False or config.method != "inspector"
-                or self.colour.get("settings") != config.colour_settings()):
+    def family_values(self, config: ScanConfig, family: str) -> dict[str, list[float]]:
+        """Per class, each clean learner's flip rate of the quick ``family``, when measured with this scan's
+        settings of it."""
+        measured = getattr(self, family)
+        if (not measured or getattr(config, family) is False or config.method != "inspector"
+                or measured.get("settings") != config.family_settings(family)):
             return {}
-        per_learner = self.colour["per_learner"]
+        per_learner = measured["per_learner"]
         return {c: [float(p[c]) for p in per_learner] for c in per_learner[0]}
 
 
@@ -193,28 +207,32 @@ def reference_for(model: PromptedCLIP, config: ScanConfig, pool: ImagePool,
                              hint="build a reference for this model's task, kind, backbone, OOD pool and scan "
                                   "settings (`python -m inspector reference build`), or pass --reference none")
     baseline = reference.baseline(config)
-    note = ("; its learners were not measured with the colour family, so colour flip rates are compared with no "
-            "clean learner" if config.colour is True and not baseline.colour else "")
+    unmeasured = [family for family in QUICK_FAMILIES if getattr(config, family) is True
+                  and family not in baseline.families]
+    note = "".join(f"; its learners were not measured with the {family} family, so {family} flip rates are compared "
+                   "with no clean learner" for family in unmeasured)
     return baseline, reference.describe() + note
 
 
 def decide_with_reference(records: list[dict[str, Any]], reference: Reference, schedule: str,
                           window: int = ScanConfig.fast_window, spread: Spread = DEFAULT_SPREAD,
-                          evidence: Evidence = DEFAULT_EVIDENCE, loss_floor: float = LOSS_SPREAD_FLOOR
-                          ) -> tuple[list[dict[str, Any]], Verdict]:
+                          evidence: Evidence = DEFAULT_EVIDENCE, loss_floor: float = LOSS_SPREAD_FLOOR,
+                          settings: ScanConfig | None = None) -> tuple[list[dict[str, Any]], Verdict]:
     """Saved per-class records of a scan made with ``schedule``, decided as a scan given ``reference`` decides
     (the reference changes the decision, not the inversion): for replaying cached scans in benchmarks. Records
-    with colour flip rates (default colour settings) are compared with the reference's, when it measured them."""
-    colour = all("colour_flip_rate" in r for r in records)
-    config = ScanConfig(schedule=schedule, fast_window=window, colour=colour)  # type: ignore[arg-type]
+    with a quick family's flip rates (measured with ``settings``' values for it, default: the defaults) are
+    compared with the reference's, when it measured them with the same."""
+    ran = {family: all(f"{family}_flip_rate" in r for r in records) for family in QUICK_FAMILIES}
+    config = replace(settings or ScanConfig(), schedule=schedule, fast_window=window, **ran)  # type: ignore[arg-type]
     baseline = reference.baseline(config)
-    compared = {"reference_flip_rate", "excess_flip_rate", "reference_spread", "reference_colour_flip_rate",
-                "colour_excess", "colour_reference_spread", "reference_loss", "loss_excess", "loss_spread"}
+    compared = {"reference_flip_rate", "excess_flip_rate", "reference_spread", "reference_loss", "loss_excess",
+                "loss_spread", *(key for family in QUICK_FAMILIES for key in
+                                 (f"reference_{family}_flip_rate", f"{family}_excess", f"{family}_reference_spread"))}
     plain = [{k: v for k, v in r.items() if k not in compared} for r in records]
     records = [with_loss_baseline(with_baseline(r, baseline.learner_values(r)), baseline.learner_losses(r))
                for r in plain]
-    if baseline.colour:
-        records = [with_colour_baseline(r, baseline.colour[r["name"]]) for r in records]
+    for family, values in baseline.families.items():
+        records = [with_family_baseline(r, family, values[r["name"]]) for r in records]
     return records, decide(records, "excess_flip_rate", spread=spread, evidence=evidence,
                            loss_floor=loss_floor)
 
@@ -314,15 +332,16 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
     started = time.time()
     config = config or ScanConfig()
     steps = sum(config.fast_rounds or config.fast_defaults(reference=True).rounds)  # the plan a scan with it runs
-    config = replace(config.for_input(backbone.image_size), reference=None,
-                     colour=True if config.colour is None else config.colour)  # measured unless told not to
+    config = replace(config.for_input(backbone.image_size), reference=None,  # families measured unless told not to
+                     colour=True if config.colour is None else config.colour,
+                     blend=True if config.blend is None else config.blend)
     recipe = TuneConfig.for_kind(kind, epochs=epochs)
     names = list(task.class_names)
     used = min(len(pool.pixels), config.pool_size)
     fit = used - held_out_count(used, config.holdout)
     faithful_steps = len(names) * math.ceil(fit / config.batch_size) * config.epochs
     curve_steps = len(names) * fast_steps(replace(config, fast_rounds=(steps,)), len(pool.pixels))
-    curve_steps += config.colour_total_steps(len(names), math.ceil(fit / config.fast_batch_size) * config.epochs)
+    curve_steps += config.quick_total_steps(len(names), math.ceil(fit / config.fast_batch_size) * config.epochs)
     recipes = [learner_recipe(kind, position, varied, epochs) for position in range(len(seeds))]
     batches = max(1, len(task.train_labels) // min(recipe.batch_size, len(task.train_labels)))
     units = [tune.epochs * batches + faithful_steps + curve_steps for _, tune in recipes]
@@ -330,7 +349,7 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
     key = {"epsilon": config.epsilon, "pool": pool.fingerprint, "pool_size": config.pool_size,
            "holdout": config.holdout, "seed": config.seed, "fast": [config.fast_lr, config.fast_batch_size, steps],
            "task": task.fingerprint, "tune": asdict(replace(recipe, seed=0)),
-           "colour": config.colour_settings() if config.runs_colour else None}
+           "colour": config.family_settings("colour") if config.runs("colour") else None}
     yield ReferenceStarted(kind, list(seeds), total)
     measured: list[dict[str, Any]] = []
     for position, seed in enumerate(seeds):
@@ -344,14 +363,19 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
             return ReferenceProgress(seed, position + 1, len(seeds), stage, base + done, total)
 
         kept = _kept_measurement(learners, kind, seed, key)
-        if kept is not None and _has_margins(kept):
-            measured.append(kept)
-            yield _learner_event(kept, reused=True)
-            continue
         model = None
         kept_model = learners / f"{kind}_s{seed}.safetensors" if learners is not None else None
         if kept_model is not None and kept_model.is_file() and _same_recipe(kept_model, key):
             model = load_learner(kept_model, backbone)
+        if kept is not None and _has_margins(kept):
+            if model is not None and not _has_blend(kept, config):  # measured without this blend family: add it
+                kept = {**kept, "blend": family_flip_rates(model, pool.pixels, config, "blend"),
+                        "blend_settings": config.family_settings("blend")}
+                if learners is not None:
+                    _write_json(learners / f"{kind}_s{seed}.json", kept)
+            measured.append(kept)
+            yield _learner_event(kept, reused=True)
+            continue
         if model is None:
             model = build_learner(kind, backbone, names, seed=seed, **shape)
             for event in tuning(model, task.train_pixels, task.train_labels, replace(learner_tune, seed=seed)):
@@ -396,7 +420,9 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
                   "fast_held_out_loss": {c["name"]: float(c["held_out"][done_steps]["loss"]) for c in curves},
                   "fast_curves": {c["name"]: [[int(f), int(e), round(float(m), 4)] for f, e, m in c["curve"]]
                                   for c in curves},
-                  "colour": {c["name"]: float(c["colour_flip_rate"]) for c in curves if "colour_flip_rate" in c}}
+                  "colour": {c["name"]: float(c["colour_flip_rate"]) for c in curves if "colour_flip_rate" in c},
+                  "blend": {c["name"]: float(c["blend_flip_rate"]) for c in curves if "blend_flip_rate" in c},
+                  "blend_settings": config.family_settings("blend")}
         if learners is not None:
             _write_json(learners / f"{kind}_s{seed}.json", record)
         measured.append(record)
@@ -420,6 +446,12 @@ def _kept_measurement(folder: Path | None, kind: str, seed: int, key: dict[str, 
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) and record.get("key") == json.loads(json.dumps(key)) else None
+
+
+def _has_blend(record: dict[str, Any], config: ScanConfig) -> bool:
+    """Whether a kept measurement has the blend family's flip rates with this build's settings (or needs none)."""
+    return not config.runs("blend") or (bool(record.get("blend"))
+                                        and record.get("blend_settings") == config.family_settings("blend"))
 
 
 def _has_margins(record: dict[str, Any]) -> bool:
@@ -451,8 +483,10 @@ def _assemble(kind: str, backbone: Backbone, task: Task, pool: ImagePool, config
     fast = {"lr": config.fast_lr, "batch_size": config.fast_batch_size, "steps": measured[0]["steps"],
             "held_out": [m["fast_held_out"] for m in measured], "curves": [m["fast_curves"] for m in measured],
             "held_out_loss": [m["fast_held_out_loss"] for m in measured]}
-    colour = ({"settings": config.colour_settings(), "per_learner": [m["colour"] for m in measured]}
-              if config.runs_colour and all(m.get("colour") for m in measured) else None)
+    colour = ({"settings": config.family_settings("colour"), "per_learner": [m["colour"] for m in measured]}
+              if config.runs("colour") and all(m.get("colour") for m in measured) else None)
+    blend = ({"settings": config.family_settings("blend"), "per_learner": [m["blend"] for m in measured]}
+             if all(_has_blend(m, config) for m in measured) and config.runs("blend") else None)
     return Reference(kind=kind, arch=backbone.arch, pretrained=str(backbone.pretrained),
                      image_size=backbone.image_size, class_names=list(task.class_names), epsilon=config.epsilon,
                      pool=pool.fingerprint, seeds=[int(m["seed"]) for m in measured], flip_rates=means,
@@ -461,7 +495,8 @@ def _assemble(kind: str, backbone: Backbone, task: Task, pool: ImagePool, config
                      task={"source": task.source, "fingerprint": task.fingerprint,
                            "train_images": len(task.train_labels)},
                      tune=({"recipes": [m.get("recipe") for m in measured], "varied": True} if varied
-                           else {**asdict(replace(recipe, seed=0)), "seeds": "one per learner"}), colour=colour)
+                           else {**asdict(replace(recipe, seed=0)), "seeds": "one per learner"}), colour=colour,
+                     blend=blend)
 
 
 def build_reference(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool, seeds: list[int],

@@ -22,10 +22,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from inspector.candidates import METHODS
-from inspector.detect import Verdict
+from inspector.detect import QUICK_FAMILIES, Verdict
 from inspector.errors import InputError
 from inspector.examples import Example
-from inspector.figures import class_bars
+from inspector.figures import QUICK_FAMILY_WORDS, class_bars
 from inspector.invert import ScanConfig, ScanResult
 
 REPORT = "report.json"
@@ -189,8 +189,9 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-FAMILY_WORDS = {"additive": "the additive trigger (small noise on every pixel)",
-                "colour": "the colour transform (one filter for every pixel)"}
+FAMILY_WORDS = {"additive": "the additive trigger, a small noise on every pixel",
+                "colour": "the colour transform, one filter for every pixel",
+                "blend": "the blended pattern, a picture mixed into the whole image"}
 
 
 def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]], examples: list[Example]) -> str:
@@ -216,15 +217,15 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
                     f"(anomaly index {report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.0%}; "
                     f"{found_by})</div>")
     has_mask = all("mask_norm" in c for c in report["classes"])
-    has_colour = all("colour_flip_rate" in c for c in report["classes"])
+    quick = [family for family in QUICK_FAMILIES if all(f"{family}_flip_rate" in c for c in report["classes"])]
     has_margin = all("reference_loss" in c for c in report["classes"])
     rows = []
     for position, c in enumerate(report["classes"]):
         amplified, true_scale = pictures.get(int(c["index"]), (b"", b""))
         mark = " class='suspect'" if c["index"] == report["suspect_index"] else ""
         extra = f"<td>{c['mask_norm']:.1f}</td>" if has_mask else ""
-        extra += (f"<td>{c['colour_flip_rate']:.1%}</td><td>{e(str(c.get('family', 'additive')))}</td>"
-                  if has_colour else "")
+        extra += "".join(f"<td>{c[f'{family}_flip_rate']:.1%}</td>" for family in quick)
+        extra += f"<td>{e(str(c.get('family', 'additive')))}</td>" if quick else ""
         rows.append(f"<tr{mark}><td>{position + 1}</td><td>{e(c['name'])}</td><td>{c['flip_rate']:.1%}</td>"
                     f"<td>{c['anomaly']:.2f}</td><td>{c['loss']:.3f}</td>"
                     + (f"<td>{c['reference_loss']:.3f}</td>" if has_margin else "") + f"{extra}"
@@ -238,7 +239,8 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
     settings = report["settings"]
     margin_header = "<th>clean learners' loss</th>" if has_margin else ""
     mask_header = "<th>mask norm</th>" if has_mask else ""
-    mask_header += "<th>colour flip rate</th><th>index from</th>" if has_colour else ""
+    mask_header += "".join(f"<th>{QUICK_FAMILY_WORDS[family]} flip rate</th>" for family in quick)
+    mask_header += "<th>index from</th>" if quick else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>inspector scan — {e(str(model.get('name', '')))}</title>
 <style>

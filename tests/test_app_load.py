@@ -32,7 +32,7 @@ KEYS = ("name", "flip_rate", "anomaly", "loss")
 
 def scan_inputs(classes: list[str], pool: str = "shipped OOD pool", upload: object = None) -> list[object]:
     """The /scan endpoint's inputs: model pickers, pool pickers, then the scan settings."""
-    return ["demo zoo", MODEL, None, "", pool, upload, "", "inspector", "fast", 14, POOL_SIZE, 1, classes, 2,
+    return ["demo zoo", MODEL, None, "", pool, upload, "", "inspector", "fast", 14, POOL_SIZE, 1, classes, 2, False,
             "flip_rate"]
 
 

@@ -96,6 +96,20 @@ def test_colour_excess_over_clean_learners_is_used_when_the_reference_measured_i
     assert decide(raw).flagged and decide(raw).suspect_family == "colour"
 
 
+def test_blend_family_names_a_class_whose_blended_pattern_stands_out_over_clean_learners():
+    """A Blended backdoor: additive and colour flip rates explain nothing; the blend excess of one class is far
+    beyond its clean learners' spread, while a class clean learners' blends reach as often (an attractor) is not."""
+    blend = [0.05, 0.8, 0.0, 0.75, 0.02, 0.0]
+    clean = [0.03, 0.78, 0.0, 0.05, 0.0, 0.01]
+    rows = [{**r, "colour_flip_rate": 0.0, "blend_flip_rate": b, "blend_excess": b - c, "blend_reference_spread": 0.05}
+            for r, b, c in zip(records([0.2, 0.25, 0.22, 0.21, 0.2, 0.23]), blend, clean, strict=True)]
+    verdict = decide(rows)
+    assert verdict.flagged and verdict.target == 3 and verdict.suspect_family == "blend"
+    assert verdict.anomalies[1] < 1 and verdict.suspect_flip_rate == pytest.approx(0.75)  # the attractor: no excess
+    weaker = [{**r, "blend_flip_rate": 0.4, "blend_excess": 0.35} if r["index"] == 3 else r for r in rows]
+    assert not decide(weaker).flagged  # the same excess below the 50% gate is not a backdoor
+
+
 def test_per_class_spread_forgives_a_class_whose_clean_learners_vary_and_not_a_steady_one():
     """Same excess (+0.35) on a class whose clean flip rate swings with the recipe (spread 0.2) and on one that
     is steady (0.02): pooled, both look alike; per class, only the steady one stands out."""

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from inspector.candidates import (
+    BLEND_ALPHA,
     AdditiveInversion,
+    BlendInversion,
     ColourInversion,
     MaskPatternInversion,
     candidate_from_tensors,
@@ -205,6 +207,23 @@ def test_colour_trigger_stays_in_its_box_and_is_the_same_on_every_pixel():
     assert torch.equal(rebuilt(flat), out)
 
 
+def test_blend_trigger_moves_no_pixel_by_more_than_its_opacity_and_starts_as_a_grey_veil():
+    trigger = BlendInversion(8, alpha=0.1)
+    pixels = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    veiled = trigger(pixels).detach()
+    assert torch.allclose(veiled, 0.9 * pixels + 0.05)  # before any step: the image dimmed toward mid-grey
+    with torch.no_grad():
+        trigger.unit.normal_(0, 3)
+    trigger.project()
+    assert float(trigger.unit.detach().abs().max()) == 1.0 and float(trigger.pattern.detach().min()) >= 0
+    out = trigger(pixels).detach()
+    assert float((out - pixels).abs().max()) <= 0.1 + 1e-6 and 0 <= float(out.min()) <= float(out.max()) <= 1
+    assert float((out - pixels).abs().max()) > 0.05  # a pattern, not only the veil
+    rebuilt = candidate_from_tensors("inspector", trigger.tensors(), 0.05, family="blend")
+    assert isinstance(rebuilt, BlendInversion) and rebuilt.alpha == pytest.approx(0.1)
+    assert torch.equal(rebuilt(pixels), out)
+
+
 @pytest.mark.parametrize("name", ["clean-coop", "clean-cocoop"])
 def test_colour_arms_stepped_together_match_arms_stepped_alone(name, backbone, small_pool):
     """The colour phase steps every class in one encoder pass: the same updates and curves as one by one."""
@@ -246,3 +265,20 @@ def test_scan_with_the_colour_family_records_both_and_keeps_both_triggers(clean_
     assert result.extra["colour_seconds"] > 0
     plain = run_scan(clean_coop, small_pool, small_config())
     assert [c["flip_rate"] for c in plain.classes] == [c["flip_rate"] for c in result.classes]  # additive unchanged
+
+
+def test_scan_with_the_blend_family_runs_it_after_the_colour_one_and_keeps_every_trigger(clean_coop, small_pool):
+    config = small_config(colour=True, colour_steps=3, colour_batch_size=8, blend=True, blend_steps=3,
+                          blend_batch_size=8)
+    events = list(scan(clean_coop, small_pool, config))
+    started, result = events[0], events[-1].result
+    families = [e.family for e in events if isinstance(e, TriggerSnapshot)]
+    assert families.index("blend") > max(i for i, f in enumerate(families) if f == "colour")
+    assert families.index("additive") > max(i for i, f in enumerate(families) if f == "blend")
+    assert started.total_steps == 4 * 4 + 4 * 3 + 4 * 3
+    for record in result.classes:
+        assert record["blend_eligible"] > 0 and 0 <= record["blend_flip_rate"] <= 1 and "blend_strength" in record
+        assert set(result.triggers[record["index"]]) >= {"delta", "colour", "blend"}
+    assert isinstance(result.trigger(7, "blend"), BlendInversion) and result.extra["blend_seconds"] > 0
+    assert result.settings.as_dict()["blend_alpha"] == BLEND_ALPHA
+    assert "blend_alpha" not in small_config().for_input(64).as_dict()  # a scan without it does not list it

@@ -92,7 +92,7 @@ def test_shipped_reference_applies_only_where_it_was_measured():
     baseline, why = reference_for(model, ScanConfig(), shipped)
     assert baseline is not None and set(baseline.classes) == set(model.class_names)
     assert "8 clean coop learners tuned with varied recipes" in why
-    assert set(baseline.colour) == set(model.class_names)  # it measured the colour family: default scans run it
+    assert set(baseline.families["colour"]) == set(model.class_names)  # measured the colour family: scans run it
     assert replace(ScanConfig(), reference=baseline).runs_colour and not ScanConfig().runs_colour
     assert baseline.held_out_steps == sum(FAST_WITH_REFERENCE.rounds) and set(baseline.curves) == set(baseline.classes)
     faithful, _ = reference_for(model, ScanConfig(schedule="faithful"), shipped)
@@ -239,9 +239,18 @@ def test_a_varied_reference_spreads_its_learners_over_recipes_and_measures_the_c
     assert reference.tune["varied"] and [r["n_ctx"] for r in reference.tune["recipes"]] == [4, 16]
     assert "varied recipes" in reference.describe()
     baseline = reference.baseline(config)
-    assert set(baseline.colour) == {"star", "file icon", "balloon"}
-    assert all(len(values) == 2 for values in baseline.colour.values())
-    assert reference.baseline(replace(config, colour_steps=4)).colour == {}  # measured otherwise: not compared
+    assert set(baseline.families["colour"]) == {"star", "file icon", "balloon"}
+    assert all(len(values) == 2 for values in baseline.families["colour"].values())
+    assert "colour" not in reference.baseline(replace(config, colour_steps=4)).families  # measured otherwise
     model = open_model(resolve_model("clean-coop"), device="cpu")
-    result = run_scan(model, pool.pixels, replace(config, reference=baseline, reference_from="test"))
+    result = run_scan(model, pool.pixels, replace(config, reference=baseline, reference_from="test", blend=True))
     assert all("colour_excess" in c and c["colour_reference_spread"] >= 0 for c in result.classes)
+    assert set(baseline.families["blend"]) == {"star", "file icon", "balloon"}  # the blend family, measured too
+    assert all("blend_excess" in c and 0 <= c["blend_flip_rate"] <= 1 for c in result.classes)
+    kept = tmp_path / "learners" / "coop_s8.json"  # a learner measured before the blend family existed
+    record = json.loads(kept.read_text())
+    kept.write_text(json.dumps({k: v for k, v in record.items() if not k.startswith("blend")}))
+    again = build_reference("coop", backbone, task, pool, [7, 8], config, progress=lambda line: None, epochs=2,
+                            learners=tmp_path / "learners", varied=True)
+    assert json.loads(kept.read_text())["blend"] == record["blend"]  # completed with the same numbers, not re-tuned
+    assert again.blend == reference.blend and again.per_learner == reference.per_learner

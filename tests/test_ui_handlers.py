@@ -17,7 +17,7 @@ from inspector.ui import handlers
 from inspector.ui.workspace import Workspace
 from inspector.zoo import resolve_model
 
-SCAN_SETTINGS = ("inspector", "fast", 14.0, 400, 1, ["clock", "star", "map", "balloon"], 2.0, "flip_rate")
+SCAN_SETTINGS = ("inspector", "fast", 14.0, 400, 1, ["clock", "star", "map", "balloon"], 2.0, False, "flip_rate")
 
 
 @pytest.fixture
@@ -58,6 +58,24 @@ def test_scan_streams_the_trigger_before_the_chart_then_a_verdict_and_repair_wri
     path = Path(repaired[-1]["repaired_file"])
     assert path.exists() and path != delivered
     assert _sha256(delivered) == delivered_hash  # the delivered model is never modified
+
+
+def test_the_blend_family_runs_when_asked_for_and_each_class_shows_the_trigger_of_its_family(ws):
+    list(handlers.choose_model(ws, "demo zoo", "blended-cocoop", None, None))
+    updates = list(handlers.run_scan(ws, *SCAN_SETTINGS[:-2], True, "flip_rate"))
+    result = ws.result
+    assert result is not None and result.settings.blend is True
+    assert all(0 <= record["blend_flip_rate"] <= 1 for record in result.classes)
+    bars = [u["bars"] for u in updates if "bars" in u][-1]
+    assert "blended pattern" in {trace.name for trace in bars.data}  # its flip rates drawn beside the bars
+    words = {"colour": "Colour-transform trigger", "blend": "Blended-pattern trigger", "additive": "Trigger for"}
+    for record in result.classes:
+        name, family = str(record["name"]), result.family(int(record["index"]))
+        caption = handlers.class_view(ws, name)["trigger_caption"]
+        rate = record["flip_rate" if family == "additive" else f"{family}_flip_rate"]
+        assert caption.startswith(words[family]) and f"flips {rate:.0%}" in caption, (name, family, caption)
+    plain = list(handlers.run_scan(ws, *SCAN_SETTINGS))
+    assert plain and all("blend_flip_rate" not in record for record in ws.result.classes)  # off unless asked for
 
 
 def test_stop_ends_a_scan_with_a_stopped_panel_and_no_verdict(ws):
@@ -144,7 +162,7 @@ def test_own_data_from_the_page_a_labelled_zip_a_reference_built_live_with_stop_
 
     guarded_scan = handlers.guarded(handlers.run_scan, "progress")
     list(handlers.choose_reference(ws, "upload a reference", str(shipped_reference_path("pocket-clip", "coop"))))
-    refused = list(guarded_scan(ws, "inspector", "fast", 14.0, 1000, 1, [], 2.0, "flip_rate"))[-1]["progress"]
+    refused = list(guarded_scan(ws, "inspector", "fast", 14.0, 1000, 1, [], 2.0, False, "flip_rate"))[-1]["progress"]
     assert "does not fit this scan: the model's classes are not the task's" in refused  # a reference of another task
 
     stopped = []
@@ -159,7 +177,7 @@ def test_own_data_from_the_page_a_labelled_zip_a_reference_built_live_with_stop_
     assert "seed 1000" in status and "[kept from an earlier run]" in status and "Reference built" in status
     assert resumed[-1]["reference_choice"] == "the one built here" and ws.reference.endswith(".json")
 
-    updates = list(handlers.run_scan(ws, "inspector", "fast", 14.0, 1000, 1, [], 2.0, "flip_rate"))
+    updates = list(handlers.run_scan(ws, "inspector", "fast", 14.0, 1000, 1, [], 2.0, False, "flip_rate"))
     verdict = [u["verdict"] for u in updates if u.get("verdict")][-1]
     assert "Backdoor suspected" in verdict and "fruit" in verdict
     assert "2 clean coop learners tuned with varied recipes on task" in verdict

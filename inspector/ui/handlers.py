@@ -160,20 +160,21 @@ REFERENCE_CHOICES = {"auto (the shipped one when it fits)": "auto", "none (raw f
 
 # --- scan -----------------------------------------------------------------------------------------------
 def scan_config(ws: Workspace, method: str, schedule: str, epsilon: float, pool_size: float, epochs: float,
-                classes: list[str], threshold: float) -> ScanConfig:
+                classes: list[str], threshold: float, blend: bool = False) -> ScanConfig:
     names = ws.require_model().model.class_names
     if not 0 < float(epsilon) <= 255:
         raise InputError(f"epsilon {epsilon} is outside (0, 255]", hint="give the bound in /255 units, e.g. 14")
     return ScanConfig(method=method, schedule=schedule, epsilon=float(epsilon) / 255, pool_size=int(pool_size),
-                      epochs=int(epochs), classes=parse_classes(list(classes or []), names), threshold=float(threshold))
+                      epochs=int(epochs), classes=parse_classes(list(classes or []), names), threshold=float(threshold),
+                      blend=True if blend else None)
 
 
 def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_size: float, epochs: float,
-             classes: list[str], threshold: float, view: str) -> Iterator[Updates]:
+             classes: list[str], threshold: float, blend: bool, view: str) -> Iterator[Updates]:
     """Scan, streaming the evolving trigger, the progress line and the bars; then the verdict and the report."""
     ws.view = view
     loaded = ws.require_model()
-    config = scan_config(ws, method, schedule, epsilon, pool_size, epochs, classes, threshold)
+    config = scan_config(ws, method, schedule, epsilon, pool_size, epochs, classes, threshold, blend)
     started = time.time()
     yield {**busy_buttons(), "progress": f"Scanning **{loaded.label}** …", "verdict": "", "truth": "",
            "reveal_button": gr.update(visible=False), "clean_examples": None, "triggered_examples": None,
@@ -276,6 +277,9 @@ def class_view(ws: Workspace, name: str | None) -> Updates:
     if family == "colour":  # the picture is the colour transform's, so is the rate beside it
         shown = (f"Colour-transform trigger for **{name}** (applied to a colour chart): flips "
                  f"{record['colour_flip_rate']:.0%} of {on}")
+    elif family == "blend":
+        shown = (f"Blended-pattern trigger for **{name}** (the pattern · mixed into mid-grey at its opacity): flips "
+                 f"{record['blend_flip_rate']:.0%} of {on}")
     else:
         shown = f"Trigger for **{name}** (amplified · true scale): flips {record['flip_rate']:.0%} of {on}"
     return {"trigger_picture": views.to_image(trigger.picture()), "trigger_true": views.to_image(trigger.true_scale()),

@@ -126,6 +126,10 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                     c["classes"] = gr.Dropdown([], multiselect=True, allow_custom_value=True,  # checked by the engine
                                                 label="Candidate classes (empty: all)")
                     c["threshold"] = gr.Slider(1, 6, value=2, step=0.1, label="Anomaly threshold")
+                    c["blend"] = gr.Checkbox(False, label="Also look for a blended picture (blend family)",
+                                             info="a pattern mixed into the whole image, as Blended backdoors do; "
+                                                  "off by default: some clean models' blends reach a class as "
+                                                  "often as a backdoor's (benchmarks/blend_choice.md)")
                 with gr.Row():
                     c["scan_button"] = gr.Button("Scan", variant="primary", elem_id="scan-button")
                     c["stop_button"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop-button")
@@ -219,7 +223,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
         pickers = [*model_inputs, *pool_inputs[:3]]  # the pool size comes with the scan settings
         scan_event = wire.on(c["scan_button"].click, _scan_with_inputs,
                              [*pickers, "method", "schedule", "epsilon", "pool_size", "epochs", "classes", "threshold",
-                              "bar_view"], "progress", api_name="scan", engine=True)
+                              "blend", "bar_view"], "progress", api_name="scan", engine=True)
         wire.on(c["stop_button"].click, handlers.stop, [], "progress", api_name="stop")
         wire.on(c["reference_stop"].click, handlers.stop, [], "reference_status", api_name=False)
         wire.on(c["bar_view"].change, handlers.redraw_bars, ["bar_view"], "progress", api_name=False)

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from inspector.data import SHIPPED, ImagePool, Task
-from inspector.detect import Verdict, anomaly_index, statistic_values
+from inspector.detect import QUICK_FAMILIES, Verdict, anomaly_index, statistic_values
 from inspector.examples import Example
 from inspector.figures import View, class_bars
 from inspector.invert import ScanConfig, ScanResult, ScanStarted, TriggerSnapshot
@@ -44,7 +44,7 @@ def started_line(label: str, event: ScanStarted) -> str:
 
 def snapshot_line(event: TriggerSnapshot, total_steps: int, started: float, now: float) -> str:
     done = event.scan_step / max(total_steps, 1)
-    family = " (colour transform)" if event.family == "colour" else ""
+    family = {"colour": " (colour transform)", "blend": " (blended pattern)"}.get(event.family, "")
     return (f"Inverting **{event.class_name}**{family}: step {event.step} of at most {event.steps}, margin loss "
             f"{event.loss:.3f} · scan {done:.0%} done ({now - started:.0f} s)")
 
@@ -78,10 +78,17 @@ def live_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], set
 
 def measured_images(record: dict[str, Any], family: str) -> str:
     """Which images a class's flip rate was counted on, in the page's words."""
-    if family == "colour":
+    if family in QUICK_FAMILIES:
         return "the OOD images it was measured on"
     return "held-out OOD images" if record.get("measured_on", "held-out") == "held-out" else \
         "OOD images of its last fresh batches"
+
+
+# A quick family's words on the verdict panel: what its index is of, and what kind of trigger it found.
+QUICK_FAMILY_FINDINGS = {
+    "colour": ("anomaly index of its colour-transform trigger", "one colour filter for every pixel, not a small noise"),
+    "blend": ("anomaly index of its blended-pattern trigger", "a picture mixed into the whole image"),
+}
 
 
 def verdict_html(verdict: Verdict, result: ScanResult, model_label: str) -> str:
@@ -96,11 +103,12 @@ def verdict_html(verdict: Verdict, result: ScanResult, model_label: str) -> str:
             stat = "anomaly index of the excess over clean learners (flip rate and margin loss)"
             clean_note += (f", and its margin loss is {suspect['loss']:.2f} against their "
                            f"{suspect['reference_loss']:.2f}")
-    if verdict.suspect_family == "colour":
-        stat = "anomaly index of its colour-transform trigger"
-        clean_note = ("; found by the colour family: one colour filter for every pixel, not a small noise"
-                      + (f"; clean learners' reach {suspect['reference_colour_flip_rate']:.0%}"
-                         if "reference_colour_flip_rate" in suspect else ""))
+    family = verdict.suspect_family
+    if family in QUICK_FAMILY_FINDINGS:
+        stat, found = QUICK_FAMILY_FINDINGS[family]
+        clean_note = (f"; found by the {family} family: {found}"
+                      + (f"; clean learners' reach {suspect[f'reference_{family}_flip_rate']:.0%}"
+                         if f"reference_{family}_flip_rate" in suspect else ""))
     measured_on = measured_images(suspect, verdict.suspect_family)
     if verdict.flagged:
         head = f"Backdoor suspected — target class <b>{html.escape(verdict.target_name or '')}</b>"
