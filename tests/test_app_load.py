@@ -26,7 +26,19 @@ from tests.app_server import running_app
 MODEL = "clean-coop"
 CLASS_SETS = (["star", "arrow", "clock"], ["map", "balloon", "file icon", "button"])
 POOL_SIZE = 96
-PROGRESS, REPORT_FILES = 25, 36  # positions of the progress line and the report files in /scan's outputs
+
+
+def progress_line(outputs: tuple) -> str:
+    """The progress line among /scan's outputs (every component's value, in the layout's order)."""
+    return next((o for o in outputs if isinstance(o, str) and o.startswith("Scan")), "")
+
+
+def report_json(outputs: tuple) -> str:
+    """The report.json path among /scan's outputs (the report files component's list)."""
+    return next(path for value in outputs if isinstance(value, list) for path in value
+                if isinstance(path, str) and path.endswith("report.json"))
+
+
 KEYS = ("name", "flip_rate", "anomaly", "loss")
 
 
@@ -83,8 +95,7 @@ def test_concurrent_clients_are_queued_isolated_and_match_a_solo_run(tmp_path, s
             client = Client(url, verbose=False)
             started = time.time()
             outputs = client.predict(*scan_inputs(CLASS_SETS[i % 2]), api_name="/scan")
-            report = next(p for p in outputs[REPORT_FILES] if p.endswith("report.json"))
-            return i, outputs[PROGRESS], _classes(report), time.time() - started
+            return i, progress_line(outputs), _classes(report_json(outputs)), time.time() - started
 
         with ThreadPoolExecutor(6) as pool:
             results = list(pool.map(one_client, range(6)))
@@ -108,7 +119,7 @@ def test_concurrent_clients_are_queued_isolated_and_match_a_solo_run(tmp_path, s
         assert "event: error" in events and "not uploaded by a user" in log.read_text()
 
         last = Client(url, verbose=False).predict(*scan_inputs(CLASS_SETS[0]), api_name="/scan")
-        assert last[PROGRESS].startswith("Scan finished")  # still serving after all that
+        assert progress_line(last).startswith("Scan finished")  # still serving after all that
         peak = _peak_rss_mib(process.pid)
         if peak is not None:
             assert peak < 3 * 1024, f"app peak memory {peak:.0f} MiB"
