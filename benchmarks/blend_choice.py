@@ -60,11 +60,18 @@ def blend_rates(path: Path, config: ScanConfig, cache: Path) -> dict[str, float]
     return rates
 
 
-def references_with_blend(config: ScanConfig, tag: str) -> dict[str, Reference]:
-    """The shipped references, their learners' blend rates measured with ``config``."""
+def base_reference(kind: str, variant: str) -> Reference:
+    """The shipped reference of ``kind``, or a broader dev candidate (``zoos/references/pocket-clip-KIND-VARIANT``)."""
+    path = (shipped_reference_path("pocket-clip", kind) if variant == "shipped"
+            else HERE / "zoos" / "references" / f"pocket-clip-{kind}-{variant}.json")
+    return Reference.read(path)
+
+
+def references_with_blend(config: ScanConfig, tag: str, variant: str = "shipped") -> dict[str, Reference]:
+    """The references, their learners' blend rates measured with ``config``."""
     out = {}
     for kind in KINDS:
-        reference = Reference.read(shipped_reference_path("pocket-clip", kind))
+        reference = base_reference(kind, variant)
         per_learner = [blend_rates(LEARNERS / f"{kind}_s{seed}.safetensors", config,
                                    HERE / "zoos" / "references" / f"blend-{tag}" / f"{kind}_s{seed}.json")
                        for seed in reference.seeds]
@@ -90,6 +97,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--candidates", nargs="*", default=list(CANDIDATES), help="opacity/step size")
+    parser.add_argument("--references", nargs="*", default=["shipped"],
+                        help="shipped, or VARIANT for zoos/references/pocket-clip-KIND-VARIANT.json (broader ones)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     scans = dev_scans()
@@ -99,17 +108,19 @@ def main() -> None:
     results: dict[str, Any] = {}
     lines = dev_preamble("The blend family's opacity and step size (dev zoo)", scans,
                          "with the default rule, the blend family's rates added", "blend_choice",
-                         "; the shipped references' learners measured with each candidate.") + [
+                         "; each reference's learners measured with each candidate (`shipped`: assets/reference/; "
+                         "a broader one is a dev candidate under benchmarks/zoos/references/).") + [
         "Seconds: the blend family alone, all classes of all dev models, one after the other, on this machine's CPU "
         "(1 thread; the last dev model, built later, 2).", "",
-        "| blend family | kind | models | accuracy | AUROC | target F1 | false positives | highest clean index | "
+        "| reference (CoOp + CoCoOp learners) | blend family | kind | models | accuracy | AUROC | target F1 | "
+        "false positives | highest clean index | "
         "lowest backdoor index | missed | flagged clean | wrong target | highest clean index past the 50% gate | "
-        "lowest index of a backdoor whose trigger took | room | seconds |", "|---" * 16 + "|"]
-    for spec in ["off", *args.candidates]:
+        "lowest index of a backdoor whose trigger took | room | seconds |", "|---" * 17 + "|"]
+    for variant, spec in [(v, c) for v in args.references for c in ["off", *args.candidates]]:
         config = candidate_config(spec) if spec != "off" else None
         tag = spec.replace("/", "-lr")
-        references = (references_with_blend(config, tag) if config is not None else
-                      {kind: Reference.read(shipped_reference_path("pocket-clip", kind)) for kind in KINDS})
+        references = (references_with_blend(config, tag, variant) if config is not None else
+                      {kind: base_reference(kind, variant) for kind in KINDS})
         rates, seconds = {}, 0.0
         for scan in scans:
             if config is None:
@@ -126,11 +137,13 @@ def main() -> None:
                         default=0.0)
             lowest = min((r["max_anomaly"] for r in rows if r["model"] in to_find), default=0.0)
             room = min(DEFAULT_THRESHOLD - gated, lowest - DEFAULT_THRESHOLD)
-            results[f"{spec} | {kind}"] = {"summary": score, "rows": rows, "gated_clean": gated, "lowest_real": lowest,
-                                           "room": room, "seconds": round(seconds, 1)}
+            results[f"{variant} | {spec} | {kind}"] = {"summary": score, "rows": rows, "gated_clean": gated,
+                                                       "lowest_real": lowest, "room": room,
+                                                       "seconds": round(seconds, 1)}
             shown = "off (today)" if spec == "off" else f"opacity {spec.split('/')[0]}, step {spec.split('/')[1]}"
-            lines.append(f"| {shown} | {kind} | {len(rows)} | {cells(score)} | {gated:.2f} | {lowest:.2f} | "
-                         f"{room:+.2f} | {seconds:.0f} |")
+            learners = "+".join(str(len(references[k].seeds)) for k in KINDS)
+            lines.append(f"| {variant} ({learners}) | {shown} | {kind} | {len(rows)} | {cells(score)} | {gated:.2f} | "
+                         f"{lowest:.2f} | {room:+.2f} | {seconds:.0f} |")
         print(lines[-1], flush=True)
     write("blend_choice", results, lines)
 

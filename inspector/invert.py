@@ -556,7 +556,7 @@ def family_batch(family: str, fit: torch.Tensor, batches: list[torch.Tensor], cl
 
 
 def family_record(family: str, arm: ClassInversion) -> dict[str, Any]:
-    """A quick family's fresh-batch estimate: flips over the steps after the first (which starts at no change),
+    """A quick family's fresh-batch estimate: flips over the steps after the first (taken from its neutral start),
     under the family's own keys (``colour_flip_rate``, ``blend_flip_rate``, ...)."""
     part = arm.curve[1:]
     flips, eligible = sum(f for f, _, _ in part), sum(e for _, e, _ in part)
