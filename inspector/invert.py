@@ -168,10 +168,6 @@ class ScanConfig:
                                   and bool(self.reference.families.get(family)))
 
     @property
-    def runs_colour(self) -> bool:
-        return self.runs("colour")
-
-    @property
     def quick_families(self) -> tuple[str, ...]:
         """The quick families this scan runs, in the order it runs them."""
         return tuple(family for family in QUICK_FAMILIES if self.runs(family))
@@ -541,11 +537,6 @@ def family_arm(family: str, k: int, name: str, config: ScanConfig, device: torch
     else:
         trigger = BlendInversion(image_size, config.blend_alpha)
     return ClassInversion(k, name, trigger.to(device), "inspector", getattr(config, f"{family}_lr"))
-
-
-def colour_arm(k: int, name: str, config: ScanConfig, device: torch.device) -> ClassInversion:
-    """Class ``k``'s colour-transform trigger (the second family), starting from the identity."""
-    return family_arm("colour", k, name, config, device, 0)
 
 
 def family_batch(family: str, fit: torch.Tensor, batches: list[torch.Tensor], clean_fit: CleanPredictions, t: int,

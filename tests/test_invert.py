@@ -22,7 +22,7 @@ from inspector.invert import (
     ScanStarted,
     ScanStopped,
     TriggerSnapshot,
-    colour_arm,
+    family_arm,
     joint_step,
     parse_classes,
     run_scan,
@@ -234,8 +234,8 @@ def test_colour_arms_stepped_together_match_arms_stepped_alone(name, backbone, s
     batches = [torch.arange(i * 6, (i + 1) * 6) for i in range(2)]
     logits_of = Logits(model)
     clean = CleanPredictions(logits_of, small_pool, batches)
-    alone = [colour_arm(k, str(k), config, device) for k in (0, 7, 16)]
-    together = [colour_arm(k, str(k), config, device) for k in (0, 7, 16)]
+    alone = [family_arm("colour", k, str(k), config, device, 64) for k in (0, 7, 16)]
+    together = [family_arm("colour", k, str(k), config, device, 64) for k in (0, 7, 16)]
     for t in range(2):
         for arm in alone:
             arm.step(logits_of, small_pool[batches[t]], clean(t))

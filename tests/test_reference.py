@@ -93,7 +93,7 @@ def test_shipped_reference_applies_only_where_it_was_measured():
     assert baseline is not None and set(baseline.classes) == set(model.class_names)
     assert "8 clean coop learners tuned with varied recipes" in why
     assert set(baseline.families["colour"]) == set(model.class_names)  # measured the colour family: scans run it
-    assert replace(ScanConfig(), reference=baseline).runs_colour and not ScanConfig().runs_colour
+    assert replace(ScanConfig(), reference=baseline).runs("colour") and not ScanConfig().runs("colour")
     assert baseline.held_out_steps == sum(FAST_WITH_REFERENCE.rounds) and set(baseline.curves) == set(baseline.classes)
     faithful, _ = reference_for(model, ScanConfig(schedule="faithful"), shipped)
     assert faithful is not None and faithful.curves == {} and faithful.held_out != baseline.held_out
