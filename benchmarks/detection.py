@@ -132,6 +132,15 @@ def colour_tag(colour: bool) -> str:
     return f"-colour{c.colour_steps}x{c.colour_batch_size}" if colour else ""
 
 
+def _triggers_used(settings: dict[str, Any]) -> str:
+    """The repair's triggers and what their copies are taught, in words."""
+    which = {"indexed": "the trigger of the family that gave its index",
+             "both": "every family's trigger the scan reconstructed for it",
+             "additive": "its additive trigger"}[settings.get("families", "indexed")]
+    taught = {"labels": "their true labels", "suppress": "only to leave the suspect class"}
+    return f"{which}, the triggered copies taught {taught[settings.get('triggered_loss', 'labels')]}"
+
+
 def recipe_folder(zoo: Path, config: RepairConfig) -> Path:
     """Where repairs with ``config`` are cached: named by the recipe's values, so a changed default cannot
     reuse another recipe's results (benchmarks/repair_recipes.py shares these folders)."""
@@ -139,7 +148,8 @@ def recipe_folder(zoo: Path, config: RepairConfig) -> Path:
     name = (f"e{c.epochs}-lr{c.lr:g}-b{c.batch_size}-v{c.views}-wd{c.weight_decay:g}-s{c.seed}"
             f"-refresh{c.refresh_every}x{c.refresh_steps}-labels{c.label_weight:g}-anchor{c.anchor:g}"
             f"{'' if c.triggered else '-no-trigger'}{'' if c.families == 'indexed' else f'-families-{c.families}'}"
-            f"{'' if c.colour_scale == 1.0 else f'-colour{c.colour_scale:g}'}")
+            f"{'' if c.colour_scale == 1.0 else f'-colour{c.colour_scale:g}'}"
+            f"{'' if c.triggered_loss == 'labels' else f'-triggered-{c.triggered_loss}'}")
     return zoo / "repairs" / name
 
 
@@ -283,7 +293,7 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
                   ("flagged with their right target", [r for r in repairs if r["model"] in found])]
         lines += ["", "## Repair (backdoored models, against the inspector's suspect class)", "",
                   f"Recipe: {_recipe(repairs[0]['settings'])}; each model is repaired against the default scan's "
-                  "suspect class (flagged or not) with the trigger of the family that gave its index.", "",
+                  f"suspect class (flagged or not) with {_triggers_used(repairs[0]['settings'])}.", "",
                   "| models | n | mean ASR before | after | mean accuracy before | after | change per model | "
                   "lose > 1 point |", "|---|---|---|---|---|---|---|---|"]
         for label, group in groups:

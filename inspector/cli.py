@@ -155,7 +155,7 @@ def cmd_repair(args: argparse.Namespace) -> None:
     size = delivered.model.backbone.image_size
     task = _task(args, size)
     pool = pool_of(saved, size, args.ood)
-    given = {"epochs": args.epochs, "lr": args.lr, "families": args.families}
+    given = {"epochs": args.epochs, "lr": args.lr, "families": args.families, "triggered_loss": args.triggered_loss}
     config = RepairConfig(seed=args.seed, **{key: value for key, value in given.items() if value is not None})
     done = None
     with _bar(args, "repairing") as bar:
@@ -548,9 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--epochs", type=int, default=None, help="default: the engine's recipe (RepairConfig), 40")
     rp.add_argument("--lr", type=float, default=None, help="default: the engine's recipe (RepairConfig), 5e-3")
     rp.add_argument("--families", choices=("indexed", "both", "additive"), default=None,
-                    help="the trigger of the family that flagged the class (indexed, the default), every family "
-                         "the scan reconstructed for it (both: a colour filter's path besides the additive one), or "
-                         "its additive trigger whichever family flagged it (additive)")
+                    help="the trigger of the family that flagged the class (indexed), every family the scan "
+                         "reconstructed for it (both, the default: a colour filter's path besides the additive one), "
+                         "or its additive trigger whichever family flagged it (additive)")
+    rp.add_argument("--triggered-loss", choices=("labels", "suppress"), default=None,
+                    help="what the triggered copies are taught: their true class (labels) or only that they are not "
+                         "the suspect class (suppress: the rest of what the trigger does is left alone)")
     rp.add_argument("--seed", type=int, default=0)
     rp.add_argument("--weights", help="CLIP weights file when the learner was tuned on a local file")
     rp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")

@@ -830,8 +830,8 @@ def class_curve_steps(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfi
             families: dict[str, Any] = {}
             for family, family_steps in quick.items():
                 arm = family_arm(family, k, names[k], config, device, size)
-                for t in range(family_steps):
-                    arm.step(logits_of, *family_batch(family, fit, batches, clean_fit, t, config, device))
+                for _ in step_family_arm(arm, family, logits_of, fit, batches, clean_fit, family_steps, config,
+                                           device):
                     done += 1
                     yield CurveStep(names[k], done, total)
                 families.update(family_record(family, arm))
@@ -848,6 +848,16 @@ def class_curve_steps(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfi
             out.append({"index": k, "name": names[k], "curve": arm.curve, "held_out": held_out, **families})
 
 
+def step_family_arm(arm: ClassInversion, family: str, logits_of: Logits, fit: torch.Tensor, batches: list[torch.Tensor],
+                    clean_fit: CleanPredictions, steps: int, config: ScanConfig,
+                    device: torch.device) -> Iterator[int]:
+    """One class's quick-family arm stepped alone on the scan's batches (reference curves, measurements of a
+    kept learner); yields after every step."""
+    for t in range(steps):
+        arm.step(logits_of, *family_batch(family, fit, batches, clean_fit, t, config, device))
+        yield t + 1
+
+
 def family_flip_rates(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig, family: str) -> dict[str, float]:
     """Per candidate class, the flip rate of the quick ``family``'s trigger as a scan with ``config`` estimates it
     (for a clean learner measured before the family existed)."""
@@ -862,8 +872,9 @@ def family_flip_rates(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfi
         clean_fit = CleanPredictions(logits_of, fit, batches)
         for k in candidate_classes(config, len(names)):
             arm = family_arm(family, k, names[k], config, device, model.backbone.image_size)
-            for t in range(min(getattr(config, f"{family}_steps"), len(batches))):
-                arm.step(logits_of, *family_batch(family, fit, batches, clean_fit, t, config, device))
+            steps = min(getattr(config, f"{family}_steps"), len(batches))
+            for _ in step_family_arm(arm, family, logits_of, fit, batches, clean_fit, steps, config, device):
+                pass
             rates[names[k]] = float(family_record(family, arm)[f"{family}_flip_rate"])
     return rates
 

@@ -218,7 +218,8 @@ class Repaired:
 
         before, after = self.truth_asr or (None, None)
         return {"target": self.target_name, "before": side(self.finished.before, before),
-                "after": side(self.finished.after, after), "seconds": self.finished.seconds, "out": str(self.path)}
+                "after": side(self.finished.after, after), "seconds": self.finished.seconds, "out": str(self.path),
+                "recipe": self.config.as_dict()}
 
 
 RepairJobEvent = RepairEvent | Stopped | Repaired

@@ -182,9 +182,11 @@ def test_repair_writes_a_new_model_and_never_the_input(tmp_path):
         assert unflagged.returncode == 2 and "--target" in unflagged.stderr
     out = tmp_path / "repaired.safetensors"
     result = run_cli("repair", str(delivered), "--report", report, "--target", "computer", "--epochs", "2",
-                     "--out", str(out), "--json")
+                     "--triggered-loss", "labels", "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
+    assert payload["recipe"]["triggered_loss"] == "labels" and payload["recipe"]["epochs"] == 2
+    assert payload["recipe"]["families"] == "both"  # the shipped default, untouched by the other flags
     for side in ("before", "after"):
         assert {"accuracy", "trigger_asr"} <= set(payload[side]) and "asr" not in payload[side]  # no ground truth
     assert out.is_file() and _sha(delivered) == before

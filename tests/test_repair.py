@@ -21,6 +21,7 @@ from inspector.repair import (
     reinvert,
     repair,
     repair_loss,
+    suppression_loss,
 )
 from inspector.zoo import resolve_model
 
@@ -110,11 +111,11 @@ def _features(model, n: int = 6, views: int = 2, seed: int = 0) -> dict[str, tor
     return {key: F.normalize(torch.randn(views, n, dim, generator=generator), dim=-1) for key in ("clean", "stamped")}
 
 
-def test_default_loss_is_the_mean_over_clean_and_stamped_copies(backbone):
+def test_labels_loss_is_the_mean_over_clean_and_stamped_copies(backbone):
     model = load_learner(resolve_model("clean-coop"), backbone)
     features, labels = _features(model), torch.tensor([0, 1, 2, 3, 4, 5])
     views, idx = torch.tensor([0, 1, 1, 0]), torch.tensor([5, 0, 2, 3])
-    loss = repair_loss(model, features, labels, None, views, idx, RepairConfig())
+    loss = repair_loss(model, features, labels, None, views, idx, RepairConfig(triggered_loss="labels"))
     both = torch.cat([features["clean"][views, idx], features["stamped"][views, idx]])
     expected = F.cross_entropy(model.logits_from_features(both), torch.cat([labels[idx], labels[idx]]))
     assert torch.allclose(loss, expected, atol=1e-6)
@@ -125,15 +126,44 @@ def test_anchor_is_zero_at_the_delivered_model_and_the_control_ignores_the_trigg
     features, labels = _features(model), torch.tensor([0, 1, 2, 3, 4, 5])
     views, idx = torch.tensor([0, 1, 1, 0]), torch.tensor([5, 0, 2, 3])
     anchor = anchor_log_probs(model, features["clean"])
-    anchored = repair_loss(model, features, labels, anchor, views, idx, RepairConfig(label_weight=0.0, anchor=1.0))
+    anchored = repair_loss(model, features, labels, anchor, views, idx, RepairConfig(label_weight=0.0, anchor=1.0,
+                                                                                       triggered_loss="labels"))
     stamped_only = 0.5 * F.cross_entropy(model.logits_from_features(features["stamped"][views, idx]), labels[idx])
     assert torch.allclose(anchored, stamped_only, atol=1e-5)  # the KL term starts at 0
     moved = {"clean": features["clean"], "stamped": features["stamped"].flip(0)}
     control = RepairConfig(triggered=False)
     assert torch.equal(repair_loss(model, features, labels, None, views, idx, control),
                        repair_loss(model, moved, labels, None, views, idx, control))
-    assert not torch.equal(repair_loss(model, features, labels, None, views, idx, RepairConfig()),
-                           repair_loss(model, moved, labels, None, views, idx, RepairConfig()))
+    assert not torch.equal(repair_loss(model, features, labels, None, views, idx, RepairConfig(), 2),
+                           repair_loss(model, moved, labels, None, views, idx, RepairConfig(), 2))
+
+
+def test_suppression_pushes_only_the_target_down_and_keeps_the_target_class_labelled():
+    """``triggered_loss="suppress"``: -log(1 - p_target) on non-target copies, whatever else they are called;
+    the target's own copies keep their cross-entropy."""
+    target = 2
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8], [0.2, 0.2, 0.6]]))
+    labels = torch.tensor([0, 1, 2])
+    expected = (-torch.log(torch.tensor(0.75)) - torch.log(torch.tensor(0.2)) - torch.log(torch.tensor(0.6))) / 3
+    assert torch.allclose(suppression_loss(logits, labels, target), expected, atol=1e-6)
+    other_class = torch.log(torch.tensor([[0.05, 0.7, 0.25], [0.1, 0.1, 0.8], [0.2, 0.2, 0.6]]))
+    assert torch.allclose(suppression_loss(other_class, labels, target), expected, atol=1e-6)  # only p_target counts
+    sure = torch.log(torch.tensor([[1e-9, 1e-9, 1.0 - 2e-9]]))
+    assert torch.isfinite(suppression_loss(sure, torch.tensor([0]), target))
+
+
+def test_suppress_recipe_changes_only_the_stamped_half_of_the_loss(backbone):
+    model = load_learner(resolve_model("clean-coop"), backbone)
+    features, labels = _features(model), torch.tensor([0, 1, 2, 3, 4, 5])
+    views, idx = torch.tensor([0, 1, 1, 0]), torch.tensor([5, 0, 2, 3])
+    target = 2
+    loss = repair_loss(model, features, labels, None, views, idx, RepairConfig(triggered_loss="suppress"), target)
+    clean = model.logits_from_features(features["clean"][views, idx])
+    stamped = model.logits_from_features(features["stamped"][views, idx])
+    expected = 0.5 * F.cross_entropy(clean, labels[idx]) + 0.5 * suppression_loss(stamped, labels[idx], target)
+    assert torch.allclose(loss, expected, atol=1e-6)
+    labelled = RepairConfig(triggered_loss="labels")
+    assert not torch.allclose(loss, repair_loss(model, features, labels, None, views, idx, labelled, target))
 
 
 def test_both_families_stamp_each_copy_with_one_of_the_class_triggers(backdoored, scanned, task, pool):
@@ -157,7 +187,7 @@ def test_both_families_stamp_each_copy_with_one_of_the_class_triggers(backdoored
                                             TARGET: {**result.triggers[TARGET], **tint.tensors()}})
     stamp, also = with_colour.repair_triggers(TARGET, "both")
     assert stamp.family == "additive" and [t.family for t in also] == ["colour"]
-    assert with_colour.repair_triggers(TARGET)[1] == ()  # the default stays the indexed family alone
+    assert with_colour.repair_triggers(TARGET)[1] == ()  # asked for nothing else: the indexed family alone
     model, _ = backdoored
     copy = load_learner(resolve_model("clean-coop"), model.backbone)
     copy.learner.load_state_dict(model.learner.state_dict())

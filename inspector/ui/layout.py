@@ -160,9 +160,10 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
         c["triggered_examples"] = gr.Gallery(label="with the trigger", columns=8, height=200, object_fit="contain")
         c["report_files"] = gr.File(label="Report (HTML, JSON, trigger tensors)", file_count="multiple",
                                     interactive=False)
-        gr.Markdown("### 4 · Repair\nFine-tune the prompt learner on the task's labelled images, half of them "
-                    "stamped with the reconstructed trigger **and their true labels**, so the trigger stops "
-                    "working. The result is a new file; the delivered model is never changed.")
+        gr.Markdown("### 4 · Repair\nFine-tune the prompt learner on the task's labelled images (with their "
+                    "true labels) and on copies stamped with the class's reconstructed triggers (every family the "
+                    "scan found), taught that they are **not** that class, so the trigger stops working. The "
+                    "result is a new file; the delivered model is never changed.")
         defaults = RepairConfig()
         with gr.Row():
             c["repair_target"] = gr.Dropdown([], label="Repair against the trigger of")
