@@ -437,7 +437,7 @@ def main() -> None:
     if "inspector + reference" in scans:
         rows = scans["inspector + reference"]
         if args.real_first:
-            real = {stem for stem, m in zoo_tables.manifest_rows(zoo).items() if "asr" in m and zoo_tables.is_real(m)}
+            real = zoo_tables.real_backdoors(zoo_tables.manifest_rows(zoo))
             rows = sorted(rows, key=lambda r: r["model"] not in real)
         for row in rows:  # against the default scan's suspect
             if row["backdoored"]:

@@ -41,7 +41,7 @@ def summary_rows(zoo: str, role: str) -> list[str]:
         return [f"| {zoo} | {role} | (not scanned yet) | | | | | | |"]
     rows = data["scans"][DEFAULT]
     manifest = zoo_tables.manifest_rows(HERE / "zoos" / zoo)
-    real = {stem for stem, m in manifest.items() if m.get("attack") and zoo_tables.is_real(m)}
+    real = zoo_tables.real_backdoors(manifest)
     real_rows = [r for r in rows if not r["backdoored"] or r["model"] in real]
     plan = HERE / "zoos" / f"{zoo}.plan.json"
     planned = len(json.loads(plan.read_text())["models"]) if plan.exists() else len(rows)

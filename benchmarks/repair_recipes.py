@@ -107,6 +107,11 @@ def _right(rows: list[dict[str, Any]]) -> int:
     return len({r["model"] for r in rows if r["repaired_class"] == r["true_target"]})
 
 
+SUMMARY_HEADER = ("| recipe | models | mean asr before | after | worst after | mean accuracy before | after | "
+                  "mean change | changes (min / max) | models outside ±1 pt | lose > 1 pt | unchanged predictions |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
 def _summary_row(recipe: str, part: list[dict[str, Any]]) -> str:
     change = accuracy_changes(part)
     outside = sum(abs(c) > 1.0 + 1e-9 for c in change)
@@ -132,25 +137,20 @@ def write(rows: list[dict[str, Any]], zoo: Path, report: str) -> None:
              "predicted class the repair did not change. All recipes: AdamW, lr 5e-3, cosine schedule, batch 32 "
              "clean images + their triggered copies, 8 augmented views, prompt learner only.", ""]
     lines += [f"- **{name}**: {text}" for name, text in DESCRIPTIONS.items()]
-    lines += ["", "| recipe | models | mean asr before | after | worst after | mean accuracy before | after | "
-              "mean change | changes (min / max) | models outside ±1 pt | lose > 1 pt | unchanged predictions |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["", *SUMMARY_HEADER]
     recipes = list(dict.fromkeys(r["recipe"] for r in rows))
     common = set.intersection(*({r["model"] for r in rows if r["recipe"] == recipe} for recipe in recipes))
     for recipe in recipes:
         lines.append(_summary_row(recipe, [r for r in rows if r["recipe"] == recipe]))
     if any(len([r for r in rows if r["recipe"] == recipe]) > len(common) for recipe in recipes):
-        lines += ["", f"On the {len(common)} models every recipe ran on:", "", *lines[-len(recipes) - 2:-len(recipes)]]
+        lines += ["", f"On the {len(common)} models every recipe ran on:", "", *SUMMARY_HEADER]
         lines += [_summary_row(recipe, [r for r in rows if r["recipe"] == recipe and r["model"] in common])
                   for recipe in recipes]
     shipped = "labels (40 ep)"
     if shipped in recipes:
         lines += ["", f"Each recipe beside the shipped one ({shipped}) on the models both ran on:", "",
-                  "| recipe | models | mean asr before | after | worst after | mean accuracy before | after | "
-                  "mean change | changes (min / max) | models outside ±1 pt | lose > 1 pt | unchanged predictions |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        manifest = zoo_tables.manifest_rows(zoo) if (zoo / "manifest.json").exists() else {}
-        real = {stem for stem, m in manifest.items() if "asr" in m and zoo_tables.is_real(m)}
+                  *SUMMARY_HEADER]
+        real = zoo_tables.real_backdoors(zoo_tables.manifest_rows(zoo))
         for recipe in recipes:
             if recipe == shipped:
                 continue

@@ -22,6 +22,11 @@ def manifest_rows(zoo: Path) -> dict[str, dict[str, Any]]:
     return {Path(m["file"]).stem: m for m in json.loads(path.read_text())["models"]}
 
 
+def real_backdoors(manifest: dict[str, dict[str, Any]]) -> set[str]:
+    """The stems of the implants that meet issue 18's bar of a real backdoor."""
+    return {stem for stem, m in manifest.items() if m.get("attack") and "asr" in m and is_real(m)}
+
+
 def clean_recipe(row: dict[str, Any]) -> str:
     """A clean learner's tuning recipe in words, from its manifest row."""
     recipe = row.get("recipe") or {}
