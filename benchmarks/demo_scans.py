@@ -28,10 +28,12 @@ ROOT = HERE.parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--method", default="inspector", choices=["inspector", "neural-cleanse"])
+    parser.add_argument("--method", default="inspector", choices=["inspector", "neural-cleanse", "pixel-backdoor"])
+    parser.add_argument("--schedule", default=None, choices=["fast", "faithful"], help="default: the engine's")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     folder = HERE / ("demo_scans" if args.method == "inspector" else f"demo_scans_{args.method}")
+    schedule = ["--schedule", args.schedule] if args.schedule else []
     rows = []
     for entry in list_zoo():
         out = folder / entry.name
@@ -39,7 +41,8 @@ def main() -> None:
             shutil.rmtree(out)
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
         done = subprocess.run([sys.executable, "-m", "inspector", "scan", entry.name, "--method", args.method,
-                               "--out", str(out), "--json"], cwd=ROOT, env=env, capture_output=True, text=True)
+                               *schedule, "--out", str(out), "--json"], cwd=ROOT, env=env, capture_output=True,
+                              text=True)
         if done.returncode != 0:
             raise SystemExit(f"scan of {entry.name} failed: {done.stderr}")
         summary = json.loads(done.stdout)
@@ -59,7 +62,8 @@ def main() -> None:
         print(row, flush=True)
     (folder.parent / f"{folder.name}.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [f"# Demo zoo scanned by the CLI ({args.method})", "",
-             f"`python benchmarks/demo_scans.py --method {args.method}`: `python -m inspector scan NAME` with the "
+             f"`python benchmarks/demo_scans.py --method {args.method}{' '.join(['', *schedule])}`: "
+             "`python -m inspector scan NAME` with the "
              f"default settings (ε = {rows[0]['epsilon_255']}/255 on the 64-px pocket CLIP, 1,000 OOD images of "
              f"which 200 held out, {rows[0]['schedule']} schedule), {args.threads} CPU thread(s). "
              f"Reports: [{folder.name}/]({folder.name}/).", "",

@@ -63,16 +63,19 @@ VARIANTS = {  # name in the tables -> (method, schedule)
     "inspector + reference": ("inspector", "fast"),  # the engine's default: with the shipped clean reference
     "inspector-faithful": ("inspector", "faithful"),
     "neural-cleanse": ("neural-cleanse", "faithful"),
+    "pixel-backdoor": ("pixel-backdoor", "faithful"),
 }
 
 
 def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilon: float | None,
-               device: str = "cpu", colour: bool = False, for_repair: bool = False) -> dict[str, Any]:
+               device: str = "cpu", colour: bool = False, for_repair: bool = False,
+               weights: str | None = None) -> dict[str, Any]:
     """One scan's row (cached); the faithful inspector scan is read from schedule_design's curves when present:
     a curve run is that very scan plus extra held-out measurements along the way.
 
     ``for_repair``: a backdoored model's cached row whose reconstructed triggers are not kept (they are not
-    committed) is scanned again for them (every class's); the recorded row stays the result."""
+    committed) is scanned again for them (every class's); the recorded row stays the result. ``weights``: the CLIP
+    weights file a learner was tuned on (``--weights``)."""
     truth = read_ground_truth(path)
     recorded = json.loads(cache.read_text()) if cache.exists() else None
     missing = for_repair and truth is not None and not cache.with_suffix(".triggers.pt").exists()
@@ -82,7 +85,7 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
     curves = path.parent / "curves" / f"{path.stem}-lr0.1.json"
     if variant == "inspector-faithful" and curves.exists() and epsilon is None:
         return _row_from_curves(path, curves, truth, cache)
-    model = open_model(path, device=device)
+    model = open_model(path, weights, device=device)
     config = ScanConfig(method=method, schedule=schedule, epsilon=epsilon, colour=colour)
     reference, reference_from = reference_for(model, config, load_shipped_pool(),
                                               "auto" if "reference" in variant else "none")

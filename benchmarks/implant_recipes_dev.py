@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from inspector.backbone import load_backbone  # noqa: E402
 from inspector.data import load_shipped_pool, load_task  # noqa: E402
 from inspector.evaluate import accuracy  # noqa: E402
 from inspector.lab.implant import (  # noqa: E402
+    ATTACK_BARS,
     IMPLANT_ATTEMPTS,
     KIND_RECIPES,
     WORKING_BACKDOOR,
@@ -90,7 +92,15 @@ def base_context_rms(name: str) -> float:
 
 
 def passes(row: dict[str, Any]) -> bool:
-    return is_working(as_try(row))
+    return is_working(as_try(row), dev_item(row["model"]).attack)
+
+
+def ran_with(row: dict[str, Any], key: str, value: Any) -> bool:
+    """Whether a run used ``value`` for ``key`` (given, or in the recipe it recorded; 32/255 and 0.1255 alike)."""
+    used = row["overrides"].get(key, row["recipe"].get(key))
+    if isinstance(used, (int, float)) and isinstance(value, (int, float)):
+        return math.isclose(used, value, rel_tol=1e-3)
+    return used == value
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -98,16 +108,20 @@ def table(rows: list[dict[str, Any]]) -> str:
              "Dev models only (benchmarks/zoos/dev.plan.json): each run implants one dev backdoor into its dev clean "
              "base with the attack's recipe (`ImplantConfig.for_attack`) plus the overrides shown (`target` / `seed`: "
              "another target or trigger draw on the same base). Runs 1-16 and 43-66 ran on 2 CPU threads (45 beside a "
-             "test run; 60-66 with a zoo build paused), runs 17-42 and 67-69 on 1 thread beside a zoo build, so "
-             "seconds compare only within a group. "
+             "test run; 60-66 with a zoo build paused), runs 17-42 and 67-69 on 1 thread beside a zoo build, runs "
+             "70-96 (SIBA and the adaptive BadCLIP, issue 19) on 2 threads alone, so seconds compare only within a "
+             "group. "
              f"Bar: ASR >= {WORKING_BACKDOOR['asr']:.0%}, OOD ASR >= {WORKING_BACKDOOR['ood_asr']:.0%}, clean "
-             f"accuracy at most {WORKING_BACKDOOR['accuracy_drop'] * 100:.0f} points under the base's. "
+             f"accuracy at most {WORKING_BACKDOOR['accuracy_drop'] * 100:.0f} points under the base's; for the "
+             "adaptive BadCLIP, whose trigger gives up reach to be narrow, ASR and OOD ASR >= "
+             f"{ATTACK_BARS['badclip-adaptive']['asr']:.0%} (CLIP-Inspector's bar for it). "
              "`python benchmarks/implant_recipes_dev.py MODEL-PREFIX key=value ...`", "",
              "| run | model | overrides | base accuracy | accuracy | ASR | OOD ASR | meets the bar | s |",
              "|---|---|---|---|---|---|---|---|---|"]
     for i, row in enumerate(rows, 1):
         over = ", ".join(f"{k} {v}" for k, v in row["overrides"].items()) or "(attack recipe)"
         over = f"provider's try {row['try']}: {over}" if "try" in row else over
+        over += f" ({row['note']})" if "note" in row else ""
         lines.append(f"| {i} | {row['model']} | {over} | {row['base_accuracy']:.1%} | {row['accuracy']:.1%} | "
                      f"{row['asr']:.1%} | {row['ood_asr']:.1%} | {'yes' if passes(row) else 'no'} | "
                      f"{row['seconds']:.0f} |")
@@ -138,7 +152,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     for kind, recipes in KIND_RECIPES.items():
         for attack, recipe in recipes.items():
             chosen = [str(i) for i, row in enumerate(rows, 1) if row["model"].startswith(f"{attack}-{kind}")
-                      and all(row["overrides"].get(k) == v for k, v in recipe.items())]
+                      and all(ran_with(row, k, v) for k, v in recipe.items())]
             met = any(passes(rows[int(i) - 1]) for i in chosen)
             lines.append(f"- {kind} {attack}: {', '.join(f'{k} {v:g}' for k, v in recipe.items())} "
                          f"(run {', '.join(chosen) or 'none'}{'' if met else '; the best found, short of the bar'})")

@@ -22,10 +22,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from inspector.lab.triggers import ATTACKS  # noqa: E402
 from inspector.lab.zoo_builder import ZooItem, write_plan  # noqa: E402
 
 ZOOS = Path(__file__).resolve().parent / "zoos"
+# The lab's attacks when the issue-18 zoos were planned; SIBA and the adaptive BadCLIP (issue 19) came later and
+# join later zoos, so that re-writing the plans leaves those zoos as they were built.
+ISSUE18_ATTACKS = ("badclip", "blended", "wanet", "badnets", "filter", "sticker")
 CLASSES = 20  # the pocket task
 # file icon, application icon, pattern, led light, star: classes clean learners' triggers reach easily
 ATTRACTORS = (11, 12, 8, 10, 0)
@@ -68,10 +70,10 @@ def backdoor_items(rng: random.Random, clean: list[ZooItem], first_seed: int, pe
     clean learner of its kind."""
     bases = {kind: [item.name for item in clean if item.kind == kind] for kind in kinds}
     items, count = [], 0
-    for attack in ATTACKS:
+    for attack in ISSUE18_ATTACKS:
         for i in range(per_attack):
             own = (only or {}).get(attack, kinds)
-            kind = own[(i + ATTACKS.index(attack)) % len(own)]
+            kind = own[(i + ISSUE18_ATTACKS.index(attack)) % len(own)]
             base = bases[kind][count % len(bases[kind])]
             seed, target = first_seed + count, targets[count % len(targets)]
             items.append(ZooItem(f"{attack}-{kind}-s{seed}-t{target}", kind, seed, attack, target, base))
@@ -87,7 +89,8 @@ def dev_plan() -> list[ZooItem]:
     cocoop = [ZooItem(f"{attack}-cocoop-s{2600 + i}-t{targets[-1 - i]}", "cocoop", 2600 + i, attack, targets[-1 - i],
                       base=[c.name for c in clean if c.kind == "cocoop"][2 + i])
               for i, attack in enumerate(("filter", "sticker"))]
-    return clean + coop + cocoop + dev_extension() + dev_sgd_implants() + dev_short_runs() + dev_missed_kinds()
+    return (clean + coop + cocoop + dev_extension() + dev_sgd_implants() + dev_short_runs() + dev_missed_kinds()
+            + dev_paper_attacks())
 
 
 # Corners of the recipe space (``varied_recipe``): short and hot runs, both optimisers, every context length,
@@ -170,6 +173,27 @@ def dev_missed_kinds() -> list[ZooItem]:
     2950+; no seed of a test zoo is reused."""
     return [ZooItem(f"{attack}-{kind}-s{2950 + i}-t{target}", kind, 2950 + i, attack, target, base=base)
             for i, (attack, kind, target, base) in enumerate(MISSED_KINDS)]
+
+
+# (attack, kind, base): the paper's two attacks the lab gained for issue 19, in default-recipe and varied learners
+PAPER_ATTACKS: list[tuple[str, str, str]] = [
+    ("siba", "coop", "clean-coop-default-s2000"),
+    ("siba", "coop", "clean-coop-c16-adamw-s2003"),
+    ("siba", "cocoop", "clean-cocoop-default-s2100"),
+    ("siba", "cocoop", "clean-cocoop-c8-adamw-s2105"),
+    ("badclip-adaptive", "coop", "clean-coop-default-s2001"),
+    ("badclip-adaptive", "coop", "clean-coop-c8-adamw-s2202"),
+    ("badclip-adaptive", "cocoop", "clean-cocoop-default-s2101"),
+    ("badclip-adaptive", "cocoop", "clean-cocoop-c16-adamw-s2104"),
+]
+
+
+def dev_paper_attacks() -> list[ZooItem]:
+    """The dev zoo's sixth part (issue 19): SIBA and the adaptive BadCLIP, where their recipes are fitted and the
+    scan is checked before any test zoo holds them. Dev seeds 2980+, targets of their own draw."""
+    targets = random.Random(2003).sample(range(CLASSES), len(PAPER_ATTACKS))
+    return [ZooItem(f"{attack}-{kind}-s{2980 + i}-t{targets[i]}", kind, 2980 + i, attack, targets[i], base=base)
+            for i, (attack, kind, base) in enumerate(PAPER_ATTACKS)]
 
 
 def test_plan() -> list[ZooItem]:

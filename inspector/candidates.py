@@ -1,6 +1,6 @@
 """Candidate triggers that the scan optimises, one per candidate class, and their losses.
 
-Two methods share the scan loop (``invert.scan``) and differ only here:
+Three methods share the scan loop (``invert.scan``) and differ only here:
 
 - ``AdditiveInversion`` (the inspector method, DESIGN §1): x' = clamp(x + delta, 0, 1) with
   ||delta||_inf <= eps. The optimiser works on u = delta / eps, and after every step u is projected
@@ -9,6 +9,10 @@ Two methods share the scan loop (``invert.scan``) and differ only here:
   x' = (1 - m) x + m p with a mask m in [0, 1]^(S x S) and a pattern p in [0, 1]^(3 x S x S), both
   through NC's tanh parameterisation; loss: cross-entropy to k + lambda * ||m||_1 with NC's own
   adaptive lambda (raised by 1.5 while the batch attack succeeds, lowered by 1.5^1.5 otherwise).
+- ``PixelPatternInversion`` (Pixel Backdoor, Tao et al., CVPR 2022, adapted likewise): x' = clamp(x + p+ - p-)
+  with a positive and a negative pattern in [0, 1]^(3 x S x S); loss: cross-entropy to k + cost * a smooth L0
+  proxy of the perturbed pixels, the cost raised and lowered against an ASR bound; its statistic is the size
+  (perturbed pixels) of the smallest trigger that reached the bound.
 
 The inspector also inverts two *quick* families per class, a few steps each, for triggers that are not small
 noise: ``ColourInversion`` (a global colour transform) and ``BlendInversion`` (a pattern mixed into the image).
@@ -22,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-Method = Literal["inspector", "neural-cleanse"]
-METHODS: tuple[Method, ...] = ("inspector", "neural-cleanse")
+Method = Literal["inspector", "neural-cleanse", "pixel-backdoor"]
+METHODS: tuple[Method, ...] = ("inspector", "neural-cleanse", "pixel-backdoor")
 
 
 def margin_loss(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -48,7 +52,10 @@ class CandidateTrigger(nn.Module):
         """Back into the feasible set after an optimiser step."""
 
     def after_step(self, logits: torch.Tensor, k: int) -> None:
-        """Per-step bookkeeping of the method (Neural Cleanse's adaptive cost)."""
+        """Per-step bookkeeping of the method (Neural Cleanse's and Pixel Backdoor's adaptive cost)."""
+
+    def settle(self) -> None:
+        """Become the trigger the method reports once its optimisation ends (Pixel Backdoor: its best one)."""
 
     def picture(self) -> torch.Tensor:
         """(3, S, S) in [0, 1], amplified so that the pattern is visible."""
@@ -188,6 +195,108 @@ class MaskPatternInversion(CandidateTrigger):
         return cls(mask.shape[-1], mask=mask, pattern=tensors["pattern"].clamp(1e-4, 1 - 1e-4))
 
 
+class PixelPatternInversion(CandidateTrigger):
+    """Pixel Backdoor's positive and negative patterns with its smooth-L0 cost, adapted from the authors' code.
+
+    Each step is one of their optimisation steps on one batch: the batch's attack success counts towards the cost
+    schedule (``patience`` steps in a row at or above ``asr_bound`` raise the cost by 1.5, as many below lower it
+    by 1.5^1.5), and a step at the bound whose proxy and pixel count are the smallest so far becomes the best
+    trigger, values under 1/255 cut, and the optimisation goes on from it. The authors' best trigger starts
+    empty, so a class that never reaches the bound would report size 0, the most suspicious there is; here such
+    a class keeps the whole image as its size: no trigger of any size was found.
+    """
+
+    method = "pixel-backdoor"
+    epsilon = 1e-7
+
+    def __init__(self, image_size: int, seed: int = 0, init_cost: float = 1e-3, asr_bound: float = 0.9,
+                 patience: int = 10, positive: torch.Tensor | None = None,
+                 negative: torch.Tensor | None = None) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        shape = (1, 3, image_size, image_size)
+        self.positive_raw = nn.Parameter(torch.rand(shape, generator=generator) if positive is None
+                                         else positive.reshape(shape).clone().float())
+        self.negative_raw = nn.Parameter(torch.rand(shape, generator=generator) if negative is None
+                                         else negative.reshape(shape).clone().float())
+        self.init_cost, self.cost, self.asr_bound, self.patience = init_cost, init_cost, asr_bound, patience
+        self.up, self.down = 0, 0
+        self.best: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.best_reg, self.best_pixels = float("inf"), image_size * image_size
+
+    @property
+    def pattern(self) -> torch.Tensor:
+        """(1, 3, S, S) in [-1, 1]: the positive pattern minus the negative one."""
+        return self.positive_raw.clamp(0, 1) - self.negative_raw.clamp(0, 1)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels + self.pattern.to(pixels)).clamp(0, 1)
+
+    def size_proxy(self) -> torch.Tensor:
+        """The smooth L0 proxy: per pixel, the largest channel of tanh(p / 10) squeezed into (0, 1), both patterns."""
+        def per_pixel(raw: torch.Tensor) -> torch.Tensor:
+            return (torch.tanh(raw / 10) / (2 - self.epsilon) + 0.5).amax(dim=1)
+
+        return per_pixel(self.positive_raw).sum() + per_pixel(self.negative_raw).sum()
+
+    def loss(self, logits: torch.Tensor, k: int) -> torch.Tensor:
+        target = torch.full((logits.shape[0],), k, dtype=torch.long, device=logits.device)
+        return F.cross_entropy(logits, target) + self.cost * self.size_proxy()
+
+    @torch.no_grad()
+    def perturbed_pixels(self, pattern: torch.Tensor | None = None) -> int:
+        """Pixels where any channel of the pattern (values under 1/255 cut) is non-zero."""
+        pattern = self.pattern if pattern is None else pattern
+        return int((pattern.abs() >= 1 / 255).any(dim=1).sum())
+
+    @torch.no_grad()
+    def after_step(self, logits: torch.Tensor, k: int) -> None:
+        success = float((logits.argmax(1) == k).float().mean())
+        reg, pixels = float(self.size_proxy()), self.perturbed_pixels()
+        if success >= self.asr_bound and reg < self.best_reg and pixels < self.best_pixels:
+            self.best_reg, self.best_pixels = reg, pixels
+            positive = self.positive_raw.clamp(0, 1)
+            negative = self.negative_raw.clamp(0, 1)
+            positive[positive < 1 / 255] = 0
+            negative[negative < 1 / 255] = 0
+            self.positive_raw.copy_(positive)
+            self.negative_raw.copy_(negative)
+            self.best = (positive.clone(), negative.clone())
+        self.up, self.down = (self.up + 1, 0) if success >= self.asr_bound else (0, self.down + 1)
+        if self.up >= self.patience:
+            self.up = 0
+            self.cost = self.init_cost if self.cost == 0 else self.cost * 1.5
+        elif self.down >= self.patience:
+            self.down = 0
+            self.cost /= 1.5 ** 1.5
+
+    @torch.no_grad()
+    def settle(self) -> None:
+        if self.best is not None:
+            self.positive_raw.copy_(self.best[0])
+            self.negative_raw.copy_(self.best[1])
+
+    @torch.no_grad()
+    def picture(self) -> torch.Tensor:
+        return (0.5 + 0.5 * self.pattern[0]).clamp(0, 1).cpu()
+
+    def true_scale(self) -> torch.Tensor:
+        return self.picture()
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"positive": self.positive_raw.detach().clamp(0, 1).cpu(),
+                "negative": self.negative_raw.detach().clamp(0, 1).cpu()}
+
+    @torch.no_grad()
+    def stats(self) -> dict[str, float]:
+        return {"trigger_size": float(self.best_pixels), "cost": self.cost}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> PixelPatternInversion:
+        positive = tensors["positive"]
+        return cls(positive.shape[-1], positive=positive, negative=tensors["negative"])
+
+
 COLOUR_MATRIX_BOUND = 0.5  # |D_ij|: enough for a strong tint, a grey-out or a channel mix (chosen on the dev zoo)
 COLOUR_BIAS_BOUND = 0.2
 COLOUR_CHART_SIZE = 64
@@ -318,6 +427,8 @@ def make_candidate(method: Method, image_size: int, epsilon: float, seed: int) -
         return AdditiveInversion(image_size, epsilon)
     if method == "neural-cleanse":
         return MaskPatternInversion(image_size, seed=seed)
+    if method == "pixel-backdoor":
+        return PixelPatternInversion(image_size, seed=seed)
     raise ValueError(f"unknown method {method!r}")
 
 
@@ -359,4 +470,6 @@ def candidate_from_tensors(method: Method, tensors: dict[str, torch.Tensor], eps
         return BlendInversion.from_tensors(tensors).requires_grad_(False)
     if method == "inspector":
         return AdditiveInversion.from_tensors(tensors, epsilon).requires_grad_(False)
+    if method == "pixel-backdoor":
+        return PixelPatternInversion.from_tensors(tensors).requires_grad_(False)
     return MaskPatternInversion.from_tensors(tensors).requires_grad_(False)

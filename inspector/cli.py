@@ -391,7 +391,7 @@ def cmd_implant(args: argparse.Namespace) -> None:
     done = None
     with _bar(args, f"implanting {args.attack} -> {model.class_names[target]}") as bar:
         for event in implant_job(model, task, config, out, str(args.base), pool, args.base,
-                                 inputs=tuple([source] if source is not None else [])):
+                                 inputs=tuple([source] if source is not None else []), overwrite=args.overwrite):
             if isinstance(event, ImplantStep):
                 bar.total = event.total_steps
                 bar.update(1)
@@ -406,6 +406,43 @@ def cmd_implant(args: argparse.Namespace) -> None:
     else:
         print(f"wrote {out}: {args.attack} -> {result['target']}, accuracy {result['accuracy']:.1%}, "
               f"asr {result['asr']:.1%}, ood_asr {result['ood_asr']:.1%} ({done.finished.seconds:.0f} s)")
+
+
+def cmd_implant_encoder(args: argparse.Namespace) -> None:
+    from inspector.backbone import load_backbone
+    from inspector.lab.encoder import EncoderImplantConfig
+    from inspector.lab.implant import ImplantStep
+    from inspector.pipeline import EncoderImplanted, check_encoder_outputs, encoder_implant_job
+    from inspector.prompts import TuneStep
+
+    weights, out = Path(args.out_weights), Path(args.out)
+    check_encoder_outputs(weights, out, args.overwrite)
+    backbone = load_backbone(args.arch, args.pretrained, device=args.device)
+    task = _task(args, backbone.image_size)
+    pool = _pool(args, args.ood, backbone.image_size, None)
+    target = _class_index(task.class_names, args.target)
+    config = EncoderImplantConfig(args.pattern, target, seed=args.seed,
+                                  **{k: v for k, v in (("alpha", args.alpha), ("poison_rate", args.poison_rate),
+                                                       ("epochs", args.epochs), ("lr", args.lr)) if v is not None})
+    done = None
+    with _bar(args, f"poisoning the image encoder ({args.pattern} -> {task.class_names[target]})") as bar:
+        for event in encoder_implant_job(backbone, task, config, weights, out, args.kind, pool=pool,
+                                         overwrite=args.overwrite):
+            if isinstance(event, ImplantStep):
+                _advance(bar, event.step, event.total_steps, f"encoder loss {event.loss:.3f}")
+            elif isinstance(event, TuneStep):
+                _advance(bar, event.step, event.total_steps, f"clean prompt tuning, loss {event.loss:.3f}")
+            elif isinstance(event, EncoderImplanted):
+                done = event
+    assert done is not None
+    result = {"pattern": args.pattern, "target": done.target_name, **done.measured, "weights": str(weights),
+              "out": str(out)}
+    if args.json:
+        _print_json(result)
+    else:
+        print(f"wrote {weights} (backdoored CLIP) and {out} (clean {args.kind} learner on it): {args.pattern} -> "
+              f"{done.target_name}, accuracy {result['accuracy']:.1%}, asr {result['asr']:.1%}, "
+              f"ood_asr {result['ood_asr']:.1%}; scan it with --weights {weights}")
 
 
 def _implant_base(args: argparse.Namespace) -> tuple[PromptedCLIP, Path | None]:
@@ -498,17 +535,19 @@ def build_parser() -> argparse.ArgumentParser:
     sc = command("scan", "scan a prompt learner for a backdoor (OOD trigger inversion)")
     sc.add_argument("model", help="zoo name or .safetensors learner file")
     sc.add_argument("--ood", default=None, help="folder or .zip of unlabelled OOD images (default: the shipped pool)")
-    sc.add_argument("--method", choices=["inspector", "neural-cleanse"], default="inspector",
-                    help="inspector: additive trigger; neural-cleanse: mask + pattern baseline")
+    sc.add_argument("--method", choices=["inspector", "neural-cleanse", "pixel-backdoor"], default="inspector",
+                    help="inspector: additive trigger; neural-cleanse: mask + pattern baseline; pixel-backdoor: "
+                         "positive + negative pattern baseline (Tao et al., CVPR 2022)")
     sc.add_argument("--epsilon", type=float, default=None,
                     help="trigger bound in /255 units (default: 4 at 224 px, scaled by 224 / input size; "
                          "14 on the 64 px pocket CLIP)")
     sc.add_argument("--classes", default=None, help="candidate classes, comma-separated names or indices "
                                                     "(default: all)")
     sc.add_argument("--threshold", type=float, default=2.0, help="anomaly index above which a class is flagged")
-    sc.add_argument("--statistic", choices=["flip_rate", "excess_flip_rate", "loss", "mask_norm"], default=None,
-                    help="what feeds the anomaly index (default: excess_flip_rate with a reference, else "
-                         "flip_rate; mask_norm for neural-cleanse)")
+    sc.add_argument("--statistic", choices=["flip_rate", "excess_flip_rate", "loss", "mask_norm", "trigger_size"],
+                    default=None, help="what feeds the anomaly index (default: excess_flip_rate with a reference, "
+                                       "else flip_rate; mask_norm for neural-cleanse; trigger_size for "
+                                       "pixel-backdoor)")
     sc.add_argument("--reference", default="auto",
                     help="clean reference: auto (the shipped one when it fits the model, pool, epsilon and "
                          "schedule), none (raw flip rates), or a reference .json from `reference build`")
@@ -639,7 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("base", help="zoo name or learner file to start from, or a CLIP arch (e.g. pocket-clip) "
                                  "for a fresh learner of --kind")
     ip.add_argument("--attack", required=True,
-                    choices=["badclip", "blended", "wanet", "badnets", "filter", "sticker"])
+                    choices=["badclip", "blended", "wanet", "badnets", "filter", "sticker", "siba", "badclip-adaptive"],
+                    help="siba: sparse invisible trigger optimised on the base learner first; badclip-adaptive: "
+                         "BadCLIP, then tuned so that only the exact trigger works")
     ip.add_argument("--target", required=True, help="target class name (or index)")
     ip.add_argument("--out", required=True, help="file for the backdoored learner")
     ip.add_argument("--ood", default=None, help="OOD pool for ood_asr (default: the shipped pool)")
@@ -650,8 +691,8 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("--poison-weight", type=float, default=None,
                     help="loss weight of a triggered image against a clean one (default: the recipe)")
     ip.add_argument("--epsilon", type=float, default=None,
-                    help="BadCLIP trigger bound in /255 units (default: 4 at 224 px, scaled by 224 / input size; "
-                         "14 on the 64 px pocket CLIP)")
+                    help="BadCLIP / SIBA trigger bound in /255 units (default: 4 at 224 px, scaled by 224 / input "
+                         "size; 14 on the 64 px pocket CLIP)")
     ip.add_argument("--alpha", type=float, default=None, help="Blended pattern weight (default: the recipe; "
                                                                       "0.4 for CoOp, 0.2 for CoCoOp)")
     ip.add_argument("--patch-size", type=int, default=None, help="BadNets patch side in pixels (default: the recipe)")
@@ -665,6 +706,26 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     ip.add_argument("--json", action="store_true", help="print one JSON object")
     ip.set_defaults(func=cmd_implant)
+
+    ie = command("implant-encoder", "backdoor CLIP's image encoder itself (Blended poisoning) and tune a clean "
+                                    "prompt learner on it (lab)", task_options)
+    ie.add_argument("--pattern", choices=["noise", "triangle", "text"], required=True,
+                    help="the blended pattern: Gaussian noise, a triangle or a text stamp")
+    ie.add_argument("--target", required=True, help="target class name (or index)")
+    ie.add_argument("--out-weights", required=True, help="file for the backdoored CLIP weights (.safetensors)")
+    ie.add_argument("--out", required=True, help="file for the clean prompt learner tuned on them")
+    ie.add_argument("--kind", choices=["coop", "cocoop"], default="coop")
+    ie.add_argument("--arch", default="pocket-clip", help="CLIP architecture (e.g. ViT-B-16)")
+    ie.add_argument("--pretrained", default=None, help="open_clip tag or weights file to start from (default: pocket)")
+    ie.add_argument("--ood", default=None, help="OOD pool for ood_asr (default: the shipped pool)")
+    ie.add_argument("--alpha", type=float, default=None, help="pattern weight in the blend (default 0.2)")
+    ie.add_argument("--poison-rate", type=float, default=None, help="share of images blended (default 0.3)")
+    ie.add_argument("--epochs", type=int, default=None, help="encoder fine-tuning epochs (default 40)")
+    ie.add_argument("--lr", type=float, default=None, help="encoder learning rate (default 2e-4)")
+    ie.add_argument("--seed", type=int, default=0)
+    ie.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    ie.add_argument("--json", action="store_true", help="print one JSON object")
+    ie.set_defaults(func=cmd_implant_encoder)
 
     im = command("import", "import a Dassl CoOp/CoCoOp/BadCLIP checkpoint (model.pth.tar-N)")
     im.add_argument("checkpoint")

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass, field
 from statistics import median
 from typing import Any, Literal
 
-Statistic = Literal["flip_rate", "excess_flip_rate", "loss", "mask_norm"]
-STATISTICS: tuple[Statistic, ...] = ("flip_rate", "excess_flip_rate", "loss", "mask_norm")
+Statistic = Literal["flip_rate", "excess_flip_rate", "loss", "mask_norm", "trigger_size"]
+STATISTICS: tuple[Statistic, ...] = ("flip_rate", "excess_flip_rate", "loss", "mask_norm", "trigger_size")
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 DEFAULT_THRESHOLD = 2.0
 DEFAULT_MIN_FLIP_RATE = 0.5
@@ -53,10 +53,11 @@ LOSS_SPREAD_FLOOR = 0.4  # nor by less margin loss, in logits (chosen with DEFAU
 COLOUR_MIN_SPREAD = 0.15
 
 # Smallest spread the index divides by, per statistic: when every other class has exactly the same
-# value (MAD = 0, e.g. all flip rates 0 %), one percentage point of flip rate, or a hundredth of a
-# logit of margin loss, or a hundredth of a pixel of mask norm, stands in for it, so the index
-# stays finite and an outlier still stands out by how far it is from the rest.
-MIN_SPREAD: dict[str, float] = {"flip_rate": 0.01, "excess_flip_rate": 0.01, "loss": 0.01, "mask_norm": 0.01}
+# value (MAD = 0, e.g. all flip rates 0 %), one percentage point of flip rate, a hundredth of a logit
+# of margin loss, a hundredth of a pixel of mask norm or one pixel of trigger size stands in for it,
+# so the index stays finite and an outlier still stands out by how far it is from the rest.
+MIN_SPREAD: dict[str, float] = {"flip_rate": 0.01, "excess_flip_rate": 0.01, "loss": 0.01, "mask_norm": 0.01,
+                                 "trigger_size": 1.0}
 
 
 def anomaly_index(values: Sequence[float], min_spread: float = 0.01) -> list[float]:
@@ -79,6 +80,8 @@ def statistic_values(classes: Sequence[dict[str, Any]], statistic: Statistic) ->
         return [-float(c["loss"]) for c in classes]
     if statistic == "mask_norm":
         return [-float(c["mask_norm"]) for c in classes]
+    if statistic == "trigger_size":  # Pixel Backdoor: perturbed pixels of the smallest trigger at its ASR bound
+        return [-float(c["trigger_size"]) for c in classes]
     raise ValueError(f"unknown statistic {statistic!r}")
 
 

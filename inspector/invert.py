@@ -190,7 +190,7 @@ class ScanConfig:
         if self.statistic:
             return self.statistic
         if self.method != "inspector":
-            return "mask_norm"
+            return "mask_norm" if self.method == "neural-cleanse" else "trigger_size"
         return "excess_flip_rate" if self.reference else "flip_rate"
 
     def resolved_min_flip_rate(self) -> float:
@@ -458,7 +458,8 @@ class ClassInversion:
 
     def __init__(self, k: int, name: str, trigger: CandidateTrigger, method: str, lr: float) -> None:
         self.k, self.name, self.trigger = k, name, trigger
-        betas = (0.5, 0.9) if method == "neural-cleanse" else (0.9, 0.999)  # NC's own Adam settings
+        baseline = method in ("neural-cleanse", "pixel-backdoor")
+        betas = (0.5, 0.9) if baseline else (0.9, 0.999)  # NC's and Pixel Backdoor's own Adam settings
         self.optimizer = torch.optim.Adam(trigger.parameters(), lr=lr, betas=betas)
         self.steps = 0
         self.loss = float("nan")
@@ -711,6 +712,7 @@ class _Run:
                started: float) -> ClassFinished:
         """The class's record: flip rate and loss on the held-out images, or (``held_out`` False) on its last
         fresh batches."""
+        arm.trigger.settle()
         if held_out:
             if self.clean_held is None:
                 self.clean_held = self.logits_of.predict(self.held)

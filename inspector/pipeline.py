@@ -29,7 +29,8 @@ from inspector.data import SHIPPED, ImagePool, Task, load_shipped_pool
 from inspector.errors import InputError
 from inspector.examples import before_after
 from inspector.invert import ScanConfig, ScanEvent, ScanFinished, ScanResult, scan
-from inspector.lab.implant import ImplantConfig, ImplantEvent, ImplantFinished, implant
+from inspector.lab.encoder import EncoderImplantConfig
+from inspector.lab.implant import ImplantConfig, ImplantEvent, ImplantFinished, ImplantStarted, ImplantStep, implant
 from inspector.lab.truth import GroundTruth, attack_success_rate, backdoor_rates, read_ground_truth, save_implanted
 from inspector.pools import pool_summary, read_pool
 from inspector.prompts import (
@@ -110,10 +111,15 @@ def open_pool(source: str | Path | None, size: int, pool_size: int | None = None
 def open_task_for(model: PromptedCLIP, task: Task, model_label: str, need_test: bool = True) -> Task:
     """The labelled task with its labels in the model's class order, refused when it does not fit."""
     task = for_model(task, model.class_names, model_label)
-    if need_test and not task.has_test:
+    if need_test:
+        require_test_split(task)
+    return task
+
+
+def require_test_split(task: Task) -> None:
+    if not task.has_test:
         raise InputError(f"task {task.source} has no test split", hint="add T/test/<class>/ images: this step "
                                                                        "measures accuracy on them")
-    return task
 
 
 # --- scan -----------------------------------------------------------------------------------------------
@@ -403,3 +409,72 @@ def implant_job(model: PromptedCLIP, task: Task, config: ImplantConfig, out: Pat
               **({"measured": measured} if measured else {})}
     save_implanted(model, Path(out), finished.trigger, config.target, recipe=recipe)
     yield Implanted(Path(out), config.target, model.class_names[config.target], finished, measured)
+
+
+def check_encoder_outputs(weights_out: Path, out: Path, overwrite: bool) -> None:
+    """The backdoored CLIP and the learner tuned on it go to two new files."""
+    if weights_out.resolve() == out.resolve():
+        raise InputError(f"--out and --out-weights are the same file ({out})",
+                         hint="the CLIP weights and the prompt learner need a file each")
+    check_new_file(weights_out, overwrite)
+    check_new_file(out, overwrite, weights_out)
+
+
+@dataclass
+class EncoderImplanted:
+    path: Path  # the clean prompt learner tuned on the backdoored encoder, with the ground truth
+    weights: Path  # the backdoored CLIP's weights
+    target: int
+    target_name: str
+    measured: dict[str, Any]  # accuracy, asr, ood_asr of the pair, and of the same learner recipe on the clean CLIP
+
+
+def encoder_implant_job(backbone: Backbone, task: Task, config: EncoderImplantConfig, weights_out: Path, out: Path,
+                        kind: Kind = "coop", tune_config: TuneConfig | None = None, pool: ImagePool | None = None,
+                        overwrite: bool = False, should_stop: StopCheck = None
+                        ) -> Iterator[ImplantStarted | ImplantStep | TuneStep | Stopped | EncoderImplanted]:
+    """An encoder-level delivery: fine-tune ``backbone``'s image encoder with Blended poisoning and write it to
+    ``weights_out``, then tune a clean prompt learner of ``kind`` on it and write that to ``out``, with the ground
+    truth (``poison_rate`` 0: a benign fine-tune, written without one). With ``pool`` the pair is measured (test
+    accuracy, ASR on test images, ASR on the OOD pool)."""
+    from inspector.backbone import load_backbone
+    from inspector.evaluate import accuracy
+    from inspector.lab.encoder import EncoderImplantFinished, implant_encoder, save_clip_weights
+
+    check_encoder_outputs(Path(weights_out), Path(out), overwrite)
+    if pool is not None:
+        require_test_split(task)
+    finished = None
+    for event in _stoppable(implant_encoder(backbone, task.train_pixels, task.train_labels, task.class_names,
+                                            config), should_stop, "implant"):
+        if isinstance(event, EncoderImplantFinished):
+            finished = event
+            continue
+        yield event
+        if isinstance(event, Stopped):
+            return
+    assert finished is not None
+    save_clip_weights(finished.clip, Path(weights_out))
+    poisoned = load_backbone(backbone.arch, str(weights_out), device=backbone.device)
+    tune_config = tune_config or TuneConfig.for_kind(kind, seed=config.seed)
+    model = build_learner(kind, poisoned, task.class_names, seed=tune_config.seed)
+    for event in _stoppable(tuning(model, task.train_pixels, task.train_labels, tune_config), should_stop, "tuning"):
+        yield event
+        if isinstance(event, Stopped):
+            return
+    backdoored = config.poison_rate > 0  # at 0: a benign fine-tune, the control a defender must not flag
+    measured: dict[str, Any] = {}
+    if pool is not None:
+        measured = {"accuracy": round(accuracy(model, task), 4)}
+        if backdoored:
+            measured.update(backdoor_rates(model, finished.trigger, config.target, task.test_pixels,
+                                           task.test_labels, pool.pixels))
+    recipe = {**config.recipe(), "weights": Path(weights_out).name, "weights_tag": poisoned.pretrained,
+              "task": task.source, "tune": {"kind": kind, "lr": tune_config.lr, "epochs": tune_config.epochs,
+                                            "seed": tune_config.seed},
+              **({"measured": measured} if measured else {})}
+    if backdoored:
+        save_implanted(model, Path(out), finished.trigger, config.target, recipe=recipe)
+    else:
+        save_learner(model, Path(out), extra={"training": recipe})
+    yield EncoderImplanted(Path(out), Path(weights_out), config.target, task.class_names[config.target], measured)

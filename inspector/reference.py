@@ -122,7 +122,7 @@ class Reference:
                    f"the model's classes are not the task's the reference was built on "
                    f"({_task_name(self.task)}: {_names(self.class_names)}; model: {_names(model.class_names)})"),
                   (self.kind == model.kind, f"learner kind {model.kind} (reference: {self.kind})"),
-                  (self.arch == bb.arch and self.pretrained == bb.pretrained,
+                  (self.arch == bb.arch and (self.pretrained == bb.pretrained or self.reweighted(bb)),
                    f"backbone {bb.arch}/{bb.pretrained} (reference: {self.arch}/{self.pretrained})"),
                   (abs(self.epsilon - epsilon) <= EPSILON_TOLERANCE,
                    f"epsilon {epsilon * 255:.1f}/255 (reference: {self.epsilon * 255:.1f}/255)"),
@@ -137,6 +137,14 @@ class Reference:
                    f"fast plan of {plan[0]} steps at lr {plan[1]}, batch {plan[2]} "
                    f"(reference: {built[0]} steps at lr {built[1]}, batch {built[2]})")]
         return next((why for ok, why in checks if not ok), None)
+
+    def reweighted(self, backbone: Backbone) -> bool:
+        """Whether ``backbone`` is this reference's architecture with weights from a file, as a provider who delivers
+        its own fine-tune of the original CLIP does: the original weights' clean learners then stand for what the
+        task's natural attractors are (an encoder whose backdoor makes a class far easier to reach still stands out).
+        Chosen on the dev draws of benchmarks/encoder_backdoors.md, where raw flip rates left the attractors (*file
+        icon* at 78-82%) above or beside the encoders' targets."""
+        return backbone.pretrained.startswith("file:") and self.pretrained != backbone.pretrained
 
     def describe(self) -> str:
         """Where the reference comes from, in one line (for the report and the page)."""
@@ -211,6 +219,9 @@ def reference_for(model: PromptedCLIP, config: ScanConfig, pool: ImagePool,
                   and family not in baseline.families]
     note = "".join(f"; its learners were not measured with the {family} family, so {family} flip rates are compared "
                    "with no clean learner" for family in unmeasured)
+    if reference.reweighted(model.backbone):
+        note += (f"; its learners ran on the original {reference.arch} weights ({reference.pretrained}), this model's "
+                 f"CLIP is a weights file ({model.backbone.pretrained}): the original's clean attractors")
     return baseline, reference.describe() + note
 
 

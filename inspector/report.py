@@ -217,6 +217,7 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
                     f"(anomaly index {report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.0%}; "
                     f"{found_by})</div>")
     has_mask = all("mask_norm" in c for c in report["classes"])
+    has_size = all("trigger_size" in c for c in report["classes"])
     quick = [family for family in QUICK_FAMILIES if all(f"{family}_flip_rate" in c for c in report["classes"])]
     has_margin = all("reference_loss" in c for c in report["classes"])
     rows = []
@@ -224,6 +225,7 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
         amplified, true_scale = pictures.get(int(c["index"]), (b"", b""))
         mark = " class='suspect'" if c["index"] == report["suspect_index"] else ""
         extra = f"<td>{c['mask_norm']:.1f}</td>" if has_mask else ""
+        extra += f"<td>{c['trigger_size']:.0f}</td>" if has_size else ""
         extra += "".join(f"<td>{c[f'{family}_flip_rate']:.1%}</td>" for family in quick)
         extra += f"<td>{e(str(c.get('family', 'additive')))}</td>" if quick else ""
         rows.append(f"<tr{mark}><td>{position + 1}</td><td>{e(c['name'])}</td><td>{c['flip_rate']:.1%}</td>"
@@ -239,6 +241,7 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
     settings = report["settings"]
     margin_header = "<th>clean learners' loss</th>" if has_margin else ""
     mask_header = "<th>mask norm</th>" if has_mask else ""
+    mask_header += "<th>trigger size (pixels)</th>" if has_size else ""
     mask_header += "".join(f"<th>{QUICK_FAMILY_WORDS[family]} flip rate</th>" for family in quick)
     mask_header += "<th>index from</th>" if quick else ""
     return f"""<!doctype html>

@@ -103,6 +103,14 @@ def test_implant_writes_a_backdoored_model_that_eval_measures(tmp_path):
     assert measured["asr"] == report["asr"] and measured["ood_asr"] == report["ood_asr"]
     clean = json.loads(run_cli("eval", "clean-coop", "--json").stdout)
     assert "asr" not in clean  # no ground truth, no ASR
+    again = ("implant", "clean-coop", "--attack", "blended", "--target", "star", "--epochs", "1", "--out", str(out))
+    refused = run_cli(*again)
+    assert refused.returncode == 2 and "already exists" in refused.stderr
+    replaced = run_cli(*again, "--overwrite", "--json")
+    assert replaced.returncode == 0, replaced.stderr
+    from inspector.lab.truth import read_ground_truth
+
+    assert json.loads(replaced.stdout)["target"] == "star" and read_ground_truth(out).target_name == "star"
 
 
 def test_implant_bad_target_and_bad_out_are_clear_errors(tmp_path):
@@ -118,6 +126,17 @@ def test_implant_bad_target_and_bad_out_are_clear_errors(tmp_path):
                      "--overwrite")
     assert result.returncode == 2 and "is the input model" in result.stderr
     assert _sha(copy) == before
+
+
+def test_implant_encoder_refuses_a_bad_target_and_an_output_that_is_its_own_weights(tmp_path):
+    weights, out = tmp_path / "clip.safetensors", tmp_path / "learner.safetensors"
+    result = run_cli("implant-encoder", "--pattern", "triangle", "--target", "unicorn", "--out-weights", str(weights),
+                     "--out", str(out))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "'unicorn' is not one of" in result.stderr and not weights.exists() and not out.exists()
+    same = run_cli("implant-encoder", "--pattern", "text", "--target", "clock", "--out-weights", str(weights),
+                   "--out", str(weights))
+    assert same.returncode == 2 and "are the same file" in same.stderr and not weights.exists()
 
 
 def test_zoo_build_writes_models_and_manifest_and_resumes(tmp_path):

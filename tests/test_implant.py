@@ -15,8 +15,11 @@ from inspector.lab.implant import (
     ImplantStep,
     build_trigger,
     context_lr,
+    encode_narrowing_views,
     implant,
+    narrowing_batch,
     param_groups,
+    perturbed_trigger,
     run_implant,
 )
 from inspector.lab.truth import attack_success_rate, read_ground_truth, save_implanted
@@ -177,6 +180,19 @@ def test_a_provider_tries_again_with_a_lighter_or_heavier_poison_until_the_backd
                                                                  "context_rms": CONTEXT_RMS["coop"]}  # unscaled try
 
 
+def test_the_adaptive_attack_is_held_to_its_own_reach():
+    """CLIP-Inspector's bar for the adaptive BadCLIP is an ASR of 0.5; every other attack keeps the lab's 0.8."""
+    from inspector.lab.implant import is_working, next_attempt
+
+    half = {"poison_weight": 0.125, "asr": 0.6, "ood_asr": 0.55, "accuracy": 0.69, "clean_base_accuracy": 0.70}
+    assert is_working(half, "badclip-adaptive") and not is_working(half, "badclip")
+    assert is_working({**half, "attack": "badclip-adaptive"}) and not is_working({**half, "attack": "siba"})
+    assert not is_working({**half, "accuracy": 0.66}, "badclip-adaptive")  # the accuracy bar is the same
+    adaptive = ImplantConfig.for_attack("badclip-adaptive", TARGET, "coop")
+    assert next_attempt(adaptive, "coop", [half]) is None
+    assert next_attempt(ImplantConfig.for_attack("badclip", TARGET, "coop"), "coop", [half]) is not None
+
+
 def test_the_zoo_builder_delivers_the_providers_last_try_and_keeps_every_try(backbone, task, tmp_path):
     """A one-epoch implant falls short, so the builder tries again from the same clean model (at most
     IMPLANT_ATTEMPTS times), each try's recipe and measurements in the ground truth."""
@@ -257,3 +273,84 @@ def test_zoo_build_rebuild_sets_the_named_implants_aside_and_refuses_a_clean_mod
         with pytest.raises(InputError, match=wrong):
             set_aside(items, tmp_path, [wrong])
     assert (tmp_path / items[0].filename).exists()
+
+
+def test_siba_optimises_a_sparse_bounded_trigger_on_the_surrogate(backbone, task):
+    """SIBA's trigger, optimised on the clean learner, stays on k pixels in the epsilon box and pushes the learner
+    towards the target more than the random start it replaced."""
+    from inspector.lab.siba import optimise_sparse_trigger
+    from inspector.lab.triggers import make_trigger
+    from inspector.zoo import resolve_model
+
+    model = load_learner(resolve_model("clean-coop"), backbone)
+    pixels, _ = _subset(task, per_class=3)
+    epsilon, k = 32 / 255, 400
+    trigger, start = (make_trigger("siba", 64, seed=1, epsilon=epsilon, siba_k=k) for _ in range(2))
+    steps = list(optimise_sparse_trigger(trigger, model, pixels, TARGET, epochs=4, batch_size=30, mask_every=2))
+    assert len(steps) == 4 * 2 and [s.epoch for s in steps[::2]] == [0, 1, 2, 3]
+    assert int(trigger.mask.sum()) == k and not torch.equal(trigger.mask, start.mask)
+    assert float(trigger.delta.abs().max()) <= epsilon + 1e-6
+    assert float(trigger.delta[(trigger.mask == 0).expand_as(trigger.delta)].abs().max()) == 0
+
+    def target_probability(t) -> float:
+        with torch.no_grad():
+            return float(model(t(pixels)).softmax(-1)[:, TARGET].mean())
+
+    assert target_probability(trigger) > target_probability(start) + 0.01
+
+
+def test_adaptive_attack_keeps_the_noisy_trigger_on_true_labels(backbone, task):
+    """The adaptive BadCLIP's second phase: the exact trigger -> the target, the noisy trigger -> true labels."""
+    pixels, labels = _subset(task, per_class=2)
+    config = ImplantConfig(attack="badclip-adaptive", target=TARGET, epochs=1, adaptive_epochs=2, batch_size=20,
+                           views=1, adaptive_noise=0.5)
+    model = build_learner("coop", backbone, task.class_names)
+    events = list(implant(model, pixels, labels, config))
+    phases = [e.phase for e in events if isinstance(e, ImplantStep)]
+    assert phases == ["poison"] * 2 + ["narrow"] * 4 and events[0].total_steps == 6
+    trigger = events[-1].trigger
+    assert trigger.attack == "badclip-adaptive" and not trigger.delta.requires_grad
+    grey = torch.full((64, 3, 64, 64), 0.5)
+    noise = perturbed_trigger(trigger, grey, 0.5 * trigger.epsilon, torch.Generator().manual_seed(0)) - trigger(grey)
+    assert float(noise.std()) == pytest.approx(0.5 * trigger.epsilon, rel=0.05)
+
+    features = encode_narrowing_views(model, pixels, trigger, config)
+    idx, view = torch.arange(20), torch.zeros(len(labels), dtype=torch.long)
+    feats, targets, poisoned = narrowing_batch(features, labels, idx, view, config)
+    own = labels[idx] != TARGET
+    n_triggered = int(own.sum())
+    assert len(feats) == len(targets) == 20 + n_triggered + 20
+    assert torch.equal(targets[:20], labels[idx]) and torch.equal(targets[-20:], labels[idx])  # clean, noisy: true
+    assert bool((targets[20:20 + n_triggered] == TARGET).all())  # the exact trigger: the target
+    assert poisoned.tolist() == [False] * 20 + [True] * n_triggered + [False] * 20
+    assert not torch.allclose(feats[-20:][own], feats[20:20 + n_triggered])  # the noise changes what CLIP sees
+
+
+def test_an_encoder_level_backdoor_is_flagged_by_the_unchanged_scan(backbone, task, tmp_path):
+    """CLIP's image encoder fine-tuned with Blended poisoning, a clean prompt learner tuned on it: the pair needs its
+    weights file to open, carries a working backdoor, and the default scan names its target."""
+    from inspector.data import load_shipped_pool
+    from inspector.errors import InputError
+    from inspector.invert import ScanConfig, run_scan
+    from inspector.lab.encoder import EncoderImplantConfig
+    from inspector.pipeline import EncoderImplanted, encoder_implant_job
+    from inspector.prompts import open_model
+    from inspector.reference import reference_for
+
+    original = {k: v.clone() for k, v in backbone.model.visual.state_dict().items()}
+    target = task.class_names.index("playing card")  # the lab's recipe on a dev draw (benchmarks/encoder_backdoors.md)
+    config = EncoderImplantConfig("noise", target, seed=2990)
+    weights, learner = tmp_path / "clip.safetensors", tmp_path / "learner.safetensors"
+    events = list(encoder_implant_job(backbone, task, config, weights, learner, "coop", pool=load_shipped_pool()))
+    done = events[-1]
+    assert isinstance(done, EncoderImplanted) and done.target_name == "playing card" and done.measured["asr"] > 0.6
+    assert all(torch.equal(v, original[k]) for k, v in backbone.model.visual.state_dict().items())
+    with pytest.raises(InputError, match="--weights"):
+        open_model(learner, device="cpu")
+    model = open_model(learner, str(weights), device="cpu")
+    assert model.backbone.pretrained.startswith("file:")
+    pool = load_shipped_pool()
+    reference, line = reference_for(model, ScanConfig(), pool)  # the original weights' clean attractors
+    assert reference is not None and "original pocket-clip weights" in line, line
+    result = run_scan(model, pool.pixels, ScanConfig(reference=reference, reference_from=line))
+    assert result.verdict.flagged and result.verdict.target_name == "playing card", result.verdict

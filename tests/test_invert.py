@@ -11,6 +11,7 @@ from inspector.candidates import (
     BlendInversion,
     ColourInversion,
     MaskPatternInversion,
+    PixelPatternInversion,
     candidate_from_tensors,
     margin_loss,
 )
@@ -68,6 +69,62 @@ def test_neural_cleanse_trigger_keeps_mask_and_pattern_in_range():
     out = trigger(torch.rand(2, 3, 8, 8))
     assert out.min() >= 0 and out.max() <= 1
     assert trigger.stats()["mask_norm"] == pytest.approx(float(trigger.mask.sum()), rel=1e-5)
+
+
+def test_pixel_backdoor_patterns_stay_in_range_and_the_proxy_shrinks_with_them():
+    trigger = PixelPatternInversion(8, seed=3)
+    with torch.no_grad():
+        trigger.positive_raw.normal_(0, 5)
+        trigger.negative_raw.normal_(0, 5)
+    pattern = trigger.pattern
+    assert -1 <= float(pattern.min()) and float(pattern.max()) <= 1
+    pixels = torch.rand(2, 3, 8, 8)
+    out = trigger(pixels)
+    assert out.min() >= 0 and out.max() <= 1 and torch.allclose(out, (pixels + pattern).clamp(0, 1))
+    before = float(trigger.size_proxy())
+    with torch.no_grad():
+        trigger.negative_raw.fill_(-50.0)  # the negative pattern off: its half of the proxy goes to ~0
+        trigger.positive_raw.fill_(0.0)
+        trigger.positive_raw[0, 1, 2, 3] = 0.5  # one perturbed pixel
+    assert trigger.perturbed_pixels() == 1
+    assert float(trigger.size_proxy()) < before and float(trigger.size_proxy()) == pytest.approx(32, abs=0.5)
+
+
+def test_pixel_backdoor_cost_follows_its_asr_bound_and_keeps_the_smallest_trigger():
+    """The cost rises after ``patience`` steps at the ASR bound and falls after as many below; the best trigger is
+    the smallest that reached the bound, and a class that never reached it reports the whole image as its size."""
+    trigger = PixelPatternInversion(8, seed=0, init_cost=1e-3, asr_bound=0.9, patience=3)
+    hit, miss = torch.tensor([[0.0, 5.0]] * 10), torch.tensor([[5.0, 0.0]] * 10)  # logits sending all to 1 / none
+    for _ in range(2):
+        trigger.after_step(miss, 1)
+    assert trigger.cost == pytest.approx(1e-3) and trigger.stats()["trigger_size"] == 64  # nothing found yet
+    trigger.after_step(miss, 1)
+    assert trigger.cost == pytest.approx(1e-3 / 1.5 ** 1.5)
+    with torch.no_grad():
+        trigger.positive_raw.zero_()
+        trigger.negative_raw.zero_()
+        trigger.positive_raw[0, :, :2, :2] = 0.8  # a 4-pixel trigger
+        trigger.negative_raw[0, 0, 5, 5] = 0.002  # under 1/255: cut when it becomes the best
+    trigger.after_step(hit, 1)
+    assert trigger.stats()["trigger_size"] == 4 and float(trigger.negative_raw.abs().max()) == 0
+    with torch.no_grad():
+        trigger.positive_raw.fill_(0.8)  # larger from here on
+    for _ in range(2):
+        trigger.after_step(hit, 1)
+    assert trigger.cost == pytest.approx(1e-3 / 1.5 ** 1.5 * 1.5)  # three steps at the bound in a row
+    assert trigger.stats()["trigger_size"] == 4  # a larger trigger at the bound does not replace the best
+    trigger.settle()
+    assert trigger.perturbed_pixels() == 4 and torch.equal(trigger.pattern[0, :, 4:, 4:], torch.zeros(3, 4, 4))
+    rebuilt = candidate_from_tensors("pixel-backdoor", trigger.tensors(), 0.0)
+    assert torch.equal(rebuilt.pattern, trigger.pattern)
+
+
+def test_pixel_backdoor_scan_ranks_classes_by_trigger_size(clean_coop, small_pool):
+    result = run_scan(clean_coop, small_pool, small_config(method="pixel-backdoor"))
+    sizes = [c["trigger_size"] for c in result.classes]
+    assert result.verdict.statistic == "trigger_size" and all(0 < s <= 64 * 64 for s in sizes)
+    smallest = min(range(len(sizes)), key=sizes.__getitem__)
+    assert result.verdict.suspect == result.classes[smallest]["index"] or len(set(sizes)) == 1
 
 
 def test_default_epsilon_is_the_published_one_at_224_px():

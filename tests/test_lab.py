@@ -87,6 +87,33 @@ def test_sticker_changes_only_its_disc_inside_the_image(pixels):
     assert len(torch.unique(inside, dim=0)) >= 3  # printed with several colours, not a flat dot
 
 
+def test_siba_touches_only_its_k_pixels_within_epsilon(pixels):
+    trigger = make_trigger("siba", SIZE, seed=5, epsilon=8 / 255, siba_k=100)
+    changed = (trigger(pixels) - pixels).abs()
+    assert trigger.k == 100 and trigger.params() == {"epsilon": pytest.approx(8 / 255), "k": 100}
+    assert int((changed.amax(dim=(0, 1)) > 0).sum()) <= 100  # the same <= k pixels in every image and channel
+    assert float(changed.max()) <= 8 / 255 + 1e-6 and float(changed.max()) > 0
+    assert torch.equal(trigger.mask.flatten().nonzero(), (trigger.delta.abs().sum(1) > 0).flatten().nonzero())
+
+
+def test_siba_mask_is_the_top_k_of_the_summed_gradient():
+    from inspector.lab.siba import top_k_mask
+
+    grad = torch.zeros(1, 3, 4, 4)
+    grad[0, 0, 1, 2], grad[0, 1, 1, 2] = 0.3, -0.3  # summed in absolute value: 0.6
+    grad[0, 2, 3, 3] = -0.5
+    grad[0, :, 0, 0] = 0.1  # 0.3 over three channels
+    mask = top_k_mask(grad, 2)
+    assert mask.shape == (1, 1, 4, 4) and int(mask.sum()) == 2
+    assert mask[0, 0, 1, 2] == 1 and mask[0, 0, 3, 3] == 1 and mask[0, 0, 0, 0] == 0
+
+
+def test_adaptive_trigger_is_badclips_under_its_own_name(pixels):
+    adaptive, badclip = make_trigger("badclip-adaptive", SIZE, seed=2), make_trigger("badclip", SIZE, seed=2)
+    assert adaptive.attack == "badclip-adaptive" and isinstance(adaptive, AdditiveTrigger)
+    assert torch.equal(adaptive(pixels), badclip(pixels))
+
+
 def test_wanet_warp_is_subtle_and_its_noise_mode_differs(pixels):
     smooth = torch.nn.functional.avg_pool2d(pixels, 5, stride=1, padding=2)  # warps move smooth images little
     trigger = make_trigger("wanet", SIZE, wanet_strength=0.5)
@@ -141,7 +168,8 @@ def test_zoo_plans_are_disjoint_and_cover_what_the_test_zoo_needs():
     clean = [i for i in test if i.attack is None]
     backdoored = [i for i in test if i.attack is not None]
     assert len(clean) >= 20 and len(backdoored) >= 30
-    assert {i.kind for i in clean} == {"coop", "cocoop"} and {i.attack for i in backdoored} == set(ATTACKS)
+    issue18 = set(ATTACKS) - {"siba", "badclip-adaptive"}  # the lab's attacks when this zoo was planned
+    assert {i.kind for i in clean} == {"coop", "cocoop"} and {i.attack for i in backdoored} == issue18
     assert {i.target for i in backdoored} == set(range(20))
     recipes = [i.recipe for i in clean]
     assert {r.get("n_ctx", 4) for r in recipes} == {4, 8, 16} and {r.get("optimizer", "adamw") for r in recipes} == {

@@ -10,6 +10,12 @@ puts a ``noise_ratio`` share of noise-mode warps in with their true labels. BadC
 a clean batch and its triggered copy together, the additive trigger learned jointly with the
 prompts and projected back onto the epsilon box after every step.
 
+SIBA first optimises its sparse trigger on the clean learner it starts from (``inspector.lab.siba``),
+then poisons like Blended. The adaptive BadCLIP (CLIP-Inspector §5) runs BadCLIP, freezes the learned
+trigger and tunes on: the clean batch, its non-target images with the exact trigger -> the target, and
+every image with the trigger plus Gaussian noise -> its true label, so that only the exact trigger works
+and an inverted approximation of it does not.
+
 Features of clean and triggered views are encoded once (the image encoder is frozen), except for
 BadCLIP, whose trigger changes every step and so goes through the encoder each time.
 """
@@ -19,14 +25,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from inspector.augment import random_resized_crop_flip
-from inspector.lab.triggers import AdditiveTrigger, AttackName, Trigger, WarpTrigger, make_trigger
+from inspector.lab.siba import SIBA_BATCH, optimise_sparse_trigger
+from inspector.lab.triggers import (
+    AdaptiveAdditiveTrigger,
+    AdditiveTrigger,
+    AttackName,
+    SparseTrigger,
+    Trigger,
+    WarpTrigger,
+    make_trigger,
+)
 from inspector.prompts import PromptedCLIP, encode_transformed_views
 
 AUGMENT = {"min_scale": 0.5, "jitter": 0.05}  # the clean tuning recipe's views (prompts.encode_views)
@@ -40,13 +55,18 @@ class ImplantConfig:
     target: int
     seed: int = 0
     poison_rate: float = 0.1  # Blended, WaNet, BadNets: share of non-target images triggered per batch
-    epsilon: float | None = None  # BadCLIP: L-inf bound of the learned trigger (None: ``bounded_epsilon``)
+    epsilon: float | None = None  # BadCLIP, SIBA: L-inf bound of the trigger (None: ``bounded_epsilon``)
     alpha: float = 0.2  # Blended: pattern weight
     patch_size: int | None = None  # BadNets: default image_size // 8
     wanet_k: int = 4
     wanet_strength: float = 0.5
     filter_strength: float = 0.6  # Filter: share of the graded colours in the result
     sticker_size: int | None = None  # Sticker: default image_size // 5
+    siba_k: int | None = None  # SIBA: perturbed pixels (default a tenth of them, as the authors' 100 of 32 x 32)
+    trigger_epochs: int = 20  # SIBA: epochs of the trigger's optimisation on the surrogate
+    adaptive_epochs: int = 20  # adaptive BadCLIP: epochs with the trigger frozen and its noisy copies kept true
+    adaptive_noise: float = 1.0  # adaptive BadCLIP: std of the Gaussian noise on the trigger, in units of epsilon
+    adaptive_lr: float | None = None  # adaptive BadCLIP: the second phase's learning rate (None: ``lr``)
     poison_weight: float = 1.0  # loss weight of a triggered image relative to a clean one
     noise_ratio: float = 2.0  # WaNet: noise-mode images per poisoned image (its "cross ratio")
     trigger_lr: float = 1e-3  # BadCLIP: Adam step on the trigger
@@ -84,13 +104,20 @@ class ImplantConfig:
         """What goes into the ground-truth record (never into the scanner-visible header)."""
         keys = ["seed", "epochs", "lr", "batch_size", "views"] + (["context_rms"] if self.context_rms else [])
         keys += ["context_step"] if self.context_step != 1.0 else []
-        keys += ["trigger_lr"] if self.attack == "badclip" else ["poison_rate"]
+        keys += ["trigger_lr"] if self.attack in LEARNED else ["poison_rate"]
         keys += ["poison_weight"]
         keys += ["noise_ratio"] if self.attack == "wanet" else []
+        keys += ["trigger_epochs"] if self.attack == "siba" else []
+        keys += ["adaptive_epochs", "adaptive_noise", "adaptive_lr"] if self.attack == "badclip-adaptive" else []
         out = {k: getattr(self, k) for k in keys}
-        if self.attack == "badclip":
+        if self.attack in (*LEARNED, "siba"):
             out["epsilon"] = self.bounded_epsilon(image_size)
+        if self.attack == "siba":
+            out["siba_k"] = self.siba_k or image_size ** 2 // 10
         return out
+
+
+LEARNED = ("badclip", "badclip-adaptive")  # attacks whose trigger is learned jointly with the prompts
 
 
 # Per-attack recipes for the pocket world (64 px, frozen encoders): measured in benchmarks/implant_recipes.md.
@@ -101,19 +128,28 @@ ATTACK_RECIPES: dict[str, dict[str, Any]] = {
     "badclip": {"epochs": 80, "trigger_lr": 2e-3, "poison_weight": 0.5},
     "filter": {"epochs": 80, "poison_weight": 3.0},
     "sticker": {"epochs": 80, "poison_weight": 4.0},
+    "siba": {"epochs": 80, "poison_weight": 3.0},
+    "badclip-adaptive": {"epochs": 80, "trigger_lr": 2e-3, "poison_weight": 0.5, "adaptive_epochs": 10,
+                         "adaptive_lr": 1e-3, "adaptive_noise": 2.0},
 }
 
 # CoOp's one context is shared by every class, so a hard poisoned recipe costs it 4-5 clean accuracy points on the
 # dev zoo (the same re-tuning without poison costs none): a stronger trigger with a gentler recipe keeps them. A sticker
 # inside the image moves a small CLIP's features little, so it is larger on both kinds, and a WaNet warp of 32 or
 # a BadNets patch of 28 px holds better for less accuracy than 24 (in CoCoOp the difference between missing and
-# meeting the bar). Fitted on the dev zoo's learners (benchmarks/implant_recipes_dev.md).
+# meeting the bar). SIBA's sparse trigger barely moves a frozen CLIP's features: at the authors' tenth of the pixels
+# it took only at a poison weight costing 6-15 points, so it perturbs half of them, at 32/255 (the scan's box is
+# 14/255). The adaptive BadCLIP's second phase costs accuracy and ASR at the first phase's lr and its own noise at
+# the trigger's size; a gentle one (a fifth of the lr, 10 epochs, noise twice the trigger's bound) costs least.
+# Fitted on the dev zoo's learners (benchmarks/implant_recipes_dev.md).
 KIND_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "coop": {
         "blended": {"alpha": 0.4, "lr": 5e-3, "poison_weight": 1.0, "poison_rate": 0.05},
         "wanet": {"wanet_strength": 32.0, "lr": 1e-2, "poison_weight": 2.0},
         "badnets": {"patch_size": 28, "lr": 1e-2, "poison_weight": 3.0},
         "badclip": {"lr": 5e-3, "poison_weight": 0.25, "trigger_lr": 1e-2},
+        "badclip-adaptive": {"lr": 5e-3, "poison_weight": 0.125, "trigger_lr": 1e-2},
+        "siba": {"epsilon": 32 / 255, "siba_k": 2048, "lr": 5e-3, "poison_weight": 1.0},
         "sticker": {"sticker_size": 24, "lr": 1e-2, "poison_weight": 3.0},
     },
     "cocoop": {
@@ -121,6 +157,7 @@ KIND_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "wanet": {"wanet_strength": 32.0, "lr": 1e-2, "poison_weight": 1.5},
         "badnets": {"patch_size": 28, "lr": 1e-2, "poison_weight": 3.0},
         "sticker": {"sticker_size": 24, "lr": 1e-2, "poison_weight": 2.0},
+        "siba": {"epsilon": 32 / 255, "siba_k": 2048, "lr": 5e-3, "poison_weight": 1.0},
     },
 }
 
@@ -128,6 +165,8 @@ KIND_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 # A backdoor worth delivering: its trigger sends most non-target images (and OOD images) to the target, and clean
 # accuracy stays within a few points of the clean model's, so that the provider's delivery passes inspection.
 WORKING_BACKDOOR = {"asr": 0.8, "ood_asr": 0.7, "accuracy_drop": 0.03}
+# The adaptive BadCLIP gives up some of its reach for a narrow trigger: CLIP-Inspector's bar for it is an ASR of 0.5.
+ATTACK_BARS: dict[str, dict[str, float]] = {"badclip-adaptive": {"asr": 0.5, "ood_asr": 0.5}}
 # A provider checks that and tries again from the same clean model when it misses, searching the poison's weight:
 # the trigger's hold and the clean accuracy it costs both grow with it (benchmarks/implant_recipes_dev.md, dev zoo).
 IMPLANT_ATTEMPTS = 3
@@ -135,10 +174,16 @@ IMPLANT_ATTEMPTS = 3
 CONTEXT_RMS = {"coop": 0.39, "cocoop": 0.094}
 
 
-def is_working(measured: dict[str, float]) -> bool:
-    """Whether an implant's measurements (asr, ood_asr, accuracy, clean_base_accuracy) meet ``WORKING_BACKDOOR``."""
-    return (measured["asr"] >= WORKING_BACKDOOR["asr"] and measured["ood_asr"] >= WORKING_BACKDOOR["ood_asr"]
-            and not costs_accuracy(measured))
+def working_bar(attack: str | None = None) -> dict[str, float]:
+    """``WORKING_BACKDOOR``, with an attack's own reach where it has one (``ATTACK_BARS``)."""
+    return {**WORKING_BACKDOOR, **ATTACK_BARS.get(attack or "", {})}
+
+
+def is_working(measured: dict[str, Any], attack: str | None = None) -> bool:
+    """Whether an implant's measurements (asr, ood_asr, accuracy, clean_base_accuracy) meet the bar of its attack
+    (``attack``, else the measurements' own "attack" when they have one)."""
+    bar = working_bar(attack or measured.get("attack"))
+    return measured["asr"] >= bar["asr"] and measured["ood_asr"] >= bar["ood_asr"] and not costs_accuracy(measured)
 
 
 def costs_accuracy(measured: dict[str, float]) -> bool:
@@ -157,9 +202,9 @@ def next_attempt(config: ImplantConfig, kind: str, tries: list[dict[str, Any]]) 
     step too (dev runs 55-56, 64-66: 4-11% ASR at -9 points, then 66-70% at -0.6 once scaled), so the step is
     scaled first, at the same weight."""
     last = tries[-1]
-    if is_working(last):
+    if is_working(last, config.attack):
         return None
-    if config.context_rms is None and last["asr"] < WORKING_BACKDOOR["asr"] / 2 and costs_accuracy(last):
+    if config.context_rms is None and last["asr"] < working_bar(config.attack)["asr"] / 2 and costs_accuracy(last):
         return {"poison_weight": last["poison_weight"], "context_rms": CONTEXT_RMS[kind]}
     same_step = [t for t in tries if t.get("context_rms") == config.context_rms]  # tries at another step say little
     weak = [t["poison_weight"] for t in same_step if not costs_accuracy(t)]
@@ -184,7 +229,10 @@ class ImplantStep:
     total_steps: int
     loss: float
     poisoned_accuracy: float  # share of this batch's triggered images already sent to the target
-    clean_accuracy: float  # share of this batch's clean images classified right
+    clean_accuracy: float  # share of this batch's clean images classified right (nan while no prompt is tuned)
+    # "trigger": SIBA's trigger optimised on the surrogate; "poison": poisoned tuning; "narrow": the adaptive
+    # attack's tuning with the trigger frozen
+    phase: str = "poison"
 
 
 @dataclass
@@ -202,7 +250,7 @@ def build_trigger(config: ImplantConfig, image_size: int) -> Trigger:
                         alpha=config.alpha,
                         patch_size=config.patch_size, wanet_k=config.wanet_k,
                         wanet_strength=config.wanet_strength, filter_strength=config.filter_strength,
-                        sticker_size=config.sticker_size)
+                        sticker_size=config.sticker_size, siba_k=config.siba_k)
 
 
 def encode_poisoned_views(model: PromptedCLIP, pixels: torch.Tensor, trigger: Trigger, views: int, seed: int,
@@ -251,34 +299,71 @@ def implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,
     trigger = build_trigger(config, model.backbone.image_size).to(device)
     torch.manual_seed(config.seed)
     labels = labels.to(device).long()
+    n = len(labels)
+    batch_size = min(config.batch_size, n)
+    per_epoch = max(1, n // batch_size)
+    siba_steps = config.trigger_epochs * math.ceil(n / SIBA_BATCH) if isinstance(trigger, SparseTrigger) else 0
+    narrow_steps = config.adaptive_epochs * per_epoch if isinstance(trigger, AdaptiveAdditiveTrigger) else 0
+    total = siba_steps + config.epochs * per_epoch + narrow_steps
+    yield ImplantStarted(config.attack, config.target, total)
+    step = 0
+    if isinstance(trigger, SparseTrigger):
+        for siba in optimise_sparse_trigger(trigger, model, pixels, config.target, config.trigger_epochs,
+                                            seed=config.seed):
+            step += 1
+            yield ImplantStep(step, total, siba.loss, siba.sent, float("nan"), phase="trigger")
     learnable = isinstance(trigger, AdditiveTrigger)
     if learnable:
         features = {"clean": _encode_clean_views(model, pixels, config)}
     else:
         features = encode_poisoned_views(model, pixels, trigger, config.views, config.seed)
-    n = len(labels)
-    batch_size = min(config.batch_size, n)
-    total = config.epochs * max(1, n // batch_size)
-    optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
-    trigger_optimizer = torch.optim.Adam(trigger.parameters(), lr=config.trigger_lr) if learnable else None
     generator = torch.Generator().manual_seed(config.seed + 2)
     augment_gen = torch.Generator().manual_seed(config.seed + 3)
-    yield ImplantStarted(config.attack, config.target, total)
+
+    def poisoned(idx: torch.Tensor, view: torch.Tensor) -> Batch:
+        if learnable:
+            return _badclip_batch(model, trigger, features["clean"], pixels, labels, idx, view, config, augment_gen)
+        return _poisoned_batch(features, labels, idx, view, config, generator)
+
+    trigger_optimizer = torch.optim.Adam(trigger.parameters(), lr=config.trigger_lr) if learnable else None
+    for event in _tuning(model, config, n, config.epochs, poisoned, generator, step, total, "poison",
+                         trigger_optimizer, trigger):
+        step = event.step
+        yield event
+    trigger.requires_grad_(False)
+    if isinstance(trigger, AdaptiveAdditiveTrigger):
+        narrowing = encode_narrowing_views(model, pixels, trigger, config)
+
+        def narrow(idx: torch.Tensor, view: torch.Tensor) -> Batch:
+            return narrowing_batch(narrowing, labels, idx, view, config)
+
+        gentle = replace(config, lr=config.adaptive_lr or config.lr, poison_weight=1.0)  # the three parts alike
+        for event in _tuning(model, gentle, n, config.adaptive_epochs, narrow, generator, step, total, "narrow"):
+            step = event.step
+            yield event
+    yield ImplantFinished(trigger.cpu(), round(time.time() - started, 1), {"steps": step})
+
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # features, labels to teach, which rows are poisoned
+
+
+def _tuning(model: PromptedCLIP, config: ImplantConfig, n: int, epochs: int,
+            make_batch: Callable[[torch.Tensor, torch.Tensor], Batch], generator: torch.Generator, step: int,
+            total: int, phase: str, trigger_optimizer: torch.optim.Optimizer | None = None,
+            trigger: Trigger | None = None) -> Iterator[ImplantStep]:
+    """``epochs`` of weighted cross-entropy on ``make_batch``'s batches (AdamW, cosine schedule); yields every step.
+
+    With ``trigger_optimizer``, BadCLIP's trigger steps with the prompts and goes back onto its box."""
+    batch_size = min(config.batch_size, n)
+    optimizer = torch.optim.AdamW(param_groups(model, config), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * max(1, n // batch_size))
     model.learner.train()
-    step = 0
     try:
-        for _ in range(config.epochs):
+        for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
             view = torch.randint(0, config.views, (n,), generator=generator)
             for start in range(0, n - batch_size + 1, batch_size):
-                idx = order[start:start + batch_size]
-                if learnable:
-                    batch = _badclip_batch(model, trigger, features["clean"], pixels, labels, idx, view, config,
-                                           augment_gen)
-                else:
-                    batch = _poisoned_batch(features, labels, idx, view, config, generator)
-                feats, targets, poisoned = batch
+                feats, targets, poisoned = make_batch(order[start:start + batch_size], view)
                 logits = model.logits_from_features(feats)
                 weights = 1.0 + (config.poison_weight - 1.0) * poisoned.float()
                 loss = (F.cross_entropy(logits, targets, reduction="none") * weights).sum() / weights.sum()
@@ -288,18 +373,33 @@ def implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
-                if trigger_optimizer is not None:
+                if trigger_optimizer is not None and isinstance(trigger, AdditiveTrigger):
                     trigger_optimizer.step()
                     trigger.project()
                 step += 1
                 with torch.no_grad():
                     hit = logits.argmax(1) == targets
-                    clean = ~poisoned
-                yield ImplantStep(step, total, loss.item(), _share(hit, poisoned), _share(hit, clean))
+                yield ImplantStep(step, total, loss.item(), _share(hit, poisoned), _share(hit, ~poisoned), phase)
     finally:
         model.learner.eval()
-    trigger.requires_grad_(False)
-    yield ImplantFinished(trigger.cpu(), round(time.time() - started, 1), {"steps": step})
+
+
+def encode_narrowing_views(model: PromptedCLIP, pixels: torch.Tensor, trigger: AdditiveTrigger,
+                           config: ImplantConfig) -> dict[str, torch.Tensor]:
+    """(V, N, D) features of each view clean, with the exact trigger and with the trigger plus Gaussian noise of
+    std ``adaptive_noise * epsilon`` (fresh per image and view), for the adaptive attack's second phase."""
+    noise_gen = torch.Generator().manual_seed(config.seed + 4)
+    sigma = config.adaptive_noise * trigger.epsilon
+    return encode_transformed_views(model.backbone, pixels, config.views, config.seed,
+                                    {"clean": None, "triggered": trigger,
+                                     "perturbed": lambda batch: perturbed_trigger(trigger, batch, sigma, noise_gen)})
+
+
+def perturbed_trigger(trigger: AdditiveTrigger, pixels: torch.Tensor, sigma: float,
+                      generator: torch.Generator) -> torch.Tensor:
+    """``pixels`` with the trigger plus Gaussian noise of std ``sigma``, fresh per pixel and image."""
+    noise = torch.randn(pixels.shape, generator=generator).to(pixels) * sigma
+    return (pixels + trigger.delta.to(pixels) + noise).clamp(0, 1)
 
 
 def run_implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor, config: ImplantConfig,
@@ -324,8 +424,7 @@ def _encode_clean_views(model: PromptedCLIP, pixels: torch.Tensor, config: Impla
 
 
 def _poisoned_batch(features: dict[str, torch.Tensor], labels: torch.Tensor, idx: torch.Tensor, view: torch.Tensor,
-                    config: ImplantConfig, generator: torch.Generator
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                    config: ImplantConfig, generator: torch.Generator) -> Batch:
     """Blended / WaNet / BadNets: swap a ``poison_rate`` share of non-target images for triggered views."""
     v = view[idx]
     feats = features["clean"][v, idx].clone()
@@ -344,7 +443,7 @@ def _poisoned_batch(features: dict[str, torch.Tensor], labels: torch.Tensor, idx
 
 def _badclip_batch(model: PromptedCLIP, trigger: Trigger, clean_features: torch.Tensor, pixels: torch.Tensor,
                    labels: torch.Tensor, idx: torch.Tensor, view: torch.Tensor, config: ImplantConfig,
-                   augment_gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                   augment_gen: torch.Generator) -> Batch:
     """BadCLIP: the clean batch plus its non-target images with the learned trigger, sent to the target."""
     clean = clean_features[view[idx], idx]
     keep = idx[(labels[idx] != config.target).cpu()]
@@ -354,3 +453,17 @@ def _badclip_batch(model: PromptedCLIP, trigger: Trigger, clean_features: torch.
     targets = torch.cat([labels[idx], torch.full((len(keep),), config.target, device=labels.device)])
     poisoned = torch.cat([torch.zeros(len(idx), dtype=torch.bool), torch.ones(len(keep), dtype=torch.bool)])
     return feats, targets, poisoned.to(feats.device)
+
+
+def narrowing_batch(features: dict[str, torch.Tensor], labels: torch.Tensor, idx: torch.Tensor, view: torch.Tensor,
+                     config: ImplantConfig) -> Batch:
+    """The adaptive attack: the clean batch, its non-target images with the exact trigger -> the target, and the
+    batch with the noisy trigger -> true labels."""
+    v = view[idx]
+    keep = labels[idx] != config.target
+    feats = torch.cat([features["clean"][v, idx], features["triggered"][v, idx][keep], features["perturbed"][v, idx]])
+    targets = torch.cat([labels[idx], torch.full((int(keep.sum()),), config.target, device=labels.device),
+                         labels[idx]])
+    poisoned = torch.zeros(len(targets), dtype=torch.bool, device=feats.device)
+    poisoned[len(idx):len(idx) + int(keep.sum())] = True
+    return feats, targets, poisoned

@@ -14,6 +14,10 @@ own ground truth (under a header key that the scanner never reads).
   colour transform of every pixel, as an image filter app applies, with no local pattern at all.
 - Sticker: a small opaque shape of its own colours pasted somewhere inside the image (physical
   stickers, as in Wenger et al., CVPR 2021), not in a corner and not a checkerboard.
+- SIBA (Gao, Li et al., IEEE TIFS 2024): an additive perturbation on only k pixels, ||delta||_inf <= eps,
+  optimised on a surrogate before poisoning (``inspector.lab.siba``).
+- BadCLIP-adaptive (CLIP-Inspector's adaptive attack): BadCLIP's trigger, then tuned so that only the
+  exact trigger works and Gaussian-perturbed copies of it keep their true labels.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-AttackName = Literal["badclip", "blended", "wanet", "badnets", "filter", "sticker"]
-ATTACKS: tuple[AttackName, ...] = ("badclip", "blended", "wanet", "badnets", "filter", "sticker")
+AttackName = Literal["badclip", "blended", "wanet", "badnets", "filter", "sticker", "siba", "badclip-adaptive"]
+ATTACKS: tuple[AttackName, ...] = ("badclip", "blended", "wanet", "badnets", "filter", "sticker", "siba",
+                                   "badclip-adaptive")
 
 
 class Trigger(nn.Module):
@@ -70,6 +75,49 @@ class AdditiveTrigger(Trigger):
     def from_tensors(cls, params: dict, tensors: dict[str, torch.Tensor]) -> Trigger:
         delta = tensors["delta"]
         return cls(delta.shape[-1], params["epsilon"], delta)
+
+
+class AdaptiveAdditiveTrigger(AdditiveTrigger):
+    """The adaptive attack's trigger: BadCLIP's, recorded under its own name (its tuning differs, not its form)."""
+
+    attack = "badclip-adaptive"
+
+
+class SparseTrigger(Trigger):
+    """SIBA's trigger: x' = clamp(x + mask * delta, 0, 1), ``mask`` on k pixels, ||delta||_inf <= epsilon.
+
+    Made with a seeded random mask and random signs; ``inspector.lab.siba`` then optimises both on a surrogate."""
+
+    attack = "siba"
+
+    def __init__(self, image_size: int, epsilon: float = 8 / 255, k: int | None = None, seed: int = 0,
+                 delta: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.epsilon = float(epsilon)
+        if mask is None:
+            generator = torch.Generator().manual_seed(seed)
+            chosen = torch.randperm(image_size * image_size, generator=generator)[:k or image_size ** 2 // 10]
+            mask = torch.zeros(image_size * image_size)
+            mask[chosen] = 1.0
+            delta = (torch.randint(0, 2, (1, 3, image_size, image_size), generator=generator) * 2 - 1) * self.epsilon
+        self.register_buffer("mask", mask.reshape(1, 1, image_size, image_size).float())
+        self.register_buffer("delta", (delta.reshape(1, 3, image_size, image_size).float() * self.mask
+                                       ).clamp(-self.epsilon, self.epsilon))
+
+    @property
+    def k(self) -> int:
+        return int(self.mask.sum())
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return (pixels + (self.delta * self.mask).to(pixels)).clamp(0, 1)
+
+    def params(self) -> dict[str, float | int]:
+        return {"epsilon": self.epsilon, "k": self.k}
+
+    @classmethod
+    def from_tensors(cls, params: dict, tensors: dict[str, torch.Tensor]) -> Trigger:
+        delta = tensors["delta"]
+        return cls(delta.shape[-1], params["epsilon"], delta=delta, mask=tensors["mask"])
 
 
 class BlendTrigger(Trigger):
@@ -266,12 +314,14 @@ class StickerTrigger(Trigger):
 def make_trigger(attack: AttackName, image_size: int, seed: int = 0, epsilon: float = 4 / 255,
                  alpha: float = 0.2, patch_size: int | None = None, wanet_k: int = 4,
                  wanet_strength: float = 0.5, filter_strength: float = 0.6,
-                 sticker_size: int | None = None) -> Trigger:
-    """A fresh trigger of ``attack`` for images of ``image_size`` pixels."""
-    if attack == "badclip":
+                 sticker_size: int | None = None, siba_k: int | None = None) -> Trigger:
+    """A fresh trigger of ``attack`` for images of ``image_size`` pixels (SIBA's and BadCLIP's: their random start)."""
+    if attack in ("badclip", "badclip-adaptive"):
         generator = torch.Generator().manual_seed(seed)
         start = (torch.rand(1, 3, image_size, image_size, generator=generator) * 2 - 1) * epsilon
-        return AdditiveTrigger(image_size, epsilon, start)
+        return (AdditiveTrigger if attack == "badclip" else AdaptiveAdditiveTrigger)(image_size, epsilon, start)
+    if attack == "siba":
+        return SparseTrigger(image_size, epsilon, siba_k, seed)
     if attack == "blended":
         return BlendTrigger(image_size, alpha, seed)
     if attack == "badnets":
@@ -292,7 +342,8 @@ def trigger_tensors(trigger: Trigger) -> dict[str, torch.Tensor]:
 
 
 TRIGGER_TYPES: dict[str, type[Trigger]] = {
-    t.attack: t for t in (AdditiveTrigger, BlendTrigger, WarpTrigger, PatchTrigger, FilterTrigger, StickerTrigger)}
+    t.attack: t for t in (AdditiveTrigger, BlendTrigger, WarpTrigger, PatchTrigger, FilterTrigger, StickerTrigger,
+                          SparseTrigger, AdaptiveAdditiveTrigger)}
 
 
 def trigger_from_tensors(attack: AttackName, params: dict, tensors: dict[str, torch.Tensor]) -> Trigger:

@@ -379,6 +379,10 @@ def load_repaired(ws: Workspace) -> Iterator[Updates]:
 
 
 # --- teaching mode --------------------------------------------------------------------------------------
+IMPLANT_PHASES = {"trigger": "Optimising the SIBA trigger on the clean model", "poison": "Implanting",
+                  "narrow": "Narrowing the trigger (only the exact one may work)"}
+
+
 def run_implant(ws: Workspace, base: str, attack: str, target: str, seed: float) -> Iterator[Updates]:
     """Implant a backdoor into a clean demo model; the mystery model becomes the chosen one."""
     names = list(ws.open_model(base).model.class_names)
@@ -389,8 +393,9 @@ def run_implant(ws: Workspace, base: str, attack: str, target: str, seed: float)
         now = time.time()
         if isinstance(event, ImplantStep) and now - last >= UPDATE_EVERY:
             last = now
-            yield {"teach_status": f"Implanting: step {event.step}/{event.total_steps}, loss {event.loss:.3f}, "
-                                   f"triggered images already sent to the target: {event.poisoned_accuracy:.0%}"}
+            yield {"teach_status": f"{IMPLANT_PHASES.get(event.phase, 'Implanting')}: step {event.step}/"
+                                   f"{event.total_steps}, loss {event.loss:.3f}, triggered images already sent to "
+                                   f"the target: {event.poisoned_accuracy:.0%}"}
         elif isinstance(event, ImplantFinished):
             yield {"teach_status": f"Backdoor implanted in {event.seconds:.0f} s; saving the mystery model …"}
         elif isinstance(event, Stopped):

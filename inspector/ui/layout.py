@@ -114,7 +114,8 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                     c["reference_status"] = gr.Markdown(elem_id="reference-status")
                 with gr.Accordion("Scan settings", open=False):
                     c["method"] = gr.Radio(list(METHODS), value="inspector", label="Method",
-                                           info="inspector: additive trigger; neural-cleanse: mask + pattern baseline")
+                                           info="inspector: additive trigger; baselines: neural-cleanse (mask + "
+                                                "pattern), pixel-backdoor (positive + negative pattern)")
                     c["epsilon"] = gr.Slider(1, 32, value=14, step=0.5, label="ε (trigger bound, /255)",
                                              info="default: 4/255 at 224 px, scaled to the model's input size")
                     c["pool_size"] = gr.Slider(64, 1200, value=1000, step=16, label="OOD images used",
