@@ -435,14 +435,15 @@ def cmd_implant_encoder(args: argparse.Namespace) -> None:
             elif isinstance(event, EncoderImplanted):
                 done = event
     assert done is not None
-    result = {"pattern": args.pattern, "target": done.target_name, **done.measured, "weights": str(weights),
-              "out": str(out)}
+    result = {"pattern": args.pattern, "target": done.target_name if config.poison_rate > 0 else None,
+              **done.measured, "weights": str(weights), "out": str(out)}
     if args.json:
         _print_json(result)
     else:
-        print(f"wrote {weights} (backdoored CLIP) and {out} (clean {args.kind} learner on it): {args.pattern} -> "
-              f"{done.target_name}, accuracy {result['accuracy']:.1%}, asr {result['asr']:.1%}, "
-              f"ood_asr {result['ood_asr']:.1%}; scan it with --weights {weights}")
+        backdoor = (f"{args.pattern} -> {done.target_name}, asr {result['asr']:.1%}, ood_asr {result['ood_asr']:.1%}"
+                    if "asr" in result else "no poison: a benign fine-tune")
+        print(f"wrote {weights} (fine-tuned CLIP) and {out} (clean {args.kind} learner on it): {backdoor}, accuracy "
+              f"{result['accuracy']:.1%}; scan it with --weights {weights}")
 
 
 def _implant_base(args: argparse.Namespace) -> tuple[PromptedCLIP, Path | None]:
