@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from inspector.augment import random_resized_crop_flip
 from inspector.backbone import Backbone
-from inspector.lab.implant import AUGMENT, ImplantStarted, ImplantStep
+from inspector.lab.implant import AUGMENT, ImplantStarted, ImplantStep, share
 from inspector.lab.triggers import BlendTrigger
 from inspector.prompts import zero_shot_text_features
 
@@ -130,13 +130,9 @@ def implant_encoder(backbone: Backbone, pixels: torch.Tensor, labels: torch.Tens
             step += 1
             with torch.no_grad():
                 hit = logits.argmax(1) == targets
-            yield ImplantStep(step, total, loss.item(), _share(hit, poisoned), _share(hit, ~poisoned))
+            yield ImplantStep(step, total, loss.item(), share(hit, poisoned), share(hit, ~poisoned))
     clip.eval().requires_grad_(False)
     yield EncoderImplantFinished(clip, trigger.cpu(), round(time.time() - started, 1), {"steps": step})
-
-
-def _share(hit: torch.Tensor, mask: torch.Tensor) -> float:
-    return float(hit[mask].float().mean()) if bool(mask.any()) else float("nan")
 
 
 def save_clip_weights(clip: torch.nn.Module, path: Path) -> Path:

@@ -379,7 +379,7 @@ def _tuning(model: PromptedCLIP, config: ImplantConfig, n: int, epochs: int,
                 step += 1
                 with torch.no_grad():
                     hit = logits.argmax(1) == targets
-                yield ImplantStep(step, total, loss.item(), _share(hit, poisoned), _share(hit, ~poisoned), phase)
+                yield ImplantStep(step, total, loss.item(), share(hit, poisoned), share(hit, ~poisoned), phase)
     finally:
         model.learner.eval()
 
@@ -413,7 +413,8 @@ def run_implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,
     raise RuntimeError("implant ended without finishing")
 
 
-def _share(hit: torch.Tensor, mask: torch.Tensor) -> float:
+def share(hit: torch.Tensor, mask: torch.Tensor) -> float:
+    """Share of ``mask``'s rows that ``hit`` (nan for none)."""
     return float(hit[mask].float().mean()) if bool(mask.any()) else float("nan")
 
 
