@@ -69,13 +69,13 @@ VARIANTS = {  # name in the tables -> (method, schedule)
 
 def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilon: float | None,
                device: str = "cpu", colour: bool = False, for_repair: bool = False,
-               weights: str | None = None) -> dict[str, Any]:
+               weights: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """One scan's row (cached); the faithful inspector scan is read from schedule_design's curves when present:
     a curve run is that very scan plus extra held-out measurements along the way.
 
     ``for_repair``: a backdoored model's cached row whose reconstructed triggers are not kept (they are not
     committed) is scanned again for them (every class's); the recorded row stays the result. ``weights``: the CLIP
-    weights file a learner was tuned on (``--weights``)."""
+    weights file a learner was tuned on (``--weights``); ``overrides``: other scan settings (the paper's ablations)."""
     truth = read_ground_truth(path)
     recorded = json.loads(cache.read_text()) if cache.exists() else None
     missing = for_repair and truth is not None and not cache.with_suffix(".triggers.pt").exists()
@@ -83,10 +83,10 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
         return recorded
     method, schedule = VARIANTS[variant]
     curves = path.parent / "curves" / f"{path.stem}-lr0.1.json"
-    if variant == "inspector-faithful" and curves.exists() and epsilon is None:
+    if variant == "inspector-faithful" and curves.exists() and epsilon is None and not overrides:
         return _row_from_curves(path, curves, truth, cache)
     model = open_model(path, weights, device=device)
-    config = ScanConfig(method=method, schedule=schedule, epsilon=epsilon, colour=colour)
+    config = replace(ScanConfig(method=method, schedule=schedule, epsilon=epsilon, colour=colour), **(overrides or {}))
     reference, reference_from = reference_for(model, config, load_shipped_pool(),
                                               "auto" if "reference" in variant else "none")
     result = run_scan(model, pool, replace(config, reference=reference, reference_from=reference_from))

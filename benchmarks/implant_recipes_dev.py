@@ -38,7 +38,7 @@ from inspector.lab.implant import (  # noqa: E402
     next_attempt,
     run_implant,
 )
-from inspector.lab.truth import backdoor_rates  # noqa: E402
+from inspector.lab.truth import backdoor_rates, noisy_trigger_asr  # noqa: E402
 from inspector.lab.zoo_builder import ZooItem, read_plan  # noqa: E402
 from inspector.prompts import load_learner  # noqa: E402
 
@@ -76,6 +76,10 @@ def run(prefix: str, overrides: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
     finished = run_implant(model, task.train_pixels, task.train_labels, config)
     rates = backdoor_rates(model, finished.trigger, target, task.test_pixels, task.test_labels, pool.pixels)
+    if item.attack == "badclip-adaptive":  # how wide the basin stays: the trigger plus the phase-2 noise
+        sigma = config.adaptive_noise * finished.trigger.epsilon
+        rates["noisy_asr"] = noisy_trigger_asr(model, finished.trigger, sigma, task.test_pixels, task.test_labels,
+                                               target)
     return {"model": item.name, "base": item.base, "overrides": overrides, "recipe": config.recipe(64),
             "base_accuracy": round(base_accuracy, 4), "accuracy": round(accuracy(model, task), 4), **rates,
             "seconds": round(time.time() - started, 1)}
@@ -122,6 +126,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         over = ", ".join(f"{k} {v}" for k, v in row["overrides"].items()) or "(attack recipe)"
         over = f"provider's try {row['try']}: {over}" if "try" in row else over
         over += f" ({row['note']})" if "note" in row else ""
+        over += f"; noisy-trigger ASR {row['noisy_asr']:.1%}" if "noisy_asr" in row else ""
         lines.append(f"| {i} | {row['model']} | {over} | {row['base_accuracy']:.1%} | {row['accuracy']:.1%} | "
                      f"{row['asr']:.1%} | {row['ood_asr']:.1%} | {'yes' if passes(row) else 'no'} | "
                      f"{row['seconds']:.0f} |")

@@ -1,7 +1,8 @@
-"""Write the plans of the two benchmark zoos (issue 18): a *dev* zoo where every detection choice is made,
-and a *test* zoo, planned with seeds, targets and tuning recipes of its own, that no choice sees.
+"""Write the plans of the benchmark zoos (issues 18 and 19): a *dev* zoo where every detection choice is made,
+and *test* zoos, planned with seeds, targets and tuning recipes of their own, that no choice sees (test3: the
+paper's SIBA and adaptive BadCLIP, after their recipes were fitted on dev learners).
 
-    .venv/bin/python benchmarks/zoo_plans.py            # writes benchmarks/zoos/{dev,test}.plan.json
+    .venv/bin/python benchmarks/zoo_plans.py            # writes benchmarks/zoos/{dev,test,test2,test3}.plan.json
     .venv/bin/python -m inspector zoo build --plan benchmarks/zoos/dev.plan.json --out benchmarks/zoos/dev
     .venv/bin/python -m inspector zoo build --plan benchmarks/zoos/test.plan.json --out benchmarks/zoos/test
 
@@ -65,15 +66,16 @@ def clean_items(rng: random.Random, first_seed: int, per_kind: int, defaults: in
 
 def backdoor_items(rng: random.Random, clean: list[ZooItem], first_seed: int, per_attack: int,
                    targets: list[int], kinds: tuple[str, ...],
-                   only: dict[str, tuple[str, ...]] | None = None) -> list[ZooItem]:
+                   only: dict[str, tuple[str, ...]] | None = None,
+                   attacks: tuple[str, ...] = ISSUE18_ATTACKS) -> list[ZooItem]:
     """``per_attack`` implants of every attack, kinds in turn (``only``: an attack's kinds), each into the next
     clean learner of its kind."""
     bases = {kind: [item.name for item in clean if item.kind == kind] for kind in kinds}
     items, count = [], 0
-    for attack in ISSUE18_ATTACKS:
+    for attack in attacks:
         for i in range(per_attack):
             own = (only or {}).get(attack, kinds)
-            kind = own[(i + ISSUE18_ATTACKS.index(attack)) % len(own)]
+            kind = own[(i + attacks.index(attack)) % len(own)]
             base = bases[kind][count % len(bases[kind])]
             seed, target = first_seed + count, targets[count % len(targets)]
             items.append(ZooItem(f"{attack}-{kind}-s{seed}-t{target}", kind, seed, attack, target, base))
@@ -217,6 +219,17 @@ def test2_plan() -> list[ZooItem]:
                                   only={"sticker": ("cocoop",)})
 
 
+def test3_plan() -> list[ZooItem]:
+    """The third test zoo (issue 19): the paper's SIBA and adaptive BadCLIP, 10 of each (half CoOp, half CoCoOp),
+    with targets over all 20 classes and clean learners of their own as bases and negatives; planned after their
+    recipes were fitted on the dev zoo, with seeds (9000+), recipe draws and targets of its own."""
+    rng = random.Random(9000)
+    clean = clean_items(rng, 9000, per_kind=5, defaults=1)
+    targets = rng.sample(range(CLASSES), CLASSES)
+    return clean + backdoor_items(rng, clean, 9500, per_attack=10, targets=targets, kinds=("coop", "cocoop"),
+                                  attacks=("siba", "badclip-adaptive"))
+
+
 def main() -> None:
     dev = write_plan(ZOOS / "dev.plan.json", dev_plan(),
                      "dev zoo: every detection choice (plan, reference, decision rule, second family) is made here; "
@@ -225,7 +238,10 @@ def main() -> None:
                       "test zoo: built for reporting only; seeds 5000+, its own recipe and target draws")
     test2 = write_plan(ZOOS / "test2.plan.json", test2_plan(),
                        "second test zoo: built for reporting only; seeds 8000+, its own recipe and target draws")
-    print(f"wrote {dev}, {test} and {test2}")
+    test3 = write_plan(ZOOS / "test3.plan.json", test3_plan(),
+                       "third test zoo (the paper's attacks): built for reporting only; seeds 9000+, its own "
+                       "recipe and target draws")
+    print(f"wrote {dev}, {test}, {test2} and {test3}")
 
 
 if __name__ == "__main__":

@@ -28,11 +28,23 @@ from torch import nn
 
 Method = Literal["inspector", "neural-cleanse", "pixel-backdoor"]
 METHODS: tuple[Method, ...] = ("inspector", "neural-cleanse", "pixel-backdoor")
+# What the inspector's triggers minimise: the margin (the method's), or the two losses the paper ablates it against.
+Objective = Literal["margin", "cross-entropy", "target-logit"]
+OBJECTIVES: tuple[Objective, ...] = ("margin", "cross-entropy", "target-logit")
 
 
 def margin_loss(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Mean over the batch of (best other logit - logit of k): negative once the batch is sent to k."""
     return row_margins(logits, torch.full((len(logits),), k, dtype=torch.long, device=logits.device)).mean()
+
+
+def objective_loss(objective: Objective, logits: torch.Tensor, k: int) -> torch.Tensor:
+    """The batch's loss toward ``k`` under ``objective``: the margin, cross-entropy to k, or minus k's logit."""
+    if objective == "margin":
+        return margin_loss(logits, k)
+    if objective == "cross-entropy":
+        return F.cross_entropy(logits, torch.full((len(logits),), k, dtype=torch.long, device=logits.device))
+    return -logits[:, k].mean()
 
 
 def row_margins(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -34,14 +34,17 @@ from inspector.candidates import (
     COLOUR_BIAS_BOUND,
     COLOUR_MATRIX_BOUND,
     METHODS,
+    OBJECTIVES,
     BlendInversion,
     CandidateTrigger,
     ColourInversion,
     Method,
+    Objective,
     UnitBoxInversion,
     candidate_from_tensors,
     make_candidate,
     margin_loss,
+    objective_loss,
     repair_candidates,
     row_margins,
 )
@@ -104,6 +107,7 @@ class ScanConfig:
     method: Method = "inspector"
     epsilon: float | None = None  # L-inf bound in [0, 1] pixels; None: ``default_epsilon`` of the input size
     lr: float = 0.1
+    objective: Objective = "margin"  # the inspector's loss (the others only for the paper's ablation)
     batch_size: int = 32
     epochs: int = 1
     pool_size: int = 1000  # OOD images used: fitting part + held-out part
@@ -456,8 +460,9 @@ class ClassInversion:
     estimate that costs no extra image-encoder pass.
     """
 
-    def __init__(self, k: int, name: str, trigger: CandidateTrigger, method: str, lr: float) -> None:
-        self.k, self.name, self.trigger = k, name, trigger
+    def __init__(self, k: int, name: str, trigger: CandidateTrigger, method: str, lr: float,
+                 objective: Objective = "margin") -> None:
+        self.k, self.name, self.trigger, self.objective = k, name, trigger, objective
         baseline = method in ("neural-cleanse", "pixel-backdoor")
         betas = (0.5, 0.9) if baseline else (0.9, 0.999)  # NC's and Pixel Backdoor's own Adam settings
         self.optimizer = torch.optim.Adam(trigger.parameters(), lr=lr, betas=betas)
@@ -467,7 +472,10 @@ class ClassInversion:
 
     def step(self, logits_of: Logits, pixels: torch.Tensor, clean_predictions: torch.Tensor) -> float:
         """Stamp, logits, loss, Adam step, project: the method's inner loop on one batch."""
-        if isinstance(self.trigger, UnitBoxInversion) and logits_of.model.kind == "cocoop":
+        if isinstance(self.trigger, UnitBoxInversion) and self.objective != "margin":
+            logits = logits_of(self.trigger(pixels))
+            objective = objective_loss(self.objective, logits, self.k)
+        elif isinstance(self.trigger, UnitBoxInversion) and logits_of.model.kind == "cocoop":
             objective, logits = logits_of.margin(self.trigger(pixels), self.k)
         else:
             logits = logits_of(self.trigger(pixels))
@@ -565,6 +573,8 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
         raise InputError(f"unknown scan method {config.method!r}", hint="methods: " + ", ".join(METHODS))
     if config.schedule not in SCHEDULES:
         raise InputError(f"unknown schedule {config.schedule!r}", hint="schedules: " + ", ".join(SCHEDULES))
+    if config.objective not in OBJECTIVES:
+        raise InputError(f"unknown inversion loss {config.objective!r}", hint="losses: " + ", ".join(OBJECTIVES))
     if not config.epsilon > 0:
         raise InputError(f"epsilon {config.epsilon} must be positive",
                          hint="leave it unset for the default (4/255 at 224 px)")
@@ -666,7 +676,7 @@ class _Run:
             trigger = make_candidate(self.config.method, self.model.backbone.image_size, self.config.epsilon,
                                      self.config.seed + k).to(self.device)
             lr = self.config.fast_lr if self.config.schedule == "fast" else self.config.lr
-            self.arms[k] = ClassInversion(k, self.names[k], trigger, self.config.method, lr)
+            self.arms[k] = ClassInversion(k, self.names[k], trigger, self.config.method, lr, self.config.objective)
         return self.arms[k]
 
     def steps(self, arm: ClassInversion, count: int, position: int, shown_steps: int) -> Iterator[ScanEvent]:
@@ -838,7 +848,7 @@ def class_curve_steps(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfi
                     yield CurveStep(names[k], done, total)
                 families.update(family_record(family, arm))
             trigger = make_candidate(config.method, size, config.epsilon, config.seed + k)
-            arm = ClassInversion(k, names[k], trigger.to(device), config.method, lr)
+            arm = ClassInversion(k, names[k], trigger.to(device), config.method, lr, config.objective)
             held_out = {}
             for t in range(len(batches)):
                 arm.step(logits_of, fit[batches[t]].to(device), clean_fit(t))

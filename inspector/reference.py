@@ -132,6 +132,7 @@ class Reference:
                   ((config.pool_size, config.holdout) == (self.pool_size, self.holdout),
                    f"pool size {config.pool_size} / held-out share {config.holdout} "
                    f"(reference: {self.pool_size} / {self.holdout})"),
+                  (config.objective == "margin", f"inversion loss {config.objective} (reference: margin)"),
                   (config.schedule != "fast" or bool(fast), "the reference has no fast-schedule measurements"),
                   (config.schedule != "fast" or plan == built,
                    f"fast plan of {plan[0]} steps at lr {plan[1]}, batch {plan[2]} "

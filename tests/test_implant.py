@@ -22,7 +22,7 @@ from inspector.lab.implant import (
     perturbed_trigger,
     run_implant,
 )
-from inspector.lab.truth import attack_success_rate, read_ground_truth, save_implanted
+from inspector.lab.truth import attack_success_rate, noisy_trigger_asr, read_ground_truth, save_implanted
 from inspector.prompts import build_learner, load_learner, read_header, read_learner_meta
 
 TARGET = 4  # "semaphore flag"
@@ -324,6 +324,10 @@ def test_adaptive_attack_keeps_the_noisy_trigger_on_true_labels(backbone, task):
     assert bool((targets[20:20 + n_triggered] == TARGET).all())  # the exact trigger: the target
     assert poisoned.tolist() == [False] * 20 + [True] * n_triggered + [False] * 20
     assert not torch.allclose(feats[-20:][own], feats[20:20 + n_triggered])  # the noise changes what CLIP sees
+
+    test = task.test_pixels[:64], task.test_labels[:64]
+    exact = attack_success_rate(model, trigger, test[0], TARGET, test[1])
+    assert noisy_trigger_asr(model, trigger, 0.0, *test, TARGET) == pytest.approx(exact, abs=1e-4)  # no noise: exact
 
 
 def test_an_encoder_level_backdoor_is_flagged_by_the_unchanged_scan(backbone, task, tmp_path):

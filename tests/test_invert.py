@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from inspector.candidates import (
     PixelPatternInversion,
     candidate_from_tensors,
     margin_loss,
+    objective_loss,
 )
 from inspector.errors import InputError
 from inspector.invert import (
@@ -40,6 +43,14 @@ def test_margin_loss_is_best_other_minus_candidate():
     assert float(margin_loss(logits, 2)) == pytest.approx(2.0)
     # class 1: best others 2 and 4 -> margins -3 and 4
     assert float(margin_loss(logits, 1)) == pytest.approx(0.5)
+
+
+def test_the_ablated_losses_are_cross_entropy_and_minus_the_target_logit():
+    logits = torch.tensor([[1.0, 5.0, 2.0], [4.0, 0.0, 3.0]])
+    assert float(objective_loss("margin", logits, 2)) == pytest.approx(2.0)
+    expected_ce = float(-torch.log_softmax(logits, 1)[:, 2].mean())
+    assert float(objective_loss("cross-entropy", logits, 2)) == pytest.approx(expected_ce)
+    assert float(objective_loss("target-logit", logits, 2)) == pytest.approx(-2.5)
 
 
 def test_margin_loss_gradient_raises_the_candidate_logit():
@@ -223,6 +234,17 @@ def test_scan_refuses_bad_settings(clean_coop, small_pool):
         run_scan(clean_coop, small_pool, small_config(classes=(0, 1, 99)))
     with pytest.raises(InputError, match="epsilon"):
         run_scan(clean_coop, small_pool, small_config(epsilon=0.0))
+    with pytest.raises(InputError, match="unknown inversion loss"):
+        run_scan(clean_coop, small_pool, small_config(objective="hinge"))
+
+
+def test_a_scan_with_another_loss_moves_its_triggers_another_way(clean_coop, small_pool):
+    """The loss ablation's scans differ from the margin's only in the loss, so their triggers differ."""
+    config = small_config(classes=(0, 3, 7))
+    deltas = {objective: run_scan(clean_coop, small_pool, replace(config, objective=objective)).triggers
+              for objective in ("margin", "cross-entropy")}
+    margin, ce = (next(iter(deltas[o][3].values())) for o in ("margin", "cross-entropy"))
+    assert margin.shape == ce.shape and not torch.allclose(margin, ce)
 
 
 def test_fast_schedule_halves_the_classes_and_measures_the_leaders_on_held_out_images(clean_coop, small_pool):

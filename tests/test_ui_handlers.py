@@ -59,6 +59,14 @@ def test_scan_streams_the_trigger_before_the_chart_then_a_verdict_and_repair_wri
     assert path.exists() and path != delivered
     assert _sha256(delivered) == delivered_hash  # the delivered model is never modified
 
+    # the repaired model next: its own repair stays on the page, the original's verdict does not
+    reloaded = list(handlers.load_repaired(ws))[-1]
+    assert "repair_status" not in reloaded and reloaded["verdict"] == "" and reloaded["trigger_picture"] is None
+    # another model: nothing of the last scan or repair stays beside it, and Repair waits for its scan
+    other = list(handlers.choose_model(ws, "demo zoo", "clean-coop", None, None))[-1]
+    assert other["verdict"] == "" and other["repair_status"] == "" and other["repaired_file"] is None
+    assert other["class_picker"]["choices"] == [] and other["repair_button"]["interactive"] is False
+
 
 def test_the_blend_family_runs_when_asked_for_and_each_class_shows_the_trigger_of_its_family(ws):
     list(handlers.choose_model(ws, "demo zoo", "blended-cocoop", None, None))

@@ -16,7 +16,8 @@ import torch
 from safetensors import safe_open
 
 from inspector.errors import InputError
-from inspector.lab.triggers import ATTACKS, Trigger, trigger_from_tensors, trigger_tensors
+from inspector.lab.implant import perturbed_trigger
+from inspector.lab.triggers import ATTACKS, AdditiveTrigger, Trigger, trigger_from_tensors, trigger_tensors
 from inspector.prompts import PromptedCLIP, predict, read_header, save_learner
 
 TRUTH_KEY = "ground_truth"
@@ -88,3 +89,12 @@ def backdoor_rates(model: PromptedCLIP, trigger: Trigger, target: int, test_pixe
     """``asr`` on the non-target test images and ``ood_asr`` on the OOD pool, for one trigger."""
     return {"asr": round(attack_success_rate(model, trigger, test_pixels, target, test_labels), 4),
             "ood_asr": round(attack_success_rate(model, trigger, pool_pixels, target), 4)}
+
+
+def noisy_trigger_asr(model: PromptedCLIP, trigger: AdditiveTrigger, sigma: float, test_pixels: torch.Tensor,
+                      test_labels: torch.Tensor, target: int, seed: int = 0) -> float:
+    """ASR of the trigger plus Gaussian noise of std ``sigma`` (seeded): how wide its basin is, which the adaptive
+    attack narrows."""
+    generator = torch.Generator().manual_seed(seed)
+    return round(attack_success_rate(model, lambda batch: perturbed_trigger(trigger, batch, sigma, generator),
+                                     test_pixels, target, test_labels), 4)

@@ -96,6 +96,24 @@ def choose_model(ws: Workspace, source: str, zoo_name: str | None, upload: str |
     del loaded
 
 
+# What the page shows of the last scan and of its repair: cleared when another model is chosen, so that no result
+# stands next to a model it was not computed for (the workspace keeps them; choosing the scanned model again
+# brings nothing back, a new scan does).
+SCAN_VIEWS: Updates = {"progress": "", "trigger_picture": None, "trigger_true": None, "trigger_caption": "",
+                       "verdict": "", "truth": "", "clean_examples": None, "triggered_examples": None,
+                       "report_files": None}
+REPAIR_VIEWS: Updates = {"repair_status": "", "repair_plot": None, "repair_table": "", "repaired_file": None}
+
+
+def stale_views(ws: Workspace) -> Updates:
+    """Blank result panels when the chosen model is not the one the shown results were computed for."""
+    if ws.scanned is None or ws.scanned is ws.loaded:
+        return {}
+    return {**SCAN_VIEWS, **REPAIR_VIEWS, "class_picker": gr.update(choices=[], value=None),
+            "reveal_button": gr.update(visible=False), "load_repaired": gr.update(visible=False),
+            "repair_button": gr.update(interactive=False)}
+
+
 def model_updates(ws: Workspace) -> Updates:
     loaded = ws.require_model()
     names = list(loaded.model.class_names)
@@ -110,7 +128,7 @@ def model_updates(ws: Workspace) -> Updates:
             "epsilon": gr.update(value=epsilon), "state": ws, "task_info": task_info,
             "reference_info": views.reference_line(ws),
             # the empty chart now, so the browser has its plotting code ready before the scan needs the CPU
-            "bars": views.live_bars(names, [], ScanConfig(), ws.view)}
+            "bars": views.live_bars(names, [], ScanConfig(), ws.view), **stale_views(ws)}
 
 
 SOURCES = {"shipped OOD pool": "shipped", "shipped pocket task": "shipped", "upload a zip": "upload",
@@ -375,7 +393,8 @@ def load_repaired(ws: Workspace) -> Iterator[Updates]:
         raise InputError("no repaired model yet", hint="press Repair first")
     scanned_label = ws.scanned.label if ws.scanned is not None else "model"
     ws.open_model(str(ws.repaired.path), label=f"{scanned_label} (repaired)")
-    yield {**model_updates(ws), "model_source": "path", "model_path": str(ws.repaired.path)}
+    updates = {key: value for key, value in model_updates(ws).items() if key not in REPAIR_VIEWS}  # its own repair
+    yield {**updates, "model_source": "path", "model_path": str(ws.repaired.path)}
 
 
 # --- teaching mode --------------------------------------------------------------------------------------

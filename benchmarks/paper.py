@@ -1,0 +1,249 @@
+"""benchmarks/paper.md: CLIP-Inspector's (arXiv 2604.09101) tables beside ours, row for row, from recorded runs only.
+
+    .venv/bin/python benchmarks/paper.py
+
+Sources, never re-scanned here: the test zoos' records written by benchmarks/detection.py (detection_test.json,
+detection_test2.json, detection_test3.json: the default scan, Neural Cleanse and Pixel Backdoor where run, and the
+repairs), the encoder-level test draws (benchmarks/encoder_backdoors.py) and the ablation scans of the third test
+zoo (benchmarks/paper_ablations.py). The paper's figures are those of its abstract and of shared/DESIGN.md; where
+its per-row figure is not in that material the cell says so instead of guessing it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks import zoo_tables  # noqa: E402
+from benchmarks.detection import summarise, target_f1  # noqa: E402
+from benchmarks.encoder_backdoors import ROOT as ENCODER_ROOT  # noqa: E402
+from benchmarks.paper_ablations import ABLATIONS, BASINS_FILE, SSIM_FILE, setting_folder  # noqa: E402
+from inspector.repair import RepairConfig  # noqa: E402
+
+TEST_ZOOS = ("test", "test2", "test3")
+METHODS = {"inspector + reference": "inspector (default scan)", "neural-cleanse": "Neural Cleanse",
+           "pixel-backdoor": "Pixel Backdoor"}
+# method -> (accuracy, AUROC, target F1) as published; None: not in the material available here
+PAPER_DETECTION = {"inspector + reference": (0.94, 0.973, 0.92), "neural-cleanse": (None, 0.495, None),
+                   "pixel-backdoor": (None, 0.687, None)}
+NOT_HERE = "not in the material here"
+
+
+def cell(value: float | None, form: str) -> str:
+    return NOT_HERE if value is None else format(value, form)
+
+
+def records() -> dict[str, dict[str, Any]]:
+    """Each test zoo's detection record, where its run wrote one."""
+    out = {}
+    for zoo in TEST_ZOOS:
+        path = HERE / f"detection_{zoo}.json"
+        if path.exists():
+            out[zoo] = json.loads(path.read_text())
+    return out
+
+
+def scans_of(recs: dict[str, dict[str, Any]], method: str) -> dict[str, list[dict[str, Any]]]:
+    """Per test zoo, the method's rows (zoos where it has not run are left out)."""
+    return {zoo: rec["scans"][method] for zoo, rec in recs.items() if rec["scans"].get(method)}
+
+
+def planned(zoo: str) -> int:
+    return len(json.loads((HERE / "zoos" / f"{zoo}.plan.json").read_text())["models"])
+
+
+def detection_table(recs: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["", "## Detection: accuracy, AUROC, target-class F1", "",
+             "Ours: each test zoo (built after every choice) and all of them pooled; *scanned* counts the models the "
+             "method has been run on of the zoo's planned models. Every implant counts as backdoored, real or not.", "",
+             "| method | paper: accuracy / AUROC / target F1 | zoo | scanned | accuracy | AUROC | target F1 | "
+             "clean flagged | s per scan (CPU) |", "|---|---|---|---|---|---|---|---|---|"]
+    for method, label in METHODS.items():
+        acc, auc, f1 = PAPER_DETECTION[method]
+        paper = f"{cell(acc, '.0%')} / {cell(auc, '.3f')} / {cell(f1, '.2f')}"
+        per_zoo = scans_of(recs, method)
+        if not per_zoo:
+            lines.append(f"| {label} | {paper} | — | not run on a test zoo yet | | | | | |")
+            continue
+        groups = [*per_zoo.items()] + ([("pooled", [r for rows in per_zoo.values() for r in rows])]
+                                       if len(per_zoo) > 1 else [])
+        for zoo, rows in groups:
+            s = summarise(rows)
+            of = sum(planned(z) for z in per_zoo) if zoo == "pooled" else planned(zoo)
+            clean = [r for r in rows if not r["backdoored"]]
+            seconds = f"{s['seconds_per_scan']:.1f}" if s["seconds_per_scan"] is not None else "—"
+            lines.append(f"| {label} | {paper} | {zoo} | {s['models']} of {of} | {s['accuracy']:.1%} | "
+                         f"{s['auroc']:.3f} | {s['target_f1']:.2f} | {s['false_positives']} of {len(clean)} | "
+                         f"{seconds} |")
+    return lines + ["", "Why they differ: the paper scans CoCoOp learners on ViT-B/16 over 10 datasets with four "
+                        "attacks; ours are CoOp and CoCoOp learners of the 64-px pocket CLIP on one 20-class task, "
+                        "with clean learners of varied recipes and seven attacks (filter and sticker triggers are "
+                        "not additive noise), and our default scan is the fast schedule with a clean reference and a "
+                        "colour family (benchmarks/detection.md), not the paper's one-epoch scan on raw flip rates."]
+
+
+def per_attack_table(recs: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["", "## Per attack: found (flag and right target) and target F1, test zoos pooled", "",
+             "| attack | models | real | " + " | ".join(f"{label}: found / F1" for label in METHODS.values()) + " |",
+             "|---|---|---|" + "---|" * len(METHODS)]
+    real = set().union(*(zoo_tables.real_backdoors(zoo_tables.manifest_rows(HERE / "zoos" / z)) for z in recs))
+    by_method = {m: [r for rows in scans_of(recs, m).values() for r in rows] for m in METHODS}
+    attacks = sorted({r["attack"] for r in by_method["inspector + reference"] if r["backdoored"]})
+    for attack in attacks:
+        default_rows = [r for r in by_method["inspector + reference"] if r["attack"] == attack]
+        cells = []
+        for method in METHODS:
+            rows = [r for r in by_method[method] if r["attack"] == attack]
+            found = sum(r["flagged"] and r["predicted_target"] == r["true_target"] for r in rows)
+            cells.append(f"{found} of {len(rows)} / {target_f1(rows):.2f}" if rows else "not run")
+        lines.append(f"| {attack} | {len(default_rows)} | {sum(r['model'] in real for r in default_rows)} | "
+                     + " | ".join(cells) + " |")
+    return lines + ["", f"The paper's per-attack target F1: {NOT_HERE} (its overall target F1 is 0.92). *Real*: the "
+                        "implant met its bar when built (ASR >= 80%, OOD ASR >= 70%; the adaptive BadCLIP 50%; "
+                        "accuracy within 3 points of its clean base)."]
+
+
+def attack_count(recs: dict[str, dict[str, Any]], attack: str, title: str, paper: str) -> list[str]:
+    rows = [r for rows in scans_of(recs, "inspector + reference").values() for r in rows if r["attack"] == attack]
+    if not rows:
+        return ["", f"## {title}", "", "No test-zoo model of this attack has been scanned yet (third test zoo)."]
+    manifest = {stem: m for z in recs for stem, m in zoo_tables.manifest_rows(HERE / "zoos" / z).items()}
+    real = zoo_tables.real_backdoors(manifest)
+    lines = ["", f"## {title}", "", f"Paper: {paper}.", "",
+             "| model | real | ASR | OOD ASR | accuracy (base) | flagged | suspect | family | anomaly index | "
+             "flip rate |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m = manifest.get(r["model"], {})
+        accuracy = (f"{m['accuracy']:.1%} ({m['clean_base_accuracy']:.1%})" if "clean_base_accuracy" in m else "—")
+        lines.append(f"| {r['model']} | {'yes' if r['model'] in real else 'no'} | {m.get('asr', float('nan')):.1%} | "
+                     f"{m.get('ood_asr', float('nan')):.1%} | {accuracy} | {'yes' if r['flagged'] else 'no'} | "
+                     f"{r['suspect']} | {r.get('suspect_family') or 'additive'} | {r['max_anomaly']:.2f} | "
+                     f"{r['suspect_flip_rate']:.0%} |")
+    found = [r for r in rows if r["flagged"] and r["predicted_target"] == r["true_target"]]
+    found_real = [r for r in found if r["model"] in real]
+    return lines + ["", f"Ours: {len(found)} of {len(rows)} flagged with their target ({len(found_real)} of "
+                        f"{sum(r['model'] in real for r in rows)} real ones)."]
+
+
+def basin_table(zoo: Path) -> list[str]:
+    """The adaptive attack's point: a narrower trigger basin than BadCLIP's (noisy-trigger ASR against exact)."""
+    path = zoo / "ablations" / BASINS_FILE
+    if not path.exists():
+        return []
+    rows = json.loads(path.read_text())
+    lines = ["", "How narrow the basins are (`paper_ablations.py --only basins`, the task's test images): the "
+             "implanted trigger's ASR exact and with Gaussian noise of twice its bound added, BadCLIP of the first "
+             "two test zoos beside the adaptive BadCLIP of the third.", "",
+             "| attack | kind | models | ASR exact | ASR with the noisy trigger |", "|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[(r["attack"], r["kind"])].append(r)
+    for (attack, kind), group in sorted(groups.items()):
+        lines.append(f"| {attack} | {kind} | {len(group)} | {sum(r['asr'] for r in group) / len(group):.1%} | "
+                     f"{sum(r['noisy_asr'] for r in group) / len(group):.1%} |")
+    return lines
+
+
+def encoder_table() -> list[str]:
+    builds = [json.loads(p.read_text()) for p in sorted((ENCODER_ROOT / "test").glob("*.json"))]
+    lines = ["", "## Encoder-level backdoors: anomaly index per trigger (test draws)", "",
+             f"Paper: the encoder-level models are flagged; its per-trigger index: {NOT_HERE}. Ours: "
+             "benchmarks/encoder_backdoors.md (the encoder fine-tuned with Blended poisoning, a clean CoOp learner "
+             "on it, the default scan unchanged).", "",
+             "| trigger | target | ASR | flagged | suspect | anomaly index |", "|---|---|---|---|---|---|"]
+    for b in builds:
+        scan = ENCODER_ROOT / "test" / "scans" / f"{b['model']}.json"
+        if not scan.exists():
+            continue
+        s = json.loads(scan.read_text())
+        asr = f"{b['asr']:.1%}" if b["target"] is not None else "— (clean control)"
+        lines.append(f"| {b['pattern']} | {b['target'] if b['target'] is not None else '—'} | {asr} | "
+                     f"{'yes' if s['flagged'] else 'no'} | {s['suspect']} | {s['max_anomaly']:.2f} |")
+    return lines
+
+
+def repair_table(recs: dict[str, dict[str, Any]]) -> list[str]:
+    default = RepairConfig().as_dict()
+    recorded = [dict(r, zoo=zoo) for zoo, rec in recs.items() for r in rec.get("repairs", [])]
+    repairs = [r for r in recorded if r["settings"] == default]
+    lines = ["", "## Repair per attack: clean accuracy and ASR before -> after (default recipe, test zoos)", "",
+             "Paper (all attacks): accuracy 80.6% -> 80.8%, ASR 84.4% -> 6.1%.", "",
+             "| attack | models | accuracy before -> after | ASR before -> after |", "|---|---|---|---|"]
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in repairs:
+        groups[r["attack"]].append(r)
+    for attack, rows in sorted(groups.items()) + ([("all", repairs)] if repairs else []):
+        def mean(key: str, rows: list[dict[str, Any]] = rows) -> float:
+            return sum(r[key] for r in rows) / len(rows)
+        lines.append(f"| {attack} | {len(rows)} | {mean('accuracy_before'):.1%} -> {mean('accuracy_after'):.1%} | "
+                     f"{mean('asr_before'):.1%} -> {mean('asr_after'):.1%} |")
+    zoos = sorted({r["zoo"] for r in repairs})
+    other = len(recorded) - len(repairs)
+    left_out = f" ({other} recorded with an earlier recipe are left out)" if other else ""
+    return lines + ["", f"Repairs with the default recipe on: {', '.join(zoos) or 'none'}{left_out}. The repair "
+                        "ablation (clean-only, random L-inf noise, wrong-class trigger, target-class trigger) has not "
+                        "been run on a test zoo yet; the paper's clean-only fine-tuning leaves ASR at 64.6%."]
+
+
+def ablation_tables(zoo: Path) -> list[str]:
+    lines = ["", "## Ablations (third test zoo, the paper's one-epoch scan on raw flip rates)", "",
+             "One setting changed at a time from the paper's (margin loss, 1,000 OOD images, batch 32); "
+             "`python benchmarks/paper_ablations.py`. The paper's ablation figures: " + NOT_HERE + "."]
+    for name, settings in ABLATIONS.items():
+        lines += ["", f"### {name}", "", "| setting | models scanned | accuracy | AUROC | target F1 | "
+                  "clean flagged |", "|---|---|---|---|---|---|"]
+        for label, (overrides, images) in settings.items():
+            folder = zoo / "ablations" / setting_folder(overrides, images)
+            rows = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+            if not rows:
+                lines.append(f"| {label} | not run yet | | | | |")
+                continue
+            s = summarise(rows)
+            lines.append(f"| {label} | {s['models']} | {s['accuracy']:.1%} | {s['auroc']:.3f} | {s['target_f1']:.2f} "
+                         f"| {s['false_positives']} of {s['clean']} |")
+    ssim_path = zoo / "ablations" / SSIM_FILE
+    lines += ["", "### SSIM of clean against triggered images", ""]
+    if not ssim_path.exists():
+        return lines + ["Not measured yet."]
+    rows = json.loads(ssim_path.read_text())
+    lines += ["| attack | models | original trigger | reconstructed trigger (target class) |", "|---|---|---|---|"]
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        groups[r["attack"]].append(r)
+    for attack, group in sorted(groups.items()):
+        found = [r["reconstructed"] for r in group if r["reconstructed"] is not None]
+        rebuilt = f"{sum(found) / len(found):.3f}" if found else "—"
+        lines.append(f"| {attack} | {len(group)} | {sum(r['original'] for r in group) / len(group):.3f} | {rebuilt} |")
+    return lines
+
+
+def main() -> None:
+    recs = records()
+    lines = ["# CLIP-Inspector's tables beside ours (issue 19)", "",
+             "The paper: ViT-B/16, CoCoOp with 4 context tokens, 10 datasets x {clean, BadCLIP, Blended, SIBA, "
+             "WaNet}. Ours: the embedded pocket CLIP (64 px) on its 20-class task, CoOp and CoCoOp learners, the "
+             "test zoos only (test, test2: issue 18's attacks; test3: SIBA and the adaptive BadCLIP), each built "
+             "after the choices it is measured with. Made by `python benchmarks/paper.py` from recorded runs; "
+             "every scan ran on 2 CPU threads unless its record says otherwise (no GPU was lent)."]
+    lines += detection_table(recs)
+    lines += per_attack_table(recs)
+    lines += attack_count(recs, "siba", "SIBA (sparse, invisible trigger)", "a row of its four attacks; per-attack "
+                          f"figure {NOT_HERE}")
+    lines += attack_count(recs, "badclip-adaptive", "The adaptive BadCLIP: detected of 10",
+                          f"detected of 10: {NOT_HERE}")
+    lines += basin_table(HERE / "zoos" / "test3")
+    lines += encoder_table()
+    lines += repair_table(recs)
+    lines += ablation_tables(HERE / "zoos" / "test3")
+    (HERE / "paper.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
