@@ -23,6 +23,8 @@ DEFAULT = "inspector + reference"
 # (zoo folder, what its figures are), in the order shown; a zoo without a record yet is listed as such.
 ZOOS = [
     ("test2", "**results**: the second test zoo, built after every choice and scanned once"),
+    ("test3", "**results**: the third test zoo (issue 19's SIBA and adaptive BadCLIP), built after their recipes "
+              "were chosen on dev learners, scanned once"),
     ("dev", "not results: every choice of issue 18 was made on it"),
     ("test", "retired: the first test zoo, measured twice (the second time after a fix its failures pointed to)"),
 ]
@@ -92,6 +94,7 @@ def main() -> None:
              "The 30-model benchmark zoo's earlier figures (100% / 0.995 / 1.00) were in-sample and are kept, "
              "labelled so, in [detection_insample.md](detection_insample.md)."]
     lines += zoo_section("test2", "Test zoo (results)")
+    lines += zoo_section("test3", "Third test zoo (results)")
     lines += zoo_section("dev", "Dev zoo (not results)")
     lines += demo_section()
     (HERE / "detection.md").write_text("\n".join(lines) + "\n")
