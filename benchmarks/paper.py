@@ -209,11 +209,16 @@ def ablation_tables(zoo: Path) -> list[str]:
     for name, settings in ABLATIONS.items():
         lines += ["", f"### {name}", "", "| setting | models scanned | accuracy | AUROC | target F1 | "
                   "clean flagged |", "|---|---|---|---|---|---|"]
-        for label, (overrides, images) in settings.items():
-            folder = zoo / "ablations" / setting_folder(overrides, images)
-            rows = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-            if not rows:
-                lines.append(f"| {label} | not run yet | | | | |")
+        scanned = {label: [json.loads(p.read_text()) for p in sorted(
+            (zoo / "ablations" / setting_folder(overrides, images)).glob("*.json"))]
+            for label, (overrides, images) in settings.items()}
+        models = [{r["model"] for r in rows} for rows in scanned.values()]
+        has_clean = any(not r["backdoored"] for rows in scanned.values() for r in rows)
+        complete = all(m == models[0] for m in models) and has_clean
+        for label, rows in scanned.items():
+            if not rows or not complete:  # settings compared on the same models, clean ones among them
+                lines.append(f"| {label} | {len(rows)} so far (partial: shown once every setting has scanned the "
+                             "same models, clean ones among them) | | | | |")
                 continue
             s = summarise(rows)
             lines.append(f"| {label} | {s['models']} | {s['accuracy']:.1%} | {s['auroc']:.3f} | {s['target_f1']:.2f} "
