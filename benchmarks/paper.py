@@ -22,6 +22,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchmarks import zoo_tables  # noqa: E402
 from benchmarks.detection import summarise, target_f1  # noqa: E402
+from benchmarks.detection_summary import DEFAULT, record  # noqa: E402
 from benchmarks.encoder_backdoors import ROOT as ENCODER_ROOT  # noqa: E402
 from benchmarks.paper_ablations import ABLATIONS, BASINS_FILE, SSIM_FILE, setting_folder  # noqa: E402
 from inspector.repair import RepairConfig  # noqa: E402
@@ -35,7 +36,6 @@ METHODS = {"inspector + reference": "inspector (default scan)", "neural-cleanse"
 PAPER_DETECTION = {"inspector + reference": (0.94, 0.973, 0.92), "neural-cleanse": (None, 0.495, None),
                    "pixel-backdoor": (None, 0.687, None)}
 NOT_HERE = "not in the material here"
-DEFAULT = "inspector + reference"
 
 
 def cell(value: float | None, form: str) -> str:
@@ -44,12 +44,7 @@ def cell(value: float | None, form: str) -> str:
 
 def records() -> dict[str, dict[str, Any]]:
     """Each test zoo's detection record, where its run wrote one."""
-    out = {}
-    for zoo in TEST_ZOOS:
-        path = HERE / f"detection_{zoo}.json"
-        if path.exists():
-            out[zoo] = json.loads(path.read_text())
-    return out
+    return {zoo: rec for zoo in TEST_ZOOS if (rec := record(zoo)) is not None}
 
 
 def scans_of(recs: dict[str, dict[str, Any]], method: str) -> dict[str, list[dict[str, Any]]]:
