@@ -37,7 +37,7 @@ from inspector.invert import ScanConfig, run_scan, split_pool  # noqa: E402
 from inspector.lab.truth import attack_success_rate, read_ground_truth  # noqa: E402
 from inspector.prompts import open_model, predict  # noqa: E402
 from inspector.reference import Reference, decide_with_reference, reference_for, shipped_reference_path  # noqa: E402
-from inspector.repair import RepairConfig, run_repair  # noqa: E402
+from inspector.repair import NoiseStamp, RepairConfig, run_repair  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -156,23 +156,43 @@ def recipe_folder(zoo: Path, config: RepairConfig) -> Path:
     return zoo / "repairs" / name
 
 
+REPAIR_AGAINST = ("suspect", "target", "wrong-class", "noise")
+
+
+def repaired_class(scan_row: dict[str, Any], against: str) -> str:
+    """The class a repair unlearns: the scan's suspect, the true target, or (``wrong-class``) the non-target class
+    whose reconstructed trigger flipped the most OOD images, the wrong suspect a defender could have picked."""
+    if against == "suspect":
+        return scan_row["suspect"]
+    if against == "wrong-class":
+        others = [c for c in scan_row["classes"] if c["name"] != scan_row["true_target"]]
+        return max(others, key=lambda c: c["flip_rate"])["name"]
+    return scan_row["true_target"]
+
+
 def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.Tensor, task: Task,
-                 device: str = "cpu", config: RepairConfig | None = None, scans: Path | None = None
-                 ) -> dict[str, Any]:
+                 device: str = "cpu", config: RepairConfig | None = None, scans: Path | None = None,
+                 against: str = "suspect") -> dict[str, Any]:
     """Repair a fresh copy against the scan's suspect class (flagged or not) with the trigger of the family that
     gave its index; measure the true backdoor, the clean accuracy and how many clean test predictions the repair
-    changed. ``scans``: the folder of the cached scan (default: the method's, without the colour family)."""
+    changed. ``scans``: the folder of the cached scan (default: the method's, without the colour family).
+    ``against`` (the paper's repair ablation): "target" repairs with the true target's reconstructed triggers,
+    "wrong-class" with another class's (``repaired_class``), "noise" with random ℓ∞ noise of the scan's bound
+    pushed off the true target (``repair.NoiseStamp``)."""
     if cache.exists():
         return json.loads(cache.read_text())
     config = config or RepairConfig()
     model = open_model(path, device=device)
     truth = read_ground_truth(path)
     settings = scan_row["settings"]
-    target = list(model.class_names).index(scan_row["suspect"])
+    name = repaired_class(scan_row, against)
+    target = list(model.class_names).index(name)
     folder = scans if scans is not None else path.parent / "scans" / _folder(scan_row["method"])
-    family = scan_row.get("suspect_family", "additive")
+    family = scan_row.get("suspect_family", "additive") if name == scan_row["suspect"] else "additive"
     trigger, also = repair_candidates("inspector", _saved_trigger(folder / path.stem, target), settings["epsilon"],
                                       family, config.families, config.colour_scale)
+    if against == "noise":
+        trigger, also = NoiseStamp(settings["epsilon"], config.seed), ()
 
     def asr() -> float:
         return round(attack_success_rate(model, truth.trigger, task.test_pixels, truth.target, task.test_labels), 4)
@@ -183,7 +203,8 @@ def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.
                           task.test_labels, held, config, invert_pixels=fit, also=also)
     unchanged = float((predict(model, task.test_pixels) == predicted_before).float().mean())
     row = {"model": path.stem, "attack": truth.attack, "kind": model.kind, "settings": config.as_dict(),
-           "repaired_class": scan_row["suspect"], "family": "+".join([trigger.family] + [t.family for t in also]),
+           "repaired_class": name, "against": against,
+           "family": "+".join([getattr(trigger, "family", "noise")] + [t.family for t in also]),
            "true_target": truth.target_name,
            "asr_before": asr_before, "asr_after": asr(),
            "accuracy_before": finished.before.accuracy, "accuracy_after": finished.after.accuracy,

@@ -24,12 +24,19 @@ from benchmarks import zoo_tables  # noqa: E402
 from benchmarks.detection import summarise, target_f1  # noqa: E402
 from benchmarks.detection_summary import DEFAULT, record  # noqa: E402
 from benchmarks.encoder_backdoors import ROOT as ENCODER_ROOT  # noqa: E402
-from benchmarks.paper_ablations import ABLATIONS, BASINS_FILE, SSIM_FILE, setting_folder  # noqa: E402
+from benchmarks.paper_ablations import (  # noqa: E402
+    ABLATIONS,
+    BASINS_FILE,
+    REPAIR_SETTINGS,
+    SSIM_FILE,
+    recorded_repairs,
+    setting_folder,
+)
 from inspector.repair import RepairConfig  # noqa: E402
 
 TEST_ZOOS = ("test", "test2", "test3")
 # the first test zoo was measured twice for issue 18 (benchmarks/detection.md), so it is labelled as retired
-ZOO_LABELS = {"test": "test (retired)", "test2": "test2", "test3": "test3 (27 of 30 built)"}
+ZOO_LABELS = {"test": "test (retired)", "test2": "test2", "test3": "test3"}
 METHODS = {"inspector + reference": "inspector (default scan)", "neural-cleanse": "Neural Cleanse",
            "pixel-backdoor": "Pixel Backdoor"}
 # method -> (accuracy, AUROC, target F1) as published; None: not in the material available here
@@ -192,15 +199,66 @@ def repair_table(recs: dict[str, dict[str, Any]]) -> list[str]:
     zoos = sorted({r["zoo"] for r in repairs})
     other = len(recorded) - len(repairs)
     left_out = f" ({other} recorded with an earlier recipe are left out)" if other else ""
-    return lines + ["", f"Repairs with the default recipe on: {', '.join(zoos) or 'none'}{left_out}. The repair "
-                        "ablation (clean-only, random L-inf noise, wrong-class trigger, target-class trigger) has not "
-                        "been run on a test zoo yet; the paper's clean-only fine-tuning leaves ASR at 64.6%."]
+    return lines + ["", f"Repairs with the default recipe on: {', '.join(zoos) or 'none'}{left_out}."]
+
+
+def repair_ablation_table() -> list[str]:
+    """The paper's repair ablation: what the triggered copies carry, on every test zoo's models that have all four."""
+    lines = ["", "## Repair ablation: what the triggered copies carry (default recipe otherwise)", "",
+             "`python benchmarks/paper_ablations.py --only repair --zoo <zoo> --kinds coop`; the implanted trigger's "
+             "ASR on the task's test images. Wrong class: the non-target class whose reconstructed trigger flipped "
+             "the most OOD images. Random noise: a fresh uniform draw in the scan's L-inf box per triggered copy. "
+             "Paper: clean-only fine-tuning leaves ASR at 64.6%; its other rows: " + NOT_HERE + ".", "",
+             "| triggered copies carry | zoos | models | accuracy before -> after | ASR before -> after | "
+             "models with ASR after > 20% |", "|---|---|---|---|---|---|"]
+    found = {zoo: recorded_repairs(HERE / "zoos" / zoo) for zoo in TEST_ZOOS}
+    for label in REPAIR_SETTINGS:
+        rows = [r for zoo in TEST_ZOOS for r in found[zoo][label]]
+        zoos = ", ".join(zoo for zoo in TEST_ZOOS if found[zoo][label]) or "none"
+        if not rows:
+            lines.append(f"| {label} | {zoos} | 0 | | | |")
+            continue
+        def mean(key: str, rows: list[dict[str, Any]] = rows) -> float:
+            return sum(r[key] for r in rows) / len(rows)
+        kinds = sorted({r["kind"] for r in rows})
+        lines.append(f"| {label} | {zoos} ({'/'.join(kinds)}) | {len(rows)} | {mean('accuracy_before'):.1%} -> "
+                     f"{mean('accuracy_after'):.1%} | {mean('asr_before'):.1%} -> {mean('asr_after'):.1%} | "
+                     f"{sum(r['asr_after'] > 0.2 for r in rows)} |")
+    by_attack: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for zoo in TEST_ZOOS:
+        for label in REPAIR_SETTINGS:
+            for r in found[zoo][label]:
+                by_attack[r["attack"]][label].append(r["asr_after"])
+    if by_attack:
+        lines += ["", "ASR after repair per attack (mean over the same models):", "",
+                  "| attack | models | ASR before | " + " | ".join(REPAIR_SETTINGS) + " |",
+                  "|---|---|---|" + "---|" * len(REPAIR_SETTINGS)]
+        before = {r["model"]: r["asr_before"] for zoo in TEST_ZOOS for r in found[zoo]["clean-only"]}
+        attack_of = {r["model"]: r["attack"] for zoo in TEST_ZOOS for r in found[zoo]["clean-only"]}
+        for attack, settings in sorted(by_attack.items()):
+            models = [m for m, a in attack_of.items() if a == attack]
+            cells = " | ".join(f"{sum(v) / len(v):.1%}" for v in (settings[label] for label in REPAIR_SETTINGS))
+            lines.append(f"| {attack} | {len(models)} | {sum(before[m] for m in models) / len(models):.1%} | "
+                         f"{cells} |")
+        lines += ["", "Why they differ: ours are CoOp learners (a few context vectors, pulled back by 40 epochs on "
+                      "the clean task), the paper's CoCoOp on ViT-B/16, so clean-only fine-tuning already undoes the "
+                      "fixed-trigger implants here; it does not undo the adaptive BadCLIP, built to survive noise, nor "
+                      "SIBA, whose sparse 32/255 pattern the scan's additive 14/255 trigger reproduces only in part "
+                      "(its repairs with the target's trigger leave the most ASR). CoCoOp repair ablations: not run."]
+    return lines
 
 
 def ablation_tables(zoo: Path) -> list[str]:
     lines = ["", "## Ablations (third test zoo, the paper's one-epoch scan on raw flip rates)", "",
              "One setting changed at a time from the paper's (margin loss, 1,000 OOD images, batch 32); "
-             "`python benchmarks/paper_ablations.py`. The paper's ablation figures: " + NOT_HERE + "."]
+             "`python benchmarks/paper_ablations.py`. The paper's ablation figures: " + NOT_HERE + ". Why ours sit "
+             "far below the default scan: these scans read raw flip rates, and on the pocket task a few classes are "
+             "reached from most images in clean learners too (*file icon* 77%, *application icon* 64% on average over "
+             "the shipped reference's clean CoOp learners, assets/reference/pocket-clip-coop.json), "
+             "so the MAD index sees them as outliers in clean models and hides a backdoor's target behind them; the "
+             "clean reference of the default scan exists for that (benchmarks/detection.md). With 100 images the "
+             "80 fitting images give 3 steps (the last a half batch), and no class got past a 33% flip rate: "
+             "none reaches the 50% floor."]
     for name, settings in ABLATIONS.items():
         lines += ["", f"### {name}", "", "| setting | models scanned | accuracy | AUROC | target F1 | "
                   "clean flagged |", "|---|---|---|---|---|---|"]
@@ -216,8 +274,10 @@ def ablation_tables(zoo: Path) -> list[str]:
                              "same models, clean ones among them) | | | | |")
                 continue
             s = summarise(rows)
+            flagged = sorted(r["predicted_target"] for r in rows if r["flagged"] and not r["backdoored"])
+            on = f" ({', '.join(flagged)})" if flagged else ""
             lines.append(f"| {label} | {s['models']} | {s['accuracy']:.1%} | {s['auroc']:.3f} | {s['target_f1']:.2f} "
-                         f"| {s['false_positives']} of {s['clean']} |")
+                         f"| {s['false_positives']} of {s['clean']}{on} |")
     ssim_path = zoo / "ablations" / SSIM_FILE
     lines += ["", "### SSIM of clean against triggered images", ""]
     if not ssim_path.exists():
@@ -251,6 +311,7 @@ def main() -> None:
     lines += basin_table(HERE / "zoos" / "test3")
     lines += encoder_table()
     lines += repair_table(recs)
+    lines += repair_ablation_table()
     lines += ablation_tables(HERE / "zoos" / "test3")
     (HERE / "paper.md").write_text("\n".join(lines) + "\n")
 

@@ -4,13 +4,17 @@ batch size, OOD against in-distribution images, and the SSIM of clean against tr
     .venv/bin/python benchmarks/paper_ablations.py                 # every ablation, CoOp models first (cached)
     .venv/bin/python benchmarks/paper_ablations.py --only loss --kinds coop
     .venv/bin/python benchmarks/paper_ablations.py --only basins     # exact and noisy-trigger ASR of learned triggers
+    .venv/bin/python benchmarks/paper_ablations.py --only repair --zoo benchmarks/zoos/test2 --kinds coop
 
 Every scan is the paper's own (the faithful schedule: one epoch, Adam 0.1, the anomaly index on raw flip rates, no
 clean reference, no colour family), so the ablations compare with each other and with the paper, not with the
 engine's default scan; one setting changes at a time from the paper's (margin loss, 1,000 OOD images, batch 32).
 Scans go through ``detection.scan_model`` and are cached under ``<zoo>/ablations/<setting>/``; the table is
-made by benchmarks/paper.py. SSIM (scikit-image, benchmarks/requirements.txt) compares the task's test images with
-their triggered copies, for the implanted trigger and for the default scan's reconstruction of the target's.
+made by benchmarks/paper.py. The repair ablation repairs each backdoored model with the default recipe four ways
+(clean-only fine-tuning, random ℓ∞ noise, the reconstructed trigger of a wrong class, of the target class) and
+measures the implanted trigger's ASR; cached beside the default repairs under ``<zoo>/repairs/``. SSIM
+(scikit-image, benchmarks/requirements.txt) compares the task's test images with their triggered copies,
+for the implanted trigger and for the default scan's reconstruction of the target's.
 """
 
 from __future__ import annotations
@@ -26,12 +30,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.detection import _saved_trigger, scan_model  # noqa: E402
+from benchmarks.detection import (  # noqa: E402
+    _saved_trigger,
+    calibrated,
+    recipe_folder,
+    repair_model,
+    scan_model,
+)
 from inspector.candidates import CandidateTrigger, candidate_from_tensors  # noqa: E402
 from inspector.data import load_shipped_pool, load_task  # noqa: E402
 from inspector.lab.implant import LEARNED  # noqa: E402
 from inspector.lab.truth import attack_success_rate, noisy_trigger_asr, read_ground_truth  # noqa: E402
 from inspector.prompts import open_model, read_header  # noqa: E402
+from inspector.reference import Reference, shipped_reference_path  # noqa: E402
+from inspector.repair import RepairConfig  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ZOO = HERE / "zoos" / "test3"
@@ -49,6 +61,13 @@ BASINS_FILE = "basins.json"
 BASIN_NOISE = 2.0  # std of the noise on a trigger, in units of its bound (the adaptive recipe's)
 TEST_ZOOS_WITH_BADCLIP = ("test", "test2")  # BadCLIP's test-zoo models, beside the third zoo's adaptive ones
 DEFAULT_SCANS = "inspector-reference-colour3x8"  # benchmarks/detection.py's folder of the default scans
+# the paper's repair ablation: label -> (recipe, what the triggered copies carry; detection.REPAIR_AGAINST)
+REPAIR_SETTINGS: dict[str, tuple[RepairConfig, str]] = {
+    "clean-only": (RepairConfig(triggered=False), "target"),
+    "random noise": (RepairConfig(), "noise"),
+    "wrong-class trigger": (RepairConfig(), "wrong-class"),
+    "target-class trigger": (RepairConfig(), "target"),
+}
 
 
 def setting_folder(overrides: dict[str, Any], images: str) -> str:
@@ -75,6 +94,58 @@ def run_ablations(zoo: Path, only: list[str], kinds: tuple[str, ...]) -> None:
             if fresh:
                 print(f"{folder:40s} {path.stem:40s} flagged={row['flagged']} target={row['predicted_target']} "
                       f"index={row['max_anomaly']:.2f} ({row['seconds']:.0f} s)", flush=True)
+
+
+def repair_cache(zoo: Path, row: dict[str, Any], config: RepairConfig, against: str) -> Path:
+    """Where a repair is cached; a target-class repair of a model whose default scan named the target *is* the
+    default repair (same class, triggers and recipe), so it shares its file with benchmarks/detection.py's."""
+    if against == "target" and config.triggered and row["suspect"] == row["true_target"]:
+        against = "suspect"
+    suffix = "" if against == "suspect" else f"-against-{against}"
+    folder = recipe_folder(zoo, config)
+    return folder.parent / (folder.name + suffix) / f"{row['model']}.json"
+
+
+def ablation_row(zoo: Path, scanned: dict[str, Any]) -> dict[str, Any]:
+    """A default scan's cached row, decided with the shipped reference as benchmarks/detection.py decides it."""
+    reference = Reference.read(shipped_reference_path("pocket-clip", scanned["kind"]))
+    return {**calibrated(scanned, reference), "method": scanned["method"]}
+
+
+def recorded_repairs(zoo: Path) -> dict[str, list[dict[str, Any]]]:
+    """Per ``REPAIR_SETTINGS`` label, the cached repairs of the zoo's backdoored models that have all four."""
+    scans = zoo / "scans" / DEFAULT_SCANS
+    found: dict[str, list[dict[str, Any]]] = {label: [] for label in REPAIR_SETTINGS}
+    for path in sorted(zoo.glob("*.safetensors")):
+        scan = scans / f"{path.stem}.json"
+        if not scan.exists() or not json.loads(scan.read_text())["backdoored"]:
+            continue
+        row = ablation_row(zoo, json.loads(scan.read_text()))
+        caches = {label: repair_cache(zoo, row, *setting) for label, setting in REPAIR_SETTINGS.items()}
+        if all(cache.exists() for cache in caches.values()):
+            for label, cache in caches.items():
+                found[label].append(json.loads(cache.read_text()))
+    return found
+
+
+def run_repair_ablation(zoo: Path, kinds: tuple[str, ...]) -> None:
+    """Every backdoored model of ``kinds``, repaired each of the ``REPAIR_SETTINGS`` ways from its default scan, and
+    as the engine would (against the scan's suspect: the repair-per-attack table)."""
+    task, pool = load_task(), load_shipped_pool().pixels
+    scans = zoo / "scans" / DEFAULT_SCANS
+    for path in zoo_models(zoo, kinds):
+        if read_ground_truth(path) is None:
+            continue
+        row = ablation_row(zoo, json.loads((scans / f"{path.stem}.json").read_text()))
+        for label, (config, against) in [("default (scan's suspect)", (RepairConfig(), "suspect")),
+                                         *REPAIR_SETTINGS.items()]:
+            cache = repair_cache(zoo, row, config, against)
+            fresh = not cache.exists()
+            done = repair_model(path, row, cache, pool, task, config=config, scans=scans, against=against)
+            if fresh:
+                print(f"{label:22s} {path.stem:40s} asr {done['asr_before']:.1%} -> {done['asr_after']:.1%}, "
+                      f"accuracy {done['accuracy_before']:.1%} -> {done['accuracy_after']:.1%} "
+                      f"({done['seconds']:.0f} s)", flush=True)
 
 
 def ssim(clean: torch.Tensor, triggered: torch.Tensor) -> float:
@@ -141,7 +212,7 @@ def measure_basins(zoos: list[Path]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--zoo", default=str(ZOO))
-    extra = ["ssim", "basins"]
+    extra = ["ssim", "basins", "repair"]
     parser.add_argument("--only", default=",".join([*ABLATIONS, *extra]), help="of: " + ", ".join([*ABLATIONS, *extra]))
     parser.add_argument("--kinds", default="coop,cocoop")
     parser.add_argument("--threads", type=int, default=2)
@@ -152,6 +223,8 @@ def main() -> None:
         measure_basins([HERE / "zoos" / name for name in TEST_ZOOS_WITH_BADCLIP] + [zoo])
     if "ssim" in only:
         measure_ssim(zoo)
+    if "repair" in only:
+        run_repair_ablation(zoo, tuple(args.kinds.split(",")))
     run_ablations(zoo, [name for name in only if name in ABLATIONS], tuple(args.kinds.split(",")))
 
 

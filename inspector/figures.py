@@ -11,6 +11,7 @@ SUSPECT_COLOUR = "#d62728"
 FLAGGED_BORDER = "#7f0000"
 OTHER_COLOUR = "#8c9bab"
 PENDING_COLOUR = "#d9dee4"
+RUNNING_COLOUR = "#b7c4d1"
 
 View = Literal["flip_rate", "anomaly"]
 QUICK_FAMILY_WORDS = {"colour": "colour transform", "blend": "blended pattern"}
@@ -23,8 +24,9 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
                min_flip_rate: float = 0.5, title: str | None = None) -> go.Figure:
     """Per-class bars of flip rate (with the 50 % line) or anomaly index (with the threshold line).
 
-    Classes not scanned yet appear as empty slots, so the chart fills in class by class; the suspect
-    class is drawn red; hatched bars are the fast schedule's fresh-batch estimates (the others were
+    Classes not scanned yet appear as empty slots and classes still running (``measured_on`` "running") as light
+    dotted bars of their estimate so far, so the chart fills in from the first round on; the suspect class is drawn
+    red; hatched bars are the fast schedule's fresh-batch estimates (the others were
     measured on the held-out images); dark ticks mark each class's flip rate in clean reference learners;
     orange diamonds and purple triangles, when the scan ran the quick families, each class's colour-transform and
     blended-pattern flip rates.
@@ -40,6 +42,13 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
             colours.append(PENDING_COLOUR)
             hover.append(f"{name}: not scanned yet")
             patterns.append("")
+            continue
+        if record.get("measured_on") == "running":  # a class still being inverted: its estimate so far
+            values.append(record["flip_rate"] if view == "flip_rate" else 0.0)
+            colours.append(RUNNING_COLOUR)
+            hover.append(f"{name}: still running<br>flip rate so far {record['flip_rate']:.1%} on the fresh OOD "
+                         f"images of its last steps ({record['steps']} steps done)")
+            patterns.append(".")
             continue
         anomaly = anomalies[index_of[k]] if anomalies is not None and index_of[k] < len(anomalies) else None
         value = record["flip_rate"] if view == "flip_rate" else (anomaly or 0.0)
@@ -64,6 +73,13 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
         hover.append(text)
     figure = go.Figure(go.Bar(x=names, y=values, marker={"color": colours, "pattern": {"shape": patterns}},
                               hovertext=hover, hoverinfo="text", name="this model", showlegend=False))
+    running = [(name, by_index[k]["flip_rate"]) for k, name in enumerate(class_names)
+               if k in by_index and by_index[k].get("measured_on") == "running"]
+    if view == "flip_rate" and running:  # a dot, so that an estimate of 0% is told apart from a class not reached
+        figure.add_trace(go.Scatter(x=[n for n, _ in running], y=[r for _, r in running], mode="markers",
+                                    marker={"symbol": "circle-open", "size": 9, "color": "#5b6b7b"},
+                                    name="still running (estimate so far)",
+                                    hovertemplate="%{x}: %{y:.0%} so far<extra></extra>"))
     reference = [(name, by_index[k]["reference_flip_rate"]) for k, name in enumerate(class_names)
                  if k in by_index and "reference_flip_rate" in by_index[k]]
     if view == "flip_rate" and reference:  # what clean learners of the task reach: the index reads the excess
@@ -90,6 +106,6 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
                          annotation_text=f"threshold {threshold:g}", annotation_position="top left")
         figure.update_yaxes(title="anomaly index")
     figure.update_layout(title=title, template="plotly_white", height=380, margin={"l": 60, "r": 20, "t": 50, "b": 110},
-                         xaxis_tickangle=-40, showlegend=bool(reference or quick) and view == "flip_rate",
+                         xaxis_tickangle=-40, showlegend=bool(reference or quick or running) and view == "flip_rate",
                          legend={"orientation": "h", "y": 1.08, "x": 1, "xanchor": "right"})
     return figure

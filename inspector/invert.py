@@ -260,6 +260,19 @@ class ClassFinished:
 
 
 @dataclass
+class ClassEstimate:
+    """A class still running in the fast schedule: its flip rate so far on the fresh batches of its last steps
+    (each counted before the trigger learnt from it), so a front-end can show every class from the first round
+    on; the class's ``ClassFinished`` record replaces it."""
+
+    class_index: int
+    class_name: str
+    steps: int
+    flip_rate: float
+    loss: float  # mean margin loss over the same batches
+
+
+@dataclass
 class ScanStopped:
     finished: list[dict[str, Any]]
     seconds: float
@@ -325,7 +338,7 @@ class ScanFinished:
     result: ScanResult
 
 
-ScanEvent = ScanStarted | TriggerSnapshot | ClassFinished | ScanStopped | ScanFinished
+ScanEvent = ScanStarted | TriggerSnapshot | ClassEstimate | ClassFinished | ScanStopped | ScanFinished
 
 
 def split_pool(pixels: torch.Tensor, pool_size: int, holdout: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -773,9 +786,13 @@ class _Run:
             shown += steps
             for k in active:
                 started.setdefault(k, time.time())
-                yield from self.steps(self.arm(k), steps, classes.index(k), shown)
+                arm = self.arm(k)
+                yield from self.steps(arm, steps, classes.index(k), shown)
                 if self.stopped:
                     return
+                last = min(arm.steps, self.config.fast_window)
+                yield ClassEstimate(k, arm.name, arm.steps, round(arm.fresh_flip_rate(last), 4),
+                                    round(arm.fresh_margin(last), 4))
             if r == len(plan.rounds) - 1:
                 break
             ranked = sorted(active, key=lambda k: self.arms[k].fresh_margin(steps))

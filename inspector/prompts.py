@@ -486,13 +486,20 @@ def encode_transformed_views(backbone: Backbone, pixels: torch.Tensor, views: in
     the published poisoning code does, so a corner patch is never cropped away. The encoder is
     frozen, so every view is encoded once and training steps only index into the result.
     """
+    encoded = list(iter_transformed_views(backbone, pixels, views, seed, transforms, batch_size))
+    return {name: torch.stack([view[name] for view in encoded]) for name in transforms}
+
+
+def iter_transformed_views(backbone: Backbone, pixels: torch.Tensor, views: int, seed: int,
+                           transforms: dict[str, Callable[[torch.Tensor], torch.Tensor] | None],
+                           batch_size: int = 128) -> Iterator[dict[str, torch.Tensor]]:
+    """``encode_transformed_views`` one view at a time ((N, D) per transform), so a caller can report progress."""
     from inspector.augment import random_resized_crop_flip
 
     generator = torch.Generator().manual_seed(seed)
-    out: dict[str, list[torch.Tensor]] = {name: [] for name in transforms}
-    with torch.inference_mode():
-        for v in range(views):
-            per_view: dict[str, list[torch.Tensor]] = {name: [] for name in transforms}
+    for v in range(views):
+        per_view: dict[str, list[torch.Tensor]] = {name: [] for name in transforms}
+        with torch.inference_mode():
             for start in range(0, len(pixels), batch_size):
                 batch = pixels[start:start + batch_size]
                 if v > 0:
@@ -501,9 +508,7 @@ def encode_transformed_views(backbone: Backbone, pixels: torch.Tensor, views: in
                 for name, transform in transforms.items():
                     shown = batch if transform is None else transform(batch)
                     per_view[name].append(backbone.encode_image(shown).float())
-            for name in transforms:
-                out[name].append(torch.cat(per_view[name]))
-    return {name: torch.stack(feats) for name, feats in out.items()}
+        yield {name: torch.cat(feats) for name, feats in per_view.items()}
 
 
 @dataclass

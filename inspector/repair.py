@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from inspector.prompts import PromptedCLIP, encode_transformed_views
+from inspector.prompts import PromptedCLIP, encode_transformed_views, iter_transformed_views
 
 Stamp = Callable[[torch.Tensor], torch.Tensor]
 FAMILY_CHOICES = ("indexed", "both", "additive")
@@ -75,6 +75,16 @@ class RepairStarted:
 
 
 @dataclass
+class RepairEncoding:
+    """Before the first step: the labelled images' augmented views encoded so far, clean and triggered."""
+
+    view: int
+    views: int
+    images: int
+    seconds: float
+
+
+@dataclass
 class RepairStep:
     step: int
     total_steps: int
@@ -99,7 +109,7 @@ class RepairFinished:
     seconds: float
 
 
-RepairEvent = RepairStarted | RepairStep | RepairMeasured | RepairFinished
+RepairEvent = RepairStarted | RepairEncoding | RepairStep | RepairMeasured | RepairFinished
 
 
 class _Probe:
@@ -134,6 +144,20 @@ class _Probe:
                               _share((ood_stamped == self.target)[ood_eligible]))
 
 
+class NoiseStamp:
+    """Random ℓ∞ noise in place of a trigger: every call draws its own uniform noise in [-epsilon, epsilon]
+    (a fresh draw per triggered copy), the repair ablation's control that a perturbation of the trigger's size
+    but not its direction does not unlearn the backdoor (the paper's random-noise row)."""
+
+    def __init__(self, epsilon: float, seed: int = 0) -> None:
+        self.epsilon = epsilon
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
+        noise = torch.rand(pixels.shape, generator=self.generator).to(pixels) * 2 - 1
+        return (pixels + self.epsilon * noise).clamp(0, 1)
+
+
 def _share(mask: torch.Tensor) -> float:
     return round(float(mask.float().mean()), 4) if mask.numel() else float("nan")
 
@@ -156,17 +180,22 @@ def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.T
     config = config or RepairConfig()
     started = time.time()
     torch.manual_seed(config.seed)
-    stamps = {"clean": None, "stamped": stamp, **{f"also{i}": other for i, other in enumerate(also)}}
-    features = encode_transformed_views(model.backbone, train_pixels, config.views, config.seed, stamps)
-    if also:
-        features["stamped"] = mix_families(features, len(also), config.seed)
-    labels = train_labels.to(features["clean"].device).long()
-    n = len(labels)
+    n = len(train_labels)
     batch = min(config.batch_size, n)
     steps_per_epoch = max(1, n // batch)
     total = config.epochs * steps_per_epoch
-    probe = _Probe(model, stamp, target, test_pixels, test_labels, ood_pixels)
     yield RepairStarted(total, target, config.as_dict())
+    stamps = {"clean": None, "stamped": stamp, **{f"also{i}": other for i, other in enumerate(also)}}
+    encoded = []
+    for view in iter_transformed_views(model.backbone, train_pixels, config.views, config.seed, stamps):
+        encoded.append(view)
+        yield RepairEncoding(len(encoded), config.views, n, round(time.time() - started, 2))
+    features = {name: torch.stack([view[name] for view in encoded]) for name in stamps}
+    del encoded
+    if also:
+        features["stamped"] = mix_families(features, len(also), config.seed)
+    labels = train_labels.to(features["clean"].device).long()
+    probe = _Probe(model, stamp, target, test_pixels, test_labels, ood_pixels)
     before = probe.measure(0, total)
     yield before
     anchor = anchor_log_probs(model, features["clean"]) if config.anchor else None

@@ -20,6 +20,7 @@ from inspector.candidates import (
 )
 from inspector.errors import InputError
 from inspector.invert import (
+    ClassEstimate,
     ClassFinished,
     ScanConfig,
     ScanFinished,
@@ -262,6 +263,16 @@ def test_fast_schedule_halves_the_classes_and_measures_the_leaders_on_held_out_i
     assert all(len(c["curve"]) == c["steps"] for c in result.classes)
     faithful = run_scan(clean_coop, small_pool, ScanConfig(classes=config.classes, pool_size=480, schedule="faithful"))
     assert result.image_passes < faithful.image_passes / 3
+    # every class has an estimate before the first one finishes; a class stopped after the first round keeps it
+    estimates = [e for e in events if isinstance(e, ClassEstimate)]
+    first_finished = next(i for i, e in enumerate(events) if isinstance(e, ClassFinished))
+    assert {e.class_index for e in events[:first_finished] if isinstance(e, ClassEstimate)} == set(config.classes)
+    assert len(estimates) == 6 + 3
+    last = {e.class_index: e for e in estimates}
+    for c in result.classes:
+        assert last[c["index"]].steps == c["steps"]
+        if c["steps"] == 2:
+            assert last[c["index"]].flip_rate == c["flip_rate"] and last[c["index"]].loss == c["loss"]
 
 
 def test_scan_events_are_the_same_for_the_same_seed(clean_coop, small_pool):

@@ -12,7 +12,9 @@ from inspector.lab.implant import ImplantConfig, run_implant
 from inspector.lab.truth import attack_success_rate
 from inspector.prompts import load_learner
 from inspector.repair import (
+    NoiseStamp,
     RepairConfig,
+    RepairEncoding,
     RepairFinished,
     RepairMeasured,
     RepairStarted,
@@ -77,7 +79,12 @@ def test_repair_lowers_asr_and_keeps_accuracy(backdoored, scanned, task, pool):
     asr_before = attack_success_rate(model, true_trigger, task.test_pixels, TARGET, task.test_labels)
     events = list(repair(model, stamp, TARGET, task.train_pixels, task.train_labels, task.test_pixels,
                          task.test_labels, held))
-    assert isinstance(events[0], RepairStarted) and isinstance(events[1], RepairMeasured)
+    views = RepairConfig().views
+    assert isinstance(events[0], RepairStarted) and isinstance(events[views + 1], RepairMeasured)
+    encoding = events[1:views + 1]  # progress while the views are encoded, before the first measurement
+    assert all(isinstance(e, RepairEncoding) for e in encoding)
+    assert [(e.view, e.views, e.images) for e in encoding] == [(v, views, len(task.train_labels))
+                                                              for v in range(1, views + 1)]
     assert isinstance(events[-1], RepairFinished)
     steps = [e.step for e in events if isinstance(e, RepairStep)]
     assert steps == list(range(1, events[0].total_steps + 1))
@@ -150,6 +157,19 @@ def test_suppression_pushes_only_the_target_down_and_keeps_the_target_class_labe
     assert torch.allclose(suppression_loss(other_class, labels, target), expected, atol=1e-6)  # only p_target counts
     sure = torch.log(torch.tensor([[1e-9, 1e-9, 1.0 - 2e-9]]))
     assert torch.isfinite(suppression_loss(sure, torch.tensor([0]), target))
+
+
+def test_noise_stamp_stays_in_its_box_and_draws_anew_for_every_copy():
+    """The repair ablation's random-noise control: within ±epsilon (and the pixel range), a fresh draw per call,
+    reproducible from its seed."""
+    pixels = torch.full((4, 3, 8, 8), 0.5)
+    pixels[0] = 0.99  # near the top of the range: the stamp clamps
+    stamp = NoiseStamp(8 / 255, seed=3)
+    first, second = stamp(pixels), stamp(pixels)
+    assert (first - pixels).abs().max() <= 8 / 255 + 1e-6 and first.max() <= 1.0
+    assert (first - pixels)[1:].abs().mean() > 8 / 255 / 4  # uniform noise: mean |delta| is epsilon / 2
+    assert not torch.equal(first, second)
+    assert torch.equal(NoiseStamp(8 / 255, seed=3)(pixels), first)
 
 
 def test_suppress_recipe_changes_only_the_stamped_half_of_the_loss(backbone):

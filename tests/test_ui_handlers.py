@@ -195,3 +195,37 @@ def test_own_data_from_the_page_a_labelled_zip_a_reference_built_live_with_stop_
     asr = re.search(r"real trigger \(ground truth ASR\) \| ([\d.]+)% \| ([\d.]+)%", repaired["repair_table"])
     assert asr and float(asr.group(2)) <= float(asr.group(1)) / 2, repaired["repair_table"]
     assert _sha256(things["backdoored"]) == delivered
+
+
+def test_the_chart_shows_running_classes_from_their_estimates_and_indexes_only_finished_ones():
+    """While a fast scan runs, a class not finished yet is drawn from its estimate so far (light, dotted), a
+    class not reached yet stays an empty slot, and the anomaly index is of the finished classes only."""
+    from inspector.figures import PENDING_COLOUR, RUNNING_COLOUR
+    from inspector.invert import ClassEstimate, ScanConfig
+    from inspector.ui import views
+
+    names = ["star", "arrow", "map", "clock", "balloon"]
+    finished = [{"index": k, "name": names[k], "flip_rate": rate, "loss": 1.0, "measured_on": "fresh batches",
+                 "steps": 4, "eligible": 60} for k, rate in ((0, 0.1), (1, 0.2), (2, 0.15))]
+    estimates = {2: ClassEstimate(2, "map", 4, 0.5, 0.9),  # finished since: its record wins
+                 3: ClassEstimate(3, "clock", 4, 0.7, 0.2)}
+    figure = views.live_bars(names, finished, ScanConfig(), "flip_rate", None, None, estimates)
+    bars = figure.data[0]
+    assert list(bars.y) == [0.1, 0.2, 0.15, 0.7, 0.0]
+    assert list(bars.marker.color)[3:] == [RUNNING_COLOUR, PENDING_COLOUR]
+    assert "still running" in bars.hovertext[3] and "not scanned yet" in bars.hovertext[4]
+    dots = next(trace for trace in figure.data if trace.name.startswith("still running"))
+    assert list(dots.x) == ["clock"] and list(dots.y) == [0.7]  # a 0% estimate would still show as a dot
+    index = views.live_bars(names, finished, ScanConfig(), "anomaly", None, None, estimates).data[0]
+    assert index.y[3] == 0.0 and "anomaly index" not in index.hovertext[3]
+    assert "anomaly index" in index.hovertext[0]
+
+
+def test_the_teaching_implant_makes_the_mystery_model_the_chosen_one(ws):
+    """The handler stops at the implant's last event, so the mystery model must be open by then: the page's path
+    box then names the new file, never the clean base."""
+    updates = list(handlers.run_implant(ws, "clean-coop", "blended", "clock", 0))
+    assert ws.loaded is not None and ws.loaded.label.startswith("mystery model")
+    written = Path(updates[-1]["model_path"])
+    assert written == ws.loaded.path and written.exists() and written != resolve_model("clean-coop")
+    assert "mystery model" in updates[-1]["teach_status"]

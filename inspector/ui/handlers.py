@@ -17,6 +17,7 @@ import gradio as gr
 
 from inspector.errors import InputError
 from inspector.invert import (
+    ClassEstimate,
     ClassFinished,
     ScanConfig,
     ScanFinished,
@@ -29,7 +30,7 @@ from inspector.invert import (
 from inspector.lab.implant import ImplantFinished, ImplantStep
 from inspector.pipeline import Implanted, ReferenceChosen, ReferenceWritten, Repaired, ReportWritten, Stopped
 from inspector.reference import LearnerMeasured, ReferenceProgress, ReferenceStopped
-from inspector.repair import RepairConfig, RepairMeasured, RepairStarted, RepairStep
+from inspector.repair import RepairConfig, RepairEncoding, RepairMeasured, RepairStarted, RepairStep
 from inspector.ui import views
 from inspector.ui.workspace import Source, Workspace
 
@@ -198,6 +199,7 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
            "reveal_button": gr.update(visible=False), "clean_examples": None, "triggered_examples": None,
            "report_files": None, "state": ws}
     records: list[dict[str, Any]] = []
+    estimates: dict[int, ClassEstimate] = {}  # classes still running: their flip rate so far
     settings = config
     candidates: list[int] = []
     total_steps = 1
@@ -212,7 +214,7 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
             updates["reference_info"] = views.reference_line(ws, event.line)
         elif isinstance(event, ScanStarted):
             settings, candidates, total_steps = event.settings, event.classes, event.total_steps
-            ws.live = (records, settings, candidates)
+            ws.live = (records, settings, candidates, estimates)
             updates["progress"] = views.started_line(loaded.label, event)
         elif isinstance(event, TriggerSnapshot):
             if now - last_picture >= UPDATE_EVERY or event.step in (1, event.steps):
@@ -222,6 +224,9 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
                     "trigger_caption": f"Trigger for **{event.class_name}** (amplified · true scale), step "
                                        f"{event.step}/{event.steps}",
                     "progress": views.snapshot_line(event, total_steps, started, now)})
+        elif isinstance(event, ClassEstimate):
+            estimates[event.class_index] = event
+            bars_due = True
         elif isinstance(event, ClassFinished):
             records.append(event.record)
             bars_due = True
@@ -242,7 +247,8 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
             yield from finished_scan(ws, candidates)
             return
         if bars_due and pictures > ("trigger_picture" in updates) and now - last_bars >= BARS_EVERY:
-            updates["bars"] = views.live_bars(loaded.model.class_names, records, settings, ws.view, None, candidates)
+            updates["bars"] = views.live_bars(loaded.model.class_names, records, settings, ws.view, None, candidates,
+                                              estimates)
             bars_due, last_bars = False, now
         if updates:
             yield updates
@@ -276,9 +282,9 @@ def redraw_bars(ws: Workspace, view: str) -> Iterator[Updates]:
         yield {"bars": views.live_bars(result.class_names, result.classes, result.settings, view, result.verdict,
                                        sorted(candidates))}
     elif ws.live is not None:
-        records, settings, candidates = ws.live
+        records, settings, candidates, estimates = ws.live
         yield {"bars": views.live_bars(ws.require_model().model.class_names, records, settings, view, None,
-                                       candidates)}
+                                       candidates, estimates)}
 
 
 def class_view(ws: Workspace, name: str | None) -> Updates:
@@ -331,11 +337,18 @@ def run_repair(ws: Workspace, target_name: str | None, epochs: float, lr: float)
     losses: list[RepairStep] = []
     measured: list[RepairMeasured] = []
     last = 0.0
+    total_steps = 0
     for event in ws.repair(target, config):
         now = time.time()
         if isinstance(event, RepairStarted):
-            yield {"repair_status": f"Repairing against **{target_name}**'s trigger: measuring the model before "
-                                    f"repair ({event.total_steps} steps to go)"}
+            total_steps = event.total_steps
+        elif isinstance(event, RepairEncoding):
+            done = event.view == event.views
+            yield {"repair_status": f"Repairing against **{target_name}**'s trigger: "
+                                    + ("measuring the model before repair" if done else
+                                       f"encoding {event.images} labelled images, clean and triggered: view "
+                                       f"{event.view} of {event.views}")
+                                    + f" ({total_steps} steps to go, {event.seconds:.0f} s so far)"}
         elif isinstance(event, RepairStep):
             losses.append(event)
             if now - last < 0.5:

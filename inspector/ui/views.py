@@ -18,7 +18,7 @@ from inspector.data import SHIPPED, ImagePool, Task
 from inspector.detect import QUICK_FAMILIES, Verdict, anomaly_index, statistic_values
 from inspector.examples import Example
 from inspector.figures import View, class_bars
-from inspector.invert import ScanConfig, ScanResult, ScanStarted, TriggerSnapshot
+from inspector.invert import ClassEstimate, ScanConfig, ScanResult, ScanStarted, TriggerSnapshot
 from inspector.lab.truth import GroundTruth
 from inspector.pipeline import Delivered, ReferenceWritten
 from inspector.reference import ReferenceProgress
@@ -56,9 +56,18 @@ def live_anomalies(records: Sequence[dict[str, Any]], statistic: str) -> list[fl
     return anomaly_index(statistic_values(records, statistic))  # type: ignore[arg-type]
 
 
+def running_records(estimates: dict[int, ClassEstimate], records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The running classes' estimates as chart records, for the classes not finished yet."""
+    finished = {int(r["index"]) for r in records}
+    return [{"index": e.class_index, "name": e.class_name, "flip_rate": e.flip_rate, "loss": e.loss,
+             "steps": e.steps, "measured_on": "running"} for k, e in sorted(estimates.items()) if k not in finished]
+
+
 def live_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], settings: ScanConfig,
-              view: View, verdict: Verdict | None = None, candidates: Sequence[int] | None = None) -> go.Figure:
-    """The per-class chart while classes finish (leader red) and after the verdict (suspect red)."""
+              view: View, verdict: Verdict | None = None, candidates: Sequence[int] | None = None,
+              estimates: dict[int, ClassEstimate] | None = None) -> go.Figure:
+    """The per-class chart while classes finish (leader red) and after the verdict (suspect red); ``estimates``:
+    the classes still running, drawn light from their estimate so far (the index is of finished classes only)."""
     statistic = settings.resolved_statistic()
     anomalies = verdict.anomalies if verdict is not None else live_anomalies(records, statistic)
     if verdict is not None:
@@ -70,7 +79,8 @@ def live_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], set
     shown = list(candidates) if candidates is not None else list(range(len(class_names)))
     names = [class_names[k] for k in shown]
     position = {k: i for i, k in enumerate(shown)}
-    reindexed = [{**r, "index": position[int(r["index"])]} for r in records if int(r["index"]) in position]
+    shown_records = [*records, *running_records(estimates or {}, records)]  # finished first: the anomalies' order
+    reindexed = [{**r, "index": position[int(r["index"])]} for r in shown_records if int(r["index"]) in position]
     title = "Flip rate of each class's reconstructed trigger" if view == "flip_rate" else "Anomaly index per class"
     return class_bars(names, reindexed, view, anomalies, position.get(suspect) if suspect is not None else None,
                       settings.threshold, settings.resolved_min_flip_rate(), title)

@@ -24,7 +24,7 @@ from inspector.backbone import Backbone, load_backbone
 from inspector.data import SHIPPED, ImagePool, Task
 from inspector.errors import InputError
 from inspector.examples import Example, before_after
-from inspector.invert import ScanConfig, ScanFinished, ScanResult, class_index
+from inspector.invert import ClassEstimate, ScanConfig, ScanFinished, ScanResult, class_index
 from inspector.lab.implant import ImplantConfig
 from inspector.pipeline import (
     Delivered,
@@ -140,7 +140,8 @@ class Workspace:
     repaired: Repaired | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     view: str = "flip_rate"  # the chart's statistic: "flip_rate" or "anomaly"
-    live: tuple[list[dict[str, Any]], ScanConfig, list[int]] | None = None  # records so far of a running scan
+    # a running scan: records of the finished classes, its settings, candidates, the running classes' estimates
+    live: tuple[list[dict[str, Any]], ScanConfig, list[int], dict[int, ClassEstimate]] | None = None
 
     # --- choosing inputs -------------------------------------------------------------------------------
     def open_model(self, source: str, label: str | None = None, weights: str | None = None) -> Delivered:
@@ -304,9 +305,9 @@ class Workspace:
         run_dir = self.new_run_dir("teaching")
         out = run_dir / f"mystery-model-{seed}.safetensors"  # the name must not give the attack away
         for event in implant_job(model, task, config, out, base, model_label=base, should_stop=self.stop.is_set):
-            yield event
-            if isinstance(event, Implanted):
+            if isinstance(event, Implanted):  # before the event: a consumer may stop iterating at it
                 self.open_model(str(out), label=f"mystery model ({base} + hidden backdoor)")
+            yield event
 
     def target_index(self, name: str) -> int:
         return class_index(self.require_model().model.class_names, name, role="target class")
