@@ -179,6 +179,8 @@ def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.
     ``against`` (the paper's repair ablation): "target" repairs with the true target's reconstructed triggers,
     "wrong-class" with another class's (``repaired_class``), "noise" with random ℓ∞ noise of the scan's bound
     pushed off the true target (``repair.NoiseStamp``)."""
+    if against not in REPAIR_AGAINST:
+        raise ValueError(f"against must be one of {REPAIR_AGAINST}, not {against!r}")
     if cache.exists():
         return json.loads(cache.read_text())
     config = config or RepairConfig()

@@ -118,9 +118,10 @@ def recorded_repairs(zoo: Path) -> dict[str, list[dict[str, Any]]]:
     found: dict[str, list[dict[str, Any]]] = {label: [] for label in REPAIR_SETTINGS}
     for path in sorted(zoo.glob("*.safetensors")):
         scan = scans / f"{path.stem}.json"
-        if not scan.exists() or not json.loads(scan.read_text())["backdoored"]:
+        scanned = json.loads(scan.read_text()) if scan.exists() else None
+        if scanned is None or not scanned["backdoored"]:
             continue
-        row = ablation_row(zoo, json.loads(scan.read_text()))
+        row = ablation_row(zoo, scanned)
         caches = {label: repair_cache(zoo, row, *setting) for label, setting in REPAIR_SETTINGS.items()}
         if all(cache.exists() for cache in caches.values()):
             for label, cache in caches.items():

@@ -486,8 +486,12 @@ def encode_transformed_views(backbone: Backbone, pixels: torch.Tensor, views: in
     the published poisoning code does, so a corner patch is never cropped away. The encoder is
     frozen, so every view is encoded once and training steps only index into the result.
     """
-    encoded = list(iter_transformed_views(backbone, pixels, views, seed, transforms, batch_size))
-    return {name: torch.stack([view[name] for view in encoded]) for name in transforms}
+    return stack_views(list(iter_transformed_views(backbone, pixels, views, seed, transforms, batch_size)))
+
+
+def stack_views(encoded: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Per-view features from ``iter_transformed_views`` -> (V, N, D) per transform."""
+    return {name: torch.stack([view[name] for view in encoded]) for name in encoded[0]}
 
 
 def iter_transformed_views(backbone: Backbone, pixels: torch.Tensor, views: int, seed: int,

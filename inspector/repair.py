@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from inspector.prompts import PromptedCLIP, encode_transformed_views, iter_transformed_views
+from inspector.prompts import PromptedCLIP, encode_transformed_views, iter_transformed_views, stack_views
 
 Stamp = Callable[[torch.Tensor], torch.Tensor]
 FAMILY_CHOICES = ("indexed", "both", "additive")
@@ -190,7 +190,7 @@ def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.T
     for view in iter_transformed_views(model.backbone, train_pixels, config.views, config.seed, stamps):
         encoded.append(view)
         yield RepairEncoding(len(encoded), config.views, n, round(time.time() - started, 2))
-    features = {name: torch.stack([view[name] for view in encoded]) for name in stamps}
+    features = stack_views(encoded)
     del encoded
     if also:
         features["stamped"] = mix_families(features, len(also), config.seed)
