@@ -62,6 +62,7 @@ VARIANTS = {  # name in the tables -> (method, schedule)
     "inspector": ("inspector", "fast"),
     "inspector + reference": ("inspector", "fast"),  # the engine's default: with the shipped clean reference
     "inspector-faithful": ("inspector", "faithful"),
+    "inspector-faithful + reference": ("inspector", "faithful"),  # the default's reference, the published schedule
     "neural-cleanse": ("neural-cleanse", "faithful"),
     "pixel-backdoor": ("pixel-backdoor", "faithful"),
 }

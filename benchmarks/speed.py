@@ -11,12 +11,20 @@
    of every demo model; scans of 5, 10 and 20 candidate classes; and the app serving one scan
    (started as ``python app.py``, the scan driven through its API with gradio_client).
 
-Writes benchmarks/speed.md and benchmarks/speed.json.
+3. Interactive use (issue 20), each timed as a user meets it, in this run: the default CLI scan of each demo model
+   as a whole process (start to exit; the same processes as the memory figures); the app serving the default scan
+   of a CoCoOp and a CoOp demo model through its API (gradio_client): whole scan, first trigger picture, first
+   chart on which every candidate class has a bar or an estimate, against the CLI's time for the same model; the
+   CLI's default repair of the CoCoOp model against that CLI scan's report; the teaching mode's implant in the app
+   for a CoOp and a CoCoOp base, with the mystery model measured afterwards against the lab's bar.
+
+Writes benchmarks/speed.md and benchmarks/speed.json (``--parts`` with some of them: speed-<parts>.md / .json).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -26,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -38,11 +47,15 @@ from inspector.data import load_shipped_pool  # noqa: E402
 from inspector.invert import ScanConfig, run_scan  # noqa: E402
 from inspector.lab.truth import read_ground_truth  # noqa: E402
 from inspector.prompts import open_model  # noqa: E402
-from inspector.reference import Reference, decide_with_reference, reference_for, shipped_reference_path  # noqa: E402
+from inspector.reference import reference_for  # noqa: E402
 from inspector.zoo import list_zoo  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+PARTS = ("schedules", "interactive")
+APP_MODELS = ("badclip-cocoop", "clean-coop")  # the app's default-scan timings: a CoCoOp and a CoOp demo model
+# the teaching mode's implants (base, attack, target, seed): the page's defaults (a hidden target drawn from the seed)
+TEACHING = tuple((base, "blended", "surprise me (hidden)", 0) for base in ("clean-coop", "clean-cocoop"))
 
 
 def scan_row(path: Path, schedule: str, pool: torch.Tensor) -> dict[str, Any]:
@@ -59,102 +72,194 @@ def scan_row(path: Path, schedule: str, pool: torch.Tensor) -> dict[str, Any]:
             "suspect": v.suspect_name, "max_anomaly": v.max_anomaly}
 
 
-def _reference_verdict(records: list[dict[str, Any]], kind: str, schedule: str) -> Any:
-    """The default decision on cached per-class records: the excess over the shipped clean reference."""
-    return decide_with_reference(records, Reference.read(shipped_reference_path("pocket-clip", kind)), schedule)[1]
+def cli_process(args: list[str], threads: int) -> dict[str, Any]:
+    """``python -m inspector <args> --json`` in a fresh process: wall time start to exit, peak resident memory and
+    the JSON it printed."""
+    code = ("import json, resource, sys; from inspector.cli import main; rc = main(sys.argv[1:]); "
+            "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, *args, "--json"], cwd=ROOT, capture_output=True, text=True,
+                          env=env)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed: {done.stderr[-2000:]}")
+    *printed, peak = done.stdout.strip().splitlines()
+    return {"seconds": round(seconds, 2), "peak_gib": round(int(peak.split()[1]) / 2**20, 2),
+            "json": json.loads("\n".join(printed))}
 
 
-def _fast_from_detection(cache: Path) -> dict[str, Any]:
-    """detection.py's default scan of a zoo model (fast schedule, shipped reference), decided again here."""
-    row = json.loads(cache.read_text())
-    v = _reference_verdict(row["classes"], row["kind"], "fast")
-    return {"schedule": "fast", "seconds": row["seconds"], "image_passes": row["image_passes"],
-            "steps": sum(c["steps"] for c in row["classes"]), "flagged": v.flagged,
-            "target": v.target_name, "suspect": v.suspect_name, "max_anomaly": v.max_anomaly,
-            "from": "detection.py"}
+def cli_scan(model: str, classes: str | None, threads: int, out: Path) -> dict[str, Any]:
+    """One default CLI scan as a whole process: wall time, peak memory, verdict."""
+    args = ["scan", model, "--out", str(out)] + (["--classes", classes] if classes else [])
+    run = cli_process(args, threads)
+    summary = run.pop("json")
+    return {**run, "flagged": summary["flagged"], "target": summary["target"], "report": summary["report"]}
 
 
-def faithful_from_curves(curves: Path) -> dict[str, Any]:
-    """The faithful verdict from a cached faithful-length curve run (held-out flip rates after the epoch)."""
-    run = json.loads(curves.read_text())
-    steps = run["steps"]
-    records = [{"index": c["index"], "name": c["name"], **c["held_out"][str(steps)]} for c in run["classes"]]
-    v = _reference_verdict(records, run["kind"], "faithful")
-    n = len(records)
-    return {"schedule": "faithful", "seconds": None, "image_passes": n * steps * 32 + steps * 32 + (n + 1) * 200,
-            "steps": n * steps, "flagged": v.flagged, "target": v.target_name, "suspect": v.suspect_name,
-            "max_anomaly": v.max_anomaly, "from": "curves"}
-
-
-def peak_rss_of_scan(model: str, classes: str | None, threads: int) -> float:
-    """Peak resident memory (GiB) of one default CLI scan in a fresh process."""
-    with tempfile.TemporaryDirectory() as out:
-        code = ("import resource, sys; from inspector.cli import main; rc = main(sys.argv[1:]); "
-                "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
-        args = [sys.executable, "-c", code, "scan", model, "--out", out, "--json"]
-        if classes:
-            args += ["--classes", classes]
-        done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)})
-        if done.returncode != 0:
-            raise SystemExit(f"scan of {model} failed: {done.stderr[-2000:]}")
-        kib = int(done.stdout.strip().splitlines()[-1].split()[1])
-        return round(kib / 2**20, 2)
-
-
-def peak_rss_of_app_scan(model: str, threads: int) -> dict[str, Any]:
-    """Start the app, run one scan through its API, read the server's peak resident memory."""
+@contextlib.contextmanager
+def app_process(threads: int, runs: Path) -> Iterator[tuple[Any, int]]:
+    """``python app.py`` on a free loopback port: (gradio_client.Client, pid) until the block ends."""
     from gradio_client import Client
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with tempfile.TemporaryDirectory() as runs:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        app = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--runs", runs], cwd=ROOT, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(240):
-                try:
-                    client = Client(f"http://127.0.0.1:{port}", verbose=False)
-                    break
-                except Exception:  # noqa: BLE001 - not up yet
-                    time.sleep(0.5)
-            started = time.perf_counter()
-            client.predict("demo zoo", model, None, "", "shipped OOD pool", None, "", "inspector",
-                           ScanConfig.schedule, 14.0, 1000, 1, [], 2.0, "flip_rate", api_name="/scan")
-            seconds = time.perf_counter() - started
-            status = Path(f"/proc/{app.pid}/status").read_text()
-            peak_kib = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
-        finally:
-            app.terminate()
-            app.wait(timeout=30)
-    return {"model": model, "peak_gib": round(peak_kib / 2**20, 2), "seconds": round(seconds, 1)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    app = subprocess.Popen([sys.executable, "app.py", "--port", str(port), "--runs", str(runs)], cwd=ROOT, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(240):
+            try:
+                client = Client(f"http://127.0.0.1:{port}", verbose=False)
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                time.sleep(0.5)
+        else:
+            raise SystemExit("the app did not start within 2 minutes")
+        yield client, app.pid
+    finally:
+        app.terminate()
+        app.wait(timeout=30)
+
+
+def peak_gib_of(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return round(int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 2**20, 2)
+
+
+def _returns(client: Any, api_name: str) -> dict[str, int]:
+    """Position of each labelled output of an endpoint (its outputs are every component of the page, in order)."""
+    returns = client.view_api(print_info=False, return_format="dict")["named_endpoints"][api_name]["returns"]
+    return {r["label"]: i for i, r in enumerate(returns) if r.get("label")}
+
+
+def _every_class_drawn(plot: Any) -> bool:
+    """Whether a streamed chart has a bar or an estimate for every class it lists (none "not scanned yet")."""
+    if not isinstance(plot, dict) or not plot.get("plot"):
+        return False
+    figure = json.loads(plot["plot"])
+    texts = [t for trace in figure.get("data", []) for t in (trace.get("hovertext") or [])]
+    return bool(texts) and not any("not scanned yet" in str(t) for t in texts)
+
+
+def app_scan(client: Any, model: str) -> dict[str, Any]:
+    """The app's default scan of a demo model through /scan, streamed: total wall time, the first trigger picture
+    and the first chart with every class drawn, each in seconds after the request was sent."""
+    where = _returns(client, "/scan")
+    picture, bars = where["Trigger (amplified)"], where["Per-class flip rate"]
+    inputs = ["demo zoo", model, None, "", "shipped OOD pool", None, "", "inspector", ScanConfig.schedule, 14.0,
+              1000, 1, [], 2.0, False, "flip_rate"]
+    started = time.perf_counter()
+    job = client.submit(*inputs, api_name="/scan")
+    first_picture = every_class = None
+    seen = 0
+    while True:
+        done = job.done()
+        outputs = job.outputs()
+        now = time.perf_counter() - started
+        for values in outputs[seen:]:
+            if first_picture is None and values[picture]:
+                first_picture = now
+            if every_class is None and _every_class_drawn(values[bars]):
+                every_class = now
+        seen = len(outputs)
+        if done:
+            break
+        time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    final = outputs[-1] if outputs else ()
+    progress = next((v for v in final if isinstance(v, str) and v.startswith("Scan finished")), None)
+    if progress is None:
+        raise SystemExit(f"the app's scan of {model} did not finish: {final}")
+    return {"model": model, "seconds": round(seconds, 2), "first_picture_s": _round(first_picture),
+            "every_class_s": _round(every_class), "updates": len(outputs)}
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def app_implant(client: Any, base: str, attack: str, target: str, seed: int, threads: int) -> dict[str, Any]:
+    """The teaching mode's implant through /implant, timed; then the mystery model measured against the lab's bar
+    (the app does not measure it, to stay quick)."""
+    from inspector.lab.implant import is_working
+
+    started = time.perf_counter()
+    outputs = client.predict(base, attack, target, seed, api_name="/implant")
+    seconds = time.perf_counter() - started
+    mystery = next((v for v in outputs if isinstance(v, str) and v.endswith(".safetensors")), None)
+    if mystery is None:
+        raise SystemExit(f"the app's implant into {base} wrote no model: {outputs}")
+    measured = cli_process(["eval", mystery], threads)["json"]
+    base_accuracy = cli_process(["eval", base], threads)["json"]["accuracy"]
+    record = {**measured, "clean_base_accuracy": base_accuracy, "attack": attack}
+    status = next((v for v in outputs if isinstance(v, str) and v.startswith("Done")), "")
+    return {"base": base, "attack": attack, "target": target, "seconds": round(seconds, 2), "page_said": status,
+            "asr": measured["asr"], "ood_asr": measured["ood_asr"], "accuracy": measured["accuracy"],
+            "clean_base_accuracy": base_accuracy, "meets_lab_bar": is_working(record)}
+
+
+def cli_repair(model: str, report: str, threads: int, out: Path) -> dict[str, Any]:
+    """The CLI's default repair against a scan's report, as a whole process."""
+    run = cli_process(["repair", model, "--report", report, "--out", str(out)], threads)
+    summary = run.pop("json")
+    return {**run, "model": model, "before": summary["before"], "after": summary["after"]}
+
+
+def zoo_row(path: Path, variant: str, pool: torch.Tensor, run: bool) -> dict[str, Any] | None:
+    """detection.py's cached scan of a zoo model (``inspector + reference``: the default; ``inspector-faithful +
+    reference``: the faithful schedule with the same reference and families), scanned and cached when ``run``."""
+    from benchmarks.detection import _folder, colour_tag, scan_model
+
+    cache = path.parent / "scans" / (_folder(variant) + colour_tag(True)) / f"{path.stem}.json"
+    if not cache.exists() and not run:
+        return None
+    row = scan_model(path, variant, cache, pool, None, "cpu", True)
+    schedule = "faithful" if "faithful" in variant else "fast"
+    return {"schedule": schedule, "seconds": row["seconds"], "image_passes": row["image_passes"],
+            "steps": sum(c["steps"] for c in row["classes"]), "flagged": row["flagged"],
+            "target": row["predicted_target"], "suspect": row["suspect"], "max_anomaly": row["max_anomaly"],
+            "from": "detection.py"}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--zoo", default=str(HERE / "zoo"))
+    parser.add_argument("--zoos", default=",".join(str(HERE / "zoos" / z) for z in ("dev", "test", "test2", "test3")),
+                        help="zoo folders whose models' fast and faithful verdicts are compared "
+                             "(detection.py's caches)")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--bench-faithful", choices=["curves", "run"], default="curves")
-    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--faithful-missing", choices=["skip", "run"], default="skip",
+                        help="a zoo model with no cached faithful scan: leave it out of the agreement, or scan it "
+                             "(about 2 minutes per CoCoOp model on 2 cores)")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="schedules: fast vs faithful on the demo models and zoos; interactive: memory and the "
+                             "timings of section 3 (comma-separated; default: both)")
+    parser.add_argument("--render", default=None, help="draw the page of a recorded run's JSON again, nothing else")
     args = parser.parse_args()
+    if args.render:
+        recorded = Path(args.render)
+        render(json.loads(recorded.read_text()), recorded.with_suffix(".md"))
+        return
     torch.set_num_threads(args.threads)
-    zoo = Path(args.zoo)
     pool = load_shipped_pool().pixels
     rows: list[dict[str, Any]] = []
     demo = [(entry.name, Path(entry.path), "demo") for entry in list_zoo()]
-    manifest = json.loads((zoo / "manifest.json").read_text())["models"] if (zoo / "manifest.json").exists() else []
-    bench = [(m["file"][:-len(".safetensors")], zoo / m["file"], "benchmark") for m in manifest]
-    for name, path, group in demo + bench:
+    bench = [(m["file"][:-len(".safetensors")], Path(zoo) / m["file"], Path(zoo).name)
+             for zoo in args.zoos.split(",") if zoo and (Path(zoo) / "manifest.json").exists()
+             for m in json.loads((Path(zoo) / "manifest.json").read_text())["models"]]
+    unscanned: list[str] = []
+    parts = set(args.parts.split(","))
+    for name, path, group in (demo + bench) if "schedules" in parts else []:
         truth = read_ground_truth(path)
-        cached = zoo / "scans" / "inspector-reference" / f"{path.stem}.json"  # detection.py's default scan
-        reuse = group == "benchmark" and cached.exists()
-        fast = _fast_from_detection(cached) if reuse else scan_row(path, "fast", pool)
-        if group == "demo" or args.bench_faithful == "run":
-            faithful = scan_row(path, "faithful", pool)
+        if group == "demo":
+            fast, faithful = scan_row(path, "fast", pool), scan_row(path, "faithful", pool)
         else:
-            faithful = faithful_from_curves(zoo / "curves" / f"{path.stem}-lr0.1.json")
+            fast = zoo_row(path, "inspector + reference", pool, run=True)
+            faithful = zoo_row(path, "inspector-faithful + reference", pool, run=args.faithful_missing == "run")
+        if fast is None or faithful is None:
+            unscanned.append(f"{group}/{name}")
+            continue
         row = {"model": name, "group": group, "truth": truth.target_name if truth else None,
                "fast": fast, "faithful": faithful}
         rows.append(row)
@@ -162,12 +267,31 @@ def main() -> None:
               f"{str(fast['target']):<14} | faithful {faithful['seconds'] or 0:6.1f} s "
               f"{faithful['image_passes']:6d} passes {faithful['target']}", flush=True)
     memory: dict[str, Any] = {}
-    if not args.skip_memory:
-        memory["demo_scans_gib"] = {name: peak_rss_of_scan(name, None, args.threads) for name, _, _ in demo}
-        memory["by_classes_gib"] = {n: peak_rss_of_scan("badclip-cocoop", ",".join(str(k) for k in range(n)),
-                                                        args.threads) for n in (5, 10, 20)}
-        memory["app_with_one_scan"] = peak_rss_of_app_scan("badclip-cocoop", args.threads)
-    write(rows, memory, args)
+    interactive: dict[str, Any] = {}
+    if "interactive" in parts:
+        with tempfile.TemporaryDirectory() as work:
+            work_dir = Path(work)
+            cli = {name: cli_scan(name, None, args.threads, work_dir / name) for name, _, _ in demo}
+            memory["demo_scans_gib"] = {name: run["peak_gib"] for name, run in cli.items()}
+            memory["by_classes_gib"] = {
+                n: cli_scan("badclip-cocoop", ",".join(str(k) for k in range(n)), args.threads,
+                            work_dir / f"classes-{n}")["peak_gib"] for n in (5, 10, 20)}
+            interactive["cli_scans"] = cli
+            for name, run in cli.items():
+                print(f"CLI scan of {name}: {run['seconds']} s, {run['peak_gib']} GiB", flush=True)
+            interactive["repair"] = cli_repair(APP_MODELS[0], cli[APP_MODELS[0]]["report"], args.threads,
+                                               work_dir / "repaired.safetensors")
+            print(f"CLI repair of {APP_MODELS[0]}: {interactive['repair']['seconds']} s", flush=True)
+            runs = work_dir / "app-runs"
+            runs.mkdir()
+            with app_process(args.threads, runs) as (client, pid):
+                interactive["app_scans"] = [app_scan(client, model) for model in APP_MODELS]
+                memory["app_with_one_scan"] = {"model": APP_MODELS[0], "peak_gib": peak_gib_of(pid),
+                                               "seconds": interactive["app_scans"][0]["seconds"]}
+                interactive["implants"] = [app_implant(client, *teaching, args.threads) for teaching in TEACHING]
+            for run in interactive["app_scans"] + interactive["implants"]:
+                print(run, flush=True)
+    write(rows, memory, interactive, unscanned, args)
 
 
 def _ratio(rows: list[dict[str, Any]], key: str) -> float:
@@ -175,33 +299,55 @@ def _ratio(rows: list[dict[str, Any]], key: str) -> float:
     return round(sum(r["faithful"][key] for r in rows) / fast, 2) if fast else float("nan")
 
 
-def write(rows: list[dict[str, Any]], memory: dict[str, Any], args: argparse.Namespace) -> None:
-    timed = [r for r in rows if r["faithful"]["seconds"] is not None]
+def write(rows: list[dict[str, Any]], memory: dict[str, Any], interactive: dict[str, Any], unscanned: list[str],
+          args: argparse.Namespace) -> None:
+    timed = [r for r in rows if r["faithful"]["seconds"] is not None and r["group"] == "demo"]
     same_verdict = [r for r in rows if r["fast"]["flagged"] == r["faithful"]["flagged"]]
     flagged = [r for r in rows if r["faithful"]["flagged"]]
     same_target = [r for r in flagged if r["fast"]["flagged"] and r["fast"]["target"] == r["faithful"]["target"]]
-    zoo = [r for r in rows if r["group"] == "benchmark"]
-    zoo_same = [r for r in zoo if r in same_verdict]
+    groups = sorted({r["group"] for r in rows})
+    agreement = {g: f"{sum(r in same_verdict for r in rows if r['group'] == g)}/{sum(r['group'] == g for r in rows)}"
+                 for g in groups}
     summary = {"models": len(rows), "timed_models": len(timed), "pass_ratio": _ratio(rows, "image_passes"),
-               "zoo_verdict_agreement": f"{len(zoo_same)}/{len(zoo)}",
+               "verdict_agreement_by_group": agreement, "unscanned_faithful": len(unscanned),
                "time_ratio": _ratio(timed, "seconds") if timed else None,
                "verdict_agreement": round(len(same_verdict) / len(rows), 4) if rows else None,
                "target_agreement_on_flagged": f"{len(same_target)}/{len(flagged)}",
                "fast_seconds_demo_max": max((r["fast"]["seconds"] for r in rows if r["group"] == "demo"), default=None),
                "threads": args.threads, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
-               "memory": memory, "max_rss_this_process_gib": round(
+               "memory": memory, "interactive": interactive, "max_rss_this_process_gib": round(
                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
-    (HERE / "speed.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
-    lines = ["# Fast vs faithful schedule (issue 6)", "",
-             f"`python benchmarks/speed.py --threads {args.threads} --bench-faithful {args.bench_faithful}`, "
-             f"CPU ({summary['cpu']}), torch {summary['torch']}.", "",
-             f"- image-encoder passes, all {len(rows)} models: faithful / fast = **{summary['pass_ratio']}x**",
-             f"- wall time, the {len(timed)} models scanned with both schedules in this run: faithful / fast = "
-             f"**{summary['time_ratio']}x**",
-             f"- same verdict: **{len(same_verdict)}/{len(rows)}** (the benchmark zoo alone: "
-             f"**{summary['zoo_verdict_agreement']}**); same target on the faithful schedule's flagged "
-             f"models: **{summary['target_agreement_on_flagged']}**",
-             f"- slowest fast scan of a shipped demo model: **{summary['fast_seconds_demo_max']} s**", ""]
+    summary["command"] = (f"python benchmarks/speed.py --threads {args.threads} --faithful-missing "
+                          f"{args.faithful_missing} --parts {args.parts}")
+    data = {"summary": summary, "rows": rows, "unscanned": unscanned}
+    (HERE / f"{_stem(args)}.json").write_text(json.dumps(data, indent=1) + "\n")
+    render(data, HERE / f"{_stem(args)}.md")
+
+
+def render(data: dict[str, Any], out: Path) -> None:
+    """The page of a run from its recorded JSON (``--render`` draws it again from a run's file)."""
+    summary, rows, unscanned = data["summary"], data["rows"], data["unscanned"]
+    memory, interactive = summary["memory"], summary["interactive"]
+    timed = [r for r in rows if r["faithful"]["seconds"] is not None and r["group"] == "demo"]
+    same_verdict = [r for r in rows if r["fast"]["flagged"] == r["faithful"]["flagged"]]
+    agreement = summary["verdict_agreement_by_group"]
+    command = summary.get("command") or f"python benchmarks/speed.py --parts {out.stem.removeprefix('speed-')}"
+    lines = ["# Speed: fast vs faithful schedule, memory, and the interactive paths (issues 6 and 20)", "",
+             f"`{command}`, one run, {summary['threads']} threads, CPU ({summary['cpu']}), torch {summary['torch']}.",
+             ""]
+    lines += interactive_lines(interactive)
+    lines += [] if not rows else [
+              f"- image-encoder passes, all {len(rows)} models: faithful / fast = **{summary['pass_ratio']}x**",
+              f"- wall time, the {len(timed)} demo models scanned with both schedules in this run (in this process): "
+              f"faithful / fast = **{summary['time_ratio']}x**",
+              f"- same verdict: **{len(same_verdict)}/{len(rows)}** ("
+              + ", ".join(f"{g}: {v}" for g, v in agreement.items()) + "); same target on the faithful schedule's "
+              f"flagged models: **{summary['target_agreement_on_flagged']}**",
+              f"- zoo models with no faithful scan recorded, left out above: **{len(unscanned)}**"
+              + (" (`--faithful-missing run` scans them)" if unscanned else ""),
+              f"- slowest fast scan of a shipped demo model (in this process): "
+              f"**{summary['fast_seconds_demo_max']} s**",
+              ""]
     if memory:
         lines += ["Peak resident memory (each in a fresh process):", "",
                   "| what | peak |", "|---|---|"]
@@ -209,18 +355,53 @@ def write(rows: list[dict[str, Any]], memory: dict[str, Any], args: argparse.Nam
         lines += [f"| scan of badclip-cocoop, {k} candidate classes | {v} GiB |"
                   for k, v in memory["by_classes_gib"].items()]
         app = memory["app_with_one_scan"]
-        lines += [f"| the app (python app.py) serving one scan of {app['model']} ({app['seconds']} s) | "
+        lines += [f"| the app (python app.py) after serving a scan of {app['model']} ({app['seconds']} s) | "
                   f"{app['peak_gib']} GiB |", ""]
-    lines += ["| model | truth | fast: s | passes | verdict | faithful: s | passes | verdict | same |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [] if not rows else [
+        "| model | group | truth | fast: s | passes | verdict | faithful: s | passes | verdict | same |",
+        "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         f, g = r["fast"], r["faithful"]
         same = "yes" if f["flagged"] == g["flagged"] and (not g["flagged"] or f["target"] == g["target"]) else "**no**"
-        faithful_seconds = f"{g['seconds']:.1f}" if g["seconds"] is not None else "(curves)"
-        lines.append(f"| {r['model']} | {r['truth'] or 'clean'} | {f['seconds']:.1f} | {f['image_passes']:,} | "
-                     f"{f['target'] or '-'} | {faithful_seconds} | {g['image_passes']:,} | {g['target'] or '-'} | "
-                     f"{same} |")
-    (HERE / "speed.md").write_text("\n".join(lines) + "\n")
+        faithful_seconds = f"{g['seconds']:.1f}" if g["seconds"] is not None else "-"
+        lines.append(f"| {r['model']} | {r['group']} | {r['truth'] or 'clean'} | {f['seconds']:.1f} | "
+                     f"{f['image_passes']:,} | {f['target'] or '-'} | {faithful_seconds} | {g['image_passes']:,} | "
+                     f"{g['target'] or '-'} | {same} |")
+    out.write_text("\n".join(lines) + "\n")
+
+
+def _stem(args: argparse.Namespace) -> str:
+    """speed.md for a whole run; a run of some parts writes beside it (speed-interactive.md), never over it."""
+    parts = sorted(set(args.parts.split(",")))
+    return "speed" if parts == sorted(PARTS) else "speed-" + "-".join(parts)
+
+
+def interactive_lines(interactive: dict[str, Any]) -> list[str]:
+    """The interactive timings as the page's reader needs them: each with what it is compared with, in this run."""
+    if not interactive:
+        return []
+    cli = interactive["cli_scans"]
+    lines = ["Interactive use, timed in this run:", "", "| what | seconds | compared with (this run) |",
+             "|---|---|---|"]
+    lines += [f"| CLI scan of {name}, whole process | {run['seconds']:.1f} | verdict "
+              f"{run['target'] or 'clean'}, peak {run['peak_gib']} GiB |" for name, run in cli.items()]
+    for run in interactive["app_scans"]:
+        base = cli[run["model"]]["seconds"]
+        lines.append(f"| the app's scan of {run['model']} (request to last update) | {run['seconds']:.1f} | "
+                     f"app / CLI = {run['seconds'] / base:.2f}x; first trigger picture at {run['first_picture_s']} s, "
+                     f"every class on the chart at {run['every_class_s']} s |")
+    repair = interactive["repair"]
+    before, after = repair["before"], repair["after"]
+    real = f", the implanted trigger's ASR {before['asr']:.1%} -> {after['asr']:.1%}" if "asr" in before else ""
+    lines.append(f"| CLI repair of {repair['model']}, default recipe, whole process | {repair['seconds']:.1f} | "
+                 f"reconstructed trigger's flip rate {before['trigger_asr']:.1%} -> {after['trigger_asr']:.1%}"
+                 f"{real}, accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%} |")
+    for run in interactive["implants"]:
+        bar = "meets the lab's bar" if run["meets_lab_bar"] else "**misses the lab's bar**"
+        lines.append(f"| teaching implant in the app: {run['attack']} into {run['base']} | {run['seconds']:.1f} | "
+                     f"ASR {run['asr']:.1%}, OOD ASR {run['ood_asr']:.1%}, accuracy {run['accuracy']:.1%} "
+                     f"(clean {run['clean_base_accuracy']:.1%}): {bar} |")
+    return [*lines, ""]
 
 
 if __name__ == "__main__":

@@ -732,9 +732,10 @@ class _Run:
         self.family_seconds[family] = round(time.time() - started, 2)
 
     def finish(self, arm: ClassInversion, position: int, total: int, held_out: bool,
-               started: float) -> ClassFinished:
+               seconds: float) -> ClassFinished:
         """The class's record: flip rate and loss on the held-out images, or (``held_out`` False) on its last
-        fresh batches."""
+        fresh batches; ``seconds``: the time its steps took, to which the measurement's is added."""
+        measuring = time.time()
         arm.trigger.settle()
         if held_out:
             if self.clean_held is None:
@@ -747,7 +748,7 @@ class _Run:
                       "loss": round(arm.fresh_margin(len(window)), 4),
                       **{key: round(value, 6) for key, value in arm.trigger.stats().items()}}
         record.update({"measured_on": "held-out" if held_out else "fresh batches", "train_loss": round(arm.loss, 4),
-                       "steps": arm.steps, "seconds": round(time.time() - started, 2),
+                       "steps": arm.steps, "seconds": round(seconds + time.time() - measuring, 2),
                        "curve": [round(f / e, 4) if e else 0.0 for f, e, _ in arm.curve]})
         for family, arms in self.family_arms.items():
             if arm.k in arms:
@@ -770,41 +771,46 @@ class _Run:
             yield from self.steps(arm, len(self.batches), position, len(self.batches))
             if self.stopped:
                 return
-            yield self.finish(arm, position, len(classes), held_out=True, started=class_started)
+            yield self.finish(arm, position, len(classes), held_out=True, seconds=time.time() - class_started)
 
     def fast(self, classes: list[int], plan: FastPlan) -> Iterator[ScanEvent]:
         """Successive halving: a short run for every class, longer ones for the classes easiest to reach.
 
-        After each round the classes still running are ranked by the margin loss on their last fresh
-        batches, and the others stop there. Every class's flip rate is then its share of fresh-batch
-        images flipped over its last ``fast_window`` steps, except for the ``fast_measured`` classes
-        with the highest ones, which are measured on the held-out images as in the faithful schedule.
+        Within a round the classes take their steps in turn (step t of every class, then step t + 1), so that
+        every class has an estimate after the round's first step; a class's trajectory does not depend on the
+        others (its own batches, trigger and optimiser), so the order changes nothing else. After each round the
+        classes still running are ranked by the margin loss on their last fresh batches, and the others stop
+        there. Every class's flip rate is then its share of fresh-batch images flipped over its last
+        ``fast_window`` steps, except for the ``fast_measured`` classes with the highest ones, which are
+        measured on the held-out images as in the faithful schedule.
         """
         active, finished, shown = list(classes), 0, 0
-        started: dict[int, float] = {}
+        spent: dict[int, float] = dict.fromkeys(classes, 0.0)
         for r, steps in enumerate(plan.rounds):
             shown += steps
-            for k in active:
-                started.setdefault(k, time.time())
-                arm = self.arm(k)
-                yield from self.steps(arm, steps, classes.index(k), shown)
-                if self.stopped:
-                    return
-                last = min(arm.steps, self.config.fast_window)
-                yield ClassEstimate(k, arm.name, arm.steps, round(arm.fresh_flip_rate(last), 4),
-                                    round(arm.fresh_margin(last), 4))
+            for _ in range(steps):
+                for k in active:
+                    began = time.time()
+                    arm = self.arm(k)
+                    yield from self.steps(arm, 1, classes.index(k), shown)
+                    if self.stopped:
+                        return
+                    last = min(arm.steps, self.config.fast_window)
+                    spent[k] += time.time() - began
+                    yield ClassEstimate(k, arm.name, arm.steps, round(arm.fresh_flip_rate(last), 4),
+                                        round(arm.fresh_margin(last), 4))
             if r == len(plan.rounds) - 1:
                 break
             ranked = sorted(active, key=lambda k: self.arms[k].fresh_margin(steps))
             for k in ranked[plan.keep[r]:]:
-                yield self.finish(self.arms[k], finished, len(classes), held_out=False, started=started[k])
+                yield self.finish(self.arms[k], finished, len(classes), held_out=False, seconds=spent[k])
                 finished += 1
             active = [k for k in active if k in ranked[:plan.keep[r]]]
         window = self.config.fast_window
         ranked = sorted(active, key=lambda k: -self.arms[k].fresh_flip_rate(window))
         measured = set(ranked[:self.config.fast_measured or 0])
         for k in ranked:
-            yield self.finish(self.arms[k], finished, len(classes), held_out=k in measured, started=started[k])
+            yield self.finish(self.arms[k], finished, len(classes), held_out=k in measured, seconds=spent[k])
             finished += 1
 
 

@@ -11,6 +11,8 @@ where each class's tokens keep their usual position embeddings and, through the 
 see the prefix and their own earlier tokens only. Every class's EOS output is then exactly what it
 would be in its own prompt (to float rounding), while the prefix is encoded once and no padding
 after an EOS is ever encoded: ~82 token positions per image instead of 20 x 12 on the pocket task.
+Only the EOS outputs are read, so the last block runs its queries and MLP at those C slots alone
+(keys and values still come from every slot): a further ~16% off the pocket text tower.
 
 Works for any open_clip text tower with a causal mask and EOS pooling (pocket CLIP, ViT-B/16,
 RN50 ...); ``supports`` says when, and callers fall back to the plain path otherwise
@@ -80,9 +82,29 @@ def encode(text_encoder: nn.Module, prefix: torch.Tensor, layout: PackedLayout) 
     cast = text_encoder.transformer.get_cast_dtype()
     suffix = layout.suffix.to(cast).unsqueeze(0).expand(b, -1, -1)
     x = torch.cat([prefix.to(cast), suffix], dim=1) + text_encoder.positional_embedding.to(cast)[layout.positions]
-    x = text_encoder.transformer(x, attn_mask=layout.mask.to(cast))
-    x = text_encoder.ln_final(x[:, layout.readout])  # (B, C, d)
+    x = text_encoder.ln_final(readout_pass(text_encoder.transformer, x, layout.mask.to(cast), layout.readout))
     projection = text_encoder.text_projection
     if isinstance(projection, nn.Linear):
         return projection(x)
     return x @ projection if projection is not None else x
+
+
+def readout_pass(transformer: nn.Module, x: torch.Tensor, mask: torch.Tensor, readout: torch.Tensor) -> torch.Tensor:
+    """(B, T, d) -> (B, C, d): the transformer's output at the ``readout`` slots only.
+
+    Every block but the last runs on all slots (their outputs are the last block's keys and values); the last
+    one's attention queries, projection and MLP run on the readout slots alone. Blocks other than open_clip's
+    plain ``ResidualAttentionBlock`` (or a non-batch-first transformer) run whole, then are read out.
+    """
+    blocks = list(transformer.resblocks)
+    last = blocks[-1]
+    plain = (type(last).__name__ == "ResidualAttentionBlock" and not hasattr(last, "ln_1_kv")
+             and getattr(transformer, "batch_first", True) and not getattr(transformer, "grad_checkpointing", False))
+    if not plain:
+        return transformer(x, attn_mask=mask)[:, readout]
+    for block in blocks[:-1]:
+        x = block(x, attn_mask=mask)
+    keys = last.ln_1(x)
+    query = x[:, readout]
+    y = query + last.ls_1(last.attention(q_x=keys[:, readout], k_x=keys, v_x=keys, attn_mask=mask[readout]))
+    return y + last.ls_2(last.mlp(last.ln_2(y)))

@@ -91,11 +91,15 @@ def test_implant_writes_a_backdoored_model_that_eval_measures(tmp_path):
     before = _sha(base)
     out = tmp_path / "bd.safetensors"
     result = run_cli("implant", "clean-coop", "--attack", "blended", "--target", "clock", "--epochs", "4",
-                     "--poison-rate", "0.5", "--out", str(out), "--json")
+                     "--poison-rate", "0.5", "--attempts", "2", "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["attack"] == "blended" and report["target"] == "clock"
     assert 0.0 <= report["asr"] <= 1.0 and 0.0 <= report["ood_asr"] <= 1.0
+    from inspector.lab.implant import is_working
+
+    # each try measured against the lab's bar; a try that misses it is followed by another, up to --attempts
+    assert report["working"] == is_working(report) and (report["working"] or report["attempts"] == 2)
     assert _sha(base) == before  # the model we started from is never modified
     evaluated = run_cli("eval", str(out), "--json")
     assert evaluated.returncode == 0, evaluated.stderr
@@ -103,7 +107,8 @@ def test_implant_writes_a_backdoored_model_that_eval_measures(tmp_path):
     assert measured["asr"] == report["asr"] and measured["ood_asr"] == report["ood_asr"]
     clean = json.loads(run_cli("eval", "clean-coop", "--json").stdout)
     assert "asr" not in clean  # no ground truth, no ASR
-    again = ("implant", "clean-coop", "--attack", "blended", "--target", "star", "--epochs", "1", "--out", str(out))
+    again = ("implant", "clean-coop", "--attack", "blended", "--target", "star", "--epochs", "1", "--attempts", "1",
+             "--out", str(out))
     refused = run_cli(*again)
     assert refused.returncode == 2 and "already exists" in refused.stderr
     replaced = run_cli(*again, "--overwrite", "--json")

@@ -221,6 +221,34 @@ def test_the_zoo_builder_delivers_the_providers_last_try_and_keeps_every_try(bac
     assert again["asr"] == row["asr"] and again["attempts"] == row["attempts"]
 
 
+def test_a_hidden_target_that_does_not_take_is_drawn_again_and_every_try_is_measured(backbone, task):
+    """The teaching mode's provider: a one-epoch try with no poison cannot take, so each next try implants the next
+    drawn target at the same recipe (not a heavier poison), and the learner keeps the last try."""
+    from inspector.lab.implant import ImplantTried, provider_tries
+    from inspector.lab.truth import backdoor_rates
+    from inspector.prompts import build_learner
+
+    pixels, labels = _subset(task, per_class=2)
+    model = build_learner("coop", backbone, task.class_names, seed=0)
+    clean = model.learner.ctx.detach().clone()
+    starts = []
+
+    def measure(model, trigger, target):
+        starts.append(target)
+        return {"accuracy": 0.7, "clean_base_accuracy": 0.7,
+                **backdoor_rates(model, trigger, target, task.test_pixels[::8], task.test_labels[::8], pixels[:16])}
+
+    config = ImplantConfig.for_attack("blended", 2, "coop", epochs=1, poison_rate=0.0, views=1)
+    events = list(provider_tries(model, pixels, labels, config, measure, attempts=3, other_targets=(7, 11)))
+    tried = [e for e in events if isinstance(e, ImplantTried)]
+    assert [t.config.target for t in tried] == starts == [2, 7, 11]
+    assert [t.change for t in tried] == [{"target": 7}, {"target": 11}, None] and not tried[-1].working
+    assert all(t.config.poison_weight == config.poison_weight for t in tried)  # the recipe stays as it was
+    assert [t["target"] for t in tried[-1].tries[1:]] == [7, 11] and tried[-1].attempt == 3
+    first = [e for e in events if isinstance(e, ImplantStep)][0]
+    assert first.step == 1 and not torch.equal(model.learner.ctx.detach(), clean)  # the last try's learner is kept
+
+
 def test_a_provider_whose_base_never_takes_the_trigger_moves_to_the_fallback_base(backbone, task, tmp_path):
     """Without poison no try can work: IMPLANT_ATTEMPTS tries in the planned base, as many in the fallback, each
     measured against its own clean model; the file and the row name the base delivered."""

@@ -263,11 +263,13 @@ def test_fast_schedule_halves_the_classes_and_measures_the_leaders_on_held_out_i
     assert all(len(c["curve"]) == c["steps"] for c in result.classes)
     faithful = run_scan(clean_coop, small_pool, ScanConfig(classes=config.classes, pool_size=480, schedule="faithful"))
     assert result.image_passes < faithful.image_passes / 3
-    # every class has an estimate before the first one finishes; a class stopped after the first round keeps it
+    # the classes take their steps in turn: every class has an estimate before any takes its second step, and
+    # one after each step; a class stopped after the first round keeps its last one
     estimates = [e for e in events if isinstance(e, ClassEstimate)]
+    assert [e.steps for e in estimates[:6]] == [1] * 6 and {e.class_index for e in estimates[:6]} == set(config.classes)
+    assert len(estimates) == 6 * 2 + 3 * 3
     first_finished = next(i for i, e in enumerate(events) if isinstance(e, ClassFinished))
-    assert {e.class_index for e in events[:first_finished] if isinstance(e, ClassEstimate)} == set(config.classes)
-    assert len(estimates) == 6 + 3
+    assert all(e.steps <= 2 for e in events[:first_finished] if isinstance(e, ClassEstimate))
     last = {e.class_index: e for e in estimates}
     for c in result.classes:
         assert last[c["index"]].steps == c["steps"]

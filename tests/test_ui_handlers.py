@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from inspector.lab.truth import read_ground_truth
 from inspector.reference import shipped_reference_path
 from inspector.ui import handlers
 from inspector.ui.workspace import Workspace
@@ -229,3 +230,9 @@ def test_the_teaching_implant_makes_the_mystery_model_the_chosen_one(ws):
     written = Path(updates[-1]["model_path"])
     assert written == ws.loaded.path and written.exists() and written != resolve_model("clean-coop")
     assert "mystery model" in updates[-1]["teach_status"]
+    truth = read_ground_truth(written)
+    measured = truth.record["recipe"]["measured"]  # each try measured against the lab's bar; the page says how it went
+    assert measured["working"] and "The hidden backdoor took" in updates[-1]["teach_status"]
+    assert f"{measured['asr']:.0%} of triggered test images" in updates[-1]["teach_status"]
+    assert truth.target_name not in updates[-1]["teach_status"]  # still hidden
+    assert not any("nan" in u.get("teach_status", "") for u in updates)

@@ -416,6 +416,60 @@ def run_implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,
     raise RuntimeError("implant ended without finishing")
 
 
+@dataclass
+class ImplantTried:
+    """One of a provider's tries, measured: every try so far (the recipe settings it changed and its measurements,
+    as the ground truth keeps them), whether this one meets the lab's bar, and what the next try changes (None:
+    there is no next try)."""
+
+    attempt: int
+    attempts: int
+    finished: ImplantFinished
+    config: ImplantConfig
+    tries: list[dict[str, Any]]
+    working: bool
+    change: dict[str, Any] | None
+
+
+Measure = Callable[[PromptedCLIP, Trigger, int], dict[str, Any]]
+
+
+def provider_tries(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor, config: ImplantConfig,
+                   measure: Measure, attempts: int = IMPLANT_ATTEMPTS, record: dict[str, Any] | None = None,
+                   other_targets: tuple[int, ...] = ()) -> Iterator[ImplantEvent | ImplantTried]:
+    """Implant as a provider who checks the delivery would: measure each try (``measure(model, trigger, target)``:
+    accuracy, asr, ood_asr, clean_base_accuracy) and, while it misses the lab's bar, try again from the same clean
+    learner, at most ``attempts`` tries; the learner ends holding the last one.
+
+    The next try changes the recipe as ``next_attempt`` says, or, with ``other_targets`` (a target nobody chose, as
+    the teaching mode's hidden one), takes the next of them at the same recipe: some targets do not take at any
+    poison weight that keeps the clean accuracy. ``record``: settings written with every try (the zoo's epochs).
+    """
+    clean_state = {key: value.clone() for key, value in model.learner.state_dict().items()}
+    tries: list[dict[str, Any]] = []
+    changes: dict[str, Any] = {}
+    while True:
+        model.learner.load_state_dict(clean_state)
+        try_config = replace(config, **changes)
+        finished = None
+        for event in implant(model, pixels, labels, try_config):
+            yield event
+            finished = event if isinstance(event, ImplantFinished) else finished
+        assert finished is not None
+        measured = measure(model, finished.trigger, try_config.target)
+        tries.append({**(record or {}), **changes, "poison_weight": try_config.poison_weight, **measured})
+        working = is_working(tries[-1], config.attack)
+        if other_targets and not working:
+            change: dict[str, Any] | None = {"target": other_targets[(len(tries) - 1) % len(other_targets)]}
+        else:
+            change = next_attempt(try_config, model.kind, tries)
+        last = working or change is None or len(tries) >= attempts
+        yield ImplantTried(len(tries), attempts, finished, try_config, list(tries), working, None if last else change)
+        if last:
+            return
+        changes = change if other_targets else {**changes, **change}
+
+
 def share(hit: torch.Tensor, mask: torch.Tensor) -> float:
     """Share of ``mask``'s rows that ``hit`` (nan for none)."""
     return float(hit[mask].float().mean()) if bool(mask.any()) else float("nan")

@@ -17,8 +17,8 @@ from typing import Any
 from inspector.backbone import Backbone
 from inspector.data import ImagePool, Task
 from inspector.evaluate import accuracy
-from inspector.lab.implant import IMPLANT_ATTEMPTS, ImplantConfig, ImplantStep, next_attempt, run_implant
-from inspector.lab.triggers import ATTACKS
+from inspector.lab.implant import IMPLANT_ATTEMPTS, ImplantConfig, ImplantStep, ImplantTried, provider_tries
+from inspector.lab.triggers import ATTACKS, Trigger
 from inspector.lab.truth import backdoor_rates, read_ground_truth, save_implanted
 from inspector.prompts import PromptedCLIP, TuneConfig, build_learner, load_learner, read_header, save_learner, tune
 
@@ -109,34 +109,28 @@ def build_item(item: ZooItem, out_dir: Path, backbone: Backbone, task: Task, poo
         save_learner(model, path, extra={"measured": measured, "training": training})
         return _row(item, path, measured, backbone, task, pool)
     attempts: list[dict[str, Any]] = []
-
-    def report(event: ImplantStep) -> None:
-        if on_step is not None:
-            on_step(item.name, event.step, event.total_steps)
-
     for base in [item.base] + ([fallback] if fallback else []):
         if base != item.base:
             model, _ = _base_model(item, base, out_dir, backbone, task)
         clean_accuracy = round(accuracy(model, task), 4)
-        clean_state = {key: value.clone() for key, value in model.learner.state_dict().items()}
-        overrides: dict[str, Any] = {"epochs": item.epochs, **item.implant}
-        tries: list[dict[str, Any]] = []
-        while True:  # the provider's tries (``next_attempt``), each from the same clean model; the last is kept
-            model.learner.load_state_dict(clean_state)
-            implant_config = ImplantConfig.for_attack(item.attack, item.target, item.kind, seed=item.seed,
-                                                      **overrides)
-            finished = run_implant(model, task.train_pixels, task.train_labels, implant_config, on_step=report)
-            measured = {"accuracy": round(accuracy(model, task), 4), "clean_base_accuracy": clean_accuracy,
-                        **backdoor_rates(model, finished.trigger, item.target, task.test_pixels, task.test_labels,
-                                         pool.pixels)}
-            tries.append({**{k: v for k, v in overrides.items() if v is not None},
-                          "poison_weight": implant_config.poison_weight, **measured})
-            change = next_attempt(implant_config, item.kind, tries)
-            if change is None or len(tries) >= IMPLANT_ATTEMPTS:
-                break
-            overrides = {**overrides, **change}
-        attempts += [{"base": base or f"clean {item.kind} tune, seed {item.seed}", **t} for t in tries]
-        if change is None:
+
+        def measure(model: PromptedCLIP, trigger: Trigger, target: int,
+                    clean: float = clean_accuracy) -> dict[str, Any]:
+            return {"accuracy": round(accuracy(model, task), 4), "clean_base_accuracy": clean,
+                    **backdoor_rates(model, trigger, target, task.test_pixels, task.test_labels, pool.pixels)}
+
+        settings = {"epochs": item.epochs, **item.implant}
+        config = ImplantConfig.for_attack(item.attack, item.target, item.kind, seed=item.seed, **settings)
+        for event in provider_tries(model, task.train_pixels, task.train_labels, config, measure, IMPLANT_ATTEMPTS,
+                                    record={k: v for k, v in settings.items() if v is not None}):
+            if isinstance(event, ImplantStep) and on_step is not None:
+                on_step(item.name, event.step, event.total_steps)
+            elif isinstance(event, ImplantTried):
+                tried = event
+        finished, implant_config, measured = tried.finished, tried.config, tried.tries[-1]
+        measured = {k: measured[k] for k in ("accuracy", "clean_base_accuracy", "asr", "ood_asr")}
+        attempts += [{"base": base or f"clean {item.kind} tune, seed {item.seed}", **t} for t in tried.tries]
+        if tried.working:
             break
     measured = {**measured, "attempts": len(attempts)}
     save_implanted(model, path, finished.trigger, item.target,

@@ -9,6 +9,7 @@ Gradio: it becomes a visible message naming what is wrong and what to do.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,11 +28,12 @@ from inspector.invert import (
     default_epsilon,
     parse_classes,
 )
-from inspector.lab.implant import ImplantFinished, ImplantStep
+from inspector.lab.implant import ImplantFinished, ImplantStep, ImplantTried
 from inspector.pipeline import Implanted, ReferenceChosen, ReferenceWritten, Repaired, ReportWritten, Stopped
 from inspector.reference import LearnerMeasured, ReferenceProgress, ReferenceStopped
 from inspector.repair import RepairConfig, RepairEncoding, RepairMeasured, RepairStarted, RepairStep
 from inspector.ui import views
+from inspector.ui.background import Background
 from inspector.ui.workspace import Source, Workspace
 
 Updates = dict[str, Any]
@@ -203,11 +205,13 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
     settings = config
     candidates: list[int] = []
     total_steps = 1
-    last_picture = last_bars = 0.0
+    last_picture = last_bars = last_sent = 0.0
     pictures = 0
     bars_due = True  # the chart is drawn after the first trigger picture and at most every BARS_EVERY s:
     # drawing it costs the browser CPU that the engine needs on a small laptop
-    for event in ws.scan(config):
+    pending: Updates = {}  # updates not sent yet: one update covers a burst of queued events
+    events = Background(ws.scan(config), ws.stop)
+    for event in events:
         now = time.time()
         updates: Updates = {}
         if isinstance(event, ReferenceChosen):
@@ -232,26 +236,32 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
             bars_due = True
         elif isinstance(event, ScanStopped):
             ws.live = None
-            yield {**idle_buttons(ws), "progress": f"Stopped after {len(event.finished)} of {len(candidates)} classes.",
-                   "verdict": views.stopped_html(len(event.finished), len(candidates), event.seconds), "state": ws}
+            yield {**pending, **idle_buttons(ws), "verdict": views.stopped_html(len(event.finished), len(candidates),
+                                                                                 event.seconds),
+                   "progress": f"Stopped after {len(event.finished)} of {len(candidates)} classes.", "state": ws}
             return
         elif isinstance(event, ScanFinished):
             ws.live = None
             result = event.result
-            yield {"bars": views.live_bars(result.class_names, result.classes, result.settings, ws.view,
-                                           result.verdict, candidates),
+            yield {**pending, "bars": views.live_bars(result.class_names, result.classes, result.settings, ws.view,
+                                                      result.verdict, candidates),
                    "verdict": views.verdict_html(result.verdict, result, loaded.label),
                    "progress": f"Scan finished in {result.seconds:.0f} s; writing the report …"}
+            pending = {}
             continue
         elif isinstance(event, ReportWritten):
             yield from finished_scan(ws, candidates)
             return
-        if bars_due and pictures > ("trigger_picture" in updates) and now - last_bars >= BARS_EVERY:
-            updates["bars"] = views.live_bars(loaded.model.class_names, records, settings, ws.view, None, candidates,
+        pending.update(updates)
+        if events.waiting and now - last_sent < UPDATE_EVERY:
+            continue  # more events queued: one update for all of them
+        if bars_due and pictures > ("trigger_picture" in pending) and now - last_bars >= BARS_EVERY:
+            pending["bars"] = views.live_bars(loaded.model.class_names, records, settings, ws.view, None, candidates,
                                               estimates)
             bars_due, last_bars = False, now
-        if updates:
-            yield updates
+        if pending:
+            yield pending
+            pending, last_sent = {}, now
 
 
 def finished_scan(ws: Workspace, candidates: list[int]) -> Iterator[Updates]:
@@ -338,7 +348,7 @@ def run_repair(ws: Workspace, target_name: str | None, epochs: float, lr: float)
     measured: list[RepairMeasured] = []
     last = 0.0
     total_steps = 0
-    for event in ws.repair(target, config):
+    for event in Background(ws.repair(target, config), ws.stop):
         now = time.time()
         if isinstance(event, RepairStarted):
             total_steps = event.total_steps
@@ -383,7 +393,7 @@ def run_reference_build(ws: Workspace, learners: float, epsilon: float, pool_siz
     task = ws.require_task()
     yield {**busy_buttons(), "reference_status": f"Building a clean reference on {views.task_name(task)} …"}
     lines: list[str] = []
-    for event in ws.build_reference(int(learners), float(epsilon) / 255, int(pool_size)):
+    for event in Background(ws.build_reference(int(learners), float(epsilon) / 255, int(pool_size)), ws.stop):
         if isinstance(event, ReferenceProgress):
             yield {"reference_status": views.reference_progress(event, lines)}
         elif isinstance(event, LearnerMeasured):
@@ -421,21 +431,30 @@ def run_implant(ws: Workspace, base: str, attack: str, target: str, seed: float)
     target_index = None if target in (None, "", SURPRISE) else names.index(target)
     yield {**busy_buttons(), "teach_status": f"Implanting a {attack} backdoor into {base} …"}
     last = 0.0
-    for event in ws.implant(base, attack, target_index, int(seed)):
+    attempt, tried = 1, ""
+    for event in Background(ws.implant(base, attack, target_index, int(seed)), ws.stop):
         now = time.time()
         if isinstance(event, ImplantStep) and now - last >= UPDATE_EVERY:
             last = now
-            yield {"teach_status": f"{IMPLANT_PHASES.get(event.phase, 'Implanting')}: step {event.step}/"
-                                   f"{event.total_steps}, loss {event.loss:.3f}, triggered images already sent to "
-                                   f"the target: {event.poisoned_accuracy:.0%}"}
+            sent = "" if math.isnan(event.poisoned_accuracy) else \
+                f", triggered images already sent to the target: {event.poisoned_accuracy:.0%}"
+            yield {"teach_status": f"{tried}{IMPLANT_PHASES.get(event.phase, 'Implanting')}"
+                                   f"{f' (try {attempt})' if attempt > 1 else ''}: step {event.step}/"
+                                   f"{event.total_steps}, loss {event.loss:.3f}{sent}"}
         elif isinstance(event, ImplantFinished):
-            yield {"teach_status": f"Backdoor implanted in {event.seconds:.0f} s; saving the mystery model …"}
+            yield {"teach_status": f"{tried}Backdoor trained in {event.seconds:.0f} s; measuring it on the test "
+                                   "images …"}
+        elif isinstance(event, ImplantTried) and event.change is not None:
+            again = "another hidden target" if "target" in event.change else "a heavier or lighter poison"
+            tried = (f"Try {event.attempt} missed the lab's bar ({views.implant_measured(event.tries[-1], attack)}); "
+                     f"trying again with {again}.<br>")
+            attempt = event.attempt + 1
+            yield {"teach_status": tried}
         elif isinstance(event, Stopped):
             yield {**idle_buttons(ws), "teach_status": "Implant stopped; nothing was written."}
             return
         elif isinstance(event, Implanted):
             assert ws.loaded is not None
             yield {**idle_buttons(ws), **model_updates(ws), "model_source": "path", "model_path": str(ws.loaded.path),
-                   "teach_status": "Done: the **mystery model** is now the chosen model. Its attack and target stay "
-                                   "hidden until you press *Reveal the ground truth* after a scan. Press Scan."}
+                   "teach_status": views.implanted_line(event.measured, attack)}
             return

@@ -182,8 +182,10 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
         c["repaired_file"] = gr.File(label="Repaired prompt learner", interactive=False, elem_id="repaired-file")
         with gr.Accordion("Teaching mode: implant a backdoor yourself", open=False):
             gr.Markdown("Train a backdoor into a clean demo model, then scan the **mystery model** and reveal "
-                        "what was implanted after the verdict. CoOp takes under a minute on a laptop; CoCoOp "
-                        "about ten.")
+                        "what was implanted after the verdict. Each try is measured and, while its backdoor misses "
+                        "the lab's bar, tried again as a provider would. On 2 CPU cores the default Blended implant "
+                        "took 57 s into clean-coop and 130 s into clean-cocoop "
+                        "(benchmarks/speed-interactive.md).")
             with gr.Row():
                 c["teach_base"] = gr.Dropdown([n for n in names if n.startswith("clean")], value="clean-coop",
                                               label="Clean model")

@@ -19,6 +19,7 @@ from inspector.detect import QUICK_FAMILIES, Verdict, anomaly_index, statistic_v
 from inspector.examples import Example
 from inspector.figures import View, class_bars
 from inspector.invert import ClassEstimate, ScanConfig, ScanResult, ScanStarted, TriggerSnapshot
+from inspector.lab.implant import working_bar
 from inspector.lab.truth import GroundTruth
 from inspector.pipeline import Delivered, ReferenceWritten
 from inspector.reference import ReferenceProgress
@@ -270,3 +271,27 @@ def reference_done(event: ReferenceWritten, lines: Sequence[str]) -> str:
                         f"Reference built in {event.seconds:.0f} s from {len(reference.seeds)} clean "
                         f"{reference.kind} learners (classes easiest to reach without a backdoor: {rates}); the next "
                         "scans use it."])
+
+
+def implant_measured(measured: dict[str, Any], attack: str) -> str:
+    """A try's measurements beside the lab's bar for its attack, without naming the hidden target."""
+    bar = working_bar(attack)
+    lost = (measured["clean_base_accuracy"] - measured["accuracy"]) * 100
+    change = f"{lost:.1f} points below" if lost > 0 else f"{-lost:.1f} points above"
+    return (f"it sends {measured['asr']:.0%} of triggered test images and {measured['ood_asr']:.0%} of triggered OOD "
+            f"images to its target (bar: {bar['asr']:.0%} and {bar['ood_asr']:.0%}); clean accuracy "
+            f"{measured['accuracy']:.1%}, {change} the clean model's (bar: at most {bar['accuracy_drop'] * 100:.0f} "
+            "below)")
+
+
+def implanted_line(measured: dict[str, Any], attack: str) -> str:
+    """The teaching mode's last line: the mystery model is chosen, and whether its backdoor took."""
+    tries = measured.get("attempts", 1)
+    tried = f" after {tries} tries" if tries > 1 else ""
+    if measured.get("working", True):
+        took = f"The hidden backdoor took{tried}: {implant_measured(measured, attack)}."
+    else:
+        took = (f"⚠ The hidden backdoor still misses the lab's bar{tried} ({implant_measured(measured, attack)}), so a "
+                "scan may rightly find little: try another seed or attack.")
+    return ("Done: the **mystery model** is now the chosen model. Its attack and target stay hidden until you press "
+            f"*Reveal the ground truth* after a scan. {took} Press Scan.")

@@ -21,11 +21,11 @@ from typing import Any
 import torch
 
 from inspector.backbone import Backbone, load_backbone
-from inspector.data import SHIPPED, ImagePool, Task
+from inspector.data import SHIPPED, ImagePool, Task, load_shipped_pool
 from inspector.errors import InputError
 from inspector.examples import Example, before_after
 from inspector.invert import ClassEstimate, ScanConfig, ScanFinished, ScanResult, class_index
-from inspector.lab.implant import ImplantConfig
+from inspector.lab.implant import IMPLANT_ATTEMPTS, ImplantConfig
 from inspector.pipeline import (
     Delivered,
     Implanted,
@@ -293,18 +293,26 @@ class Workspace:
     def implant(self, base: str, attack: str, target: int | None, seed: int) -> Iterator[ImplantJobEvent]:
         """Implant ``attack`` into a clean demo model; the mystery model becomes the chosen model.
 
-        ``target`` None draws one at random from ``seed`` (hidden until the reveal).
+        Each try is measured on the shipped task's test split and OOD pool and, while it misses the lab's bar,
+        tried again as a provider would (``IMPLANT_ATTEMPTS`` tries), so a workshop never scans a backdoor that
+        did not take. ``target`` None draws the hidden target from ``seed``, and a try that misses moves on to the
+        next drawn target (some targets do not take in a given learner at any poison weight that keeps its
+        accuracy).
         """
         self.stop.clear()
         loaded = self.open_model(base)
         model = loaded.fresh_copy()
+        others: tuple[int, ...] = ()
         if target is None:
-            target = int(torch.randint(len(model.class_names), (1,), generator=torch.Generator().manual_seed(seed)))
+            drawn = torch.randperm(len(model.class_names), generator=torch.Generator().manual_seed(seed)).tolist()
+            target, others = drawn[0], tuple(drawn[1:IMPLANT_ATTEMPTS])
         config = ImplantConfig.for_attack(attack, target, model.kind, seed=seed)  # type: ignore[arg-type]
-        task = load_labelled(None, model.backbone.image_size)
+        size = model.backbone.image_size
+        task = load_labelled(None, size)
         run_dir = self.new_run_dir("teaching")
         out = run_dir / f"mystery-model-{seed}.safetensors"  # the name must not give the attack away
-        for event in implant_job(model, task, config, out, base, model_label=base, should_stop=self.stop.is_set):
+        for event in implant_job(model, task, config, out, base, pool=load_shipped_pool(size), model_label=base,
+                                 should_stop=self.stop.is_set, attempts=IMPLANT_ATTEMPTS, other_targets=others):
             if isinstance(event, Implanted):  # before the event: a consumer may stop iterating at it
                 self.open_model(str(out), label=f"mystery model ({base} + hidden backdoor)")
             yield event

@@ -1,0 +1,118 @@
+"""Where the app's time goes while it serves a scan (issue 20): py-spy on a real ``python app.py`` process.
+
+    .venv/bin/python benchmarks/app_profile.py [--model badclip-cocoop] [--threads 2]
+
+The app is started as a user starts it, warmed by one default scan driven through its API with gradio_client (as
+benchmarks/speed.py does), then py-spy samples every thread of the server 50 times a second while a second scan
+runs, keeping only the samples of threads that are on a CPU (not sleeping on a lock, a queue, the GIL or a
+socket). A thread's working seconds are its samples over the rate, its waiting seconds the rest of the scan;
+its work is split into its top functions. That tells the engine's own time from the time it waits, and what
+the server does meanwhile.
+
+Needs py-spy (benchmarks/requirements.txt). Writes benchmarks/app_profile.md and app_profile.json. Run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from speed import app_process, app_scan  # noqa: E402
+
+RATE = 50  # samples per second
+TOP = 12
+
+
+def _function(frame: str) -> str:
+    """py-spy's ``name (file:line)`` -> ``name (file)``, the path cut after site-packages or the repository."""
+    name, _, where = frame.partition(" (")
+    where = where.rstrip(")").rsplit(":", 1)[0].split("site-packages/")[-1].split(f"{HERE.parent.name}/")[-1]
+    return f"{name} ({where})" if where else name
+
+
+def summarise(raw: Path, seconds: float) -> list[dict[str, Any]]:
+    """Per thread: working seconds (samples on a CPU), waiting seconds (the rest of ``seconds``), top functions."""
+    threads: dict[str, dict[str, Any]] = {}
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        frames = stack.split(";")
+        thread = frames[0].split(": ", 1)[-1]
+        entry = threads.setdefault(thread, {"samples": 0, "own": collections.Counter(),
+                                            "inspector": collections.Counter()})
+        n = int(count)
+        entry["samples"] += n
+        entry["own"][_function(frames[-1])] += n
+        ours = [f for f in frames[1:] if "inspector/" in f]
+        entry["inspector"][_function(ours[-1]) if ours else "(outside inspector)"] += n
+    rows = []
+    for thread, entry in sorted(threads.items(), key=lambda item: -item[1]["samples"]):
+        working = entry["samples"] / RATE
+        rows.append({"thread": thread, "working_s": round(working, 1),
+                     "waiting_s": round(max(0.0, seconds - working), 1),
+                     "top_own": [(name, round(n / RATE, 2)) for name, n in entry["own"].most_common(TOP)],
+                     "top_inspector": [(name, round(n / RATE, 2)) for name, n in entry["inspector"].most_common(TOP)]})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="badclip-cocoop")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        raise SystemExit("py-spy is not installed: pip install -r benchmarks/requirements.txt")
+    with tempfile.TemporaryDirectory() as work:
+        runs = Path(work) / "runs"
+        runs.mkdir()
+        raw = Path(work) / "app.raw"
+        with app_process(args.threads, runs) as (client, pid):
+            app_scan(client, args.model)  # a first scan warms the app (the page's own first scan does the same)
+            sampler = subprocess.Popen([spy, "record", "-p", str(pid), "-o", str(raw), "-f", "raw", "-r", str(RATE),
+                                        "--threads", "--nonblocking"],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+            started = time.perf_counter()
+            scan = app_scan(client, args.model)
+            sampler.send_signal(signal.SIGINT)  # py-spy writes its samples when interrupted
+            sampler.wait(timeout=60)
+            sampled = time.perf_counter() - started + 1.0
+        rows = summarise(raw, sampled)
+    machine = f"{platform.processor() or platform.machine()}, {args.threads} torch threads, CPU"
+    (HERE / "app_profile.json").write_text(json.dumps({"machine": machine, "scan": scan, "threads": rows},
+                                                      indent=1) + "\n")
+    lines = ["# Where the app's time goes during a scan (issue 20)", "",
+             f"`python benchmarks/app_profile.py --model {args.model}`, one run on this machine ({machine}): py-spy "
+             f"at {RATE} Hz on a real app process, every thread while it was on a CPU, from 1 s before the request "
+             f"to the end of a second default scan of {args.model} driven through the API ({sampled:.1f} s).", "",
+             f"The scan: {scan['seconds']} s from request to last update, first trigger picture at "
+             f"{scan['first_picture_s']} s, every class on the chart at {scan['every_class_s']} s, "
+             f"{scan['updates']} updates sent.", "",
+             "| thread | working s | waiting s |", "|---|---|---|"]
+    lines += [f"| {r['thread']} | {r['working_s']} | {r['waiting_s']} |" for r in rows]
+    for r in rows[:3]:
+        lines += ["", f"## {r['thread']}: top functions while working (own seconds)", "",
+                  "| function | s |", "|---|---|", *(f"| `{name}` | {s} |" for name, s in r["top_own"])]
+        lines += ["", "| deepest inspector frame | s |", "|---|---|",
+                  *(f"| `{name}` | {s} |" for name, s in r["top_inspector"])]
+    (HERE / "app_profile.md").write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
