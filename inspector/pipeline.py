@@ -40,8 +40,14 @@ from inspector.lab.implant import (
     implant,
     provider_tries,
 )
-from inspector.lab.triggers import Trigger
-from inspector.lab.truth import GroundTruth, attack_success_rate, backdoor_rates, read_ground_truth, save_implanted
+from inspector.lab.truth import (
+    GroundTruth,
+    attack_success_rate,
+    backdoor_rates,
+    implant_measurements,
+    read_ground_truth,
+    save_implanted,
+)
 from inspector.pools import pool_summary, read_pool
 from inspector.prompts import (
     Kind,
@@ -416,15 +422,13 @@ def implant_job(model: PromptedCLIP, task: Task, config: ImplantConfig, out: Pat
         assert finished is not None
         tried = None
     else:
-        clean_accuracy = round(accuracy(model, task), 4)
-
-        def measure(model: PromptedCLIP, trigger: Trigger, target: int) -> dict[str, Any]:
-            return {"accuracy": round(accuracy(model, task), 4), "clean_base_accuracy": clean_accuracy,
-                    **backdoor_rates(model, trigger, target, task.test_pixels, task.test_labels, pool.pixels)}
-
+        clean_accuracy, pixels = round(accuracy(model, task), 4), pool.pixels
         tried = None
-        for event in _stoppable(provider_tries(model, task.train_pixels, task.train_labels, config, measure, attempts,
-                                               other_targets=other_targets), should_stop, "implant"):
+        tries = provider_tries(model, task.train_pixels, task.train_labels, config,
+                               lambda model, trigger, target: implant_measurements(model, trigger, target, task, pixels,
+                                                                                   clean_accuracy),
+                               attempts, other_targets=other_targets)
+        for event in _stoppable(tries, should_stop, "implant"):
             yield event
             if isinstance(event, Stopped):
                 return

@@ -15,7 +15,9 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
+from inspector.data import Task
 from inspector.errors import InputError
+from inspector.evaluate import accuracy
 from inspector.lab.implant import perturbed_trigger
 from inspector.lab.triggers import ATTACKS, AdditiveTrigger, Trigger, trigger_from_tensors, trigger_tensors
 from inspector.prompts import PromptedCLIP, predict, read_header, save_learner
@@ -89,6 +91,13 @@ def backdoor_rates(model: PromptedCLIP, trigger: Trigger, target: int, test_pixe
     """``asr`` on the non-target test images and ``ood_asr`` on the OOD pool, for one trigger."""
     return {"asr": round(attack_success_rate(model, trigger, test_pixels, target, test_labels), 4),
             "ood_asr": round(attack_success_rate(model, trigger, pool_pixels, target), 4)}
+
+
+def implant_measurements(model: PromptedCLIP, trigger: Trigger, target: int, task: Task, pool_pixels: torch.Tensor,
+                         clean_accuracy: float) -> dict[str, Any]:
+    """One implant try as the lab's bar reads it: test accuracy beside the clean learner's, ``backdoor_rates``."""
+    return {"accuracy": round(accuracy(model, task), 4), "clean_base_accuracy": clean_accuracy,
+            **backdoor_rates(model, trigger, target, task.test_pixels, task.test_labels, pool_pixels)}
 
 
 def noisy_trigger_asr(model: PromptedCLIP, trigger: AdditiveTrigger, sigma: float, test_pixels: torch.Tensor,

@@ -18,8 +18,8 @@ from inspector.backbone import Backbone
 from inspector.data import ImagePool, Task
 from inspector.evaluate import accuracy
 from inspector.lab.implant import IMPLANT_ATTEMPTS, ImplantConfig, ImplantStep, ImplantTried, provider_tries
-from inspector.lab.triggers import ATTACKS, Trigger
-from inspector.lab.truth import backdoor_rates, read_ground_truth, save_implanted
+from inspector.lab.triggers import ATTACKS
+from inspector.lab.truth import backdoor_rates, implant_measurements, read_ground_truth, save_implanted
 from inspector.prompts import PromptedCLIP, TuneConfig, build_learner, load_learner, read_header, save_learner, tune
 
 MANIFEST = "manifest.json"
@@ -113,16 +113,13 @@ def build_item(item: ZooItem, out_dir: Path, backbone: Backbone, task: Task, poo
         if base != item.base:
             model, _ = _base_model(item, base, out_dir, backbone, task)
         clean_accuracy = round(accuracy(model, task), 4)
-
-        def measure(model: PromptedCLIP, trigger: Trigger, target: int,
-                    clean: float = clean_accuracy) -> dict[str, Any]:
-            return {"accuracy": round(accuracy(model, task), 4), "clean_base_accuracy": clean,
-                    **backdoor_rates(model, trigger, target, task.test_pixels, task.test_labels, pool.pixels)}
-
         settings = {"epochs": item.epochs, **item.implant}
         config = ImplantConfig.for_attack(item.attack, item.target, item.kind, seed=item.seed, **settings)
-        for event in provider_tries(model, task.train_pixels, task.train_labels, config, measure, IMPLANT_ATTEMPTS,
-                                    record={k: v for k, v in settings.items() if v is not None}):
+        tries = provider_tries(model, task.train_pixels, task.train_labels, config,
+                               lambda model, trigger, target, clean=clean_accuracy: implant_measurements(
+                                   model, trigger, target, task, pool.pixels, clean),
+                               IMPLANT_ATTEMPTS, record={k: v for k, v in settings.items() if v is not None})
+        for event in tries:
             if isinstance(event, ImplantStep) and on_step is not None:
                 on_step(item.name, event.step, event.total_steps)
             elif isinstance(event, ImplantTried):
