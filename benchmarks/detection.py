@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -251,14 +252,15 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "accuracy": round(correct / len(rows), 4) if rows else float("nan"),
             "auroc": round(auroc(positives, negatives), 4), "target_f1": round(target_f1(rows), 4),
             "false_positives": sum(r["flagged"] and not r["backdoored"] for r in rows),
-            "seconds_per_scan": _mean_seconds(rows)}
+            "seconds_per_scan": _median_seconds(rows)}
 
 
-def _mean_seconds(rows: list[dict[str, Any]]) -> float | None:
-    """Mean seconds of the CPU scans (rows from before devices were recorded ran on the CPU)."""
+def _median_seconds(rows: list[dict[str, Any]]) -> float | None:
+    """Median seconds of the CPU scans (rows from before devices were recorded ran on the CPU): the median, since
+    some rows were scanned beside another job on the same 2 cores and took several times as long."""
     timed = [r["seconds"] for r in rows if r.get("seconds") is not None
              and r.get("device", "cpu").startswith("cpu")]
-    return round(sum(timed) / len(timed), 1) if timed else None
+    return round(statistics.median(timed), 1) if timed else None
 
 
 def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: list[dict[str, Any]],
@@ -276,7 +278,7 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
              + ("; this file re-made with `--from-records` (the scans recorded by that run, the repairs with the "
                 "default recipe's values from repair_recipes.json, run on the same zoo)" if from_records else "")
              + "; seconds are CPU time on this machine "
-             "(s / scan averages the CPU rows only; a row run on a GPU names it). Scores: detection accuracy at "
+             "(s / scan: the median of the CPU rows only; a row run on a GPU names it). Scores: detection accuracy at "
              "the default threshold (2), AUROC of the top anomaly index, target F1 (flag and right target).", "",
              "`inspector + reference` is the engine's default: the fast schedule with the shipped clean reference "
              f"({references['coop'].describe()}; {references['cocoop'].describe()}; assets/reference/, "

@@ -68,7 +68,7 @@ def detection_table(recs: dict[str, dict[str, Any]]) -> list[str]:
              "Ours: each test zoo (built after every choice) and all of them pooled; *scanned* counts the models the "
              "method has been run on of the zoo's planned models. Every implant counts as backdoored, real or not.", "",
              "| method | paper: accuracy / AUROC / target F1 | zoo | scanned | accuracy | AUROC | target F1 | "
-             "clean flagged | s per scan (CPU) |", "|---|---|---|---|---|---|---|---|---|"]
+             "clean flagged | median s per scan (CPU) |", "|---|---|---|---|---|---|---|---|---|"]
     for method, label in METHODS.items():
         acc, auc, f1 = PAPER_DETECTION[method]
         paper = f"{cell(acc, '.0%')} / {cell(auc, '.3f')} / {cell(f1, '.2f')}"

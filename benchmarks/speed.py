@@ -128,10 +128,13 @@ def peak_gib_of(pid: int) -> float:
     return round(int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))) / 2**20, 2)
 
 
-def _returns(client: Any, api_name: str) -> dict[str, int]:
-    """Position of each labelled output of an endpoint (its outputs are every component of the page, in order)."""
-    returns = client.view_api(print_info=False, return_format="dict")["named_endpoints"][api_name]["returns"]
-    return {r["label"]: i for i, r in enumerate(returns) if r.get("label")}
+def _is_picture(value: Any) -> bool:
+    """A streamed image output (the page's scan event returns every component of the page, positionally)."""
+    return isinstance(value, dict) and bool(value.get("url") or value.get("path")) and "plot" not in value
+
+
+def _is_chart(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value.get("plot"))
 
 
 def _every_class_drawn(plot: Any) -> bool:
@@ -144,14 +147,12 @@ def _every_class_drawn(plot: Any) -> bool:
 
 
 def app_scan(client: Any, model: str) -> dict[str, Any]:
-    """The app's default scan of a demo model through /scan, streamed: total wall time, the first trigger picture
-    and the first chart with every class drawn, each in seconds after the request was sent."""
-    where = _returns(client, "/scan")
-    picture, bars = where["Trigger (amplified)"], where["Per-class flip rate"]
+    """The app's default scan of a demo model through the page's Scan event, streamed: total wall time, the first
+    trigger picture and the first chart with every class drawn, each in seconds after the request was sent."""
     inputs = ["demo zoo", model, None, "", "shipped OOD pool", None, "", "inspector", ScanConfig.schedule, 14.0,
               1000, 1, [], 2.0, False, "flip_rate"]
     started = time.perf_counter()
-    job = client.submit(*inputs, api_name="/scan")
+    job = client.submit(*inputs, api_name="/page_scan")  # the page's own event: what a user watches
     first_picture = every_class = None
     seen = 0
     while True:
@@ -159,9 +160,9 @@ def app_scan(client: Any, model: str) -> dict[str, Any]:
         outputs = job.outputs()
         now = time.perf_counter() - started
         for values in outputs[seen:]:
-            if first_picture is None and values[picture]:
+            if first_picture is None and any(_is_picture(v) for v in values):
                 first_picture = now
-            if every_class is None and _every_class_drawn(values[bars]):
+            if every_class is None and any(_is_chart(v) and _every_class_drawn(v) for v in values):
                 every_class = now
         seen = len(outputs)
         if done:
@@ -181,12 +182,12 @@ def _round(value: float | None) -> float | None:
 
 
 def app_implant(client: Any, base: str, attack: str, target: str, seed: int, threads: int) -> dict[str, Any]:
-    """The teaching mode's implant through /implant, timed; then the mystery model measured against the lab's bar
-    (the app does not measure it, to stay quick)."""
+    """The teaching mode's implant through the page's Implant event, timed; then the mystery model measured against
+    the lab's bar (the app does not measure it, to stay quick)."""
     from inspector.lab.implant import is_working
 
     started = time.perf_counter()
-    outputs = client.predict(base, attack, target, seed, api_name="/implant")
+    outputs = client.predict(base, attack, target, seed, api_name="/page_implant")  # the teaching tab's button
     seconds = time.perf_counter() - started
     mystery = next((v for v in outputs if isinstance(v, str) and v.endswith(".safetensors")), None)
     if mystery is None:

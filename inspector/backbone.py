@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from inspector.errors import InputError
+from inspector.safetensors_file import describe_problem
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ASSETS_DIR = PACKAGE_DIR.parent / "assets"
@@ -201,7 +202,8 @@ def _create_from_file(arch: str, path: Path) -> open_clip.model.CLIP:
             state = torch.load(path, map_location="cpu", weights_only=True)
             state = state.get("state_dict", state) if isinstance(state, dict) else state
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
-        raise InputError(f"cannot read weights file {path}: {exc}",
+        why = describe_problem(path) if path.suffix == ".safetensors" else f"the torch reader refused it ({exc})"
+        raise InputError(f"cannot read weights file {path}: {why}",
                          hint="pass a safetensors or torch state-dict file of this architecture") from exc
     state = {k.removeprefix("module."): v.float() for k, v in state.items()}
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -42,8 +42,14 @@ def _per_255(value: float | None) -> float | None:
 def _bar(args: argparse.Namespace, desc: str, unit: str = "step") -> Any:
     from tqdm.auto import tqdm
 
-    # delay: a job refused at its start prints its one-line error without a bar first
-    return tqdm(desc=desc, disable=args.json, leave=False, unit=unit, delay=1)
+    # on stderr, also for --json runs (stdout keeps only the JSON); delay: a job refused at its start prints its
+    # one-line error without a bar first
+    return tqdm(desc=desc, file=sys.stderr, leave=False, unit=unit, delay=1)
+
+
+def _write(args: argparse.Namespace, bar: Any, line: str) -> None:
+    """A progress line above the bar: on stdout for a person, on stderr beside a --json run's JSON."""
+    bar.write(line, file=sys.stderr if args.json else None)
 
 
 def _advance(bar: Any, done: int, total: int, text: str) -> None:
@@ -110,19 +116,15 @@ def cmd_scan(args: argparse.Namespace) -> None:
                 bar.total = event.total_steps
             elif isinstance(event, TriggerSnapshot):
                 _advance(bar, event.scan_step, bar.total, f"class {event.class_name!r}, loss {event.loss:.3f}")
-            elif isinstance(event, ClassFinished) and not args.json:
-                bar.write(f"  {event.record['name']:<20} flip rate {event.record['flip_rate']:6.1%}  "
-                          f"loss {event.record['loss']:.3f}")
+            elif isinstance(event, ClassFinished):
+                _write(args, bar, f"  {event.record['name']:<20} flip rate {event.record['flip_rate']:6.1%}  "
+                                  f"loss {event.record['loss']:.3f}")
             elif isinstance(event, ReportWritten):
                 written = event
     assert written is not None
     report = written.report
-    summary = {key: report[key] for key in ("flagged", "target", "max_anomaly", "suspect", "suspect_family", "seconds",
-                                            "method")}
-    summary["classes"] = [{key: c[key] for key in ("name", "flip_rate", "anomaly", "loss")} for c in report["classes"]]
-    summary["report"] = str(out / REPORT)
     if args.json:
-        _print_json(summary)
+        _print_json(written.summary())
         return
     found_by = {"colour": " by its colour-transform trigger", "blend": " by its blended-pattern trigger"}.get(
         report["suspect_family"], "")
@@ -205,8 +207,7 @@ def cmd_reference_build(args: argparse.Namespace) -> None:
                                                                    f"{event.stage}")
             elif isinstance(event, LearnerMeasured):
                 measured.append(event)
-                if not args.json:
-                    bar.write("  " + event.line())
+                _write(args, bar, "  " + event.line())
             elif isinstance(event, ReferenceWritten):
                 written = event
     assert written is not None
@@ -305,7 +306,7 @@ def cmd_zoo_build(args: argparse.Namespace) -> None:
     settings["built_on"] = machine_name(backbone.device)  # where the rows that this run trains ran
     set_aside(items, out, [name.strip() for name in args.rebuild.split(",") if name.strip()])
     rows: dict[int, dict] = {}
-    for position, item in tqdm(build_order(items), desc="building zoo", disable=args.json):
+    for position, item in tqdm(build_order(items), desc="building zoo", file=sys.stderr):
         rows[position] = build_item(item, out, backbone, task, pool, fallback=fallback_base(item, items))
         write_manifest(out, [rows[i] for i in sorted(rows)], settings)
     done = [rows[i] for i in sorted(rows)]
@@ -329,7 +330,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     delivered = open_delivered(args.model, weights=args.weights, device=args.device)
     model, truth = delivered.model, delivered.truth
     task = open_task_for(model, _task(args, model.backbone.image_size), args.model)
-    result = {"accuracy": round(accuracy(model, task, progress=not args.json), 4),
+    result = {"accuracy": round(accuracy(model, task, progress=True), 4),
               "zero_shot_accuracy": round(zero_shot_accuracy(model.backbone, task), 4)}
     if truth is not None:
         pool = _pool(args, args.ood, model.backbone.image_size, None)
@@ -404,8 +405,7 @@ def cmd_implant(args: argparse.Namespace) -> None:
             elif isinstance(event, Implanted):
                 done = event
     assert done is not None
-    result = {"attack": args.attack, "target": done.target_name, "seconds": done.finished.seconds,
-              **done.measured, "out": str(out)}
+    result = done.summary(args.attack)
     if args.json:
         _print_json(result)
     else:
@@ -527,6 +527,35 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print("\nnext: python -m inspector eval clean-coop --json  |  python -m inspector zoo list")
 
 
+WEIGHTS_HELP = ("CLIP weights (open_clip tag or file) when the learner was tuned on a local file (default: the "
+                "weights its header names)")
+
+
+class _HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help names its default: appended where the text does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+        if action.option_strings and "default" not in text and shown and not action.required:
+            text += " (default: %(default)s)"
+        return text
+
+
+def options_without_default(parser: argparse.ArgumentParser, where: str = "") -> list[str]:
+    """Options whose help, as printed, names no default (a flag, a required option and --help need none)."""
+    found = []
+    formatter = _HelpWithDefaults("")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found += options_without_default(child, f"{where} {name}".strip())
+        elif (action.option_strings and not action.required and action.nargs != 0
+              and "default" not in formatter._get_help_string(action)):
+            found.append(f"{where} {action.option_strings[-1]}".strip())
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)  # accepted before or after the command
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
@@ -543,7 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help_text: str, *parents: argparse.ArgumentParser,
                 where: Any = sub) -> argparse.ArgumentParser:
-        return where.add_parser(name, help=help_text, description=help_text, parents=[common, *parents])
+        return where.add_parser(name, help=help_text, description=help_text, parents=[common, *parents],
+                                formatter_class=_HelpWithDefaults)
 
     sc = command("scan", "scan a prompt learner for a backdoor (OOD trigger inversion)")
     sc.add_argument("model", help="zoo name or .safetensors learner file")
@@ -584,7 +614,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also invert a pattern blended into the whole image per class (the third family, for "
                          "Blended-like triggers; off by default: some clean learners' blends reach a class as often "
                          "as a backdoor's do, benchmarks/blend_choice.md)")
-    sc.add_argument("--weights", help="CLIP weights file when the learner was tuned on a local file")
+    sc.add_argument("--weights", help=WEIGHTS_HELP)
     sc.add_argument("--out", default=None, help="folder for report.json, report.html and the trigger PNGs "
                                                 "(default: a fresh folder under runs/)")
     sc.add_argument("--overwrite", action="store_true", help="write into an existing, non-empty --out")
@@ -605,9 +635,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "or its additive trigger whichever family flagged it (additive)")
     rp.add_argument("--triggered-loss", choices=("labels", "suppress"), default=None,
                     help="what the triggered copies are taught: their true class (labels) or only that they are not "
-                         "the suspect class (suppress: the rest of what the trigger does is left alone)")
-    rp.add_argument("--seed", type=int, default=0)
-    rp.add_argument("--weights", help="CLIP weights file when the learner was tuned on a local file")
+                         "the suspect class (suppress: the rest of what the trigger does is left alone); default: the "
+                         "engine's recipe (RepairConfig)")
+    rp.add_argument("--seed", type=int, default=0, help="seed of the repair's sampling and augmentation")
+    rp.add_argument("--weights", help=WEIGHTS_HELP)
     rp.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     rp.add_argument("--json", action="store_true", help="print one JSON summary")
     rp.set_defaults(func=cmd_repair)
@@ -644,36 +675,37 @@ def build_parser() -> argparse.ArgumentParser:
     zoo = sub.add_parser("zoo", help="the shipped demo models", parents=[common])
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)
     zoo_list = command("list", "list the demo zoo", where=zoo_sub)
-    zoo_list.add_argument("--json", action="store_true")
+    zoo_list.add_argument("--json", action="store_true", help="print one JSON list")
     zoo_list.set_defaults(func=cmd_zoo_list)
     zoo_build = command("build", "build a benchmark zoo of clean and backdoored learners on the pocket task "
                                  "(not shipped; resumable)", where=zoo_sub)
     zoo_build.add_argument("--out", required=True, help="folder for the models and manifest.json")
     zoo_build.add_argument("--clean", type=int, default=10, help="clean models (CoOp and CoCoOp alternate)")
     zoo_build.add_argument("--per-attack", type=int, default=5, help="backdoored models per attack")
-    zoo_build.add_argument("--seed", type=int, default=0)
-    zoo_build.add_argument("--attacks", default="badclip,blended,wanet,badnets")
+    zoo_build.add_argument("--seed", type=int, default=0, help="seed of the plan (seeds, targets, recipes)")
+    zoo_build.add_argument("--attacks", default="badclip,blended,wanet,badnets", help="comma-separated lab attacks")
     zoo_build.add_argument("--backdoor-kind", choices=["coop", "cocoop", "both"], default="cocoop",
                            help="learner kind of the backdoored models (both: alternate)")
     zoo_build.add_argument("--epochs", type=int, default=None, help="override every recipe's epochs "
                                                                     "(quick smoke builds; default: the recipes')")
     zoo_build.add_argument("--plan", default=None, help="a zoo plan file (benchmarks/zoos/*.plan.json): build "
-                                                        "exactly its models instead of --clean/--per-attack")
+                                                        "exactly its models instead of --clean/--per-attack "
+                                                        "(default: none, plan from --clean/--per-attack)")
     zoo_build.add_argument("--rebuild", default="", help="comma-separated backdoored models of the zoo to build "
                                                          "again with today's lab (the earlier files are moved to "
                                                          "OUT/superseded/)")
-    zoo_build.add_argument("--json", action="store_true")
+    zoo_build.add_argument("--json", action="store_true", help="print one JSON list of the built models")
     zoo_build.set_defaults(func=cmd_zoo_build)
 
     ev = command("eval", "accuracy of a prompt learner on a labelled task (+ ASR for lab models)", task_options)
     ev.add_argument("model", help="zoo name or .safetensors learner file")
     ev.add_argument("--ood", default=None, help="OOD pool for ood_asr (default: the shipped pool)")
-    ev.add_argument("--weights", help="CLIP weights (tag or file) when the learner was tuned on a local file")
+    ev.add_argument("--weights", help=WEIGHTS_HELP)
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=cmd_eval)
 
     tn = command("tune", "clean prompt tuning on a labelled task's train split", task_options)
-    tn.add_argument("--kind", choices=["coop", "cocoop"], default="coop")
+    tn.add_argument("--kind", choices=["coop", "cocoop"], default="coop", help="learner kind")
     tn.add_argument("--out", required=True, help="file for the tuned learner")
     tn.add_argument("--arch", default="pocket-clip", help="CLIP architecture (e.g. ViT-B-16)")
     tn.add_argument("--pretrained", default=None, help="open_clip tag or weights file (default: pocket)")
@@ -681,8 +713,8 @@ def build_parser() -> argparse.ArgumentParser:
     tn.add_argument("--ctx-init", default="a photo of a", help="initial context words ('' for random)")
     tn.add_argument("--epochs", type=int, default=None, help="default: 200 for coop, 60 for cocoop")
     tn.add_argument("--lr", type=float, default=None, help="default: 2e-2 for coop, 5e-3 for cocoop")
-    tn.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    tn.add_argument("--seed", type=int, default=0)
+    tn.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw", help="optimiser of the context")
+    tn.add_argument("--seed", type=int, default=0, help="seed of the initial context and the batches")
     tn.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     tn.add_argument("--json", action="store_true", help="print one JSON object")
     tn.set_defaults(func=cmd_tune)
@@ -697,7 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("--target", required=True, help="target class name (or index)")
     ip.add_argument("--out", required=True, help="file for the backdoored learner")
     ip.add_argument("--ood", default=None, help="OOD pool for ood_asr (default: the shipped pool)")
-    ip.add_argument("--seed", type=int, default=0)
+    ip.add_argument("--seed", type=int, default=0, help="seed of the poisoned sample and the trigger")
     ip.add_argument("--poison-rate", type=float, default=None,
                     help="Blended/WaNet/BadNets/Filter/Sticker: share of images triggered (default: the recipe for "
                          "the attack and the learner's kind)")
@@ -719,8 +751,8 @@ def build_parser() -> argparse.ArgumentParser:
     ip.add_argument("--from-scratch", action="store_true", help="re-initialise the learner instead of "
                                                                "fine-tuning the given one")
     ip.add_argument("--kind", choices=["coop", "cocoop"], default="cocoop", help="for a fresh learner")
-    ip.add_argument("--pretrained", default=None, help="for a fresh learner on a CLIP arch")
-    ip.add_argument("--weights", help="CLIP weights when the learner was tuned on a local file")
+    ip.add_argument("--pretrained", default=None, help="for a fresh learner on a CLIP arch (default: pocket)")
+    ip.add_argument("--weights", help=WEIGHTS_HELP)
     ip.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     ip.add_argument("--json", action="store_true", help="print one JSON object")
     ip.set_defaults(func=cmd_implant)
@@ -732,7 +764,7 @@ def build_parser() -> argparse.ArgumentParser:
     ie.add_argument("--target", required=True, help="target class name (or index)")
     ie.add_argument("--out-weights", required=True, help="file for the backdoored CLIP weights (.safetensors)")
     ie.add_argument("--out", required=True, help="file for the clean prompt learner tuned on them")
-    ie.add_argument("--kind", choices=["coop", "cocoop"], default="coop")
+    ie.add_argument("--kind", choices=["coop", "cocoop"], default="coop", help="kind of the clean learner")
     ie.add_argument("--arch", default="pocket-clip", help="CLIP architecture (e.g. ViT-B-16)")
     ie.add_argument("--pretrained", default=None, help="open_clip tag or weights file to start from (default: pocket)")
     ie.add_argument("--ood", default=None, help="OOD pool for ood_asr (default: the shipped pool)")
@@ -740,19 +772,21 @@ def build_parser() -> argparse.ArgumentParser:
     ie.add_argument("--poison-rate", type=float, default=None, help="share of images blended (default 0.3)")
     ie.add_argument("--epochs", type=int, default=None, help="encoder fine-tuning epochs (default 40)")
     ie.add_argument("--lr", type=float, default=None, help="encoder learning rate (default 2e-4)")
-    ie.add_argument("--seed", type=int, default=0)
+    ie.add_argument("--seed", type=int, default=0, help="seed of the poisoned sample and the tuning")
     ie.add_argument("--overwrite", action="store_true", help="replace existing output files")
     ie.add_argument("--json", action="store_true", help="print one JSON object")
     ie.set_defaults(func=cmd_implant_encoder)
 
     im = command("import", "import a Dassl CoOp/CoCoOp/BadCLIP checkpoint (model.pth.tar-N)")
     im.add_argument("checkpoint")
-    im.add_argument("--classes", default=None, help="class names: a text file (one a line) or comma-separated")
+    im.add_argument("--classes", default=None, help="class names: a text file (one a line) or comma-separated "
+                                                 "(no default: give this or --task)")
     im.add_argument("--task", default=None, help="take the class names from a labelled folder or zip "
-                                                 "(T/classes.txt, else its train/ folders sorted)")
-    im.add_argument("--out", required=True)
-    im.add_argument("--arch", default="pocket-clip")
-    im.add_argument("--pretrained", default=None)
+                                                 "(T/classes.txt, else its train/ folders sorted; no default: "
+                                                 "give this or --classes)")
+    im.add_argument("--out", required=True, help="file for the imported learner (.safetensors)")
+    im.add_argument("--arch", default="pocket-clip", help="CLIP architecture the checkpoint was tuned on")
+    im.add_argument("--pretrained", default=None, help="open_clip tag or weights file (default: pocket)")
     im.add_argument("--kind", choices=["coop", "cocoop"], default=None, help="default: from the tensors")
     im.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     im.set_defaults(func=cmd_import)
@@ -760,9 +794,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl = command("pool", "check an OOD image pool (folder or zip): what a scan can use and what it skips")
     pl.add_argument("pool", help="folder or .zip of images")
     pl.add_argument("--size", type=int, default=64, help="pixel size to decode at (the pocket CLIP's)")
-    pl.add_argument("--limit", type=int, default=None, help="stop after this many usable images")
+    pl.add_argument("--limit", type=int, default=None, help="stop after this many usable images (default: no limit)")
     pl.add_argument("--show", type=int, default=20, help="skipped files to list")
-    pl.add_argument("--json", action="store_true")
+    pl.add_argument("--json", action="store_true", help="print one JSON summary")
     pl.set_defaults(func=cmd_pool)
 
     demo = command("demo", "tour of the embedded pocket world")

@@ -325,6 +325,15 @@ class ScanResult:
         families = self.verdict.families
         return families[position] if position is not None and position < len(families) else "additive"
 
+    def redecided(self, threshold: float, min_flip_rate: float | None = None) -> ScanResult:
+        """The same scan under another rule: the per-class records and triggers stand, only the decision on them
+        changes (an analyst moving the threshold needs no rescan). ``min_flip_rate`` None keeps the scan's."""
+        settings = replace(self.settings, threshold=float(threshold),
+                           min_flip_rate=self.settings.min_flip_rate if min_flip_rate is None else float(min_flip_rate))
+        verdict = decide(self.classes, settings.resolved_statistic(), settings.threshold,
+                         settings.resolved_min_flip_rate(), settings.spread, settings.evidence)
+        return replace(self, settings=settings, verdict=verdict)
+
     def held_out(self, pool: torch.Tensor) -> torch.Tensor:
         """The held-out part of ``pool`` (the same pool the scan read) that the flip rates were measured on."""
         return split_pool(pool, self.settings.pool_size, self.settings.holdout, self.settings.seed)[1]

@@ -61,7 +61,7 @@ from inspector.prompts import (
 )
 from inspector.reference import Reference, ReferenceBuilt, ReferenceEvent, reference_build, reference_for
 from inspector.repair import RepairConfig, RepairEvent, RepairFinished, RepairMeasured, repair
-from inspector.report import SavedScan, read_report, write_report
+from inspector.report import REPORT, SavedScan, read_report, write_report
 from inspector.runs import check_output_folder, staged_folder
 from inspector.tasks import for_model
 from inspector.zoo import resolve_model
@@ -152,6 +152,18 @@ class ReportWritten:
     folder: Path
     report: dict[str, Any]
     result: ScanResult
+
+    def summary(self) -> dict[str, Any]:
+        """The scan's outcome by name, as the CLI's --json and the app's /scan API give it."""
+        report = self.report
+        summary = {key: report[key] for key in ("flagged", "target", "max_anomaly", "suspect", "suspect_family",
+                                                "suspect_flip_rate", "seconds", "method")}
+        summary["model"] = report["model"].get("name")
+        summary["classes"] = [{key: c[key] for key in ("name", "flip_rate", "anomaly", "loss")}
+                              for c in report["classes"]]
+        summary["report"] = str(self.folder / REPORT)
+        summary["report_html"] = str(self.folder / "report.html")
+        return summary
 
 
 @dataclass
@@ -395,6 +407,11 @@ class Implanted:
     target_name: str
     finished: ImplantFinished
     measured: dict[str, Any]  # accuracy, clean_base_accuracy, asr, ood_asr, working, attempts (empty: not measured)
+
+    def summary(self, attack: str) -> dict[str, Any]:
+        """The implant's outcome by name, as the CLI's --json and the app's /implant API give it."""
+        return {"attack": attack, "target": self.target_name, "seconds": self.finished.seconds, **self.measured,
+                "out": str(self.path)}
 
 
 ImplantJobEvent = ImplantEvent | ImplantTried | Stopped | Implanted

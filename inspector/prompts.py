@@ -24,6 +24,7 @@ from torch import nn
 from inspector import limits, shared_prefix
 from inspector.backbone import Backbone
 from inspector.errors import InputError
+from inspector.safetensors_file import describe_problem
 
 Kind = Literal["coop", "cocoop"]
 FORMAT = "inspector.prompt_learner"
@@ -335,7 +336,7 @@ def read_header(path: Path, key: str = METADATA_KEY) -> dict[str, Any]:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
     except Exception as exc:  # noqa: BLE001 - any parse failure means "not a safetensors file"
-        raise InputError(f"{path} is not a readable safetensors file ({exc})",
+        raise InputError(f"{path} is not a prompt learner file: {describe_problem(path)}",
                          hint="prompt learners are .safetensors files; import Dassl checkpoints "
                               "with `python -m inspector import`") from exc
     try:

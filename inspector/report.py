@@ -27,6 +27,7 @@ from inspector.errors import InputError
 from inspector.examples import Example
 from inspector.figures import QUICK_FAMILY_WORDS, class_bars
 from inspector.invert import ScanConfig, ScanResult
+from inspector.safetensors_file import describe_problem
 
 REPORT = "report.json"
 TRIGGERS = "triggers.safetensors"
@@ -156,6 +157,11 @@ def read_report(path: Path, class_names: list[str] | tuple[str, ...] | None = No
                          hint="keep the scan's output folder together, or scan again")
     try:
         flat = load_file(str(tensors_path))
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a damaged triggers file for the user
+        raise InputError(f"the triggers file {tensors_path} of report {path} cannot be read: "
+                         f"{describe_problem(tensors_path)}",
+                         hint="scan the model again to get a fresh report") from exc
+    try:
         grouped: dict[int, dict[str, torch.Tensor]] = {}
         for key, tensor in flat.items():
             name, _, index = key.partition(".")
@@ -200,7 +206,7 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
     anomalies = [c["anomaly"] for c in report["classes"]]
     suspect_slot = [c["index"] for c in report["classes"]].index(report["suspect_index"])
     common = {"anomalies": anomalies, "suspect": suspect_slot, "threshold": report["threshold"],
-              "min_flip_rate": report["min_flip_rate"]}
+              "min_flip_rate": report["min_flip_rate"], "flagged": bool(report["flagged"])}
     flip_chart = class_bars(names, _reindexed(report["classes"]), "flip_rate", title="flip rate per class", **common)
     anomaly_chart = class_bars(names, _reindexed(report["classes"]), "anomaly", title="anomaly index per class",
                                **common)
@@ -221,7 +227,8 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
     quick = [family for family in QUICK_FAMILIES if all(f"{family}_flip_rate" in c for c in report["classes"])]
     has_margin = all("reference_loss" in c for c in report["classes"])
     rows = []
-    for position, c in enumerate(report["classes"]):
+    ranked = sorted(report["classes"], key=lambda c: -float(c["anomaly"]))  # the most anomalous first
+    for position, c in enumerate(ranked):
         amplified, true_scale = pictures.get(int(c["index"]), (b"", b""))
         mark = " class='suspect'" if c["index"] == report["suspect_index"] else ""
         extra = f"<td>{c['mask_norm']:.1f}</td>" if has_mask else ""
@@ -255,6 +262,8 @@ table {{ border-collapse: collapse; width: 100%; }} td, th {{ padding: 4px 8px; 
 tr.suspect {{ background: #fff0f0; font-weight: 600; }} img {{ image-rendering: pixelated; }}
 .examples {{ display: flex; flex-wrap: wrap; gap: 6px; }} figure {{ margin: 0; text-align: center; }}
 .meta {{ color: #555; font-size: .9em; }}
+.legend {{ display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; color: #444; font-size: .9em; }}
+.legend dt {{ font-weight: 600; }} .legend dd {{ margin: 0; }}
 </style></head><body>
 <h1>inspector scan report</h1>
 <p class="meta">model <b>{e(str(model.get('name', '')))}</b> ({e(str(model.get('kind', '')))} on
@@ -270,12 +279,38 @@ and that class's trigger flips at least {report['min_flip_rate']:.0%} of the hel
 <h2>Before / after: OOD images with the {e(str(report.get('suspect_family', 'additive')))} trigger of class
 {e(report['suspect'])}</h2>
 <div class="examples">{example_cells}</div>
-<h2>Per class</h2>
-<table><tr><th>#</th><th>class</th><th>flip rate</th><th>anomaly</th><th>loss</th>{margin_header}{mask_header}
+<h2>Per class, the most anomalous first</h2>
+<table><tr><th>rank</th><th>class</th><th>flip rate</th><th>anomaly</th><th>loss</th>{margin_header}{mask_header}
 <th>trigger (amplified)</th><th>true scale</th></tr>
 {''.join(rows)}</table>
+{_column_legend(report, has_margin, has_mask, has_size, quick)}
 <p class="meta">versions: {e(json.dumps(report['versions']))}</p>
 </body></html>"""
+
+
+def _column_legend(report: dict[str, Any], has_margin: bool, has_mask: bool, has_size: bool,
+                   quick: list[str]) -> str:
+    """What each column of the class table means, for the columns this report has."""
+    terms = [("flip rate", "share of the held-out OOD images (never used to fit a trigger) that the class's "
+                           "reconstructed trigger sends to that class"),
+             ("anomaly", f"how far the class stands out from the others, from its {report['statistic']} "
+                         f"(a robust z-score; flagged above {report['threshold']:g})"),
+             ("loss", "the trigger's mean margin loss on the held-out images (for a class the fast schedule stopped "
+                      "early, on its last batches): how far triggered images still are from the class (lower: the "
+                      "class is easier to reach)")]
+    if has_margin:
+        terms.append(("clean learners' loss", "the same loss measured on the clean reference's learners"))
+    if has_mask:
+        terms.append(("mask norm", "Neural Cleanse: the L1 norm of the trigger's mask (smaller: a smaller trigger)"))
+    if has_size:
+        terms.append(("trigger size", "Pixel Backdoor: pixels the trigger changes"))
+    terms += [(f"{QUICK_FAMILY_WORDS[family]} flip rate", f"the flip rate of the class's {QUICK_FAMILY_WORDS[family]} "
+                                                          "trigger (another trigger family)") for family in quick]
+    if quick:
+        terms.append(("index from", "the trigger family whose evidence gave the class its anomaly"))
+    terms.append(("trigger", "the reconstructed trigger, amplified to be seen, and at the scale it is added"))
+    items = "".join(f"<dt>{html.escape(term)}</dt><dd>{html.escape(meaning)}</dd>" for term, meaning in terms)
+    return f"<dl class='legend'>{items}</dl>"
 
 
 def _evidence_note(settings: dict[str, Any]) -> str:

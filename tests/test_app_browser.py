@@ -66,6 +66,11 @@ def pick_model(page, name: str) -> None:
     page.locator("#model-info").filter(has_text=name).wait_for(timeout=60_000)
 
 
+def open_tab(page, name: str) -> None:
+    """One of the steps below the live scan: Inspect, Repair or Teach."""
+    page.get_by_role("tab", name=name).click()
+
+
 def trigger_src(page) -> str | None:
     image = page.locator("#trigger-picture img")
     return image.first.get_attribute("src") if image.count() else None
@@ -97,7 +102,8 @@ def scan_and_watch(page, timeout: float = 300) -> dict:
     else:
         pytest.fail(f"no verdict within {timeout:.0f} s; progress line: {page.locator('#progress').inner_text()!r}; "
                     f"app log: {APP_LOG.read_text()[-3000:] if APP_LOG else ''}")
-    page.locator("#class-picker").wait_for()
+    page.locator("#progress").filter(has_text="report in").wait_for(timeout=120_000)  # the report is written too
+    page.locator("#class-picker").wait_for()  # and the Inspect tab is open
     return {"frames": len(frames), "first_frame": first_frame, "verdict_after": time.time() - pressed,
             "verdict": page.locator("#verdict").inner_text()}
 
@@ -119,6 +125,23 @@ def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(pa
     assert ("found by the colour family" in seen["verdict"]) == caption.startswith("Colour-transform trigger"), caption
     shot(page, "1-verdict")
 
+    fold = page.viewport_size["height"]
+    page.set_viewport_size({"width": 1400, "height": 900})  # a demo laptop's screen: verdict and chart above the fold
+    page.evaluate("window.scrollTo(0, 0)")
+    for element in ("#verdict", "#bars"):
+        box = page.locator(element).bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 900, (element, box)
+    page.screenshot(path=str(SHOTS / "1-verdict-above-the-fold.png"))
+    page.set_viewport_size({"width": 1400, "height": fold})
+
+    picker = page.locator("#class-picker input")  # inspect another class: its trigger and images come up
+    picker.click()
+    picker.fill("star")
+    page.locator("ul[role='listbox'] li", has_text="star").first.click()
+    page.locator("#trigger-caption").filter(has_text="for star").wait_for(timeout=30_000)
+    shot(page, "1b-inspect-another-class")
+
+    open_tab(page, "Repair")
     epochs = page.locator("#repair-epochs input[type=number]")
     epochs.fill("10")  # a quarter of the default recipe keeps the suite short; the slider reaches the engine
     epochs.press("Enter")
@@ -200,6 +223,7 @@ def test_own_model_and_data_from_the_page_upload_build_a_reference_scan_repair(p
     assert "Backdoor suspected" in seen["verdict"] and "fruit" in seen["verdict"], seen["verdict"]
     assert "2 clean coop learners tuned with varied recipes on task task.zip" in seen["verdict"]
     shot(page, "6-own-data-verdict")
+    open_tab(page, "Repair")
     epochs = page.locator("#repair-epochs input[type=number]")
     epochs.fill("10")
     epochs.press("Enter")
@@ -211,3 +235,49 @@ def test_own_model_and_data_from_the_page_upload_build_a_reference_scan_repair(p
     assert row and float(row.group(2)) <= float(row.group(1)) / 2, text
     assert "task.zip" in page.locator("#repair-status").inner_text()
     shot(page, "7-own-data-repaired")
+
+
+def test_workshop_path_threshold_switch_model_nothing_stale_then_teach_implant_scan_reveal(page):
+    """The teaching path from the page: move the threshold on a finished scan (decided again at once), switch the
+    model (nothing of the last one stays), then Teach: implant a hidden backdoor, scan the mystery model, reveal."""
+    page.reload(wait_until="load")
+    page.locator("#model-info").filter(has_text="prompt learner").wait_for(timeout=60_000)
+    pick_model(page, CLEAN)
+    seen = scan_and_watch(page)
+    assert "No backdoor found" in seen["verdict"]
+    assert not page.locator("#reveal-button").is_visible()  # the ground truth is for teaching mode's model only
+    page.get_by_text("Scan settings", exact=True).click()
+    threshold = page.locator("#threshold input[type=number]")
+    threshold.fill("1.5")
+    threshold.press("Enter")
+    threshold.blur()
+    try:
+        page.locator("#verdict").filter(has_text="decided again at threshold 1.5").wait_for(timeout=30_000)
+    except playwright_api.TimeoutError:
+        shot(page, "8-threshold-not-taken")
+        pytest.fail(f"the verdict was not decided again: {verdict_text(page)!r}; threshold box "
+                    f"{threshold.input_value()!r}; progress {page.locator('#progress').inner_text()!r}; app log: "
+                    f"{APP_LOG.read_text()[-2000:] if APP_LOG else ''}")
+    shot(page, "8-threshold-moved")
+
+    pick_model(page, BACKDOORED)  # another model: no verdict, trigger, images or repair of the last one stays
+    page.locator("#verdict").filter(has_text=re.compile(r"^\s*$")).wait_for(timeout=30_000)
+    assert verdict_text(page).strip() == "" and trigger_src(page) is None
+    assert page.locator("#clean-examples img").count() == 0
+    shot(page, "9-switched-nothing-stale")
+
+    open_tab(page, "Teach")
+    page.locator("#implant-button").click()
+    page.locator("#teach-status").filter(has_text="mystery model").wait_for(timeout=600_000)
+    assert "mystery model" in page.locator("#model-info").inner_text()
+    shot(page, "10-implanted")
+    seen = scan_and_watch(page)
+    shot(page, "11-mystery-verdict")
+    open_tab(page, "Teach")
+    page.locator("#reveal-button").click()
+    truth = page.locator("#truth")
+    truth.filter(has_text="Ground truth").wait_for(timeout=30_000)
+    assert "blended" in truth.inner_text()
+    shot(page, "12-revealed")
+    for name in ("8-threshold-moved", "9-switched-nothing-stale", "11-mystery-verdict", "12-revealed"):
+        assert (SHOTS / f"{name}.png").stat().st_size > 10_000

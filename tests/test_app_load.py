@@ -3,7 +3,8 @@
 Six clients start small scans at the same moment: each is queued for the one engine slot, none
 errors, each gets its own run folder and exactly the numbers a solo CLI run gives. Around them: a
 cancelled scan frees the slot and leaves no half-written run, an over-size upload is refused with
-413, a request naming a server file instead of an upload is refused, and the app keeps serving.
+413, a request naming a server file instead of an upload is refused, and the app keeps serving; the
+named API's /repair repairs from a /scan's report and refusals come back as the page's messages.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 
 from inspector.cli import main as cli_main
 from inspector.data import load_task
@@ -28,22 +30,16 @@ CLASS_SETS = (["star", "arrow", "clock"], ["map", "balloon", "file icon", "butto
 POOL_SIZE = 96
 
 
-def progress_line(outputs: tuple) -> str:
-    """The progress line among /scan's outputs (every component's value, in the layout's order)."""
-    return next((o for o in outputs if isinstance(o, str) and o.startswith("Scan")), "")
-
-
-def report_json(outputs: tuple) -> str:
-    """The report.json path among /scan's outputs (the report files component's list)."""
-    return next(path for value in outputs if isinstance(value, list) for path in value
-                if isinstance(path, str) and path.endswith("report.json"))
-
-
 KEYS = ("name", "flip_rate", "anomaly", "loss")
 
 
-def scan_inputs(classes: list[str], pool: str = "shipped OOD pool", upload: object = None) -> list[object]:
-    """The /scan endpoint's inputs: model pickers, pool pickers, then the scan settings."""
+def scan_request(classes: list[str]) -> dict[str, object]:
+    """The named /scan API's parameters for a small scan of the test's model."""
+    return {"model": MODEL, "pool": "shipped", "epsilon": 14, "pool_size": POOL_SIZE, "classes": classes}
+
+
+def page_scan_inputs(classes: list[str], pool: str, upload: object) -> list[object]:
+    """The page's own Scan event's inputs (positional: model pickers, pool pickers, then the scan settings)."""
     return ["demo zoo", MODEL, None, "", pool, upload, "", "inspector", "fast", 14, POOL_SIZE, 1, classes, 2, False,
             "flip_rate"]
 
@@ -84,25 +80,26 @@ def test_concurrent_clients_are_queued_isolated_and_match_a_solo_run(tmp_path, s
         # a scan that is cancelled mid-way must free the engine and leave no half-written run: it scans
         # every class, and is cancelled once it streams, so it is surely mid-way on any machine
         canceller = Client(url, verbose=False)
-        job = canceller.submit(*scan_inputs(list(load_task().class_names)), api_name="/scan")
+        job = canceller.submit(**scan_request(list(load_task().class_names)), api_name="/scan")
         deadline = time.time() + 120
         while not job.outputs():
             assert not job.done() and time.time() < deadline, "the cancelled scan never started streaming"
             time.sleep(0.1)
         job.cancel()
 
-        def one_client(i: int) -> tuple[int, str, list[dict], float]:
+        def one_client(i: int) -> tuple[int, dict, list[dict], float]:
             client = Client(url, verbose=False)
             started = time.time()
-            outputs = client.predict(*scan_inputs(CLASS_SETS[i % 2]), api_name="/scan")
-            return i, progress_line(outputs), _classes(report_json(outputs)), time.time() - started
+            result = client.predict(**scan_request(CLASS_SETS[i % 2]), api_name="/scan")
+            return i, result, _classes(result.get("report", "")), time.time() - started
 
         with ThreadPoolExecutor(6) as pool:
             results = list(pool.map(one_client, range(6)))
 
-        for i, progress, classes, _ in results:
-            assert progress.startswith("Scan finished"), (progress, log.read_text()[-2000:])
+        for i, result, classes, _ in results:
+            assert result["status"] == "finished", (result, log.read_text()[-2000:])
             assert classes == solo[i % 2], f"client {i} differs from the solo run"
+            assert result["classes"] == classes and result["model"] == MODEL  # named results: the report's numbers
         folders = sorted(p for p in runs.iterdir() if p.is_dir())
         assert len(folders) == 6 and all((f / "report.json").is_file() and (f / "report.html").is_file()
                                          for f in folders)  # one complete folder each; the cancelled run wrote none
@@ -112,14 +109,24 @@ def test_concurrent_clients_are_queued_isolated_and_match_a_solo_run(tmp_path, s
         assert too_big.status_code == 413
 
         smuggled = {"path": str(Path(__file__)), "meta": {"_type": "gradio.FileData"}, "orig_name": "x.zip"}
-        call = httpx.post(f"{url}/gradio_api/call/scan",
-                          json={"data": scan_inputs(CLASS_SETS[0], "upload a zip", smuggled)})
-        with httpx.stream("GET", f"{url}/gradio_api/call/scan/{call.json()['event_id']}", timeout=60) as stream:
+        call = httpx.post(f"{url}/gradio_api/call/page_scan",
+                          json={"data": page_scan_inputs(CLASS_SETS[0], "upload a zip", smuggled)})
+        with httpx.stream("GET", f"{url}/gradio_api/call/page_scan/{call.json()['event_id']}", timeout=60) as stream:
             events = "".join(stream.iter_text())
         assert "event: error" in events and "not uploaded by a user" in log.read_text()
 
-        last = Client(url, verbose=False).predict(*scan_inputs(CLASS_SETS[0]), api_name="/scan")
-        assert progress_line(last).startswith("Scan finished")  # still serving after all that
+        client = Client(url, verbose=False)
+        last = client.predict(**scan_request(CLASS_SETS[0]), api_name="/scan")
+        assert last["status"] == "finished"  # still serving after all that
+        repaired = client.predict(model=MODEL, report=last["report"], epochs=1, api_name="/repair")
+        assert repaired["status"] == "finished" and repaired["target"] == last["suspect"]
+        assert {"accuracy", "trigger_asr"} <= set(repaired["before"]) and Path(repaired["out"]).is_file()
+        with pytest.raises(AppError, match="no-such-model"):  # a refusal is the page's message, not a stack trace
+            client.predict(model="no-such-model", api_name="/scan")
+        with pytest.raises(AppError, match="method 'strip' is not one of inspector, neural-cleanse, pixel-backdoor"):
+            client.predict(model=MODEL, method="strip", api_name="/scan")
+        with pytest.raises(AppError, match="outside the folders this app may read"):
+            client.predict(model=MODEL, report="/etc/hostname", api_name="/repair")
         peak = _peak_rss_mib(process.pid)
         if peak is not None:
             assert peak < 3 * 1024, f"app peak memory {peak:.0f} MiB"

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+from inspector.cli import build_parser, options_without_default
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -166,9 +170,11 @@ def test_zoo_build_writes_models_and_manifest_and_resumes(tmp_path):
 def test_scan_writes_a_report_and_prints_its_json(tmp_path):
     out = tmp_path / "scan"
     result = run_cli("scan", "clean-coop", "--classes", "road sign,computer,balloon,clock", "--pool-size", "160",
-                     "--out", str(out), "--json")
+                     "--out", str(out), "--json", "--device", "cpu")  # a global option after the subcommand
     assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    summary = json.loads(result.stdout)  # stdout holds the JSON alone; the progress went to stderr
+    for name in ("road sign", "computer", "balloon", "clock"):
+        assert re.search(rf"{name}\s+flip rate\s+\d+\.\d%", result.stderr), result.stderr
     assert {"flagged", "target", "max_anomaly", "seconds", "classes"} <= set(summary)
     assert [c["name"] for c in summary["classes"]] == ["road sign", "computer", "balloon", "clock"]
     for c in summary["classes"]:
@@ -179,6 +185,35 @@ def test_scan_writes_a_report_and_prints_its_json(tmp_path):
     assert all((out / c["trigger_png"]).is_file() for c in report["classes"])
     again = run_cli("scan", "clean-coop", "--classes", "0,1,2", "--out", str(out))
     assert again.returncode == 2 and "already exists" in again.stderr  # a finished report is never overwritten
+
+
+def test_every_option_explains_itself_and_names_its_default():
+    parser = build_parser()
+    assert options_without_default(parser) == []
+    unexplained = [(name, action.option_strings) for name, sub in _commands(parser) for action in sub._actions
+                   if action.option_strings and not action.help]
+    assert unexplained == []
+    scan_help = " ".join(dict(_commands(parser))["scan"].format_help().split())
+    assert "(default: 0)" in scan_help and "(default: 1000)" in scan_help  # --seed and --pool-size
+
+
+def _commands(parser: argparse.ArgumentParser, where: str = "") -> list[tuple[str, argparse.ArgumentParser]]:
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found += [(f"{where} {name}".strip(), child), *_commands(child, f"{where} {name}".strip())]
+    return found
+
+
+def test_global_options_work_before_and_after_the_subcommand():
+    parser = build_parser()
+    for argv in (["--device", "cpu", "--debug", "scan", "clean-coop"], ["scan", "clean-coop", "--device", "cpu",
+                                                                         "--debug"]):
+        args = parser.parse_args(argv)
+        assert (args.device, args.debug, args.model) == ("cpu", True, "clean-coop")
+    args = parser.parse_args(["reference", "build", "--kind", "coop", "--out", "r.json", "--device", "cpu"])
+    assert args.device == "cpu"
 
 
 def test_scan_bad_inputs_are_clear_errors(tmp_path):

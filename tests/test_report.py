@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -56,6 +57,21 @@ def test_html_is_self_contained(written):
     assert 'src="http' not in page and "src='http" not in page  # nothing fetched from the network
     assert page.count("data:image/png;base64,") >= 2 * len(report["classes"]) + 2
     assert "Not flagged" in page or "BACKDOOR SUSPECTED" in page
+
+
+def test_html_class_table_is_ranked_by_anomaly_and_explains_its_columns(written):
+    out, report, _ = written
+    page = (out / "report.html").read_text()
+    table = page.split("<h2>Per class")[1].split("</table>")[0]
+    shown = re.findall(r"<tr[^>]*><td>(\d+)</td><td>([^<]+)</td>", table)
+    by_anomaly = sorted(report["classes"], key=lambda c: -c["anomaly"])
+    assert [name for _, name in shown] == [c["name"] for c in by_anomaly]
+    assert [int(rank) for rank, _ in shown] == list(range(1, len(shown) + 1))
+    legend = page.split("<dl class='legend'>")[1].split("</dl>")[0]
+    headers = re.findall(r"<th>([^<]+)</th>", table)
+    for header in headers[2:-2]:  # every measured column (after rank and class, before the pictures) has its entry
+        assert f"<dt>{header}</dt>" in legend, header
+    assert "margin loss" in legend and "held-out" in legend
 
 
 def test_report_reads_back_with_its_triggers(written):

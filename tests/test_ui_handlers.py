@@ -67,6 +67,99 @@ def test_scan_streams_the_trigger_before_the_chart_then_a_verdict_and_repair_wri
     other = list(handlers.choose_model(ws, "demo zoo", "clean-coop", None, None))[-1]
     assert other["verdict"] == "" and other["repair_status"] == "" and other["repaired_file"] is None
     assert other["class_picker"]["choices"] == [] and other["repair_button"]["interactive"] is False
+    _assert_no_nan([*updates, *repaired, reloaded, other])
+
+
+NAN = re.compile(r"\b(nan|inf|-inf|infinity)\b", re.IGNORECASE)
+
+
+def _rendered_strings(value: object) -> list[str]:
+    """Every string a list of page updates would render: text, HTML, gallery captions, a chart's JSON."""
+    import plotly.graph_objects as go
+
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, go.Figure):
+        return [value.to_json()]
+    if isinstance(value, dict):
+        return [text for item in value.values() for text in _rendered_strings(item)]
+    if isinstance(value, list | tuple):
+        return [text for item in value for text in _rendered_strings(item)]
+    return []
+
+
+def _assert_no_nan(updates: list[dict]) -> None:
+    found = [match.group(0) for text in _rendered_strings(updates) for match in [NAN.search(text)] if match]
+    assert not found, found[:5]
+
+
+def test_results_are_marked_when_the_pool_reference_or_settings_change_and_the_threshold_redecides_at_once(ws,
+                                                                                                          tmp_path):
+    list(handlers.choose_model(ws, "demo zoo", "clean-coop", None, None))
+    updates = list(handlers.run_scan(ws, *SCAN_SETTINGS))
+    fresh, records = ws.result.verdict, [dict(r) for r in ws.result.classes]
+    settings = list(SCAN_SETTINGS[:6]) + [SCAN_SETTINGS[7]]  # method … classes, blend (no threshold, no view)
+
+    def marked(updates: dict, words: str) -> None:
+        assert words in updates["result_stamp"] and "Press <b>Scan</b>" in updates["result_stamp"], updates
+        assert 'class="verdict clean stale"' in updates["verdict"] or 'flagged stale"' in updates["verdict"]
+
+    def unmarked(updates: dict) -> None:
+        assert updates["result_stamp"] == "" and " stale" not in updates["verdict"]
+
+    moved = list(handlers.settings_changed(ws, *settings[:2], 10.0, *settings[3:]))[-1]  # another epsilon
+    marked(moved, "the scan settings")
+    unmarked(list(handlers.settings_changed(ws, *settings))[-1])  # moved back: the results apply again
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i in range(12):
+        (pool / f"{i}.png").write_bytes(_tiny_png())
+    marked(list(handlers.choose_pool(ws, "folder path", None, str(pool), 400))[-1], "the OOD pool")
+    unmarked(list(handlers.choose_pool(ws, "shipped OOD pool", None, None, 400))[-1])
+    marked(list(handlers.choose_reference(ws, "none (raw flip rates)", None))[-1], "the clean reference")
+    unmarked(list(handlers.choose_reference(ws, "auto (the shipped one when it fits)", None))[-1])
+
+    # a source switched to an upload that has not come yet: the model stays, and so do its results, unmarked
+    waiting = list(handlers.choose_model(ws, "upload", None, None, None))[-1]
+    assert "**clean-coop** stays the chosen model" in waiting["model_info"] and "verdict" not in waiting
+
+    # the threshold decides again on the same records, at once; the verdict says the report holds the scan's own
+    high = list(handlers.rethreshold(ws, 50.0, "flip_rate"))[-1]
+    assert ws.result.verdict.flagged is False and ws.result.verdict.threshold == 50.0
+    assert "No backdoor found" in high["verdict"]
+    assert "decided again at threshold 50 on the same scan" in high["verdict"]
+    assert ws.result.classes == records and ws.scanned is ws.loaded  # the scan's records stand
+    from inspector.figures import CLEAR_LEADER_COLOUR, SUSPECT_COLOUR
+    colours = list(high["bars"].data[0].marker.color)
+    assert SUSPECT_COLOUR not in colours and CLEAR_LEADER_COLOUR in colours  # no red on a model that is not flagged
+    back = list(handlers.rethreshold(ws, 2.0, "flip_rate"))[-1]
+    assert ws.result.verdict == fresh and "decided again" not in back["verdict"]
+    assert updates[-1]["reveal_button"]["visible"] is False  # the ground truth is teaching mode's, not every scan's
+    _assert_no_nan([*updates, moved, high, back])
+
+
+def test_stop_ends_a_repair_and_an_implant_and_nothing_is_written(ws):
+    list(handlers.choose_model(ws, "demo zoo", "clean-coop", None, None))
+    list(handlers.run_scan(ws, *SCAN_SETTINGS))
+    seen = []
+    for updates in handlers.run_repair(ws, "clock", 2, 5e-3):
+        seen.append(updates)
+        if "repair_status" in updates and "step" in updates["repair_status"] or "repair_plot" in updates:
+            assert seen[0]["repair_stop"]["interactive"] is True  # the Stop beside Repair is live while it runs
+            list(handlers.stopper("repair_status")(ws))
+    assert seen[-1]["repair_status"] == "Repair stopped; nothing was written."
+    assert ws.repaired is None and not list(ws.runs_root.rglob("*repaired*"))
+    assert seen[-1]["repair_button"]["interactive"] is True and seen[-1]["repair_stop"]["interactive"] is False
+
+    implant = []
+    for updates in handlers.run_implant(ws, "clean-coop", "blended", "clock", 0):
+        implant.append(updates)
+        if "step" in updates.get("teach_status", ""):
+            list(handlers.stopper("teach_status")(ws))
+    assert implant[-1]["teach_status"] == "Implant stopped; nothing was written."
+    assert not list(ws.runs_root.rglob("mystery-model-*"))
+    _assert_no_nan([*seen, *implant])
 
 
 def test_the_blend_family_runs_when_asked_for_and_each_class_shows_the_trigger_of_its_family(ws):
@@ -126,7 +219,7 @@ def test_untrusted_uploads_and_paths_become_messages_and_the_app_stays_usable(ws
     noise = upload_dir / "delivered.safetensors"
     noise.write_bytes(bytes(range(256)) * 4)
     out = list(choose_model(ws, "upload", None, str(noise), None))[-1]["model_info"]
-    assert "uploaded file 'delivered.safetensors' is not a readable safetensors file" in out
+    assert "uploaded file 'delivered.safetensors' is not a prompt learner file: its first bytes announce" in out
     assert str(upload_dir) not in out  # the server's temp path is not shown
 
     outside = list(choose_model(ws, "path", None, None, "/etc/hostname"))[-1]["model_info"]
@@ -196,6 +289,8 @@ def test_own_data_from_the_page_a_labelled_zip_a_reference_built_live_with_stop_
     asr = re.search(r"real trigger \(ground truth ASR\) \| ([\d.]+)% \| ([\d.]+)%", repaired["repair_table"])
     assert asr and float(asr.group(2)) <= float(asr.group(1)) / 2, repaired["repair_table"]
     assert _sha256(things["backdoored"]) == delivered
+    other_task = list(handlers.choose_task(ws, "shipped pocket task", None, None))[-1]
+    assert "trained and measured on another labelled task than the one chosen now" in other_task["repair_status"]
 
 
 def test_the_chart_shows_running_classes_from_their_estimates_and_indexes_only_finished_ones():
@@ -235,4 +330,7 @@ def test_the_teaching_implant_makes_the_mystery_model_the_chosen_one(ws):
     assert measured["working"] and "The hidden backdoor took" in updates[-1]["teach_status"]
     assert f"{measured['asr']:.0%} of triggered test images" in updates[-1]["teach_status"]
     assert truth.target_name not in updates[-1]["teach_status"]  # still hidden
-    assert not any("nan" in u.get("teach_status", "") for u in updates)
+    _assert_no_nan(updates)
+    scanned = list(handlers.run_scan(ws, *SCAN_SETTINGS))  # the mystery model's scan offers the reveal
+    assert scanned[-1]["reveal_button"]["visible"] is True
+    _assert_no_nan([*scanned, *handlers.reveal(ws)])

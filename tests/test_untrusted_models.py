@@ -63,9 +63,13 @@ def _pickle_checkpoint(path: Path) -> Path:
 
 # (case id, file name, how to build it, what the message must say)
 CASES: list[tuple[str, str, Callable[[Path], Path], str]] = [
-    ("empty file", "empty.safetensors", lambda p: (p.write_bytes(b""), p)[1], "not a readable safetensors file"),
+    ("empty file", "empty.safetensors", lambda p: (p.write_bytes(b""), p)[1], "holds only 0 byte(s)"),
     ("random bytes", "noise.safetensors", lambda p: (p.write_bytes(bytes(range(256)) * 8), p)[1],
-     "not a readable safetensors file"),
+     "announce a 506,097,522,914,230,528-byte header but the file holds 2,048 bytes"),
+    ("text file renamed", "notes.safetensors", lambda p: (p.write_text("model card: tuned on 16 shots\n"), p)[1],
+     "it is a text file (it starts with 'model card: tuned on 16 shots'), not a safetensors file"),
+    ("image renamed", "photo.safetensors", lambda p: (p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64)), p)[1],
+     "it is a PNG image, not a safetensors file"),
     ("torch pickle instead of safetensors", "model.pth.tar-10", _pickle_checkpoint, "python -m inspector import"),
     ("safetensors without our header", "plain.safetensors",
      lambda p: (save_file({"ctx": torch.zeros(4, 192)}, str(p)), p)[1], "is not an inspector prompt learner"),

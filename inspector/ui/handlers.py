@@ -34,7 +34,7 @@ from inspector.reference import LearnerMeasured, ReferenceProgress, ReferenceSto
 from inspector.repair import RepairConfig, RepairEncoding, RepairMeasured, RepairStarted, RepairStep
 from inspector.ui import views
 from inspector.ui.background import Background
-from inspector.ui.workspace import Source, Workspace
+from inspector.ui.workspace import Source, Workspace, settings_key
 
 Updates = dict[str, Any]
 SURPRISE = "surprise me (hidden)"
@@ -66,7 +66,7 @@ def guarded(fn: Callable[..., Iterator[Updates]], message_to: str) -> Callable[.
 
 
 JOB_BUTTONS = ("scan_button", "implant_button", "reference_button")
-STOP_BUTTONS = ("stop_button", "reference_stop")
+STOP_BUTTONS = ("stop_button", "reference_stop", "repair_stop", "implant_stop")
 
 
 def idle_buttons(ws: Workspace) -> Updates:
@@ -83,8 +83,13 @@ def busy_buttons() -> Updates:
 
 # --- choosing the model and pool ------------------------------------------------------------------------
 def choose_model(ws: Workspace, source: str, zoo_name: str | None, upload: str | None, path: str | None,
-                 weights: str | None = None) -> Iterator[Updates]:
-    """Open the chosen model and fit the class lists and the default epsilon to it."""
+                 weights: str | None = None, require: bool = False) -> Iterator[Updates]:
+    """Open the chosen model and fit the class lists and the default epsilon to it. A source switched to an
+    upload or a path with nothing given yet keeps the model chosen so far, and says so (not an error yet)."""
+    waiting = None if require or ws.loaded is None else _awaiting_model(ws, source, upload, path)
+    if waiting:
+        yield {"model_info": waiting}
+        return
     if source == "demo zoo":
         if not zoo_name:
             raise InputError("no demo model picked", hint="pick one in the list")
@@ -99,6 +104,15 @@ def choose_model(ws: Workspace, source: str, zoo_name: str | None, upload: str |
     del loaded
 
 
+def _awaiting_model(ws: Workspace, source: str, upload: str | None, path: str | None) -> str | None:
+    kept = f"until then **{ws.require_model().label}** stays the chosen model"
+    if source == "upload" and not upload:
+        return f"Model: drop a .safetensors prompt learner on the box above; {kept}."
+    if source == "path" and not (path or "").strip():
+        return f"Model: type the file's path above and press Enter; {kept}."
+    return None
+
+
 # What the page shows of the last scan and of its repair: cleared when another model is chosen, so that no result
 # stands next to a model it was not computed for (the workspace keeps them; choosing the scanned model again
 # brings nothing back, a new scan does).
@@ -109,12 +123,27 @@ REPAIR_VIEWS: Updates = {"repair_status": "", "repair_plot": None, "repair_table
 
 
 def stale_views(ws: Workspace) -> Updates:
-    """Blank result panels when the chosen model is not the one the shown results were computed for."""
-    if ws.scanned is None or ws.scanned is ws.loaded:
+    """The result panels as they may stand beside what is chosen now: blank when another model is chosen than
+    the one they were computed for; marked, with what changed, when its pool, reference or scan settings were
+    changed since (the model is the same, the numbers are not the ones a scan would give now)."""
+    if ws.scanned is not None and ws.scanned is not ws.loaded:
+        return {**SCAN_VIEWS, **REPAIR_VIEWS, "result_stamp": "", "class_picker": gr.update(choices=[], value=None),
+                "reveal_button": gr.update(visible=False), "load_repaired": gr.update(visible=False),
+                "repair_button": gr.update(interactive=False)}
+    if ws.result is None or ws.live is not None or ws.scanned is None:
         return {}
-    return {**SCAN_VIEWS, **REPAIR_VIEWS, "class_picker": gr.update(choices=[], value=None),
-            "reveal_button": gr.update(visible=False), "load_repaired": gr.update(visible=False),
-            "repair_button": gr.update(interactive=False)}
+    changes = ws.stale_since_scan()
+    return {"result_stamp": views.stale_stamp(changes, ws.scanned.label),
+            "verdict": views.verdict_html(ws.result.verdict, ws.result, ws.scanned.label, stale=bool(changes),
+                                          report_threshold=ws.scan_threshold)}
+
+
+def repair_stamp(ws: Workspace) -> Updates:
+    """A repair shown beside another labelled task than the one it was made on is marked."""
+    if not ws.repair_is_stale():
+        return {}
+    return {"repair_status": problem("The repair below was trained and measured on another labelled task than the "
+                                     "one chosen now: press Repair again to repair on this one.")}
 
 
 def model_updates(ws: Workspace) -> Updates:
@@ -155,7 +184,8 @@ def choose_pool(ws: Workspace, kind: str, upload: str | None, folder: str | None
         return
     source = Source.pick(SOURCES[kind], upload, folder, ws.allowed_roots, "OOD pool")
     pool = ws.use_pool(source, int(pool_size))
-    yield {"pool_info": views.pool_line(pool), "reference_info": views.reference_line(ws), "state": ws}
+    yield {"pool_info": views.pool_line(pool), "reference_info": views.reference_line(ws), "state": ws,
+           **stale_views(ws)}
 
 
 def choose_task(ws: Workspace, kind: str, upload: str | None, folder: str | None,
@@ -167,12 +197,12 @@ def choose_task(ws: Workspace, kind: str, upload: str | None, folder: str | None
         return
     source = Source.pick(SOURCES[kind], upload, folder, ws.allowed_roots, "labelled task")
     task = ws.use_task(source)
-    yield {"task_info": views.task_line(task, ws.require_model().model.class_names), "state": ws}
+    yield {"task_info": views.task_line(task, ws.require_model().model.class_names), "state": ws, **repair_stamp(ws)}
 
 
 def choose_reference(ws: Workspace, choice: str, upload: str | None) -> Iterator[Updates]:
     ws.use_reference(REFERENCE_CHOICES[choice], upload)
-    yield {"reference_info": views.reference_line(ws), "state": ws}
+    yield {"reference_info": views.reference_line(ws), "state": ws, **stale_views(ws)}
 
 
 REFERENCE_CHOICES = {"auto (the shipped one when it fits)": "auto", "none (raw flip rates)": "none",
@@ -190,6 +220,29 @@ def scan_config(ws: Workspace, method: str, schedule: str, epsilon: float, pool_
                       blend=True if blend else None)
 
 
+def settings_changed(ws: Workspace, method: str, schedule: str, epsilon: float, pool_size: float, epochs: float,
+                     classes: list[str], blend: bool) -> Iterator[Updates]:
+    """A scan setting moved: the shown results are marked when they were computed with other settings."""
+    try:
+        ws.chosen_settings = settings_key(scan_config(ws, method, schedule, epsilon, pool_size, epochs, classes,
+                                                      ScanConfig.threshold, blend))
+    except InputError:  # a setting the next Scan will refuse: what is shown is not what would be scanned
+        ws.chosen_settings = ("not valid",)
+    yield stale_views(ws)
+
+
+def rethreshold(ws: Workspace, threshold: float, view: str) -> Iterator[Updates]:
+    """The finished scan decided again at the new threshold, at once (the engine's rule on the same records)."""
+    if ws.result is None or ws.live is not None or ws.scanned is not ws.loaded:
+        return  # nothing finished to decide again; the next scan uses the threshold
+    ws.view = view
+    result = ws.redecide(threshold)
+    candidates = sorted(int(c["index"]) for c in result.classes)
+    yield {**stale_views(ws), "bars": views.live_bars(result.class_names, result.classes, result.settings, view,
+                                                      result.verdict, candidates),
+           "repair_target": gr.update(value=result.verdict.target_name or result.verdict.suspect_name)}
+
+
 def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_size: float, epochs: float,
              classes: list[str], threshold: float, blend: bool, view: str) -> Iterator[Updates]:
     """Scan, streaming the evolving trigger, the progress line and the bars; then the verdict and the report."""
@@ -198,7 +251,8 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
     config = scan_config(ws, method, schedule, epsilon, pool_size, epochs, classes, threshold, blend)
     started = time.time()
     yield {**busy_buttons(), "progress": f"Scanning **{loaded.label}** …", "verdict": "", "truth": "",
-           "reveal_button": gr.update(visible=False), "clean_examples": None, "triggered_examples": None,
+           "result_stamp": "", "reveal_button": gr.update(visible=False), "clean_examples": None,
+           **REPAIR_VIEWS, "load_repaired": gr.update(visible=False), "triggered_examples": None,
            "report_files": None, "state": ws}
     records: list[dict[str, Any]] = []
     estimates: dict[int, ClassEstimate] = {}  # classes still running: their flip rate so far
@@ -246,6 +300,7 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
             yield {**pending, "bars": views.live_bars(result.class_names, result.classes, result.settings, ws.view,
                                                       result.verdict, candidates),
                    "verdict": views.verdict_html(result.verdict, result, loaded.label),
+                   "steps": gr.Tabs(selected="inspect"),  # with the verdict: its images come to that tab next
                    "progress": f"Scan finished in {result.seconds:.0f} s; writing the report …"}
             pending = {}
             continue
@@ -272,15 +327,27 @@ def finished_scan(ws: Workspace, candidates: list[int]) -> Iterator[Updates]:
     yield {**idle_buttons(ws), **class_view(ws, focus),
            "class_picker": gr.update(choices=scanned_names, value=focus),
            "repair_target": gr.update(value=verdict.target_name or focus),
-           "report_files": ws.report_files(), "reveal_button": gr.update(visible=True),
+           "report_files": ws.report_files(),
+           "reveal_button": gr.update(visible=ws.mystery is not None and ws.scanned is not None
+                                      and ws.scanned.path == ws.mystery),
            "progress": f"Scan finished in {result.seconds:.0f} s · report in {ws.run_dir}", "state": ws}
 
 
-def stop(ws: Workspace) -> Iterator[Updates]:
-    """Ask the running scan / repair / implant to stop at its next step."""
+def stop(ws: Workspace, where: str = "progress") -> Iterator[Updates]:
+    """Ask the running scan / repair / implant / reference build to stop at its next step."""
     if ws is not None:
         ws.stop.set()
-    yield {"progress": "Stopping …"}
+    yield {where: "Stopping …"}
+
+
+def stopper(where: str) -> Callable[[Workspace], Iterator[Updates]]:
+    """The Stop button beside a job: its message goes to that job's status line."""
+
+    def stop_job(ws: Workspace) -> Iterator[Updates]:
+        yield from stop(ws, where)
+
+    stop_job.__name__ = f"stop_{where}"
+    return stop_job
 
 
 def redraw_bars(ws: Workspace, view: str) -> Iterator[Updates]:

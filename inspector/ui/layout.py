@@ -1,5 +1,5 @@
 """The Gradio Blocks page (DESIGN §5): pickers and settings, the live scan, verdict, before/after, repair,
-teaching mode. Built in one function; every event has an ``api_name`` so the app is scriptable.
+teaching mode. Built in one function; the named API (``/scan``, ``/repair``, ``/implant``) is ui/api.py's.
 
 Engine-heavy events (scan, repair, implant) share one queue slot (``concurrency_id="engine"``): one
 runs at a time on the device, the others wait their turn with their position shown.
@@ -18,7 +18,7 @@ import gradio as gr
 from inspector.invert import METHODS, SCHEDULES, ScanConfig
 from inspector.lab.triggers import ATTACKS
 from inspector.repair import RepairConfig
-from inspector.ui import handlers
+from inspector.ui import api, handlers
 from inspector.ui.workspace import Workspace, zoo_names
 
 CSS = """
@@ -27,6 +27,7 @@ CSS = """
 .verdict.flagged {background: #fde8e8; border: 2px solid #d62728; color: #5c0b0b;}
 .verdict.clean {background: #e6f4ea; border: 2px solid #2ca02c; color: #0d3b17;}
 .verdict.stopped {background: #eef0f3; border: 2px solid #8c9bab; color: #222;}
+.verdict.stale {opacity: .45; filter: grayscale(.7);}
 .problem {background: #fff4e5; border: 1px solid #f0a030; border-radius: 8px; padding: 8px 12px; color: #5a3600;}
 .trigger-img img {image-rendering: pixelated;}
 """
@@ -61,12 +62,12 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
     with gr.Blocks(title="inspector: backdoor scan for prompt-tuned CLIP") as app:
         state = gr.State(None)
         c: dict[str, Any] = {"state": state}
-        gr.Markdown("# inspector\nIs there a hidden trigger in this prompt-tuned CLIP model? For each class, "
+        gr.Markdown("## inspector · is there a hidden trigger in this prompt-tuned CLIP model?\nFor each class, "
                     "*inspector* reconstructs the smallest image-wide trigger that sends unrelated (OOD) images to "
-                    "it. A backdoor's target class stands out: its trigger flips far more images.")
+                    "it; a backdoor's target class stands out: its trigger flips far more images.")
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                gr.Markdown("### 1 · Model and OOD pool")
+                gr.Markdown("**1 · Model and OOD pool**")
                 c["model_source"] = gr.Radio(["demo zoo", "upload", "path"], value="demo zoo", label="Model from",
                                              elem_id="model-source")
                 names = zoo_names()
@@ -126,7 +127,9 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                     c["epochs"] = gr.Slider(1, 5, value=1, step=1, label="Epochs per class (faithful schedule)")
                     c["classes"] = gr.Dropdown([], multiselect=True, allow_custom_value=True,  # checked by the engine
                                                 label="Candidate classes (empty: all)")
-                    c["threshold"] = gr.Slider(1, 6, value=2, step=0.1, label="Anomaly threshold")
+                    c["threshold"] = gr.Slider(0.5, 10, value=2, step=0.1, label="Anomaly threshold",
+                                               info="moved on a finished scan, it decides again at once",
+                                               elem_id="threshold")
                     c["blend"] = gr.Checkbox(False, label="Also look for a blended picture (blend family)",
                                              info="a pattern mixed into the whole image, as Blended backdoors do; "
                                                   "off by default: some clean models' blends reach a class as "
@@ -135,65 +138,78 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                     c["scan_button"] = gr.Button("Scan", variant="primary", elem_id="scan-button")
                     c["stop_button"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="stop-button")
             with gr.Column(scale=2):
-                gr.Markdown("### 2 · Live scan")
+                c["result_stamp"] = gr.HTML(elem_id="result-stamp")
+                c["verdict"] = gr.HTML(elem_id="verdict")
                 c["progress"] = gr.Markdown(elem_id="progress")
-                with gr.Row():
-                    c["trigger_picture"] = gr.Image(label="Trigger (amplified)", type="pil", height=256, width=256,
-                                                    interactive=False, elem_id="trigger-picture",
-                                                    elem_classes="trigger-img")
-                    c["trigger_true"] = gr.Image(label="Trigger (true scale)", type="pil", height=256, width=256,
-                                                 interactive=False, elem_id="trigger-true", elem_classes="trigger-img")
+                with gr.Row(equal_height=True):
+                    with gr.Column(scale=1, min_width=200):
+                        c["trigger_picture"] = gr.Image(label="Trigger (amplified)", type="pil", height=170,
+                                                        width=170, interactive=False, elem_id="trigger-picture",
+                                                        elem_classes="trigger-img")
+                        c["trigger_true"] = gr.Image(label="Trigger (true scale)", type="pil", height=170, width=170,
+                                                     interactive=False, elem_id="trigger-true",
+                                                     elem_classes="trigger-img")
+                    with gr.Column(scale=3):
+                        c["bar_view"] = gr.Radio([("flip rate", "flip_rate"), ("anomaly index", "anomaly")],
+                                                 value="flip_rate", label="Chart", elem_id="bar-view")
+                        c["bars"] = gr.Plot(label="Per class", show_label=False, elem_id="bars")
                 c["trigger_caption"] = gr.Markdown(elem_id="trigger-caption")
-                c["bar_view"] = gr.Radio([("flip rate", "flip_rate"), ("anomaly index", "anomaly")],
-                                         value="flip_rate", label="Chart")
-                c["bars"] = gr.Plot(label="Per-class flip rate", elem_id="bars")
-        gr.Markdown("### 3 · Verdict")
-        c["verdict"] = gr.HTML(elem_id="verdict")
-        with gr.Row():
-            c["class_picker"] = gr.Dropdown([], label="Inspect a class (trigger and images)", scale=2,
-                                             elem_id="class-picker")
-            c["reveal_button"] = gr.Button("Reveal the ground truth", visible=False, scale=1)
-        c["truth"] = gr.HTML(elem_id="truth")
-        gr.Markdown("**Before / after**: held-out OOD images, clean (top) and with the reconstructed trigger "
-                    "(bottom), with the model's prediction under each.")
-        c["clean_examples"] = gr.Gallery(label="clean", columns=8, height=200, object_fit="contain",
-                                         elem_id="clean-examples")
-        c["triggered_examples"] = gr.Gallery(label="with the trigger", columns=8, height=200, object_fit="contain")
-        c["report_files"] = gr.File(label="Report (HTML, JSON, trigger tensors)", file_count="multiple",
-                                    interactive=False)
-        gr.Markdown("### 4 · Repair\nFine-tune the prompt learner on the task's labelled images (with their "
-                    "true labels) and on copies stamped with the class's reconstructed triggers (every family the "
-                    "scan found), taught that they are **not** that class, so the trigger stops working. The "
-                    "result is a new file; the delivered model is never changed.")
-        defaults = RepairConfig()
-        with gr.Row():
-            c["repair_target"] = gr.Dropdown([], label="Repair against the trigger of")
-            c["repair_epochs"] = gr.Slider(1, 60, value=defaults.epochs, step=1, label="Epochs",
-                                           info=f"{defaults.epochs}: the measured recipe; 10 for a quick demo "
-                                                "(about a quarter of the time, slightly weaker)",
-                                           elem_id="repair-epochs")
-            c["repair_lr"] = gr.Number(value=defaults.lr, label="Learning rate")
-        with gr.Row():
-            c["repair_button"] = gr.Button("Repair", variant="primary", interactive=False, elem_id="repair-button")
-            c["load_repaired"] = gr.Button("Scan the repaired model next", visible=False)
-        c["repair_status"] = gr.Markdown(elem_id="repair-status")
-        c["repair_plot"] = gr.Plot(label="Repair curves", elem_id="repair-plot")
-        c["repair_table"] = gr.Markdown(elem_id="repair-table")
-        c["repaired_file"] = gr.File(label="Repaired prompt learner", interactive=False, elem_id="repaired-file")
-        with gr.Accordion("Teaching mode: implant a backdoor yourself", open=False):
-            gr.Markdown("Train a backdoor into a clean demo model, then scan the **mystery model** and reveal "
-                        "what was implanted after the verdict. Each try is measured and, while its backdoor misses "
-                        "the lab's bar, tried again as a provider would. On 2 CPU cores the default Blended implant "
-                        "took 57 s into clean-coop and 130 s into clean-cocoop "
-                        "(benchmarks/speed-interactive.md).")
-            with gr.Row():
-                c["teach_base"] = gr.Dropdown([n for n in names if n.startswith("clean")], value="clean-coop",
-                                              label="Clean model")
-                c["teach_attack"] = gr.Dropdown(list(ATTACKS), value="blended", label="Attack")
-                c["teach_target"] = gr.Dropdown([handlers.SURPRISE], value=handlers.SURPRISE, label="Target class")
-                c["teach_seed"] = gr.Number(value=0, precision=0, label="Seed")
-            c["implant_button"] = gr.Button("Implant", elem_id="implant-button")
-            c["teach_status"] = gr.Markdown(elem_id="teach-status")
+        with gr.Tabs(elem_id="steps") as c["steps"]:
+            with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect"):
+                c["class_picker"] = gr.Dropdown([], label="Inspect a class (trigger and images)",
+                                                 elem_id="class-picker")
+                gr.Markdown("**Before / after**: held-out OOD images, clean (top) and with the reconstructed "
+                            "trigger (bottom), with the model's prediction under each.")
+                c["clean_examples"] = gr.Gallery(label="clean: the model's prediction", columns=8, height=175,
+                                                 object_fit="contain", elem_id="clean-examples")
+                c["triggered_examples"] = gr.Gallery(label="with the trigger: the model's prediction (→ changed)",
+                                                     columns=8, height=175, object_fit="contain",
+                                                     elem_id="triggered-examples")
+                c["report_files"] = gr.File(label="Report (HTML, JSON, trigger tensors)", file_count="multiple",
+                                            interactive=False)
+            with gr.Tab("Repair", id="repair", elem_id="tab-repair"):
+                gr.Markdown("Fine-tune the prompt learner on the task's labelled images (with their true labels) "
+                            "and on copies stamped with the class's reconstructed triggers (every family the scan "
+                            "found), taught that they are **not** that class, so the trigger stops working. The "
+                            "result is a new file; the delivered model is never changed.")
+                defaults = RepairConfig()
+                with gr.Row():
+                    c["repair_target"] = gr.Dropdown([], label="Repair against the trigger of")
+                    c["repair_epochs"] = gr.Slider(1, 60, value=defaults.epochs, step=1, label="Epochs",
+                                                   info=f"{defaults.epochs}: the measured recipe; 10 for a quick "
+                                                        "demo (about a quarter of the time, slightly weaker)",
+                                                   elem_id="repair-epochs")
+                    c["repair_lr"] = gr.Number(value=defaults.lr, label="Learning rate")
+                with gr.Row():
+                    c["repair_button"] = gr.Button("Repair", variant="primary", interactive=False,
+                                                   elem_id="repair-button")
+                    c["repair_stop"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="repair-stop")
+                    c["load_repaired"] = gr.Button("Scan the repaired model next", visible=False)
+                c["repair_status"] = gr.Markdown(elem_id="repair-status")
+                c["repair_plot"] = gr.Plot(label="Repair curves", elem_id="repair-plot")
+                c["repair_table"] = gr.Markdown(elem_id="repair-table")
+                c["repaired_file"] = gr.File(label="Repaired prompt learner", interactive=False,
+                                             elem_id="repaired-file")
+            with gr.Tab("Teach", id="teach", elem_id="tab-teach"):
+                gr.Markdown("**Teaching mode.** 1 · Implant a backdoor into a clean demo model: the **mystery "
+                            "model** becomes the chosen one. 2 · Press **Scan** (top left) and read the verdict. "
+                            "3 · Come back here and **Reveal the ground truth**. Each try is measured and, while its "
+                            "backdoor misses the lab's bar, tried again as a provider would. On 2 CPU cores the "
+                            "default Blended implant took 57 s into clean-coop and 130 s into clean-cocoop "
+                            "(benchmarks/speed-interactive.md).")
+                with gr.Row():
+                    c["teach_base"] = gr.Dropdown([n for n in names if n.startswith("clean")], value="clean-coop",
+                                                  label="Clean model")
+                    c["teach_attack"] = gr.Dropdown(list(ATTACKS), value="blended", label="Attack")
+                    c["teach_target"] = gr.Dropdown([handlers.SURPRISE], value=handlers.SURPRISE,
+                                                    label="Target class")
+                    c["teach_seed"] = gr.Number(value=0, precision=0, label="Seed")
+                with gr.Row():
+                    c["implant_button"] = gr.Button("Implant", variant="primary", elem_id="implant-button")
+                    c["implant_stop"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="implant-stop")
+                    c["reveal_button"] = gr.Button("Reveal the ground truth", visible=False, elem_id="reveal-button")
+                c["teach_status"] = gr.Markdown(elem_id="teach-status")
+                c["truth"] = gr.HTML(elem_id="truth")
 
         wire = _Wiring(c, new_workspace)
         model_inputs = ["model_source", "zoo_model", "model_upload", "model_path"]
@@ -202,6 +218,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
         wire.on(c["model_path"].submit, handlers.choose_model, model_inputs, "model_info", api_name=False)
         c["model_source"].change(_show_model_source, c["model_source"],
                                  [c["zoo_model"], c["model_upload"], c["model_path"]], api_name=False)
+        wire.on(c["model_source"].input, handlers.choose_model, model_inputs, "model_info", api_name=False)
         pool_inputs = ["pool_source", "pool_upload", "pool_folder", "pool_size"]
         c["pool_source"].change(_show_pool_source, c["pool_source"], [c["pool_upload"], c["pool_folder"]],
                                 api_name=False)
@@ -223,23 +240,31 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                 api_name=False)
         wire.on(c["reference_button"].click, _build_reference_with_inputs,
                 [*model_inputs, *pool_inputs, *task_inputs, "reference_learners", "epsilon"], "reference_status",
-                api_name="build_reference", engine=True)
+                api_name="page_build_reference", engine=True)
         pickers = [*model_inputs, *pool_inputs[:3]]  # the pool size comes with the scan settings
         scan_event = wire.on(c["scan_button"].click, _scan_with_inputs,
                              [*pickers, "method", "schedule", "epsilon", "pool_size", "epochs", "classes", "threshold",
-                              "blend", "bar_view"], "progress", api_name="scan", engine=True)
-        wire.on(c["stop_button"].click, handlers.stop, [], "progress", api_name="stop")
-        wire.on(c["reference_stop"].click, handlers.stop, [], "reference_status", api_name=False)
+                              "blend", "bar_view"], "progress", api_name="page_scan", engine=True)
+        scan_settings = ["method", "schedule", "epsilon", "pool_size", "epochs", "classes", "blend"]
+        for name in scan_settings:
+            wire.on(c[name].input, handlers.settings_changed, scan_settings, "progress", api_name=False)
+        wire.on(c["threshold"].change, handlers.rethreshold, ["threshold", "bar_view"], "progress", api_name=False)
+        wire.on(c["stop_button"].click, handlers.stop, [], "progress", api_name="page_stop")
+        for button, status in (("reference_stop", "reference_status"), ("repair_stop", "repair_status"),
+                               ("implant_stop", "teach_status")):
+            wire.on(c[button].click, handlers.stopper(status), [], status, api_name=False)
         wire.on(c["bar_view"].change, handlers.redraw_bars, ["bar_view"], "progress", api_name=False)
-        wire.on(c["class_picker"].input, handlers.pick_class, ["class_picker"], "progress", api_name="inspect_class")
-        wire.on(c["reveal_button"].click, handlers.reveal, [], "truth", api_name="reveal")
+        wire.on(c["class_picker"].input, handlers.pick_class, ["class_picker"], "progress",
+                api_name="page_inspect_class")
+        wire.on(c["reveal_button"].click, handlers.reveal, [], "truth", api_name="page_reveal")
         wire.on(c["repair_button"].click, _repair_with_inputs,
-                [*task_inputs, "repair_target", "repair_epochs", "repair_lr"], "repair_status", api_name="repair",
+                [*task_inputs, "repair_target", "repair_epochs", "repair_lr"], "repair_status", api_name="page_repair",
                 engine=True)
         wire.on(c["load_repaired"].click, handlers.load_repaired, [], "repair_status", api_name=False)
-        wire.on(c["implant_button"].click, handlers.run_implant, ["teach_base", "teach_attack", "teach_target",
-                                                                  "teach_seed"], "teach_status", api_name="implant",
+        wire.on(c["implant_button"].click, handlers.run_implant,
+                ["teach_base", "teach_attack", "teach_target", "teach_seed"], "teach_status", api_name="page_implant",
                 engine=True)
+        api.endpoints(lambda: Workspace(runs_root=runs_root, allowed_roots=roots, device=settings.device))
         app.load(_on_load(new_workspace), None, [state, *(c[n] for n in _LOAD_OUTPUTS)], api_name=False)
         app.unload(closed_tab)
         del scan_event
@@ -333,8 +358,8 @@ class _Wiring:
         run.__name__ = fn.__name__
         kwargs: dict[str, Any] = {"concurrency_id": "engine", "concurrency_limit": 1} if engine else \
             {"concurrency_limit": None}
-        if api_name:
-            kwargs["api_name"] = api_name
+        if api_name:  # the page's own events: callable by position, kept out of the documented API (ui/api.py)
+            kwargs["api_name"], kwargs["api_visibility"] = api_name, "undocumented"
         else:
             kwargs["api_visibility"] = "private"
         return listener(run, [self.c["state"], *(self.c[n] for n in inputs)], [self.c[n] for n in names],

@@ -27,6 +27,7 @@ from inspector.repair import RepairMeasured, RepairStep
 
 PICTURE_SIZE = 256  # on-screen size of a trigger picture (nearest-neighbour, so pixels stay crisp)
 THUMB_SIZE = 128
+CHART_HEIGHT = 350  # px: with the verdict above it, the chart stays above the fold of a 1400 x 900 screen
 
 
 def to_image(picture: torch.Tensor, size: int = PICTURE_SIZE) -> Image.Image:
@@ -84,7 +85,8 @@ def live_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], set
     reindexed = [{**r, "index": position[int(r["index"])]} for r in shown_records if int(r["index"]) in position]
     title = "Flip rate of each class's reconstructed trigger" if view == "flip_rate" else "Anomaly index per class"
     return class_bars(names, reindexed, view, anomalies, position.get(suspect) if suspect is not None else None,
-                      settings.threshold, settings.resolved_min_flip_rate(), title)
+                      settings.threshold, settings.resolved_min_flip_rate(), title,
+                      flagged=verdict.flagged if verdict is not None else None, height=CHART_HEIGHT)
 
 
 def measured_images(record: dict[str, Any], family: str) -> str:
@@ -102,8 +104,20 @@ QUICK_FAMILY_FINDINGS = {
 }
 
 
-def verdict_html(verdict: Verdict, result: ScanResult, model_label: str) -> str:
-    """The one-look panel: flagged or not, target, anomaly index, flip rate, time taken."""
+def stale_stamp(changes: Sequence[str], model_label: str) -> str:
+    """The banner over results that no longer match the pickers ("" when they do)."""
+    if not changes:
+        return ""
+    what = " and ".join(changes) if len(changes) <= 2 else ", ".join(changes[:-1]) + " and " + changes[-1]
+    return (f'<div class="problem stale-stamp">⚠ The results below were computed for <b>{html.escape(model_label)}'
+            f"</b> before {what} changed: a scan with what is chosen now may give other numbers. Press "
+            "<b>Scan</b> to see those.</div>")
+
+
+def verdict_html(verdict: Verdict, result: ScanResult, model_label: str, stale: bool = False,
+                 report_threshold: float | None = None) -> str:
+    """The one-look panel: flagged or not, target, anomaly index, flip rate, time taken; greyed out when
+    ``stale`` (the pickers have moved since); a note when decided again at another threshold than the report's."""
     stat = "anomaly index"
     suspect = next((c for c in result.classes if int(c["index"]) == verdict.suspect), {})
     clean_note = ""
@@ -140,6 +154,10 @@ def verdict_html(verdict: Verdict, result: ScanResult, model_label: str) -> str:
             f"{result.seconds:.0f} s")
     if result.settings.reference_from:
         foot += f"<br>clean reference: {html.escape(result.settings.reference_from)}"
+    if report_threshold is not None and report_threshold != verdict.threshold:
+        foot += (f"<br>decided again at threshold {verdict.threshold:g} on the same scan; the report files hold its "
+                 f"verdict at {report_threshold:g}")
+    css += " stale" if stale else ""
     return f'<div class="{css}"><div class="verdict-head">{head}</div><p>{body}</p><small>{foot}</small></div>'
 
 
@@ -170,15 +188,17 @@ Gallery = list[tuple[Image.Image, str]]
 
 
 def example_galleries(examples: Sequence[Example]) -> tuple[Gallery, Gallery]:
-    """Two rows for the before/after view: clean images and triggered copies, predictions as captions."""
-    clean = [(to_image(e.clean, THUMB_SIZE), f"clean: {e.clean_prediction}") for e in examples]
+    """Two rows for the before/after view: clean images and triggered copies, the model's prediction as the
+    caption (the rows' labels say which is which; short, so a tile's caption is never cut)."""
+    clean = [(to_image(e.clean, THUMB_SIZE), e.clean_prediction) for e in examples]
     triggered = [(to_image(e.triggered, THUMB_SIZE), triggered_caption(e))
                  for e in examples]
     return clean, triggered
 
 
 def triggered_caption(example: Example) -> str:
-    return ("→ " if example.flipped else "") + f"triggered: {example.triggered_prediction}"
+    """The triggered copy's prediction, an arrow when the trigger changed it."""
+    return ("→ " if example.flipped else "") + example.triggered_prediction
 
 
 def repair_figure(losses: Sequence[RepairStep], measured: Sequence[RepairMeasured]) -> go.Figure:

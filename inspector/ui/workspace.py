@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -39,8 +40,10 @@ from inspector.pipeline import (
     open_delivered,
     open_pool,
     open_task_for,
+    pool_of,
     reference_job,
     repair_job,
+    saved_scan_for,
     scan_job,
 )
 from inspector.reference import Reference, ReferenceEvent
@@ -115,6 +118,31 @@ class Source:
         return reader()
 
 
+def settings_key(config: ScanConfig) -> tuple[Any, ...]:
+    """The scan settings that change a scan's records (the threshold does not: it only re-decides them)."""
+    epsilon = None if config.epsilon is None else round(float(config.epsilon), 6)
+    return (config.method, config.schedule, epsilon, int(config.pool_size), int(config.epochs),
+            tuple(config.classes or ()), config.blend)
+
+
+@dataclass(frozen=True)
+class ScanInputs:
+    """What a scan's results were computed for; compared with what is chosen now, it says which shown
+    results no longer apply."""
+
+    model: tuple[str, str]  # label, file
+    pool: tuple[Any, ...] | None
+    reference: str
+    settings: tuple[Any, ...]
+
+    def changes(self, now: ScanInputs) -> list[str]:
+        """What differs in ``now``, in the page's words."""
+        pairs = (("the model", self.model, now.model), ("the OOD pool", self.pool, now.pool),
+                 ("the clean reference", self.reference, now.reference),
+                 ("the scan settings", self.settings, now.settings))
+        return [words for words, was, is_ in pairs if was != is_]
+
+
 @dataclass
 class Workspace:
     """Everything one browser has chosen and produced."""
@@ -140,6 +168,11 @@ class Workspace:
     repaired: Repaired | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     view: str = "flip_rate"  # the chart's statistic: "flip_rate" or "anomaly"
+    scanned_with: ScanInputs | None = None  # what the last scan was computed for
+    chosen_settings: tuple[Any, ...] | None = None  # the scan settings the page shows now (None: not moved yet)
+    scan_threshold: float | None = None  # the threshold the scan decided at (its report holds that verdict)
+    repaired_on: tuple[Any, ...] | None = None  # the labelled task the last repair was trained and measured on
+    mystery: Path | None = None  # the teaching mode's mystery model: only its scans offer to reveal the truth
     # a running scan: records of the finished classes, its settings, candidates, the running classes' estimates
     live: tuple[list[dict[str, Any]], ScanConfig, list[int], dict[int, ClassEstimate]] | None = None
 
@@ -225,14 +258,37 @@ class Workspace:
         loaded, pool = self.require_model(), self.require_pool(config.pool_size)
         self.stop.clear()
         self.result, self.report, self.repaired, self.scanned, self.scanned_pool = None, None, None, loaded, pool
+        self.scanned_with = self.inputs_now(settings_key(config))
+        self.chosen_settings = None
         out = fresh_run_name(self.runs_root, loaded.label)
         with named_as_uploaded(self.reference) if self.reference_uploaded else contextlib.nullcontext():
             for event in scan_job(loaded, pool, config, out, self.reference, should_stop=self.stop.is_set):
                 if isinstance(event, ScanFinished):
-                    self.result = event.result
+                    self.result, self.scan_threshold = event.result, event.result.settings.threshold
                 elif isinstance(event, ReportWritten):
                     self.run_dir, self.report = event.folder, event.report
                 yield event
+
+    def inputs_now(self, settings: tuple[Any, ...]) -> ScanInputs:
+        """The model, pool and reference chosen now, with ``settings``."""
+        loaded = self.require_model()
+        return ScanInputs((loaded.label, str(loaded.path)), self.pool_key, self.reference, settings)
+
+    def stale_since_scan(self) -> list[str]:
+        """What was chosen since the last scan, so that its shown results no longer apply ([] when they do)."""
+        if self.scanned_with is None or self.loaded is None:
+            return []
+        settings = self.chosen_settings if self.chosen_settings is not None else self.scanned_with.settings
+        return self.scanned_with.changes(self.inputs_now(settings))
+
+    def repair_is_stale(self) -> bool:
+        """Whether the labelled task chosen now is not the one the shown repair was made on."""
+        return self.repaired is not None and self.repaired_on is not None and self.repaired_on != self.task_key
+
+    def redecide(self, threshold: float) -> ScanResult:
+        """The finished scan decided again at ``threshold`` (the engine's rule on the same records)."""
+        self.result = self.require_result().redecided(threshold)
+        return self.result
 
     def report_files(self) -> list[str]:
         if self.run_dir is None:
@@ -250,6 +306,18 @@ class Workspace:
         assert scanned is not None and self.scanned_pool is not None
         return before_after(scanned.model, result, self.scanned_pool.pixels, class_index, count)
 
+    def use_saved_scan(self, report_text: str) -> ScanResult:
+        """A finished scan of the chosen model from its report.json (under the allowed folders), as if scanned
+        here: what a repair needs. Refused unless the report was written for exactly this model file."""
+        loaded = self.require_model()
+        report = within_roots(report_text, self.allowed_roots, "scan report")
+        saved = saved_scan_for(loaded, report)
+        pool = pool_of(saved, loaded.model.backbone.image_size)
+        self.result, self.scanned, self.scanned_pool, self.repaired = saved.result, loaded, pool, None
+        self.scan_threshold = saved.result.settings.threshold
+        self.run_dir, self.report = report.parent, json.loads(report.read_text())
+        return saved.result
+
     # --- repair ----------------------------------------------------------------------------------------
     def repair(self, target: int, config: RepairConfig) -> Iterator[RepairJobEvent]:
         """The engine's repair job: a fresh copy of the scanned model against ``target``'s trigger, on the
@@ -263,7 +331,7 @@ class Workspace:
         for event in repair_job(scanned, result, task, self.scanned_pool, out, config, target,
                                 should_stop=self.stop.is_set, source=str(run_dir / REPORT)):
             if isinstance(event, Repaired):
-                self.repaired = event
+                self.repaired, self.repaired_on = event, self.task_key
             yield event
 
     # --- the clean reference ---------------------------------------------------------------------------
@@ -315,6 +383,7 @@ class Workspace:
                                  should_stop=self.stop.is_set, attempts=IMPLANT_ATTEMPTS, other_targets=others):
             if isinstance(event, Implanted):  # before the event: a consumer may stop iterating at it
                 self.open_model(str(out), label=f"mystery model ({base} + hidden backdoor)")
+                self.mystery = out
             yield event
 
     def target_index(self, name: str) -> int:
