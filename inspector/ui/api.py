@@ -46,10 +46,10 @@ def _open(ws: Workspace, model: str) -> None:
         ws.open_model_path(model)
 
 
-def _use_pool(ws: Workspace, pool: str, pool_size: int) -> None:
-    source = Source("shipped") if pool in ("", "shipped") else Source.pick("folder", None, pool, ws.allowed_roots,
-                                                                          "OOD pool")
-    ws.use_pool(source, pool_size)
+def _source(ws: Workspace, value: str, what: str) -> Source:
+    """"shipped" (or empty), else a folder under the allowed folders."""
+    kind = "shipped" if value in ("", "shipped") else "folder"
+    return Source.pick(kind, None, value, ws.allowed_roots, what)
 
 
 class _Every:
@@ -105,7 +105,7 @@ def endpoints(new_workspace: Callable[[], Workspace]) -> None:
             _one_of(method, METHODS, "method")
             _one_of(schedule, SCHEDULES, "schedule")
             _open(ws, model)
-            _use_pool(ws, pool, int(pool_size))
+            ws.use_pool(_source(ws, pool, "OOD pool"), int(pool_size))
             size = ws.require_model().model.backbone.image_size
             bound = default_epsilon(size) * 255 if epsilon is None else epsilon
             config = handlers.scan_config(ws, method, schedule, bound, pool_size, 1, classes or [], threshold, blend)
@@ -137,8 +137,7 @@ def endpoints(new_workspace: Callable[[], Workspace]) -> None:
         try:
             _open(ws, model)
             result = ws.use_saved_scan(report)
-            if task not in ("", "shipped"):
-                ws.use_task(Source.pick("folder", None, task, ws.allowed_roots, "labelled task"))
+            ws.use_task(_source(ws, task, "labelled task"))
             name = target or result.verdict.target_name or result.verdict.suspect_name
             defaults = RepairConfig()
             config = RepairConfig(epochs=int(epochs or defaults.epochs), lr=float(lr or defaults.lr))
