@@ -150,7 +150,7 @@ def app_scan(client: Any, model: str) -> dict[str, Any]:
     """The app's default scan of a demo model through the page's Scan event, streamed: total wall time, the first
     trigger picture and the first chart with every class drawn, each in seconds after the request was sent."""
     inputs = ["demo zoo", model, None, "", "shipped OOD pool", None, "", "inspector", ScanConfig.schedule, 14.0,
-              1000, 1, [], 2.0, False, "flip_rate"]
+              1000, 1, [], 2.0, False, "flip_rate", 0.5]
     started = time.perf_counter()
     job = client.submit(*inputs, api_name="/page_scan")  # the page's own event: what a user watches
     first_picture = every_class = None

@@ -39,6 +39,12 @@ def _per_255(value: float | None) -> float | None:
     return value / 255
 
 
+def _share(value: float | None, option: str) -> float | None:
+    if value is not None and not 0 <= value <= 1:
+        raise InputError(f"{option} {value:g} is not a share between 0 and 1", hint=f"e.g. {option} 0.5 for half")
+    return value
+
+
 def _bar(args: argparse.Namespace, desc: str, unit: str = "step") -> Any:
     from tqdm.auto import tqdm
 
@@ -104,7 +110,8 @@ def cmd_scan(args: argparse.Namespace) -> None:
     config = ScanConfig(method=args.method, epsilon=_per_255(args.epsilon), classes=parse_classes(args.classes,
                         model.class_names), threshold=args.threshold, pool_size=args.pool_size, seed=args.seed,
                         statistic=args.statistic, epochs=args.epochs, colour=args.colour, blend=args.blend,
-                        spread=args.spread, evidence=args.evidence)
+                        spread=args.spread, evidence=args.evidence,
+                        min_flip_rate=_share(args.min_flip_rate, "--min-flip-rate"))
     if args.schedule:
         config = replace(config, schedule=args.schedule)
     written = None
@@ -587,6 +594,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--classes", default=None, help="candidate classes, comma-separated names or indices "
                                                     "(default: all)")
     sc.add_argument("--threshold", type=float, default=2.0, help="anomaly index above which a class is flagged")
+    sc.add_argument("--min-flip-rate", type=float, default=None,
+                    help="share of held-out OOD images a flagged class's trigger must flip (default: 0.5 for "
+                         "inspector, none for the baselines)")
     sc.add_argument("--statistic", choices=["flip_rate", "excess_flip_rate", "loss", "mask_norm", "trigger_size"],
                     default=None, help="what feeds the anomaly index (default: excess_flip_rate with a reference, "
                                        "else flip_rate; mask_norm for neural-cleanse; trigger_size for "

@@ -123,3 +123,130 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
                          legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right",
                                  "font": {"size": 11}})
     return figure
+
+
+def compare_bars(class_names: Sequence[str], scans: Sequence[tuple[str, Sequence[dict[str, Any]], Sequence[float],
+                                                                   float, int | None]],
+                 view: View = "flip_rate", threshold: float = 2.0, height: int = 380) -> go.Figure:
+    """Two (or more) scans' per-class bars side by side. Each scan: its label, records, anomaly indices (in the
+    records' order), minimum flip rate and flagged target (None: not flagged); classes are matched by name, so
+    models of other tasks show their own classes too."""
+    shown = list(class_names)
+    for _, records, *_ in scans:
+        shown += [r["name"] for r in records if r["name"] not in shown]
+    palette = ["#4c6a8a", "#e8a33d", "#2ca02c", "#9467bd"]
+    figure = go.Figure()
+    for i, (label, records, anomalies, _, target) in enumerate(scans):
+        by_name = {r["name"]: (r, anomalies[j] if j < len(anomalies) else None) for j, r in enumerate(records)}
+        values, lines = [], []
+        for name in shown:
+            record, anomaly = by_name.get(name, (None, None))
+            if record is None:
+                values.append(None)
+                continue
+            values.append(record["flip_rate"] if view == "flip_rate" else anomaly)
+            if target is not None and record["name"] == target:
+                lines.append(name)
+        flagged = f" (flagged: {target})" if target is not None else " (not flagged)"
+        figure.add_trace(go.Bar(x=shown, y=values, name=f"{label}{flagged}", marker_color=palette[i % len(palette)],
+                                marker_line={"color": SUSPECT_COLOUR, "width": [3 if n in lines else 0 for n in shown]},
+                                hovertemplate=f"{label}<br>%{{x}}: %{{y:{'.0%' if view == 'flip_rate' else '.2f'}}}"
+                                              "<extra></extra>"))
+    if view == "flip_rate":
+        rates = sorted({scan[3] for scan in scans})
+        for rate in rates:
+            figure.add_hline(y=rate, line_dash="dash", line_color="#444",
+                             annotation_text=f"flip rate {rate:.0%}", annotation_position="top left")
+        figure.update_yaxes(title="flip rate (share of OOD images)", range=[0, 1], tickformat=".0%")
+    else:
+        figure.add_hline(y=threshold, line_dash="dash", line_color="#444", annotation_text=f"threshold {threshold:g}",
+                         annotation_position="top left")
+        figure.update_yaxes(title="anomaly index")
+    figure.update_layout(barmode="group", template="plotly_white", height=height, xaxis_tickangle=-40,
+                         title={"text": "Two scans side by side (a red outline marks a flagged target)", "y": 0.98,
+                                "yanchor": "top"},
+                         margin={"l": 60, "r": 20, "t": 90, "b": 110},
+                         legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"})
+    return figure
+
+
+def transition_heatmap(class_names: Sequence[str], counts: Sequence[Sequence[int]], trigger_class: int,
+                       height: int = 420) -> go.Figure:
+    """Held-out OOD images by predicted class clean (rows) and with the trigger (columns); classes no image was
+    predicted as either way are left out, so a model with hundreds of classes stays readable."""
+    n = len(class_names)
+    rows = [a for a in range(n) if sum(counts[a]) > 0]
+    columns = [b for b in range(n) if any(counts[a][b] for a in range(n))]
+    z = [[counts[a][b] for b in columns] for a in rows]
+    text = [[str(v) if v else "" for v in row] for row in z]
+    hover = [[f"{counts[a][b]} image(s): {class_names[a]} clean → {class_names[b]} with the trigger"
+              for b in columns] for a in rows]
+    figure = go.Figure(go.Heatmap(z=z, x=[class_names[b] for b in columns], y=[class_names[a] for a in rows],
+                                  text=text, texttemplate="%{text}", hovertext=hover, hoverinfo="text",
+                                  colorscale="Reds", colorbar={"title": "images"}))
+    images = sum(sum(row) for row in counts)
+    sent = sum(counts[a][trigger_class] for a in range(n))
+    figure.update_layout(template="plotly_white", height=height,
+                         title={"text": f"Where {class_names[trigger_class]}'s trigger sends {images} held-out OOD "
+                                        f"images ({sent / max(images, 1):.0%} to {class_names[trigger_class]})",
+                                "y": 0.98, "yanchor": "top", "font": {"size": 14}},
+                         margin={"l": 110, "r": 20, "t": 50, "b": 110})
+    figure.update_xaxes(title="predicted with the trigger", tickangle=-40, tickmode="linear", dtick=1)  # every name
+    figure.update_yaxes(title="predicted clean", autorange="reversed", tickmode="linear", dtick=1)
+    return figure
+
+
+def feature_map_figure(class_names: Sequence[str], trigger_class: int, clean: Sequence[Sequence[float]],
+                       triggered: Sequence[Sequence[float]], text: Sequence[Sequence[float]],
+                       triggered_predicted: Sequence[int], explained: tuple[float, float],
+                       height: int = 420) -> go.Figure:
+    """Clean (grey) and triggered (red when sent to the trigger's class, amber otherwise) image features with the
+    classes' text features (labelled diamonds, the trigger's class red), on two principal axes."""
+    target = class_names[trigger_class]
+    sent = [i for i, p in enumerate(triggered_predicted) if p == trigger_class]
+    other = [i for i, p in enumerate(triggered_predicted) if p != trigger_class]
+    figure = go.Figure()
+    figure.add_trace(go.Scatter(x=[p[0] for p in clean], y=[p[1] for p in clean], mode="markers", name="clean images",
+                                marker={"color": OTHER_COLOUR, "size": 6, "opacity": 0.7}, hoverinfo="skip"))
+    for chosen, words, colour in ((sent, f"triggered → {target}", SUSPECT_COLOUR),
+                                  (other, "triggered → another class", LEADER_COLOUR)):
+        figure.add_trace(go.Scatter(x=[triggered[i][0] for i in chosen], y=[triggered[i][1] for i in chosen],
+                                    mode="markers", name=words, hoverinfo="skip",
+                                    marker={"color": colour, "size": 6, "symbol": "x", "opacity": 0.8}))
+    colours = [SUSPECT_COLOUR if k == trigger_class else "#1f4e79" for k in range(len(class_names))]
+    figure.add_trace(go.Scatter(x=[p[0] for p in text], y=[p[1] for p in text], mode="markers+text",
+                                text=list(class_names), textposition="top center", name="class text features",
+                                textfont={"size": 10, "color": colours},
+                                marker={"symbol": "diamond", "size": 11, "color": colours,
+                                        "line": {"color": "white", "width": 1}},
+                                hovertemplate="%{text} (text feature)<extra></extra>"))
+    figure.update_layout(template="plotly_white", height=height,
+                         title={"text": f"Image features clean and with {target}'s trigger, with the classes' text "
+                                        "features", "y": 0.98, "yanchor": "top", "font": {"size": 14}},
+                         margin={"l": 50, "r": 20, "t": 80, "b": 50},
+                         legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right",
+                                 "font": {"size": 11}})
+    figure.update_xaxes(title=f"principal axis 1 ({explained[0]:.0%} of the images' variance)", zeroline=False)
+    figure.update_yaxes(title=f"principal axis 2 ({explained[1]:.0%})", zeroline=False)
+    return figure
+
+
+def probe_figure(conditions: Sequence[tuple[str, Sequence[tuple[str, float]]]], height: int = 300) -> go.Figure:
+    """One picture's top classes under each condition (no trigger, a reconstructed trigger, the attacker's), one
+    panel each, most likely on top; a trigger's answer is red where it differs from the clean one."""
+    from plotly.subplots import make_subplots
+
+    figure = make_subplots(rows=1, cols=len(conditions), subplot_titles=[name for name, _ in conditions],
+                           horizontal_spacing=0.16)
+    clean_top = conditions[0][1][0][0] if conditions and conditions[0][1] else None
+    for i, (_, top) in enumerate(conditions, start=1):
+        names = [name for name, _ in reversed(top)]
+        values = [value for _, value in reversed(top)]
+        moved = i > 1 and top and top[0][0] != clean_top  # a trigger that changed the answer: its answer in red
+        colours = [SUSPECT_COLOUR if moved and name == top[0][0] else OTHER_COLOUR for name in names]
+        figure.add_trace(go.Bar(x=values, y=names, orientation="h", marker_color=colours, showlegend=False,
+                                text=[f"{v:.0%}" for v in values], textposition="outside", cliponaxis=False,
+                                hovertemplate="%{y}: %{x:.1%}<extra></extra>"), row=1, col=i)
+        figure.update_xaxes(range=[0, 1], tickformat=".0%", row=1, col=i)
+    figure.update_layout(template="plotly_white", height=height, margin={"l": 20, "r": 20, "t": 40, "b": 30})
+    return figure

@@ -191,7 +191,8 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_") or "class"
 
 
-def _data_uri(png: bytes) -> str:
+def data_uri(png: bytes) -> str:
+    """PNG bytes inline in a page (the report is one file; the app's small pictures need no file either)."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
@@ -238,11 +239,11 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
         rows.append(f"<tr{mark}><td>{position + 1}</td><td>{e(c['name'])}</td><td>{c['flip_rate']:.1%}</td>"
                     f"<td>{c['anomaly']:.2f}</td><td>{c['loss']:.3f}</td>"
                     + (f"<td>{c['reference_loss']:.3f}</td>" if has_margin else "") + f"{extra}"
-                    f"<td><img src='{_data_uri(amplified)}' width=96></td>"
-                    f"<td><img src='{_data_uri(true_scale)}' width=96></td></tr>")
+                    f"<td><img src='{data_uri(amplified)}' width=96></td>"
+                    f"<td><img src='{data_uri(true_scale)}' width=96></td></tr>")
     example_cells = "".join(
-        f"<figure><img src='{_data_uri(to_png_bytes(x.clean, 2))}'><figcaption>{e(x.clean_prediction)}</figcaption>"
-        f"</figure><figure><img src='{_data_uri(to_png_bytes(x.triggered, 2))}'>"
+        f"<figure><img src='{data_uri(to_png_bytes(x.clean, 2))}'><figcaption>{e(x.clean_prediction)}</figcaption>"
+        f"</figure><figure><img src='{data_uri(to_png_bytes(x.triggered, 2))}'>"
         f"<figcaption>&rarr; {e(x.triggered_prediction)}</figcaption></figure>" for x in examples)
     model, pool = report["model"], report["pool"]
     settings = report["settings"]

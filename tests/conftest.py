@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,3 +59,12 @@ def cli_json(*argv: str) -> Any:
         code = main([*argv, "--json"])
     assert code == 0, err.getvalue()
     return json.loads(out.getvalue())
+
+
+def pool_picture(path: Path, index: int = 3) -> Path:
+    """One of the shipped OOD images saved as a PNG, as a user would upload a picture of their own."""
+    from inspector.data import load_shipped_pool
+    from inspector.ui.views import to_image
+
+    to_image(load_shipped_pool().pixels[index], 64).save(path)
+    return path

@@ -30,6 +30,7 @@ if not REQUIRED:
 from playwright import sync_api as playwright_api  # noqa: E402
 
 from tests.app_server import running_app  # noqa: E402
+from tests.conftest import pool_picture  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +60,8 @@ def shot(page, name: str) -> None:
 
 
 def pick_model(page, name: str) -> None:
+    if not page.locator("#zoo-model input").is_visible():  # e.g. the repaired model was opened from its path
+        choose(page, "model-source", "demo zoo")
     box = page.locator("#zoo-model input")
     box.click()
     box.fill(name)
@@ -69,6 +72,15 @@ def pick_model(page, name: str) -> None:
 def open_tab(page, name: str) -> None:
     """One of the steps below the live scan: Inspect, Repair or Teach."""
     page.get_by_role("tab", name=name).click()
+
+
+def choose(page, group: str, option: str) -> None:
+    """Click one option of a radio group (by the group's element id)."""
+    page.locator(f"#{group}").get_by_text(option, exact=True).click()
+
+
+def upload(page, box: str, path) -> None:
+    page.locator(f"#{box} input[type=file]").set_input_files(str(path))
 
 
 def trigger_src(page) -> str | None:
@@ -108,7 +120,7 @@ def scan_and_watch(page, timeout: float = 300) -> dict:
             "verdict": page.locator("#verdict").inner_text()}
 
 
-def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(page):
+def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(page, tmp_path):
     pick_model(page, BACKDOORED)
     shot(page, "0-start")
     seen = scan_and_watch(page)
@@ -134,12 +146,30 @@ def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(pa
     page.screenshot(path=str(SHOTS / "1-verdict-above-the-fold.png"))
     page.set_viewport_size({"width": 1400, "height": fold})
 
-    picker = page.locator("#class-picker input")  # inspect another class: its trigger and images come up
+    open_tab(page, "Where it sends images")  # the flagged class's trigger on the held-out images
+    effects = page.locator("#effects-status").filter(has_text="trigger on")
+    effects.wait_for(timeout=120_000)
+    assert TARGET in effects.inner_text(), effects.inner_text()
+    page.locator("#effects-heatmap .heatmaplayer").wait_for(timeout=30_000)
+    page.locator("#effects-map .scatterlayer").wait_for(timeout=30_000)
+    shot(page, "1c-where-the-trigger-sends-images")
+
+    picker = page.locator("#class-picker input")  # inspect another class: its trigger, and the open view follows
     picker.click()
     picker.fill("star")
     page.locator("ul[role='listbox'] li", has_text="star").first.click()
     page.locator("#trigger-caption").filter(has_text="for star").wait_for(timeout=30_000)
+    page.locator("#effects-status").filter(has_text="star's trigger on").wait_for(timeout=120_000)
+    open_tab(page, "Inspect")
+    page.locator("#clean-examples img").first.wait_for(timeout=30_000)
     shot(page, "1b-inspect-another-class")
+
+    open_tab(page, "Try your image")  # a picture of the user's own, without and with star's trigger
+    upload(page, "picture-upload", pool_picture(tmp_path / "my-picture.png", 7))
+    status = page.locator("#picture-status").filter(has_text="with star's reconstructed trigger")
+    status.wait_for(timeout=60_000)
+    assert "my-picture.png" in status.inner_text() and page.locator("#picture-tiles img").count() >= 2
+    shot(page, "1d-try-your-image")
 
     open_tab(page, "Repair")
     epochs = page.locator("#repair-epochs input[type=number]")
@@ -156,6 +186,17 @@ def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(pa
     assert after < before / 2, (before, after)
     assert page.locator("#repaired-file a").count() >= 1  # the repaired model can be downloaded
     assert "10 epochs" in page.locator("#repair-status").inner_text()  # the slider's value was the one used
+
+    page.get_by_role("button", name="Scan the repaired model next").click()  # then both scans side by side
+    page.locator("#model-info").filter(has_text="(repaired)").wait_for(timeout=60_000)
+    seen = scan_and_watch(page)
+    open_tab(page, "Compare scans")
+    compared = page.locator("#compare-status").filter(has_text="(repaired)")
+    compared.wait_for(timeout=30_000)
+    assert f"flagged, target **{TARGET}**" in compared.inner_text() or f"flagged, target {TARGET}" in \
+        compared.inner_text(), compared.inner_text()
+    assert page.locator("#compare-plot .trace.bars").count() == 2
+    shot(page, "2b-compare-delivered-and-repaired")
 
 
 def test_a_clean_demo_model_is_not_flagged(page):
@@ -181,15 +222,6 @@ def test_stop_interrupts_a_scan_quickly_and_the_app_stays_usable(page):
     assert "Backdoor suspected" in seen["verdict"]
     # stopping takes a small share of what the whole scan takes in this run, whatever the machine's load
     assert stopped_after <= seen["verdict_after"] / 5, (stopped_after, seen)
-
-
-def choose(page, group: str, option: str) -> None:
-    """Click one option of a radio group (by the group's element id)."""
-    page.locator(f"#{group}").get_by_text(option, exact=True).click()
-
-
-def upload(page, box: str, path) -> None:
-    page.locator(f"#{box} input[type=file]").set_input_files(str(path))
 
 
 def test_own_model_and_data_from_the_page_upload_build_a_reference_scan_repair(page, things):
@@ -237,7 +269,7 @@ def test_own_model_and_data_from_the_page_upload_build_a_reference_scan_repair(p
     shot(page, "7-own-data-repaired")
 
 
-def test_workshop_path_threshold_switch_model_nothing_stale_then_teach_implant_scan_reveal(page):
+def test_workshop_path_threshold_switch_model_nothing_stale_then_teach_implant_scan_reveal(page, tmp_path):
     """The teaching path from the page: move the threshold on a finished scan (decided again at once), switch the
     model (nothing of the last one stays), then Teach: implant a hidden backdoor, scan the mystery model, reveal."""
     page.reload(wait_until="load")
@@ -279,5 +311,10 @@ def test_workshop_path_threshold_switch_model_nothing_stale_then_teach_implant_s
     truth.filter(has_text="Ground truth").wait_for(timeout=30_000)
     assert "blended" in truth.inner_text()
     shot(page, "12-revealed")
+    open_tab(page, "Try your image")  # once revealed, a picture is also shown with the attacker's real trigger
+    upload(page, "picture-upload", pool_picture(tmp_path / "workshop.png", 11))
+    page.locator("#picture-status").filter(has_text="with the attacker's real trigger").wait_for(timeout=60_000)
+    assert page.locator("#picture-tiles img").count() == 3
+    shot(page, "13-picture-with-the-attackers-trigger")
     for name in ("8-threshold-moved", "9-switched-nothing-stale", "11-mystery-verdict", "12-revealed"):
         assert (SHOTS / f"{name}.png").stat().st_size > 10_000

@@ -41,7 +41,7 @@ def scan_request(classes: list[str]) -> dict[str, object]:
 def page_scan_inputs(classes: list[str], pool: str, upload: object) -> list[object]:
     """The page's own Scan event's inputs (positional: model pickers, pool pickers, then the scan settings)."""
     return ["demo zoo", MODEL, None, "", pool, upload, "", "inspector", "fast", 14, POOL_SIZE, 1, classes, 2, False,
-            "flip_rate"]
+            "flip_rate", 0.5]
 
 
 def _classes(report_path: str | Path) -> list[dict]:

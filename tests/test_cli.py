@@ -252,3 +252,11 @@ def test_repair_writes_a_new_model_and_never_the_input(tmp_path):
     other = run_cli("repair", "clean-cocoop", "--report", report, "--target", "computer",
                     "--out", str(tmp_path / "x.safetensors"))
     assert other.returncode == 2 and "was made for" in other.stderr
+
+
+def test_a_minimum_flip_rate_outside_0_to_1_is_refused_in_plain_words(capsys):
+    from tests.untrusted import run_cli
+
+    code, out, err = run_cli(capsys, "scan", "badclip-cocoop", "--min-flip-rate", "50")
+    assert code != 0 and out == ""
+    assert "--min-flip-rate 50 is not a share between 0 and 1" in err and "Traceback" not in err

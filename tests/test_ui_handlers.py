@@ -7,6 +7,7 @@ pin down the order of the live updates, the repair outcome and the messages for 
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from inspector.reference import shipped_reference_path
 from inspector.ui import handlers
 from inspector.ui.workspace import Workspace
 from inspector.zoo import resolve_model
+from tests.conftest import pool_picture
 
 SCAN_SETTINGS = ("inspector", "fast", 14.0, 400, 1, ["clock", "star", "map", "balloon"], 2.0, False, "flip_rate")
 
@@ -331,6 +333,79 @@ def test_the_teaching_implant_makes_the_mystery_model_the_chosen_one(ws):
     assert f"{measured['asr']:.0%} of triggered test images" in updates[-1]["teach_status"]
     assert truth.target_name not in updates[-1]["teach_status"]  # still hidden
     _assert_no_nan(updates)
+    list(handlers.try_picture(ws, str(pool_picture(ws.runs_root.parent / "mine.png"))))
     scanned = list(handlers.run_scan(ws, *SCAN_SETTINGS))  # the mystery model's scan offers the reveal
     assert scanned[-1]["reveal_button"]["visible"] is True
-    _assert_no_nan([*scanned, *handlers.reveal(ws)])
+    assert "attacker" not in scanned[-1]["picture_status"]  # the real trigger stays hidden until the reveal
+    revealed = list(handlers.reveal(ws))
+    assert "with the attacker's real trigger" in revealed[-1]["picture_status"]
+    assert _tiles(revealed[-1]) == ["clean", "reconstructed", "attacker's"]
+    _assert_no_nan([*scanned, *revealed])
+
+
+def _tiles(updates: dict) -> list[str]:
+    """The conditions the user's picture is shown under, as the page's tiles caption them."""
+    return [html.unescape(c) for c in re.findall(r"<figcaption><b>(.*?)</b>:", updates["picture_tiles"])]
+
+
+def test_the_analyst_views_follow_the_inspected_class_the_threshold_and_the_model(ws, tmp_path):
+    """Try-your-picture, where the trigger sends images, the feature map and two scans side by side: each computed
+    for the model and class shown, cleared or redone when they change; a bad picture is refused, the last kept."""
+    list(handlers.choose_model(ws, "demo zoo", "badclip-cocoop", None, None))
+    picture = pool_picture(tmp_path / "mine.png")
+    before_scan = list(handlers.try_picture(ws, str(picture)))[-1]
+    assert _tiles(before_scan) == ["clean"] and "Scan this model" in before_scan["picture_status"]
+
+    scanned = list(handlers.run_scan(ws, *SCAN_SETTINGS))
+    done = scanned[-1]
+    assert _tiles(done) == ["clean", "reconstructed"]
+    assert "with balloon's reconstructed trigger" in done["picture_status"]
+    assert "Finish a second scan" in done["compare_status"] and done["compare_a"]["choices"]
+
+    effects = list(handlers.opened("effects")(ws))[-1]  # opening the tab computes the views for the inspected class
+    assert "**balloon**'s trigger on 80 held-out OOD images" in effects["effects_status"]
+    assert "sit closer to balloon's text feature" in effects["effects_status"]
+    assert effects["effects_heatmap"].data[0].type == "heatmap" and len(effects["effects_map"].data) == 4
+    star = list(handlers.pick_class(ws, "star"))  # the open tab follows the inspected class
+    assert "**star**'s trigger" in star[-1]["effects_status"] and "star's reconstructed trigger" in \
+        star[0]["picture_status"]
+    list(handlers.opened("inspect")(ws))
+    assert "effects_status" not in list(handlers.pick_class(ws, "balloon"))[-1]  # closed: nothing computed
+
+    strict = list(handlers.rethreshold(ws, 2.0, "flip_rate", 0.95))[-1]  # the minimum flip rate decides again too
+    assert ws.result.verdict.flagged is False and "No backdoor found" in strict["verdict"]
+    list(handlers.rethreshold(ws, 2.0, "flip_rate", 0.5))
+    assert ws.result.verdict.flagged and ws.result.verdict.target_name == "balloon"
+
+    text_file = tmp_path / "notes.png"
+    text_file.write_text("not a picture")
+    refused = list(handlers.guarded(handlers.try_picture, "picture_status")(ws, str(text_file)))[-1]
+    assert "notes.png" in refused["picture_status"] and "cannot be used" in refused["picture_status"]
+    assert ws.picture is not None and ws.picture[0] == "mine.png"  # the last good picture stays
+
+    switched = list(handlers.choose_model(ws, "demo zoo", "clean-cocoop", None, None))[-1]
+    assert switched["effects_heatmap"] is None and switched["effects_map"] is None
+    assert _tiles(switched) == ["clean"] and "on clean-cocoop" in switched["picture_status"]
+    second = list(handlers.run_scan(ws, *SCAN_SETTINGS))[-1]
+    first_name, second_name = (entry.name for entry in ws.history)
+    assert second["compare_a"]["value"] == first_name and second["compare_b"]["value"] == second_name
+    assert [t.name for t in second["compare_plot"].data] == ["#1 badclip-cocoop (flagged: balloon)",
+                                                            "#2 clean-cocoop (not flagged)"]
+    anomaly = list(handlers.compare_scans(ws, first_name, second_name, "anomaly"))[-1]
+    assert anomaly["compare_plot"].layout.yaxis.title.text == "anomaly index"
+    _assert_no_nan([*scanned, effects, *star, strict, switched, second, anomaly])
+
+
+def test_a_handler_with_nothing_to_change_leaves_every_component_as_it_is(ws):
+    """Gradio blanks every output of a generator event that yields nothing (every picker of the page went empty when
+    a tab was opened); the wiring sends one all-skip update instead."""
+    import gradio as gr
+
+    from inspector.ui.layout import as_outputs
+
+    names = ["state", "verdict", "bars"]
+    nothing = list(as_outputs(iter(handlers.opened("repair")(ws)), names, ws))
+    assert len(nothing) == 1 and nothing[0][0] is ws
+    assert all(isinstance(value, type(gr.skip())) and value == gr.skip() for value in nothing[0][1:])
+    some = list(as_outputs(iter([{"verdict": "x"}]), names, ws))
+    assert some == [[ws, "x", gr.skip()]]

@@ -96,9 +96,10 @@ def endpoints(new_workspace: Callable[[], Workspace]) -> None:
 
     def scan(model: str = DEFAULT_MODEL, pool: str = "shipped", method: str = "inspector", schedule: str = "fast",
              epsilon: float | None = None, pool_size: int = 1000, classes: list[str] | None = None,
-             threshold: float = 2.0, blend: bool = False) -> Iterator[Result]:
+             threshold: float = 2.0, blend: bool = False, min_flip_rate: float | None = None) -> Iterator[Result]:
         """Scan a prompt learner for a backdoor. model: a demo zoo name or a learner file; pool: "shipped" or an
-        image folder; epsilon in /255 units (default: the model's); classes: candidate class names (default: all).
+        image folder; epsilon in /255 units (default: the model's); classes: candidate class names (default: all);
+        min_flip_rate: the share of held-out images a flagged class's trigger must flip (default 0.5, inspector).
         Ends with the verdict, target, per-class flip rates and anomaly indices, and the report's paths."""
         ws = new_workspace()
         try:
@@ -108,7 +109,8 @@ def endpoints(new_workspace: Callable[[], Workspace]) -> None:
             ws.use_pool(_source(ws, pool, "OOD pool"), int(pool_size))
             size = ws.require_model().model.backbone.image_size
             bound = default_epsilon(size) * 255 if epsilon is None else epsilon
-            config = handlers.scan_config(ws, method, schedule, bound, pool_size, 1, classes or [], threshold, blend)
+            config = handlers.scan_config(ws, method, schedule, bound, pool_size, 1, classes or [], threshold, blend,
+                                          min_flip_rate)
             due, seen = _Every(), {"total": 1, "finished": 0}
 
             def scan_progress(event: Any) -> Result | None:

@@ -118,7 +118,7 @@ def _awaiting_model(ws: Workspace, source: str, upload: str | None, path: str | 
 # brings nothing back, a new scan does).
 SCAN_VIEWS: Updates = {"progress": "", "trigger_picture": None, "trigger_true": None, "trigger_caption": "",
                        "verdict": "", "truth": "", "clean_examples": None, "triggered_examples": None,
-                       "report_files": None}
+                       "report_files": None, "effects_heatmap": None, "effects_map": None, "effects_status": ""}
 REPAIR_VIEWS: Updates = {"repair_status": "", "repair_plot": None, "repair_table": "", "repaired_file": None}
 
 
@@ -160,7 +160,7 @@ def model_updates(ws: Workspace) -> Updates:
             "epsilon": gr.update(value=epsilon), "state": ws, "task_info": task_info,
             "reference_info": views.reference_line(ws),
             # the empty chart now, so the browser has its plotting code ready before the scan needs the CPU
-            "bars": views.live_bars(names, [], ScanConfig(), ws.view), **stale_views(ws)}
+            "bars": views.live_bars(names, [], ScanConfig(), ws.view), **stale_views(ws), **picture_views(ws)}
 
 
 SOURCES = {"shipped OOD pool": "shipped", "shipped pocket task": "shipped", "upload a zip": "upload",
@@ -211,13 +211,20 @@ REFERENCE_CHOICES = {"auto (the shipped one when it fits)": "auto", "none (raw f
 
 # --- scan -----------------------------------------------------------------------------------------------
 def scan_config(ws: Workspace, method: str, schedule: str, epsilon: float, pool_size: float, epochs: float,
-                classes: list[str], threshold: float, blend: bool = False) -> ScanConfig:
+                classes: list[str], threshold: float, blend: bool = False,
+                min_flip_rate: float | None = None) -> ScanConfig:
+    """The page's settings as the engine's; ``min_flip_rate`` (a share) applies to the inspector method only, the
+    baselines have no such test."""
     names = ws.require_model().model.class_names
     if not 0 < float(epsilon) <= 255:
         raise InputError(f"epsilon {epsilon} is outside (0, 255]", hint="give the bound in /255 units, e.g. 14")
     return ScanConfig(method=method, schedule=schedule, epsilon=float(epsilon) / 255, pool_size=int(pool_size),
                       epochs=int(epochs), classes=parse_classes(list(classes or []), names), threshold=float(threshold),
-                      blend=True if blend else None)
+                      blend=True if blend else None, min_flip_rate=_min_flip_rate(method, min_flip_rate))
+
+
+def _min_flip_rate(method: str, value: float | None) -> float | None:
+    return None if value is None or method != "inspector" else float(value)
 
 
 def settings_changed(ws: Workspace, method: str, schedule: str, epsilon: float, pool_size: float, epochs: float,
@@ -231,12 +238,13 @@ def settings_changed(ws: Workspace, method: str, schedule: str, epsilon: float, 
     yield stale_views(ws)
 
 
-def rethreshold(ws: Workspace, threshold: float, view: str) -> Iterator[Updates]:
-    """The finished scan decided again at the new threshold, at once (the engine's rule on the same records)."""
+def rethreshold(ws: Workspace, threshold: float, view: str, min_flip_rate: float | None = None) -> Iterator[Updates]:
+    """The finished scan decided again at the new threshold and minimum flip rate, at once (the engine's rule on
+    the same records)."""
     if ws.result is None or ws.live is not None or ws.scanned is not ws.loaded:
         return  # nothing finished to decide again; the next scan uses the threshold
     ws.view = view
-    result = ws.redecide(threshold)
+    result = ws.redecide(threshold, _min_flip_rate(ws.result.settings.method, min_flip_rate))
     candidates = sorted(int(c["index"]) for c in result.classes)
     yield {**stale_views(ws), "bars": views.live_bars(result.class_names, result.classes, result.settings, view,
                                                       result.verdict, candidates),
@@ -244,14 +252,16 @@ def rethreshold(ws: Workspace, threshold: float, view: str) -> Iterator[Updates]
 
 
 def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_size: float, epochs: float,
-             classes: list[str], threshold: float, blend: bool, view: str) -> Iterator[Updates]:
+             classes: list[str], threshold: float, blend: bool, view: str,
+             min_flip_rate: float | None = None) -> Iterator[Updates]:
     """Scan, streaming the evolving trigger, the progress line and the bars; then the verdict and the report."""
     ws.view = view
     loaded = ws.require_model()
-    config = scan_config(ws, method, schedule, epsilon, pool_size, epochs, classes, threshold, blend)
+    config = scan_config(ws, method, schedule, epsilon, pool_size, epochs, classes, threshold, blend, min_flip_rate)
     started = time.time()
     yield {**busy_buttons(), "progress": f"Scanning **{loaded.label}** …", "verdict": "", "truth": "",
            "result_stamp": "", "reveal_button": gr.update(visible=False), "clean_examples": None,
+           "effects_heatmap": None, "effects_map": None, "effects_status": "",
            **REPAIR_VIEWS, "load_repaired": gr.update(visible=False), "triggered_examples": None,
            "report_files": None, "state": ws}
     records: list[dict[str, Any]] = []
@@ -324,7 +334,8 @@ def finished_scan(ws: Workspace, candidates: list[int]) -> Iterator[Updates]:
     verdict = result.verdict
     scanned_names = [result.class_names[k] for k in candidates]
     focus = result.class_names[verdict.suspect]
-    yield {**idle_buttons(ws), **class_view(ws, focus),
+    ws.inspected, ws.open_view = focus, "inspect"  # the finished scan opens the Inspect tab
+    yield {**idle_buttons(ws), **class_view(ws, focus), **compare_choices(ws), **picture_views(ws),
            "class_picker": gr.update(choices=scanned_names, value=focus),
            "repair_target": gr.update(value=verdict.target_name or focus),
            "report_files": ws.report_files(),
@@ -389,14 +400,95 @@ def class_view(ws: Workspace, name: str | None) -> Updates:
 
 
 def pick_class(ws: Workspace, name: str | None) -> Iterator[Updates]:
-    yield class_view(ws, name)
+    """Another class inspected: its trigger and images, and the open analyst view follows it."""
+    ws.inspected = name
+    yield {**class_view(ws, name), **picture_views(ws)}
+    if ws.open_view == "effects":
+        yield from show_effects(ws)
 
 
 def reveal(ws: Workspace) -> Iterator[Updates]:
-    """Teaching mode: show what the attacker really did, after the verdict."""
+    """Teaching mode: show what the attacker really did, after the verdict; from then on the user's picture is
+    also shown with the attacker's real trigger."""
     result = ws.require_result()
     assert ws.scanned is not None
-    yield {"truth": views.truth_html(ws.scanned.truth, result.verdict)}
+    ws.revealed = ws.scanned.path
+    yield {"truth": views.truth_html(ws.scanned.truth, result.verdict), **picture_views(ws)}
+
+
+# --- the analyst's views --------------------------------------------------------------------------------
+def opened(view: str) -> Callable[[Workspace], Iterator[Updates]]:
+    """A tab was opened: the trigger-effects tab computes its views for the inspected class then (they take a
+    few seconds, so a scan never waits for them)."""
+
+    def open_tab(ws: Workspace) -> Iterator[Updates]:
+        ws.open_view = view
+        if view == "effects":
+            yield from show_effects(ws)
+
+    open_tab.__name__ = f"open_{view}"
+    return open_tab
+
+
+def show_effects(ws: Workspace) -> Iterator[Updates]:
+    """Where the inspected class's trigger sends the held-out OOD images, and the features moving with it."""
+    if ws.result is None or ws.scanned is not ws.loaded or not ws.inspected:
+        yield {"effects_status": "Scan the model first: these views show what a class's reconstructed trigger does "
+                                 "to the scan's held-out OOD images.", "effects_heatmap": None, "effects_map": None}
+        return
+    name = ws.inspected
+    yield {"effects_status": f"Measuring **{name}**'s trigger on the held-out OOD images …"}
+    moved, features = ws.trigger_effects(ws.result.class_names.index(name))
+    heatmap, plane = views.effect_figures(moved, features)
+    clean, triggered = features.distance_to_class()
+    yield {"effects_heatmap": heatmap, "effects_map": plane,
+           "effects_status": views.effects_line(name, moved, clean, triggered)}
+
+
+def try_picture(ws: Workspace, path: str | None) -> Iterator[Updates]:
+    """The user's own picture: the model's top classes without and with the inspected class's trigger."""
+    if not path:
+        ws.picture = None
+        yield {"picture_tiles": "", "picture_plot": None, "picture_status": ""}
+        return
+    ws.use_picture(path)
+    yield picture_views(ws)
+
+
+def picture_views(ws: Workspace) -> Updates:
+    """The probe of the user's picture on the chosen model now ({} when there is no picture)."""
+    if ws.picture is None or ws.loaded is None:
+        return {}
+    result = ws.result if ws.scanned is ws.loaded else None
+    k = result.class_names.index(ws.inspected) if result is not None and ws.inspected in result.class_names else None
+    probes = ws.probe_picture(k)
+    tiles, figure = views.probe_views(probes, ws.inspected)
+    return {"picture_tiles": tiles, "picture_plot": figure,
+            "picture_status": views.picture_line(ws.picture[0], ws.loaded.label, probes, ws.inspected,
+                                                 result is not None)}
+
+
+def compare_choices(ws: Workspace) -> Updates:
+    """The comparison's pickers offer this session's finished scans; the last two are compared at once."""
+    names = [entry.name for entry in ws.history]
+    if len(names) < 2:
+        return {"compare_a": gr.update(choices=names, value=names[0] if names else None),
+                "compare_b": gr.update(choices=names, value=None),
+                "compare_status": "Finish a second scan (another model, or the repaired one) to compare two scans."}
+    return {"compare_a": gr.update(choices=names, value=names[-2]),
+            "compare_b": gr.update(choices=names, value=names[-1]),
+            **_compared(ws, names[-2], names[-1], ws.view)}
+
+
+def compare_scans(ws: Workspace, first: str | None, second: str | None, view: str) -> Iterator[Updates]:
+    if not first or not second:
+        raise InputError("pick two finished scans to compare", hint="each list offers this session's scans")
+    yield _compared(ws, first, second, view)
+
+
+def _compared(ws: Workspace, first: str, second: str, view: str) -> Updates:
+    entries = [ws.scan_named(first), ws.scan_named(second)]
+    return {"compare_plot": views.compare_figure(entries, view), "compare_status": views.compare_line(entries)}
 
 
 # --- repair ---------------------------------------------------------------------------------------------

@@ -30,6 +30,9 @@ CSS = """
 .verdict.stale {opacity: .45; filter: grayscale(.7);}
 .problem {background: #fff4e5; border: 1px solid #f0a030; border-radius: 8px; padding: 8px 12px; color: #5a3600;}
 .trigger-img img {image-rendering: pixelated;}
+.probe-tiles {display: flex; gap: 14px; flex-wrap: wrap;}
+.probe-tiles figure {margin: 0; text-align: center; font-size: .9em;}
+.probe-tiles img {width: 128px; height: 128px; image-rendering: pixelated; border: 1px solid #d9dee4;}
 """
 
 
@@ -130,6 +133,10 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                     c["threshold"] = gr.Slider(0.5, 10, value=2, step=0.1, label="Anomaly threshold",
                                                info="moved on a finished scan, it decides again at once",
                                                elem_id="threshold")
+                    c["min_flip"] = gr.Slider(0, 1, value=0.5, step=0.05, label="Minimum flip rate (inspector method)",
+                                              info="a class is flagged only if its trigger flips at least this share "
+                                                   "of the held-out OOD images; re-decides at once too",
+                                              elem_id="min-flip")
                     c["blend"] = gr.Checkbox(False, label="Also look for a blended picture (blend family)",
                                              info="a pattern mixed into the whole image, as Blended backdoors do; "
                                                   "off by default: some clean models' blends reach a class as "
@@ -154,10 +161,11 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                                                  value="flip_rate", label="Chart", elem_id="bar-view")
                         c["bars"] = gr.Plot(label="Per class", show_label=False, elem_id="bars")
                 c["trigger_caption"] = gr.Markdown(elem_id="trigger-caption")
+        tabs: dict[str, Any] = {}
+        c["class_picker"] = gr.Dropdown([], label="Inspect a class: its trigger above, and in each tab below",
+                                        elem_id="class-picker")
         with gr.Tabs(elem_id="steps") as c["steps"]:
-            with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect"):
-                c["class_picker"] = gr.Dropdown([], label="Inspect a class (trigger and images)",
-                                                 elem_id="class-picker")
+            with gr.Tab("Inspect", id="inspect", elem_id="tab-inspect") as tabs["inspect"]:
                 gr.Markdown("**Before / after**: held-out OOD images, clean (top) and with the reconstructed "
                             "trigger (bottom), with the model's prediction under each.")
                 c["clean_examples"] = gr.Gallery(label="clean: the model's prediction", columns=8, height=175,
@@ -167,7 +175,41 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                                                      elem_id="triggered-examples")
                 c["report_files"] = gr.File(label="Report (HTML, JSON, trigger tensors)", file_count="multiple",
                                             interactive=False)
-            with gr.Tab("Repair", id="repair", elem_id="tab-repair"):
+            with gr.Tab("Where it sends images", id="effects", elem_id="tab-effects") as tabs["effects"]:
+                gr.Markdown("What the inspected class's reconstructed trigger does to the scan's **held-out OOD "
+                            "images**: which class each one is predicted as, clean (rows) and with the trigger "
+                            "(columns); and their image features, clean and triggered, with each class's text "
+                            "feature, on the two axes along which those images vary most. A backdoor's trigger "
+                            "sends nearly every row to one column and pulls the images onto its target.")
+                c["effects_status"] = gr.Markdown(elem_id="effects-status")
+                with gr.Row(equal_height=True):
+                    c["effects_heatmap"] = gr.Plot(show_label=False, elem_id="effects-heatmap")
+                    c["effects_map"] = gr.Plot(show_label=False, elem_id="effects-map")
+            with gr.Tab("Try your image", id="picture", elem_id="tab-picture") as tabs["picture"]:
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=240):
+                        # a file, not gr.Image: the engine's checks read it, not the browser's or Gradio's decoder
+                        c["picture_upload"] = gr.File(label="Your picture (any photo or drawing)",
+                                                      file_types=["image"], elem_id="picture-upload")
+                        gr.Markdown("The model's top classes for your picture without a trigger and with the "
+                                    "inspected class's reconstructed trigger (and, once revealed in the teaching "
+                                    "mode, the attacker's real one). The picture stays in this browser's session; "
+                                    "nothing is saved.")
+                    with gr.Column(scale=3):
+                        c["picture_status"] = gr.Markdown(elem_id="picture-status")
+                        c["picture_tiles"] = gr.HTML(elem_id="picture-tiles")
+                        c["picture_plot"] = gr.Plot(show_label=False, elem_id="picture-plot")
+            with gr.Tab("Compare scans", id="compare", elem_id="tab-compare") as tabs["compare"]:
+                gr.Markdown("Two finished scans of this session side by side, class by class: the delivered model "
+                            "and its repaired copy, or any two models.")
+                with gr.Row():
+                    c["compare_a"] = gr.Dropdown([], label="Scan A", elem_id="compare-a")
+                    c["compare_b"] = gr.Dropdown([], label="Scan B", elem_id="compare-b")
+                    c["compare_view"] = gr.Radio([("flip rate", "flip_rate"), ("anomaly index", "anomaly")],
+                                                 value="flip_rate", label="Compare", elem_id="compare-view")
+                c["compare_status"] = gr.Markdown(elem_id="compare-status")
+                c["compare_plot"] = gr.Plot(show_label=False, elem_id="compare-plot")
+            with gr.Tab("Repair", id="repair", elem_id="tab-repair") as tabs["repair"]:
                 gr.Markdown("Fine-tune the prompt learner on the task's labelled images (with their true labels) "
                             "and on copies stamped with the class's reconstructed triggers (every family the scan "
                             "found), taught that they are **not** that class, so the trigger stops working. The "
@@ -190,7 +232,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                 c["repair_table"] = gr.Markdown(elem_id="repair-table")
                 c["repaired_file"] = gr.File(label="Repaired prompt learner", interactive=False,
                                              elem_id="repaired-file")
-            with gr.Tab("Teach", id="teach", elem_id="tab-teach"):
+            with gr.Tab("Teach", id="teach", elem_id="tab-teach") as tabs["teach"]:
                 gr.Markdown("**Teaching mode.** 1 · Implant a backdoor into a clean demo model: the **mystery "
                             "model** becomes the chosen one. 2 · Press **Scan** (top left) and read the verdict. "
                             "3 · Come back here and **Reveal the ground truth**. Each try is measured and, while its "
@@ -244,11 +286,13 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
         pickers = [*model_inputs, *pool_inputs[:3]]  # the pool size comes with the scan settings
         scan_event = wire.on(c["scan_button"].click, _scan_with_inputs,
                              [*pickers, "method", "schedule", "epsilon", "pool_size", "epochs", "classes", "threshold",
-                              "blend", "bar_view"], "progress", api_name="page_scan", engine=True)
+                              "blend", "bar_view", "min_flip"], "progress", api_name="page_scan", engine=True)
         scan_settings = ["method", "schedule", "epsilon", "pool_size", "epochs", "classes", "blend"]
         for name in scan_settings:
             wire.on(c[name].input, handlers.settings_changed, scan_settings, "progress", api_name=False)
-        wire.on(c["threshold"].change, handlers.rethreshold, ["threshold", "bar_view"], "progress", api_name=False)
+        for name in ("threshold", "min_flip"):
+            wire.on(c[name].change, handlers.rethreshold, ["threshold", "bar_view", "min_flip"], "progress",
+                    api_name=False)
         wire.on(c["stop_button"].click, handlers.stop, [], "progress", api_name="page_stop")
         for button, status in (("reference_stop", "reference_status"), ("repair_stop", "repair_status"),
                                ("implant_stop", "teach_status")):
@@ -257,6 +301,14 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
         wire.on(c["class_picker"].input, handlers.pick_class, ["class_picker"], "progress",
                 api_name="page_inspect_class")
         wire.on(c["reveal_button"].click, handlers.reveal, [], "truth", api_name="page_reveal")
+        for view, tab in tabs.items():
+            wire.on(tab.select, handlers.opened(view), [], "effects_status" if view == "effects" else "progress",
+                    api_name=False)
+        wire.on(c["picture_upload"].change, handlers.try_picture, ["picture_upload"], "picture_status",
+                api_name=False)
+        for name in ("compare_a", "compare_b", "compare_view"):
+            wire.on(c[name].input, handlers.compare_scans, ["compare_a", "compare_b", "compare_view"],
+                    "compare_status", api_name=False)
         wire.on(c["repair_button"].click, _repair_with_inputs,
                 [*task_inputs, "repair_target", "repair_epochs", "repair_lr"], "repair_status", api_name="page_repair",
                 engine=True)
@@ -338,6 +390,17 @@ def _show_pool_source(source: str) -> list[Any]:
     return [gr.update(visible=source == "upload a zip"), gr.update(visible=source == "folder path")]
 
 
+def as_outputs(updates: Iterator[handlers.Updates], names: list[str], ws: Workspace) -> Iterator[list[Any]]:
+    """Each ``{name: value}`` dict as a value per output, the others skipped; at least one list, since Gradio blanks
+    every output of a generator event that yields nothing."""
+    sent = False
+    for update in updates:
+        sent = True
+        yield [update.get(n, ws if n == "state" else gr.skip()) for n in names]
+    if not sent:
+        yield [ws if n == "state" else gr.skip() for n in names]
+
+
 class _Wiring:
     """Connects a handler that yields {name: value} dicts to the components of those names."""
 
@@ -352,8 +415,7 @@ class _Wiring:
 
         def run(request: gr.Request, ws: Workspace | None, *args: Any) -> Iterator[list[Any]]:
             ws = ws or self.new_workspace(request)
-            for updates in safe(ws, *args):
-                yield [updates.get(n, ws if n == "state" else gr.skip()) for n in names]
+            yield from as_outputs(safe(ws, *args), names, ws)
 
         run.__name__ = fn.__name__
         kwargs: dict[str, Any] = {"concurrency_id": "engine", "concurrency_limit": 1} if engine else \

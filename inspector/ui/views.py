@@ -16,17 +16,20 @@ from PIL import Image
 
 from inspector.data import SHIPPED, ImagePool, Task
 from inspector.detect import QUICK_FAMILIES, Verdict, anomaly_index, statistic_values
+from inspector.effects import FeatureMap, Probe, Transitions
 from inspector.examples import Example
-from inspector.figures import View, class_bars
+from inspector.figures import View, class_bars, compare_bars, feature_map_figure, probe_figure, transition_heatmap
 from inspector.invert import ClassEstimate, ScanConfig, ScanResult, ScanStarted, TriggerSnapshot
 from inspector.lab.implant import working_bar
 from inspector.lab.truth import GroundTruth
 from inspector.pipeline import Delivered, ReferenceWritten
 from inspector.reference import ReferenceProgress
 from inspector.repair import RepairMeasured, RepairStep
+from inspector.report import data_uri, to_png_bytes
 
 PICTURE_SIZE = 256  # on-screen size of a trigger picture (nearest-neighbour, so pixels stay crisp)
 THUMB_SIZE = 128
+Gallery = list[tuple[Image.Image, str]]
 CHART_HEIGHT = 350  # px: with the verdict above it, the chart stays above the fold of a 1400 x 900 screen
 
 
@@ -87,6 +90,73 @@ def live_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], set
     return class_bars(names, reindexed, view, anomalies, position.get(suspect) if suspect is not None else None,
                       settings.threshold, settings.resolved_min_flip_rate(), title,
                       flagged=verdict.flagged if verdict is not None else None, height=CHART_HEIGHT)
+
+
+def effect_figures(moved: Transitions, features: FeatureMap) -> tuple[go.Figure, go.Figure]:
+    """Where a class's trigger sends the held-out images (heatmap) and how their features move (2-D map)."""
+    heatmap = transition_heatmap(moved.class_names, moved.counts.tolist(), moved.trigger_class)
+    plane = feature_map_figure(features.class_names, features.trigger_class, features.clean.tolist(),
+                               features.triggered.tolist(), features.text.tolist(), features.triggered_predicted,
+                               features.explained)
+    return heatmap, plane
+
+
+def probe_views(probes: Sequence[Probe], class_name: str | None) -> tuple[str, go.Figure]:
+    """The user's picture as the model saw it under each condition, captioned short with its answer (one tile
+    each, side by side, never cropped), and the top classes under each."""
+    tiles = "".join(
+        f'<figure><img src="{data_uri(to_png_bytes(p.picture, max(1, THUMB_SIZE // p.picture.shape[-1])))}" '
+        f'alt="{html.escape(p.condition)}"><figcaption><b>{html.escape(p.condition)}</b>: '
+        f"{html.escape(p.top[0][0])} {p.top[0][1]:.0%}</figcaption></figure>" for p in probes)
+    return (f'<div class="probe-tiles">{tiles}</div>',
+            probe_figure([(probe_condition(p.condition, class_name), p.top) for p in probes]))
+
+
+def probe_condition(condition: str, class_name: str | None) -> str:
+    """A probe's condition in full words."""
+    return {"clean": "without a trigger", "reconstructed": f"with {class_name}'s reconstructed trigger",
+            "attacker's": "with the attacker's real trigger"}.get(condition, condition)
+
+
+def compare_figure(entries: Sequence[Any], view: View) -> go.Figure:
+    """Finished scans (``workspace.ScanEntry``) as grouped bars, classes matched by name."""
+    first = entries[0].result
+    scans = [(e.label, e.result.classes, e.result.verdict.anomalies, e.result.settings.resolved_min_flip_rate(),
+              e.result.verdict.target_name if e.result.verdict.flagged else None) for e in entries]
+    return compare_bars(first.class_names, scans, view, first.settings.threshold)
+
+
+def effects_line(name: str, moved: Transitions, clean_distance: float, triggered_distance: float) -> str:
+    """What the two effect views say, in numbers."""
+    closer = ("closer to" if triggered_distance < clean_distance else "no closer to")
+    return (f"**{name}**'s trigger on {moved.images} held-out OOD images: it flips {moved.flip_rate():.0%} of those "
+            f"not predicted {name} already; with it {moved.sent_to():.0%} of all are predicted "
+            f"**{name}**, and {moved.moved():.0%} change their prediction. In the feature map the triggered "
+            f"images sit {closer} {name}'s text feature (mean distance {triggered_distance:.2f}, clean "
+            f"{clean_distance:.2f}).")
+
+
+def picture_line(name: str, model_label: str, probes: Sequence[Probe], class_name: str | None,
+                 scanned: bool) -> str:
+    """The verdict on the user's picture: what the model answers without and with each trigger."""
+    parts = [f"**{p.top[0][0]}** ({p.top[0][1]:.0%}) {probe_condition(p.condition, class_name)}" for p in probes]
+    line = f"**{html.escape(name)}** on {html.escape(model_label)}: " + "; ".join(parts) + "."
+    if not scanned:
+        line += " Scan this model to see the picture with a reconstructed trigger too."
+    return line
+
+
+def compare_line(entries: Sequence[Any]) -> str:
+    """The two compared scans' verdicts in a sentence each."""
+    lines = []
+    for e in entries:
+        v = e.result.verdict
+        top = max(v.anomalies, default=0.0)
+        said = (f"flagged, target **{v.target_name}** (index {top:.2f})" if v.flagged else
+                f"not flagged (top index {top:.2f}, {v.suspect_name})")
+        lines.append(f"- {html.escape(e.label)}: {said}; scan of {len(e.result.classes)} classes, "
+                     f"{e.result.settings.method}, {e.result.settings.schedule} schedule")
+    return "\n".join(lines)
 
 
 def measured_images(record: dict[str, Any], family: str) -> str:
@@ -182,9 +252,6 @@ def truth_html(truth: GroundTruth | None, verdict: Verdict | None) -> str:
         outcome = "The scan missed it."
     return (f'<div class="verdict flagged"><div class="verdict-head">Ground truth: {html.escape(truth.attack)} '
             f"backdoor → <b>{html.escape(truth.target_name)}</b></div><p>{outcome}</p></div>")
-
-
-Gallery = list[tuple[Image.Image, str]]
 
 
 def example_galleries(examples: Sequence[Example]) -> tuple[Gallery, Gallery]:

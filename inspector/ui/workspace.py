@@ -15,7 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch
 
 from inspector.backbone import Backbone, load_backbone
 from inspector.data import SHIPPED, ImagePool, Task, load_shipped_pool
+from inspector.effects import FeatureMap, Probe, Transitions, feature_map, probe, transitions
 from inspector.errors import InputError
 from inspector.examples import Example, before_after
 from inspector.invert import ClassEstimate, ScanConfig, ScanFinished, ScanResult, class_index
@@ -46,6 +47,7 @@ from inspector.pipeline import (
     saved_scan_for,
     scan_job,
 )
+from inspector.pools import Skip, decode_image
 from inspector.reference import Reference, ReferenceEvent
 from inspector.repair import RepairConfig
 from inspector.report import REPORT
@@ -143,6 +145,19 @@ class ScanInputs:
         return [words for words, was, is_ in pairs if was != is_]
 
 
+@dataclass(frozen=True)
+class ScanEntry:
+    """A finished scan of this session, kept to be compared with another (records and verdict; no triggers)."""
+
+    name: str  # as the comparison's pickers show it: number, model, verdict, time
+    label: str  # as its chart shows it: number and model
+    result: ScanResult
+
+
+HISTORY = 8  # finished scans a session keeps for the comparison
+RECONSTRUCTED, ATTACKERS = "reconstructed", "attacker's"  # the user's picture probed with which trigger
+
+
 @dataclass
 class Workspace:
     """Everything one browser has chosen and produced."""
@@ -173,6 +188,12 @@ class Workspace:
     scan_threshold: float | None = None  # the threshold the scan decided at (its report holds that verdict)
     repaired_on: tuple[Any, ...] | None = None  # the labelled task the last repair was trained and measured on
     mystery: Path | None = None  # the teaching mode's mystery model: only its scans offer to reveal the truth
+    revealed: Path | None = None  # the mystery model whose ground truth was revealed: its trigger may be shown
+    history: list[ScanEntry] = field(default_factory=list)  # this session's finished scans, oldest first
+    scans_done: int = 0
+    inspected: str | None = None  # the class the inspect views show
+    open_view: str = "inspect"  # the tab open below the chart: the effects views are computed only while open
+    picture: tuple[str, bytes] | None = None  # the user's own picture ("try it on your image"): name, file bytes
     # a running scan: records of the finished classes, its settings, candidates, the running classes' estimates
     live: tuple[list[dict[str, Any]], ScanConfig, list[int], dict[int, ClassEstimate]] | None = None
 
@@ -196,7 +217,9 @@ class Workspace:
         path = within_roots(path_text, self.allowed_roots, "model file")
         if not path.is_file():
             raise InputError(f"{path} is a folder, not a model file", hint="give the path of a .safetensors file")
-        return self.open_model(str(path), label=path.name, weights=weights)
+        same = self.loaded is not None and self.loaded.path.resolve() == path  # e.g. the repaired model: keeps its name
+        return self.open_model(str(path), label=self.loaded.label if same else path.name,  # type: ignore[union-attr]
+                               weights=weights)
 
     def require_model(self) -> Delivered:
         if self.loaded is None:
@@ -265,9 +288,26 @@ class Workspace:
             for event in scan_job(loaded, pool, config, out, self.reference, should_stop=self.stop.is_set):
                 if isinstance(event, ScanFinished):
                     self.result, self.scan_threshold = event.result, event.result.settings.threshold
+                    self.remember(loaded.label, event.result)
                 elif isinstance(event, ReportWritten):
                     self.run_dir, self.report = event.folder, event.report
                 yield event
+
+    def remember(self, label: str, result: ScanResult) -> ScanEntry:
+        """Keep a finished scan for the comparison (the newest ``HISTORY``)."""
+        self.scans_done += 1
+        verdict = result.verdict
+        said = f"flagged: {verdict.target_name}" if verdict.flagged else "not flagged"
+        short = f"#{self.scans_done} {label}"
+        entry = ScanEntry(f"{short} ({said}, {time.strftime('%H:%M')})", short, replace(result, triggers={}))
+        self.history = [*self.history, entry][-HISTORY:]
+        return entry
+
+    def scan_named(self, name: str) -> ScanEntry:
+        for entry in self.history:
+            if entry.name == name:
+                return entry
+        raise InputError(f"no scan named {name!r} in this session", hint="pick one of the finished scans")
 
     def inputs_now(self, settings: tuple[Any, ...]) -> ScanInputs:
         """The model, pool and reference chosen now, with ``settings``."""
@@ -285,9 +325,10 @@ class Workspace:
         """Whether the labelled task chosen now is not the one the shown repair was made on."""
         return self.repaired is not None and self.repaired_on is not None and self.repaired_on != self.task_key
 
-    def redecide(self, threshold: float) -> ScanResult:
-        """The finished scan decided again at ``threshold`` (the engine's rule on the same records)."""
-        self.result = self.require_result().redecided(threshold)
+    def redecide(self, threshold: float, min_flip_rate: float | None = None) -> ScanResult:
+        """The finished scan decided again at ``threshold`` and ``min_flip_rate`` (None: the scan's), by the
+        engine's rule on the same records."""
+        self.result = self.require_result().redecided(threshold, min_flip_rate)
         return self.result
 
     def report_files(self) -> list[str]:
@@ -305,6 +346,48 @@ class Workspace:
         result, scanned = self.require_result(), self.scanned
         assert scanned is not None and self.scanned_pool is not None
         return before_after(scanned.model, result, self.scanned_pool.pixels, class_index, count)
+
+    def trigger_effects(self, class_index: int) -> tuple[Transitions, FeatureMap]:
+        """Where class ``class_index``'s trigger sends the scan's held-out images, and their features moving."""
+        self.require_result()
+        assert self.scanned is not None and self.scanned_pool is not None
+        model, pixels = self.scanned.model, self.scanned_pool.pixels
+        return (transitions(model, self.result, pixels, class_index),  # type: ignore[arg-type]
+                feature_map(model, self.result, pixels, class_index))  # type: ignore[arg-type]
+
+    def use_picture(self, path: str) -> None:
+        """The user's own picture, read once (the upload's temp file may go); checked as the pool's images are."""
+        try:
+            blob = Path(path).read_bytes()
+        except OSError as exc:
+            raise InputError(f"the picture {Path(path).name!r} cannot be read ({exc.strerror})",
+                             hint="upload it again") from exc
+        self._decoded(Path(path).name, blob, 32)  # refused now, with the reason, not at the first probe
+        self.picture = (Path(path).name, blob)
+
+    def _decoded(self, name: str, blob: bytes, size: int) -> torch.Tensor:
+        try:
+            return decode_image(blob, size)
+        except Skip as exc:
+            raise InputError(f"the picture {name!r} cannot be used: {exc}",
+                             hint="upload a PNG, JPEG or WebP photo or drawing") from exc
+
+    def probe_picture(self, class_index: int | None) -> list[Probe]:
+        """The user's picture as the chosen model sees it: clean, with class ``class_index``'s reconstructed trigger
+        (when the shown scan is of this model) and, once the teaching mode revealed it, the attacker's trigger."""
+        loaded = self.require_model()
+        if self.picture is None:
+            raise InputError("no picture uploaded yet", hint="drop a picture on the box")
+        model = loaded.model
+        pixels = self._decoded(self.picture[0], self.picture[1], model.backbone.image_size)
+        triggers = []
+        device = model.backbone.device
+        if self.result is not None and self.scanned is loaded and class_index is not None \
+                and class_index in self.result.triggers:
+            triggers.append((RECONSTRUCTED, self.result.trigger(class_index).to(device)))
+        if loaded.truth is not None and self.revealed is not None and self.revealed == loaded.path:
+            triggers.append((ATTACKERS, loaded.truth.trigger.to(device)))
+        return probe(model, pixels, triggers)
 
     def use_saved_scan(self, report_text: str) -> ScanResult:
         """A finished scan of the chosen model from its report.json (under the allowed folders), as if scanned
