@@ -9,7 +9,8 @@ socket). A thread's working seconds are its samples over the rate, its waiting s
 its work is split into its top functions. That tells the engine's own time from the time it waits, and what
 the server does meanwhile.
 
-Needs py-spy (benchmarks/requirements.txt). Writes benchmarks/app_profile.md and app_profile.json. Run it alone.
+Needs py-spy (benchmarks/requirements.txt). Writes benchmarks/app_profile.md and app_profile.json (with
+``--threads N`` other than 2: app_profile-threadsN.md / .json). Run it alone.
 """
 
 from __future__ import annotations
@@ -95,12 +96,14 @@ def main() -> None:
             sampled = time.perf_counter() - started + 1.0
         rows = summarise(raw, sampled)
     machine = f"{platform.processor() or platform.machine()}, {args.threads} torch threads, CPU"
-    (HERE / "app_profile.json").write_text(json.dumps({"machine": machine, "scan": scan, "threads": rows},
-                                                      indent=1) + "\n")
+    name = "app_profile" if args.threads == 2 else f"app_profile-threads{args.threads}"
+    (HERE / f"{name}.json").write_text(json.dumps({"machine": machine, "scan": scan, "threads": rows},
+                                                  indent=1) + "\n")
     lines = ["# Where the app's time goes during a scan (issue 20)", "",
-             f"`python benchmarks/app_profile.py --model {args.model}`, one run on this machine ({machine}): py-spy "
-             f"at {RATE} Hz on a real app process, every thread while it was on a CPU, from 1 s before the request "
-             f"to the end of a second default scan of {args.model} driven through the API ({sampled:.1f} s).", "",
+             f"`python benchmarks/app_profile.py --model {args.model} --threads {args.threads}`, one run on this "
+             f"machine ({machine}): py-spy at {RATE} Hz on a real app process, every thread while it was on a CPU, "
+             f"from 1 s before the request to the end of a second default scan of {args.model} driven through the "
+             f"API ({sampled:.1f} s).", "",
              f"The scan: {scan['seconds']} s from request to last update, first trigger picture at "
              f"{scan['first_picture_s']} s, every class on the chart at {scan['every_class_s']} s, "
              f"{scan['updates']} updates sent.", "",
@@ -111,7 +114,7 @@ def main() -> None:
                   "| function | s |", "|---|---|", *(f"| `{name}` | {s} |" for name, s in r["top_own"])]
         lines += ["", "| deepest inspector frame | s |", "|---|---|",
                   *(f"| `{name}` | {s} |" for name, s in r["top_inspector"])]
-    (HERE / "app_profile.md").write_text("\n".join(lines) + "\n")
+    (HERE / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

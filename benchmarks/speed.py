@@ -129,7 +129,10 @@ def peak_gib_of(pid: int) -> float:
 
 
 def _is_picture(value: Any) -> bool:
-    """A streamed image output (the page's scan event returns every component of the page, positionally)."""
+    """A streamed image output (the page's scan event returns every component of the page, positionally): a dict
+    with its address, or the local file gradio_client downloaded it to."""
+    if isinstance(value, str):
+        return value.lower().endswith((".png", ".webp", ".jpg", ".jpeg"))
     return isinstance(value, dict) and bool(value.get("url") or value.get("path")) and "plot" not in value
 
 

@@ -217,9 +217,8 @@ class Workspace:
         path = within_roots(path_text, self.allowed_roots, "model file")
         if not path.is_file():
             raise InputError(f"{path} is a folder, not a model file", hint="give the path of a .safetensors file")
-        same = self.loaded is not None and self.loaded.path.resolve() == path  # e.g. the repaired model: keeps its name
-        return self.open_model(str(path), label=self.loaded.label if same else path.name,  # type: ignore[union-attr]
-                               weights=weights)
+        kept = self.loaded.label if self.loaded is not None and self.loaded.path.resolve() == path else None
+        return self.open_model(str(path), label=kept or path.name, weights=weights)  # a reopened file keeps its name
 
     def require_model(self) -> Delivered:
         if self.loaded is None:
@@ -349,11 +348,10 @@ class Workspace:
 
     def trigger_effects(self, class_index: int) -> tuple[Transitions, FeatureMap]:
         """Where class ``class_index``'s trigger sends the scan's held-out images, and their features moving."""
-        self.require_result()
+        result = self.require_result()
         assert self.scanned is not None and self.scanned_pool is not None
         model, pixels = self.scanned.model, self.scanned_pool.pixels
-        return (transitions(model, self.result, pixels, class_index),  # type: ignore[arg-type]
-                feature_map(model, self.result, pixels, class_index))  # type: ignore[arg-type]
+        return transitions(model, result, pixels, class_index), feature_map(model, result, pixels, class_index)
 
     def use_picture(self, path: str) -> None:
         """The user's own picture, read once (the upload's temp file may go); checked as the pool's images are."""
