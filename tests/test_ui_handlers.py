@@ -409,3 +409,17 @@ def test_a_handler_with_nothing_to_change_leaves_every_component_as_it_is(ws):
     assert all(isinstance(value, type(gr.skip())) and value == gr.skip() for value in nothing[0][1:])
     some = list(as_outputs(iter([{"verdict": "x"}]), names, ws))
     assert some == [[ws, "x", gr.skip()]]
+
+
+def test_a_model_reopened_from_its_path_keeps_the_name_it_was_opened_with(ws, tmp_path):
+    """The repaired model is opened as "<model> (repaired)"; pressing Scan reads the path box again, and its scan,
+    verdict and comparison must still say which model it was."""
+    import shutil
+
+    copy = tmp_path / "clean_coop-repaired-1.safetensors"
+    shutil.copy(resolve_model("clean-coop"), copy)
+    ws.open_model(str(copy), label="clean-coop (repaired)")
+    assert ws.open_model_path(str(copy)).label == "clean-coop (repaired)"
+    other = tmp_path / "another.safetensors"
+    shutil.copy(copy, other)
+    assert ws.open_model_path(str(other)).label == "another.safetensors"
