@@ -26,6 +26,7 @@ from inspector.pipeline import Delivered, ReferenceWritten
 from inspector.reference import ReferenceProgress
 from inspector.repair import RepairMeasured, RepairStep
 from inspector.report import data_uri, to_png_bytes
+from inspector.ui.workspace import ATTACKERS, RECONSTRUCTED
 
 PICTURE_SIZE = 256  # on-screen size of a trigger picture (nearest-neighbour, so pixels stay crisp)
 THUMB_SIZE = 128
@@ -114,8 +115,8 @@ def probe_views(probes: Sequence[Probe], class_name: str | None) -> tuple[str, g
 
 def probe_condition(condition: str, class_name: str | None) -> str:
     """A probe's condition in full words."""
-    return {"clean": "without a trigger", "reconstructed": f"with {class_name}'s reconstructed trigger",
-            "attacker's": "with the attacker's real trigger"}.get(condition, condition)
+    return {"clean": "without a trigger", RECONSTRUCTED: f"with {class_name}'s reconstructed trigger",
+            ATTACKERS: "with the attacker's real trigger"}.get(condition, condition)
 
 
 def compare_figure(entries: Sequence[Any], view: View) -> go.Figure:
