@@ -81,11 +81,10 @@ class Transitions:
         return 1.0 - float(self.counts.diagonal().sum()) / max(self.images, 1)
 
 
-def transitions(model: PromptedCLIP, result: ScanResult, pool_pixels: torch.Tensor, k: int,
-                stamp: Stamp | None = None) -> Transitions:
-    """Class ``k``'s reconstructed trigger (or ``stamp``) on the scan's held-out images, counted by class."""
+def transitions(model: PromptedCLIP, result: ScanResult, pool_pixels: torch.Tensor, k: int) -> Transitions:
+    """Class ``k``'s reconstructed trigger on the scan's held-out images, counted by class."""
     images = result.held_out(pool_pixels)
-    trigger = stamp or result.trigger(k).to(model.backbone.device)
+    trigger = result.trigger(k).to(model.backbone.device)
     before = predict(model, images)
     after = predict(model, _stamped(trigger, images, model.backbone.device))
     n = len(model.class_names)
@@ -114,8 +113,8 @@ class FeatureMap:
 
 
 @torch.inference_mode()
-def feature_map(model: PromptedCLIP, result: ScanResult, pool_pixels: torch.Tensor, k: int, count: int = 200,
-                stamp: Stamp | None = None) -> FeatureMap:
+def feature_map(model: PromptedCLIP, result: ScanResult, pool_pixels: torch.Tensor, k: int,
+                count: int = 200) -> FeatureMap:
     """The first ``count`` held-out images' features, clean and with class ``k``'s trigger, projected on the two
     principal axes of those image features, with the classes' text features projected on the same axes.
 
@@ -126,7 +125,7 @@ def feature_map(model: PromptedCLIP, result: ScanResult, pool_pixels: torch.Tens
     """
     device = model.backbone.device
     images = result.held_out(pool_pixels)[:count]
-    trigger = stamp or result.trigger(k).to(device)
+    trigger = result.trigger(k).to(device)
     clean = _features(model, images)
     triggered = _features(model, _stamped(trigger, images, device))
     text = model.text_features() if model.kind == "coop" else _mean_text(model, clean)
