@@ -34,7 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PARTS = ("schedules", "interactive")
 APP_MODELS = ("badclip-cocoop", "clean-coop")  # the app's default-scan timings: a CoCoOp and a CoOp demo model
+PAIRS = 2  # then a CLI scan right before each app scan, twice per model: the ratio side by side on a noisy machine
 # the teaching mode's implants (base, attack, target, seed): the page's defaults (a hidden target drawn from the seed)
 TEACHING = tuple((base, "blended", "surprise me (hidden)", 0) for base in ("clean-coop", "clean-cocoop"))
 
@@ -149,35 +150,48 @@ def _every_class_drawn(plot: Any) -> bool:
     return bool(texts) and not any("not scanned yet" in str(t) for t in texts)
 
 
+def page_job(client: Any, api_name: str, inputs: list[Any],
+             watch: Callable[[list[Any], float], None] | None = None) -> tuple[list[list[Any]], float]:
+    """A job of the page as the browser runs it (layout._Wiring.job): its start, its live stream and its end, the
+    three events in turn in one session; ``watch`` sees every update with its seconds since the request. Returns
+    every update and the seconds from the request to the end's last one."""
+    started = time.perf_counter()
+    updates: list[list[Any]] = []
+    for stage, args in ((api_name, inputs), (f"{api_name}_live", []), (f"{api_name}_end", [])):
+        job = client.submit(*args, api_name=f"/{stage}")
+        seen = 0
+        while True:
+            done = job.done()
+            outputs = job.outputs()
+            for values in outputs[seen:]:
+                updates.append(list(values))
+                if watch is not None:
+                    watch(list(values), time.perf_counter() - started)
+            seen = len(outputs)
+            if done:
+                break
+            time.sleep(0.02)
+    return updates, time.perf_counter() - started
+
+
 def app_scan(client: Any, model: str) -> dict[str, Any]:
-    """The app's default scan of a demo model through the page's Scan event, streamed: total wall time, the first
+    """The app's default scan of a demo model through the page's Scan events, streamed: total wall time, the first
     trigger picture and the first chart with every class drawn, each in seconds after the request was sent."""
     inputs = ["demo zoo", model, None, "", "shipped OOD pool", None, "", "inspector", ScanConfig.schedule, 14.0,
               1000, 1, [], 2.0, False, "flip_rate", 0.5]
-    started = time.perf_counter()
-    job = client.submit(*inputs, api_name="/page_scan")  # the page's own event: what a user watches
-    first_picture = every_class = None
-    seen = 0
-    while True:
-        done = job.done()
-        outputs = job.outputs()
-        now = time.perf_counter() - started
-        for values in outputs[seen:]:
-            if first_picture is None and any(_is_picture(v) for v in values):
-                first_picture = now
-            if every_class is None and any(_is_chart(v) and _every_class_drawn(v) for v in values):
-                every_class = now
-        seen = len(outputs)
-        if done:
-            break
-        time.sleep(0.02)
-    seconds = time.perf_counter() - started
-    final = outputs[-1] if outputs else ()
-    progress = next((v for v in final if isinstance(v, str) and v.startswith("Scan finished")), None)
-    if progress is None:
-        raise SystemExit(f"the app's scan of {model} did not finish: {final}")
-    return {"model": model, "seconds": round(seconds, 2), "first_picture_s": _round(first_picture),
-            "every_class_s": _round(every_class), "updates": len(outputs)}
+    seen: dict[str, float] = {}
+
+    def watch(values: list[Any], now: float) -> None:
+        if "picture" not in seen and any(_is_picture(v) for v in values):
+            seen["picture"] = now
+        if "every" not in seen and any(_is_chart(v) and _every_class_drawn(v) for v in values):
+            seen["every"] = now
+
+    updates, seconds = page_job(client, "page_scan", inputs, watch)  # the page's own events: what a user watches
+    if not any(isinstance(v, str) and v.startswith("Scan finished") for values in updates for v in values):
+        raise SystemExit(f"the app's scan of {model} did not finish: {updates[-1:]}")
+    return {"model": model, "seconds": round(seconds, 2), "first_picture_s": _round(seen.get("picture")),
+            "every_class_s": _round(seen.get("every")), "updates": len(updates)}
 
 
 def _round(value: float | None) -> float | None:
@@ -190,8 +204,9 @@ def app_implant(client: Any, base: str, attack: str, target: str, seed: int, thr
     from inspector.lab.implant import is_working
 
     started = time.perf_counter()
-    outputs = client.predict(base, attack, target, seed, api_name="/page_implant")  # the teaching tab's button
+    updates, _ = page_job(client, "page_implant", [base, attack, target, seed])  # the teaching tab's button
     seconds = time.perf_counter() - started
+    outputs = [v for values in updates for v in values]
     mystery = next((v for v in outputs if isinstance(v, str) and v.endswith(".safetensors")), None)
     if mystery is None:
         raise SystemExit(f"the app's implant into {base} wrote no model: {outputs}")
@@ -290,6 +305,9 @@ def main() -> None:
             runs.mkdir()
             with app_process(args.threads, runs) as (client, pid):
                 interactive["app_scans"] = [app_scan(client, model) for model in APP_MODELS]
+                interactive["pairs"] = [{"cli": cli_scan(model, None, args.threads, work_dir / f"pair-{model}-{i}"),
+                                         "app": app_scan(client, model)}
+                                        for i in range(PAIRS) for model in APP_MODELS]
                 memory["app_with_one_scan"] = {"model": APP_MODELS[0], "peak_gib": peak_gib_of(pid),
                                                "seconds": interactive["app_scans"][0]["seconds"]}
                 interactive["implants"] = [app_implant(client, *teaching, args.threads) for teaching in TEACHING]
@@ -394,6 +412,14 @@ def interactive_lines(interactive: dict[str, Any]) -> list[str]:
         lines.append(f"| the app's scan of {run['model']} (request to last update) | {run['seconds']:.1f} | "
                      f"app / CLI = {run['seconds'] / base:.2f}x; first trigger picture at {run['first_picture_s']} s, "
                      f"every class on the chart at {run['every_class_s']} s |")
+    for model in APP_MODELS:
+        pairs = [p for p in interactive.get("pairs", []) if p["app"]["model"] == model]
+        if pairs:
+            ratios = ", ".join(f"{p['app']['seconds']:.1f} / {p['cli']['seconds']:.1f} = "
+                               f"{p['app']['seconds'] / p['cli']['seconds']:.2f}x" for p in pairs)
+            app_seconds = ", ".join(f"{p['app']['seconds']:.1f}" for p in pairs)
+            lines.append(f"| {model}: a CLI scan, then the app's, {len(pairs)} times | {app_seconds} | app / CLI side "
+                         f"by side: {ratios} |")
     repair = interactive["repair"]
     before, after = repair["before"], repair["after"]
     real = f", the implanted trigger's ASR {before['asr']:.1%} -> {after['asr']:.1%}" if "asr" in before else ""

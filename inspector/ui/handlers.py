@@ -34,11 +34,12 @@ from inspector.reference import LearnerMeasured, ReferenceProgress, ReferenceSto
 from inspector.repair import RepairConfig, RepairEncoding, RepairMeasured, RepairStarted, RepairStep
 from inspector.ui import views
 from inspector.ui.background import Background
+from inspector.ui.stages import Handover
 from inspector.ui.workspace import Source, Workspace, settings_key
 
 Updates = dict[str, Any]
 SURPRISE = "surprise me (hidden)"
-UPDATE_EVERY = 0.25  # seconds between live picture updates: smooth without flooding the browser
+UPDATE_EVERY = 0.5  # seconds between live picture updates: two a second, each sent (and drawn) costs the engine CPU
 BARS_EVERY = 1.5  # seconds between redraws of the live bar chart (heavier for the browser than a picture)
 log = logging.getLogger("inspector.ui")
 
@@ -264,6 +265,7 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
            "effects_heatmap": None, "effects_map": None, "effects_status": "",
            **REPAIR_VIEWS, "load_repaired": gr.update(visible=False), "triggered_examples": None,
            "report_files": None, "state": ws}
+    yield Handover()
     records: list[dict[str, Any]] = []
     estimates: dict[int, ClassEstimate] = {}  # classes still running: their flip rate so far
     settings = config
@@ -285,7 +287,7 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
             ws.live = (records, settings, candidates, estimates)
             updates["progress"] = views.started_line(loaded.label, event)
         elif isinstance(event, TriggerSnapshot):
-            if now - last_picture >= UPDATE_EVERY or event.step in (1, event.steps):
+            if now - last_picture >= UPDATE_EVERY:
                 last_picture, pictures = now, pictures + 1
                 updates.update({
                     "trigger_picture": views.to_image(event.picture), "trigger_true": views.to_image(event.true_scale),
@@ -503,6 +505,7 @@ def run_repair(ws: Workspace, target_name: str | None, epochs: float, lr: float)
     yield {**busy_buttons(), "repair_status": f"Repairing against **{target_name}**'s trigger on "
                                               f"{views.task_name(task)}: encoding the labelled images …",
            "repaired_file": None, "repair_table": ""}
+    yield Handover()
     losses: list[RepairStep] = []
     measured: list[RepairMeasured] = []
     last = 0.0
@@ -551,6 +554,7 @@ def run_reference_build(ws: Workspace, learners: float, epsilon: float, pool_siz
         raise InputError(f"epsilon {epsilon} is outside (0, 255]", hint="give the bound in /255 units, e.g. 14")
     task = ws.require_task()
     yield {**busy_buttons(), "reference_status": f"Building a clean reference on {views.task_name(task)} …"}
+    yield Handover()
     lines: list[str] = []
     for event in Background(ws.build_reference(int(learners), float(epsilon) / 255, int(pool_size)), ws.stop):
         if isinstance(event, ReferenceProgress):
@@ -589,6 +593,7 @@ def run_implant(ws: Workspace, base: str, attack: str, target: str, seed: float)
     names = list(ws.open_model(base).model.class_names)
     target_index = None if target in (None, "", SURPRISE) else names.index(target)
     yield {**busy_buttons(), "teach_status": f"Implanting a {attack} backdoor into {base} …"}
+    yield Handover()
     last = 0.0
     attempt, tried = 1, ""
     for event in Background(ws.implant(base, attack, target_index, int(seed)), ws.stop):

@@ -1,8 +1,9 @@
 """The Gradio Blocks page (DESIGN §5): pickers and settings, the live scan, verdict, before/after, repair,
 teaching mode. Built in one function; the named API (``/scan``, ``/repair``, ``/implant``) is ui/api.py's.
 
-Engine-heavy events (scan, repair, implant) share one queue slot (``concurrency_id="engine"``): one
-runs at a time on the device, the others wait their turn with their position shown.
+Engine jobs (scan, repair, implant, reference build) share one queue slot (``concurrency_id="engine"``): one
+runs at a time on the device, the others wait their turn with their position shown. Each job is three chained
+events (``_Wiring.job``), so that its live updates carry only the few outputs they change.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from inspector.invert import METHODS, SCHEDULES, ScanConfig
 from inspector.lab.triggers import ATTACKS
 from inspector.repair import RepairConfig
 from inspector.ui import api, handlers
+from inspector.ui.stages import JobStages
 from inspector.ui.workspace import Workspace, zoo_names
 
 CSS = """
@@ -152,9 +154,10 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                     with gr.Column(scale=1, min_width=200):
                         c["trigger_picture"] = gr.Image(label="Trigger (amplified)", type="pil", height=170,
                                                         width=170, interactive=False, elem_id="trigger-picture",
+                                                        format="png",
                                                         elem_classes="trigger-img")
                         c["trigger_true"] = gr.Image(label="Trigger (true scale)", type="pil", height=170, width=170,
-                                                     interactive=False, elem_id="trigger-true",
+                                                     interactive=False, elem_id="trigger-true", format="png",
                                                      elem_classes="trigger-img")
                     with gr.Column(scale=3):
                         c["bar_view"] = gr.Radio([("flip rate", "flip_rate"), ("anomaly index", "anomaly")],
@@ -237,7 +240,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                             "model** becomes the chosen one. 2 · Press **Scan** (top left) and read the verdict. "
                             "3 · Come back here and **Reveal the ground truth**. Each try is measured and, while its "
                             "backdoor misses the lab's bar, tried again as a provider would. On 2 CPU cores the "
-                            "default Blended implant took 57 s into clean-coop and 130 s into clean-cocoop "
+                            "default Blended implant took 70 s into clean-coop (two tries) and 151 s into clean-cocoop "
                             "(benchmarks/speed-interactive.md).")
                 with gr.Row():
                     c["teach_base"] = gr.Dropdown([n for n in names if n.startswith("clean")], value="clean-coop",
@@ -280,13 +283,15 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                 api_name=False)
         wire.on(c["reference_upload"].change, handlers.choose_reference, reference_inputs, "reference_info",
                 api_name=False)
-        wire.on(c["reference_button"].click, _build_reference_with_inputs,
-                [*model_inputs, *pool_inputs, *task_inputs, "reference_learners", "epsilon"], "reference_status",
-                api_name="page_build_reference", engine=True)
+        wire.job(c["reference_button"].click, _build_reference_with_inputs,
+                 [*model_inputs, *pool_inputs, *task_inputs, "reference_learners", "epsilon"], "reference_status",
+                 api_name="page_build_reference", live=[])
         pickers = [*model_inputs, *pool_inputs[:3]]  # the pool size comes with the scan settings
-        scan_event = wire.on(c["scan_button"].click, _scan_with_inputs,
-                             [*pickers, "method", "schedule", "epsilon", "pool_size", "epochs", "classes", "threshold",
-                              "blend", "bar_view", "min_flip"], "progress", api_name="page_scan", engine=True)
+        wire.job(c["scan_button"].click, _scan_with_inputs,
+                 [*pickers, "method", "schedule", "epsilon", "pool_size", "epochs", "classes", "threshold", "blend",
+                  "bar_view", "min_flip"], "progress", api_name="page_scan",
+                 live=["reference_info", "trigger_picture", "trigger_true", "trigger_caption", "bars", "verdict",
+                       "steps"])
         scan_settings = ["method", "schedule", "epsilon", "pool_size", "epochs", "classes", "blend"]
         for name in scan_settings:
             wire.on(c[name].input, handlers.settings_changed, scan_settings, "progress", api_name=False)
@@ -309,17 +314,16 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
         for name in ("compare_a", "compare_b", "compare_view"):
             wire.on(c[name].input, handlers.compare_scans, ["compare_a", "compare_b", "compare_view"],
                     "compare_status", api_name=False)
-        wire.on(c["repair_button"].click, _repair_with_inputs,
-                [*task_inputs, "repair_target", "repair_epochs", "repair_lr"], "repair_status", api_name="page_repair",
-                engine=True)
+        wire.job(c["repair_button"].click, _repair_with_inputs,
+                 [*task_inputs, "repair_target", "repair_epochs", "repair_lr"], "repair_status", api_name="page_repair",
+                 live=["repair_plot"])
         wire.on(c["load_repaired"].click, handlers.load_repaired, [], "repair_status", api_name=False)
-        wire.on(c["implant_button"].click, handlers.run_implant,
-                ["teach_base", "teach_attack", "teach_target", "teach_seed"], "teach_status", api_name="page_implant",
-                engine=True)
+        wire.job(c["implant_button"].click, handlers.run_implant,
+                 ["teach_base", "teach_attack", "teach_target", "teach_seed"], "teach_status", api_name="page_implant",
+                 live=[])
         api.endpoints(lambda: Workspace(runs_root=runs_root, allowed_roots=roots, device=settings.device))
         app.load(_on_load(new_workspace), None, [state, *(c[n] for n in _LOAD_OUTPUTS)], api_name=False)
         app.unload(closed_tab)
-        del scan_event
     return app
 
 
@@ -390,15 +394,27 @@ def _show_pool_source(source: str) -> list[Any]:
     return [gr.update(visible=source == "upload a zip"), gr.update(visible=source == "folder path")]
 
 
-def as_outputs(updates: Iterator[handlers.Updates], names: list[str], ws: Workspace) -> Iterator[list[Any]]:
-    """Each ``{name: value}`` dict as a value per output, the others skipped; at least one list, since Gradio blanks
-    every output of a generator event that yields nothing."""
+def as_outputs(updates: Iterator[handlers.Updates], names: list[str], ws: Workspace | None) -> Iterator[list[Any]]:
+    """Each non-empty ``{name: value}`` dict as a value per output, the others skipped; at least one list, since
+    Gradio blanks every output of a generator event that yields nothing."""
     sent = False
     for update in updates:
+        if not update:
+            continue
         sent = True
         yield [update.get(n, ws if n == "state" else gr.skip()) for n in names]
     if not sent:
         yield [ws if n == "state" else gr.skip() for n in names]
+
+
+def _kwargs(api_name: str | bool, engine: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"concurrency_id": "engine", "concurrency_limit": 1} if engine else \
+        {"concurrency_limit": None}
+    if api_name:  # the page's own events: callable by position, kept out of the documented API (ui/api.py)
+        kwargs["api_name"], kwargs["api_visibility"] = api_name, "undocumented"
+    else:
+        kwargs["api_visibility"] = "private"
+    return kwargs
 
 
 class _Wiring:
@@ -409,7 +425,7 @@ class _Wiring:
         self.outputs = list(components)
 
     def on(self, listener: Callable[..., Any], fn: Callable[..., Iterator[handlers.Updates]], inputs: list[str],
-           message_to: str, api_name: str | bool, engine: bool = False) -> Any:
+           message_to: str, api_name: str | bool) -> Any:
         names = self.outputs
         safe = handlers.guarded(fn, message_to)
 
@@ -418,11 +434,40 @@ class _Wiring:
             yield from as_outputs(safe(ws, *args), names, ws)
 
         run.__name__ = fn.__name__
-        kwargs: dict[str, Any] = {"concurrency_id": "engine", "concurrency_limit": 1} if engine else \
-            {"concurrency_limit": None}
-        if api_name:  # the page's own events: callable by position, kept out of the documented API (ui/api.py)
-            kwargs["api_name"], kwargs["api_visibility"] = api_name, "undocumented"
-        else:
-            kwargs["api_visibility"] = "private"
         return listener(run, [self.c["state"], *(self.c[n] for n in inputs)], [self.c[n] for n in names],
-                        show_progress="hidden", **kwargs)
+                        show_progress="hidden", **_kwargs(api_name, False))
+
+    def job(self, listener: Callable[..., Any], fn: Callable[..., Iterator[handlers.Updates]], inputs: list[str],
+            message_to: str, api_name: str, live: list[str]) -> Any:
+        """An engine job as three chained events (ui/stages.py): its start on every output, the engine's stream in
+        the one engine slot on ``live`` (with the message line and the job buttons), what that kept back on every
+        output. Called by a client, they are ``api_name``, ``api_name``_live and ``api_name``_end in turn."""
+        names = self.outputs
+        live_names = list(dict.fromkeys([message_to, *live, *handlers.JOB_BUTTONS, *handlers.STOP_BUTTONS,
+                                         "repair_button"]))
+        safe = handlers.guarded(fn, message_to)
+
+        def start(request: gr.Request, ws: Workspace | None, *args: Any) -> Iterator[list[Any]]:
+            ws = ws or self.new_workspace(request)
+            if ws.job is not None:
+                ws.job.close()
+            ws.job = JobStages(safe(ws, *args))
+            yield from as_outputs(ws.job.start(), names, ws)
+
+        def stream(ws: Workspace | None) -> Iterator[list[Any]]:
+            yield from as_outputs(ws.job.live(live_names) if ws and ws.job else iter(()), live_names, ws)
+
+        def end(ws: Workspace | None) -> Iterator[list[Any]]:
+            job = ws.job if ws else None
+            if ws is not None:
+                ws.job = None
+            yield from as_outputs(job.end() if job else iter(()), names, ws)
+
+        start.__name__, stream.__name__, end.__name__ = fn.__name__, f"{fn.__name__}_live", f"{fn.__name__}_end"
+        state = self.c["state"]
+        first = listener(start, [state, *(self.c[n] for n in inputs)], [self.c[n] for n in names],
+                         show_progress="hidden", **_kwargs(api_name, False))
+        second = first.then(stream, [state], [self.c[n] for n in live_names], show_progress="hidden",
+                            **_kwargs(f"{api_name}_live", True))
+        return second.then(end, [state], [self.c[n] for n in names], show_progress="hidden",
+                           **_kwargs(f"{api_name}_end", False))

@@ -53,6 +53,7 @@ from inspector.repair import RepairConfig
 from inspector.report import REPORT
 from inspector.runs import fresh_run_name, slug
 from inspector.tasks import load_labelled
+from inspector.ui.stages import JobStages
 from inspector.zoo import list_zoo
 
 
@@ -196,6 +197,7 @@ class Workspace:
     picture: tuple[str, bytes] | None = None  # the user's own picture ("try it on your image"): name, file bytes
     # a running scan: records of the finished classes, its settings, candidates, the running classes' estimates
     live: tuple[list[dict[str, Any]], ScanConfig, list[int], dict[int, ClassEstimate]] | None = None
+    job: JobStages | None = None  # the running job's page updates, between the events that send them
 
     # --- choosing inputs -------------------------------------------------------------------------------
     def open_model(self, source: str, label: str | None = None, weights: str | None = None) -> Delivered:
