@@ -259,13 +259,13 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
     ws.view = view
     loaded = ws.require_model()
     config = scan_config(ws, method, schedule, epsilon, pool_size, epochs, classes, threshold, blend, min_flip_rate)
-    started = time.time()
     yield {**busy_buttons(), "progress": f"Scanning **{loaded.label}** …", "verdict": "", "truth": "",
            "result_stamp": "", "reveal_button": gr.update(visible=False), "clean_examples": None,
            "effects_heatmap": None, "effects_map": None, "effects_status": "",
            **REPAIR_VIEWS, "load_repaired": gr.update(visible=False), "triggered_examples": None,
            "report_files": None, "state": ws}
     yield Handover()
+    started = time.time()  # the engine starts now: a wait for the engine slot is not the scan's time
     records: list[dict[str, Any]] = []
     estimates: dict[int, ClassEstimate] = {}  # classes still running: their flip rate so far
     settings = config

@@ -2,7 +2,7 @@
 teaching mode. Built in one function; the named API (``/scan``, ``/repair``, ``/implant``) is ui/api.py's.
 
 Engine jobs (scan, repair, implant, reference build) share one queue slot (``concurrency_id="engine"``): one
-runs at a time on the device, the others wait their turn with their position shown. Each job is three chained
+runs at a time on the device, the others wait their turn. Each job is three chained
 events (``_Wiring.job``), so that its live updates carry only the few outputs they change.
 """
 
