@@ -1,12 +1,13 @@
 """A job's page updates split over three events, so that its many live updates stay cheap to send.
 
-Gradio rebuilds every output component of an event for each update the event yields, a skipped one included
-(about 1 ms each: ~70 ms for the page's 76 outputs, 97 updates in a default CoCoOp scan, so ~7 s of the
-server's CPU taken from the engine on a 2-core laptop). A job's handler still yields one stream of
-``{name: value}`` dicts; ``JobStages`` hands it on: its start (busy buttons, the results it clears) goes out
-through an event on every output, until the handler yields ``Handover()`` just before its engine starts;
-the engine's stream through an event on the job's few live outputs; the job's end (from its first update that
-names any other output, kept with the latest value per name) through a last event on every output.
+Gradio rebuilds every output component of an event for each update the event yields, a skipped one included:
+44.9 ms an update for the page's 76 outputs against 8.5 ms for a scan's 16 live ones (benchmarks/app_profile.md),
+and a default CoCoOp scan sends about 50 to 95 updates, each taking the CPU from the engine on a 2-core laptop.
+A job's handler still yields one stream of ``{name: value}`` dicts; ``JobStages`` hands it on: its start (busy
+buttons, the results it clears) goes out through an event on every output, until the handler yields
+``Handover()`` just before its engine starts; the engine's stream through an event on the job's few live
+outputs; the job's end (from its first update that names any other output, kept with the latest value per
+name) through a last event on every output.
 """
 
 from __future__ import annotations
