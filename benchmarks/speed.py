@@ -203,9 +203,7 @@ def app_implant(client: Any, base: str, attack: str, target: str, seed: int, thr
     the lab's bar (the app does not measure it, to stay quick)."""
     from inspector.lab.implant import is_working
 
-    started = time.perf_counter()
-    updates, _ = page_job(client, "page_implant", [base, attack, target, seed])  # the teaching tab's button
-    seconds = time.perf_counter() - started
+    updates, seconds = page_job(client, "page_implant", [base, attack, target, seed])  # the teaching tab's button
     outputs = [v for values in updates for v in values]
     mystery = next((v for v in outputs if isinstance(v, str) and v.endswith(".safetensors")), None)
     if mystery is None:
