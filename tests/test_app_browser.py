@@ -88,6 +88,19 @@ def trigger_src(page) -> str | None:
     return image.first.get_attribute("src") if image.count() else None
 
 
+def set_number(box, value: str) -> None:
+    """Type ``value`` into a slider's number box. A slider mounted a moment ago (its tab or accordion just opened)
+    can set its box back to its initial value while it finishes its first render, so the typing is checked and
+    done again, at most three times."""
+    for _ in range(3):
+        box.fill(value)
+        box.press("Enter")
+        time.sleep(0.3)
+        if box.input_value() == value:
+            return
+    pytest.fail(f"the number box keeps {box.input_value()!r} instead of {value!r}")
+
+
 VERDICTS = ("Backdoor suspected", "No backdoor found")
 
 
@@ -173,8 +186,7 @@ def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(pa
 
     open_tab(page, "Repair")
     epochs = page.locator("#repair-epochs input[type=number]")
-    epochs.fill("10")  # a quarter of the default recipe keeps the suite short; the slider reaches the engine
-    epochs.press("Enter")
+    set_number(epochs, "10")  # a quarter of the default recipe keeps the suite short; the slider reaches the engine
     page.locator("#repair-button").click()
     table = page.locator("#repair-table")
     table.filter(has_text="after").wait_for(timeout=600_000)
@@ -242,8 +254,7 @@ def test_own_model_and_data_from_the_page_upload_build_a_reference_scan_repair(p
     page.locator("#task-info").filter(has_text="task.zip").wait_for(timeout=60_000)
     assert "classes are the model's" in page.locator("#task-info").inner_text()
     learners = page.locator("#own-data input[type=number]").first
-    learners.fill("2")
-    learners.press("Enter")
+    set_number(learners, "2")
     page.locator("#reference-button").click()
     status = page.locator("#reference-status")
     status.filter(has_text="Clean learner 1 of 2").wait_for(timeout=60_000)  # live progress
@@ -257,8 +268,7 @@ def test_own_model_and_data_from_the_page_upload_build_a_reference_scan_repair(p
     shot(page, "6-own-data-verdict")
     open_tab(page, "Repair")
     epochs = page.locator("#repair-epochs input[type=number]")
-    epochs.fill("10")
-    epochs.press("Enter")
+    set_number(epochs, "10")
     page.locator("#repair-button").click()
     table = page.locator("#repair-table")
     table.filter(has_text="after").wait_for(timeout=600_000)
@@ -280,8 +290,7 @@ def test_workshop_path_threshold_switch_model_nothing_stale_then_teach_implant_s
     assert not page.locator("#reveal-button").is_visible()  # the ground truth is for teaching mode's model only
     page.get_by_text("Scan settings", exact=True).click()
     threshold = page.locator("#threshold input[type=number]")
-    threshold.fill("1.5")
-    threshold.press("Enter")
+    set_number(threshold, "1.5")
     threshold.blur()
     try:
         page.locator("#verdict").filter(has_text="decided again at threshold 1.5").wait_for(timeout=30_000)
