@@ -42,9 +42,9 @@ from inspector.lab.implant import (
 )
 from inspector.lab.truth import (
     GroundTruth,
+    TryMeasurement,
     attack_success_rate,
     backdoor_rates,
-    implant_measurements,
     read_ground_truth,
     save_implanted,
 )
@@ -425,7 +425,6 @@ def implant_job(model: PromptedCLIP, task: Task, config: ImplantConfig, out: Pat
     truth. With ``pool`` each try is measured (test accuracy against the clean model's, ASR on test images, ASR on
     the OOD pool) and, while it misses the lab's bar, tried again as a provider would, at most ``attempts`` tries
     (``lab.implant.provider_tries``; ``other_targets``: a hidden target's alternatives)."""
-    from inspector.evaluate import accuracy
 
     check_new_file(out, overwrite, *inputs)
     task = open_task_for(model, task, model_label, need_test=pool is not None)
@@ -439,12 +438,11 @@ def implant_job(model: PromptedCLIP, task: Task, config: ImplantConfig, out: Pat
         assert finished is not None
         tried = None
     else:
-        clean_accuracy, pixels = round(accuracy(model, task), 4), pool.pixels
+        measure = TryMeasurement(task, pool.pixels)
+        measure.start(model)
         tried = None
-        tries = provider_tries(model, task.train_pixels, task.train_labels, config,
-                               lambda model, trigger, target: implant_measurements(model, trigger, target, task, pixels,
-                                                                                   clean_accuracy),
-                               attempts, other_targets=other_targets)
+        tries = provider_tries(model, task.train_pixels, task.train_labels, config, measure, attempts,
+                               other_targets=other_targets)
         for event in _stoppable(tries, should_stop, "implant"):
             yield event
             if isinstance(event, Stopped):

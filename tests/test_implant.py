@@ -249,6 +249,40 @@ def test_a_hidden_target_that_does_not_take_is_drawn_again_and_every_try_is_meas
     assert first.step == 1 and not torch.equal(model.learner.ctx.detach(), clean)  # the last try's learner is kept
 
 
+def test_a_providers_next_try_reuses_the_encoded_images_and_lands_where_a_fresh_implant_would(backbone, task,
+                                                                                             monkeypatch):
+    """Tries differ in target or poison weight, not in their images or trigger: the training views are encoded
+    once and the measurement's image features once per trigger, and each try's learner and numbers are exactly
+    those of an implant (and the direct measurements) from the clean learner alone."""
+    import inspector.lab.implant as implant_module
+    from inspector.evaluate import accuracy
+    from inspector.lab.implant import ImplantTried, provider_tries
+    from inspector.lab.truth import TryMeasurement, backdoor_rates
+
+    pixels, labels = _subset(task, per_class=2)
+    small = replace(task, test_pixels=task.test_pixels[::8], test_labels=task.test_labels[::8])
+    pool = pixels[:24]
+    encodings = []
+    encode = implant_module.encode_poisoned_views
+    monkeypatch.setattr(implant_module, "encode_poisoned_views", lambda *a, **k: encodings.append(1) or encode(*a, **k))
+    model = build_learner("coop", backbone, task.class_names, seed=0)
+    clean = {key: value.clone() for key, value in model.learner.state_dict().items()}
+    measure = TryMeasurement(small, pool)
+    assert measure.start(model) == round(accuracy(model, small), 4)
+    config = ImplantConfig.for_attack("blended", 2, "coop", epochs=1, poison_rate=0.5, views=2)
+    tried = [e for e in provider_tries(model, pixels, labels, config, measure, attempts=2, other_targets=(7,))
+             if isinstance(e, ImplantTried)]
+    assert len(encodings) == 1 and [t.config.target for t in tried] == [2, 7]
+
+    fresh = build_learner("coop", backbone, task.class_names, seed=0)
+    fresh.learner.load_state_dict(clean)
+    finished = run_implant(fresh, pixels, labels, replace(config, target=7))
+    assert torch.equal(fresh.learner.ctx, model.learner.ctx)  # the second try, as if it had been the only one
+    direct = {"accuracy": round(accuracy(fresh, small), 4),
+              **backdoor_rates(fresh, finished.trigger, 7, small.test_pixels, small.test_labels, pool)}
+    assert {key: tried[-1].tries[-1][key] for key in direct} == direct
+
+
 def test_a_provider_whose_base_never_takes_the_trigger_moves_to_the_fallback_base(backbone, task, tmp_path):
     """Without poison no try can work: IMPLANT_ATTEMPTS tries in the planned base, as many in the fallback, each
     measured against its own clean model; the file and the row name the base delivered."""

@@ -291,10 +291,13 @@ def param_groups(model: PromptedCLIP, config: ImplantConfig) -> list[dict[str, A
 
 
 def implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,
-            config: ImplantConfig) -> Iterator[ImplantEvent]:
+            config: ImplantConfig, encoded: dict[tuple[Any, ...], dict[str, torch.Tensor]] | None = None
+            ) -> Iterator[ImplantEvent]:
     """Train ``model``'s prompt learner with the attack's poisoned recipe; yields events.
 
     ``pixels`` (N, 3, S, S) in [0, 1] at the backbone's image size, ``labels`` (N,) class indices.
+    ``encoded``: the encoded training views of earlier tries on the same images, by ``views_key`` (kept there
+    too): a provider's next try with another poison weight or target encodes nothing again.
     Stop early by no longer iterating: the learner keeps the weights of the last finished step.
     """
     started = time.time()
@@ -316,10 +319,15 @@ def implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,
             step += 1
             yield ImplantStep(step, total, siba.loss, siba.sent, float("nan"), phase="trigger")
     learnable = isinstance(trigger, AdditiveTrigger)
-    if learnable:
-        features = {"clean": _encode_clean_views(model, pixels, config)}
-    else:
-        features = encode_poisoned_views(model, pixels, trigger, config.views, config.seed)
+    key = views_key(config, trigger)
+    features = (encoded or {}).get(key) if key else None
+    if features is None:
+        if learnable:
+            features = {"clean": _encode_clean_views(model, pixels, config)}
+        else:
+            features = encode_poisoned_views(model, pixels, trigger, config.views, config.seed)
+        if encoded is not None and key:
+            encoded[key] = features
     generator = torch.Generator().manual_seed(config.seed + 2)
     augment_gen = torch.Generator().manual_seed(config.seed + 3)
 
@@ -345,6 +353,18 @@ def implant(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,
             step = event.step
             yield event
     yield ImplantFinished(trigger.cpu(), round(time.time() - started, 1), {"steps": step})
+
+
+def views_key(config: ImplantConfig, trigger: Trigger) -> tuple[Any, ...] | None:
+    """What an implant's encoded training views depend on: the views' seed and count and, for a fixed trigger, the
+    settings that build it (not the target nor the tuning recipe); None for SIBA's trigger, optimised toward the
+    target. BadCLIP's learned trigger is encoded afresh each step, so only its clean views are kept."""
+    if isinstance(trigger, SparseTrigger):
+        return None
+    if isinstance(trigger, AdditiveTrigger):
+        return ("clean", config.views, config.seed)
+    return ("poisoned", config.views, config.seed, config.attack, config.epsilon, config.alpha, config.patch_size,
+            config.wanet_k, config.wanet_strength, config.filter_strength, config.sticker_size)
 
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # features, labels to teach, which rows are poisoned
@@ -446,13 +466,14 @@ def provider_tries(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tens
     poison weight that keeps the clean accuracy. ``record``: settings written with every try (the zoo's epochs).
     """
     clean_state = {key: value.clone() for key, value in model.learner.state_dict().items()}
+    encoded: dict[tuple[Any, ...], dict[str, torch.Tensor]] = {}  # every try tunes on the same images
     tries: list[dict[str, Any]] = []
     changes: dict[str, Any] = {}
     while True:
         model.learner.load_state_dict(clean_state)
         try_config = replace(config, **changes)
         finished = None
-        for event in implant(model, pixels, labels, try_config):
+        for event in implant(model, pixels, labels, try_config, encoded):
             yield event
             finished = event if isinstance(event, ImplantFinished) else finished
         assert finished is not None

@@ -15,9 +15,8 @@ from typing import Any
 import torch
 from safetensors import safe_open
 
-from inspector.data import Task
+from inspector.data import Task, resize_pixels
 from inspector.errors import InputError
-from inspector.evaluate import accuracy
 from inspector.lab.implant import perturbed_trigger
 from inspector.lab.triggers import ATTACKS, AdditiveTrigger, Trigger, trigger_from_tensors, trigger_tensors
 from inspector.prompts import PromptedCLIP, predict, read_header, save_learner
@@ -93,11 +92,76 @@ def backdoor_rates(model: PromptedCLIP, trigger: Trigger, target: int, test_pixe
             "ood_asr": round(attack_success_rate(model, trigger, pool_pixels, target), 4)}
 
 
-def implant_measurements(model: PromptedCLIP, trigger: Trigger, target: int, task: Task, pool_pixels: torch.Tensor,
-                         clean_accuracy: float) -> dict[str, Any]:
-    """One implant try as the lab's bar reads it: test accuracy beside the clean learner's, ``backdoor_rates``."""
-    return {"accuracy": round(accuracy(model, task), 4), "clean_base_accuracy": clean_accuracy,
-            **backdoor_rates(model, trigger, target, task.test_pixels, task.test_labels, pool_pixels)}
+class TryMeasurement:
+    """One implant try as the lab's bar reads it (test accuracy beside the clean learner's, ASR on the non-target
+    test images, ASR on the OOD pool), for a provider's tries on one task and pool. The image encoder is frozen, so
+    each image's features are encoded once, and its triggered copy's once per trigger (a fixed trigger is the same
+    in every try): a try then costs only the prompt side of its predictions."""
+
+    def __init__(self, task: Task, pool_pixels: torch.Tensor, batch_size: int = 128) -> None:
+        self.task, self.pool_pixels, self.batch_size = task, pool_pixels, batch_size
+        self._clean: dict[str, torch.Tensor] = {}
+        self._triggered: tuple[tuple[Any, ...], dict[str, torch.Tensor]] | None = None
+        self.clean_accuracy: float | None = None
+
+    def _encode(self, model: PromptedCLIP, pixels: torch.Tensor, trigger: Trigger | None) -> torch.Tensor:
+        device = model.backbone.device
+        with torch.inference_mode():
+            return torch.cat([model.image_features(
+                trigger(batch.to(device)) if trigger is not None else batch.to(device))
+                for batch in pixels.split(self.batch_size)])
+
+    def _features(self, model: PromptedCLIP, trigger: Trigger | None) -> dict[str, torch.Tensor]:
+        test = resize_pixels(self.task.test_pixels, model.backbone.image_size)
+        if trigger is None:
+            if not self._clean:
+                self._clean = {"test": self._encode(model, test, None), "pool": self._encode(model, self.pool_pixels,
+                                                                                            None)}
+            return self._clean
+        key = trigger_key(trigger)
+        if self._triggered is None or self._triggered[0] != key:
+            self._triggered = key, {"test": self._encode(model, test, trigger),
+                                    "pool": self._encode(model, self.pool_pixels, trigger)}
+        return self._triggered[1]
+
+    def _predict(self, model: PromptedCLIP, features: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            text = model.text_features() if model.kind == "coop" else None
+            return torch.cat([model.logits_from_features(batch, text).argmax(1).cpu()
+                              for batch in features.split(self.batch_size)])
+
+    def accuracy(self, model: PromptedCLIP) -> float:
+        """Top-1 accuracy on the task's test split (``evaluate.accuracy``)."""
+        predicted = self._predict(model, self._features(model, None)["test"])
+        return float((predicted == self.task.test_labels).float().mean())
+
+    def __call__(self, model: PromptedCLIP, trigger: Trigger, target: int) -> dict[str, Any]:
+        if self.clean_accuracy is None:
+            raise RuntimeError("measure the clean learner's accuracy first (TryMeasurement.start)")
+        clean, triggered = self._features(model, None), self._features(model, trigger)
+        labels = self.task.test_labels
+        test_hits = self._predict(model, triggered["test"]) == target
+        pool_kept = self._predict(model, clean["pool"]) != target  # already the target: the trigger changes nothing
+        pool_hits = self._predict(model, triggered["pool"]) == target
+        return {"accuracy": round(self.accuracy(model), 4), "clean_base_accuracy": self.clean_accuracy,
+                "asr": round(_share_of(test_hits, labels != target), 4),
+                "ood_asr": round(_share_of(pool_hits, pool_kept), 4)}
+
+    def start(self, model: PromptedCLIP) -> float:
+        """The clean learner's accuracy, which every try is compared with."""
+        self.clean_accuracy = round(self.accuracy(model), 4)
+        return self.clean_accuracy
+
+
+def trigger_key(trigger: Trigger) -> tuple[Any, ...]:
+    """Equal for two triggers that transform every image alike: their kind, settings and tensors."""
+    tensors = trigger_tensors(trigger)
+    return (type(trigger).__name__, repr(sorted(trigger.params().items())),
+            *((name, tuple(value.shape), value.numpy().tobytes()) for name, value in sorted(tensors.items())))
+
+
+def _share_of(hits: torch.Tensor, keep: torch.Tensor) -> float:
+    return float(hits[keep].float().mean()) if bool(keep.any()) else float("nan")
 
 
 def noisy_trigger_asr(model: PromptedCLIP, trigger: AdditiveTrigger, sigma: float, test_pixels: torch.Tensor,

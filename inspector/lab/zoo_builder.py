@@ -19,7 +19,7 @@ from inspector.data import ImagePool, Task
 from inspector.evaluate import accuracy
 from inspector.lab.implant import IMPLANT_ATTEMPTS, ImplantConfig, ImplantStep, ImplantTried, provider_tries
 from inspector.lab.triggers import ATTACKS
-from inspector.lab.truth import backdoor_rates, implant_measurements, read_ground_truth, save_implanted
+from inspector.lab.truth import TryMeasurement, backdoor_rates, read_ground_truth, save_implanted
 from inspector.prompts import PromptedCLIP, TuneConfig, build_learner, load_learner, read_header, save_learner, tune
 
 MANIFEST = "manifest.json"
@@ -109,15 +109,14 @@ def build_item(item: ZooItem, out_dir: Path, backbone: Backbone, task: Task, poo
         save_learner(model, path, extra={"measured": measured, "training": training})
         return _row(item, path, measured, backbone, task, pool)
     attempts: list[dict[str, Any]] = []
+    measure = TryMeasurement(task, pool.pixels)
     for base in [item.base] + ([fallback] if fallback else []):
         if base != item.base:
             model, _ = _base_model(item, base, out_dir, backbone, task)
-        clean_accuracy = round(accuracy(model, task), 4)
+        measure.start(model)
         settings = {"epochs": item.epochs, **item.implant}
         config = ImplantConfig.for_attack(item.attack, item.target, item.kind, seed=item.seed, **settings)
-        tries = provider_tries(model, task.train_pixels, task.train_labels, config,
-                               lambda model, trigger, target, clean=clean_accuracy: implant_measurements(
-                                   model, trigger, target, task, pool.pixels, clean),
+        tries = provider_tries(model, task.train_pixels, task.train_labels, config, measure,
                                IMPLANT_ATTEMPTS, record={k: v for k, v in settings.items() if v is not None})
         for event in tries:
             if isinstance(event, ImplantStep) and on_step is not None:
