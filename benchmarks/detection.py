@@ -38,7 +38,7 @@ from inspector.invert import ScanConfig, run_scan, split_pool  # noqa: E402
 from inspector.lab.truth import attack_success_rate, read_ground_truth  # noqa: E402
 from inspector.prompts import open_model, predict  # noqa: E402
 from inspector.reference import Reference, decide_with_reference, reference_for, shipped_reference_path  # noqa: E402
-from inspector.repair import NoiseStamp, RepairConfig, run_repair  # noqa: E402
+from inspector.repair import NoiseStamp, RepairConfig, recipe_of, run_repair  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -387,7 +387,7 @@ def recorded_results(config: RepairConfig) -> tuple[dict[str, list[dict[str, Any
     recipes = json.loads((HERE / "repair_recipes.json").read_text())
     order = [row["model"] for row in scans["inspector + reference"] if row["backdoored"]]
     repairs = {row["model"]: {k: v for k, v in row.items() if k != "recipe"} for row in recipes
-               if row["settings"] == config.as_dict()}
+               if recipe_of(row["settings"]) == recipe_of(config.as_dict())}
     missing = [model for model in order if model not in repairs]
     if missing:
         raise SystemExit(f"repair_recipes.json has no repair of {', '.join(missing)} with {config.as_dict()}; "
@@ -397,7 +397,7 @@ def recorded_results(config: RepairConfig) -> tuple[dict[str, list[dict[str, Any
 
 def _recipe(settings: dict[str, Any]) -> str:
     """The repair recipe in words, from the settings a repair row recorded."""
-    kept = {key: value for key, value in settings.items() if key != "eval_every"}
+    kept = recipe_of(settings)
     return ", ".join(f"{key} {value:g}" if isinstance(value, float) else f"{key} {value}"
                      for key, value in kept.items())
 

@@ -32,7 +32,7 @@ from benchmarks.paper_ablations import (  # noqa: E402
     recorded_repairs,
     setting_folder,
 )
-from inspector.repair import RepairConfig  # noqa: E402
+from inspector.repair import RepairConfig, recipe_of  # noqa: E402
 
 TEST_ZOOS = ("test", "test2", "test3")
 # the first test zoo was measured twice for issue 18 (benchmarks/detection.md), so it is labelled as retired
@@ -182,9 +182,9 @@ def encoder_table() -> list[str]:
 
 
 def repair_table(recs: dict[str, dict[str, Any]]) -> list[str]:
-    default = RepairConfig().as_dict()
+    default = recipe_of(RepairConfig().as_dict())
     recorded = [dict(r, zoo=zoo) for zoo, rec in recs.items() for r in rec.get("repairs", [])]
-    repairs = [r for r in recorded if r["settings"] == default]
+    repairs = [r for r in recorded if recipe_of(r["settings"]) == default]
     lines = ["", "## Repair per attack: clean accuracy and ASR before -> after (default recipe, test zoos)", "",
              "Paper (all attacks): accuracy 80.6% -> 80.8%, ASR 84.4% -> 6.1%.", "",
              "| attack | models | accuracy before -> after | ASR before -> after |", "|---|---|---|---|"]

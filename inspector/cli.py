@@ -175,7 +175,8 @@ def cmd_repair(args: argparse.Namespace) -> None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{event.loss:.3f}")
             elif isinstance(event, RepairMeasured) and event.step > 0:
-                bar.set_postfix(accuracy=f"{event.accuracy:.1%}", flip=f"{event.flip_rate:.1%}")
+                on = f" on {event.test_images}" if event.step < event.total_steps else ""  # a sample between the ends
+                bar.set_postfix({f"accuracy{on}": f"{event.accuracy:.1%}", f"flip{on}": f"{event.flip_rate:.1%}"})
             elif isinstance(event, Repaired):
                 done = event
     assert done is not None

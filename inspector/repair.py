@@ -7,7 +7,9 @@ pushed off the suspect class (``triggered_loss``): teaching them their true clas
 recipe, ``"labels"``) also teaches the model to see through the whole transform, which cost colour
 triggers' repairs up to 6 accuracy points on the dev zoo (benchmarks/repair_recipes_dev.md).
 A generator of typed events (loss every step; clean accuracy and the trigger's flip rate every
-``eval_every`` steps) so the app can draw live curves.
+``eval_every`` steps) so the app can draw live curves. A measurement runs the text tower once per image on
+CoCoOp, so those between the first and the last read a fixed sample of ``eval_sample`` test and OOD images:
+measured on every image each time, they took two fifths of a CoCoOp repair; the before/after figures use all.
 
 The encoders are frozen and the trigger fixed, so every augmented view is encoded once, clean and
 triggered, and the evaluation sets too: a step costs only the prompt learner and the text tower.
@@ -29,6 +31,12 @@ from inspector.prompts import PromptedCLIP, encode_transformed_views, iter_trans
 Stamp = Callable[[torch.Tensor], torch.Tensor]
 FAMILY_CHOICES = ("indexed", "both", "additive")
 TRIGGERED_LOSSES = ("labels", "suppress")
+MEASUREMENT_SETTINGS = ("eval_every", "eval_sample")  # when and on what a repair is measured, not how it trains
+
+
+def recipe_of(settings: dict[str, Any]) -> dict[str, Any]:
+    """A repair's settings (``RepairConfig.as_dict``, as recorded) less those that do not change the repaired model."""
+    return {key: value for key, value in settings.items() if key not in MEASUREMENT_SETTINGS}
 
 
 @dataclass
@@ -41,7 +49,8 @@ class RepairConfig:
     batch_size: int = 32  # clean images per step; each comes with its triggered copy
     views: int = 8
     weight_decay: float = 1e-4
-    eval_every: int = 20  # a measurement costs about as much as 15 training steps on CoCoOp
+    eval_every: int = 20  # steps between measurements
+    eval_sample: int = 96  # test and OOD images each measurement between the first and the last reads (0: all)
     seed: int = 0
     refresh_every: int = 0  # epochs between re-inversions of the trigger against the model being repaired (0: never)
     refresh_steps: int = 8  # Adam steps of each re-inversion, on OOD images, from the current trigger
@@ -100,6 +109,8 @@ class RepairMeasured:
     accuracy: float
     flip_rate: float  # non-target test images the reconstructed trigger sends to the target
     ood_flip_rate: float  # the same on the OOD images (already-target ones excluded)
+    test_images: int  # how many test and OOD images this measurement read (a sample between the ends)
+    ood_images: int
 
 
 @dataclass
@@ -113,15 +124,19 @@ RepairEvent = RepairStarted | RepairEncoding | RepairStep | RepairMeasured | Rep
 
 
 class _Probe:
-    """Precomputed features of the evaluation images, clean and stamped; measures the model on them."""
+    """Precomputed features of the evaluation images, clean and stamped; measures the model on them, on every
+    image or on a fixed seeded sample of ``sample`` test and OOD images."""
 
     def __init__(self, model: PromptedCLIP, stamp: Stamp, target: int, test_pixels: torch.Tensor,
-                 test_labels: torch.Tensor, ood_pixels: torch.Tensor) -> None:
+                 test_labels: torch.Tensor, ood_pixels: torch.Tensor, sample: int = 0, seed: int = 0) -> None:
         self.model, self.target = model, target
         both = {"clean": None, "stamped": stamp}
         self.test = encode_transformed_views(model.backbone, test_pixels, 1, 0, both)
         self.ood = encode_transformed_views(model.backbone, ood_pixels, 1, 0, both)
         self.labels = test_labels.to(self.test["clean"].device).long()
+        generator = torch.Generator().manual_seed(seed)
+        self.sample = {"test": torch.randperm(len(self.labels), generator=generator)[:sample] if sample else None,
+                       "ood": torch.randperm(len(ood_pixels), generator=generator)[:sample] if sample else None}
 
     @torch.no_grad()
     def _predict(self, features: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -129,19 +144,25 @@ class _Probe:
         return torch.cat([self.model.logits_from_features(features[i:i + batch_size], text).argmax(1)
                           for i in range(0, len(features), batch_size)])
 
-    def measure(self, step: int, total: int) -> RepairMeasured:
+    def measure(self, step: int, total: int, sampled: bool = False) -> RepairMeasured:
+        """Every image, or the fixed sample (``sampled``) when there is one."""
+        test, ood = (self.sample["test"], self.sample["ood"]) if sampled else (None, None)
+
+        def rows(features: torch.Tensor, picked: torch.Tensor | None) -> torch.Tensor:
+            return features if picked is None else features[picked.to(features.device)]
+
+        labels = rows(self.labels, test)
         was_training = self.model.learner.training
         self.model.learner.eval()
-        clean = self._predict(self.test["clean"][0])
-        stamped = self._predict(self.test["stamped"][0])
-        ood_clean = self._predict(self.ood["clean"][0])
-        ood_stamped = self._predict(self.ood["stamped"][0])
+        clean = self._predict(rows(self.test["clean"][0], test))
+        stamped = self._predict(rows(self.test["stamped"][0], test))
+        ood_clean = self._predict(rows(self.ood["clean"][0], ood))
+        ood_stamped = self._predict(rows(self.ood["stamped"][0], ood))
         self.model.learner.train(was_training)
-        non_target = self.labels != self.target
+        non_target = labels != self.target
         ood_eligible = ood_clean != self.target
-        return RepairMeasured(step, total, _share(clean == self.labels),
-                              _share((stamped == self.target)[non_target]),
-                              _share((ood_stamped == self.target)[ood_eligible]))
+        return RepairMeasured(step, total, _share(clean == labels), _share((stamped == self.target)[non_target]),
+                              _share((ood_stamped == self.target)[ood_eligible]), len(labels), len(ood_clean))
 
 
 class NoiseStamp:
@@ -195,7 +216,7 @@ def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.T
     if also:
         features["stamped"] = mix_families(features, len(also), config.seed)
     labels = train_labels.to(features["clean"].device).long()
-    probe = _Probe(model, stamp, target, test_pixels, test_labels, ood_pixels)
+    probe = _Probe(model, stamp, target, test_pixels, test_labels, ood_pixels, config.eval_sample, config.seed)
     before = probe.measure(0, total)
     yield before
     anchor = anchor_log_probs(model, features["clean"]) if config.anchor else None
@@ -226,7 +247,7 @@ def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.T
                 step += 1
                 yield RepairStep(step, total, round(loss.item(), 4))
                 if step % config.eval_every == 0 or step == total:
-                    last = probe.measure(step, total)
+                    last = probe.measure(step, total, sampled=step < total)
                     yield last
     finally:
         model.learner.eval()

@@ -89,6 +89,13 @@ def test_repair_lowers_asr_and_keeps_accuracy(backdoored, scanned, task, pool):
     steps = [e.step for e in events if isinstance(e, RepairStep)]
     assert steps == list(range(1, events[0].total_steps + 1))
     finished = events[-1]
+    measured = [e for e in events if isinstance(e, RepairMeasured)]  # the ends on every image, the rest a sample
+    everything = (len(task.test_labels), len(held))
+    assert measured[0] is finished.before and measured[-1] is finished.after and len(measured) >= 3
+    assert [(m.test_images, m.ood_images) for m in (measured[0], measured[-1])] == [everything] * 2
+    sample = RepairConfig().eval_sample
+    assert all((m.test_images, m.ood_images) == (min(sample, everything[0]), min(sample, everything[1]))
+               for m in measured[1:-1])
     assert finished.after.flip_rate < finished.before.flip_rate / 2
     asr_after = attack_success_rate(model, true_trigger, task.test_pixels, TARGET, task.test_labels)
     assert asr_after < asr_before / 2

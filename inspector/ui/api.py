@@ -149,7 +149,8 @@ def endpoints(new_workspace: Callable[[], Workspace]) -> None:
                 if isinstance(event, RepairStarted):
                     return {"target": name, "total_steps": event.total_steps}
                 if isinstance(event, RepairMeasured):
-                    return {"step": event.step, "accuracy": event.accuracy, "trigger_asr": event.flip_rate}
+                    return {"step": event.step, "accuracy": event.accuracy, "trigger_asr": event.flip_rate,
+                            "test_images": event.test_images, "ood_images": event.ood_images}
                 if isinstance(event, RepairStep | RepairEncoding) and due():
                     return {"step": getattr(event, "step", 0)}
                 return None

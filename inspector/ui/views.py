@@ -281,8 +281,13 @@ def repair_figure(losses: Sequence[RepairStep], measured: Sequence[RepairMeasure
     figure.add_scatter(x=[m.step for m in measured], y=[m.ood_flip_rate for m in measured],
                        name="trigger flip rate (OOD)", mode="lines+markers", line={"color": "#ff9896", "dash": "dot"})
     total = measured[-1].total_steps if measured else (losses[-1].total_steps if losses else 1)
-    figure.update_layout(template="plotly_white", height=340, margin={"l": 60, "r": 60, "t": 40, "b": 40},
-                         title="Repair", xaxis={"title": "step", "range": [0, total]},
+    title = "Repair"
+    sampled = [m for m in measured if measured[0].test_images > m.test_images]
+    if sampled:
+        title += (f"<br><sup>points between the first and the last: a sample of {sampled[0].test_images} test "
+                  f"and {sampled[0].ood_images} OOD images</sup>")
+    figure.update_layout(template="plotly_white", height=340, margin={"l": 60, "r": 60, "t": 50, "b": 40},
+                         title=title, xaxis={"title": "step", "range": [0, total]},
                          yaxis={"title": "share", "range": [0, 1], "tickformat": ".0%"},
                          yaxis2={"title": "loss", "overlaying": "y", "side": "right", "rangemode": "tozero"},
                          legend={"orientation": "h", "y": -0.2})
