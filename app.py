@@ -7,9 +7,11 @@ Only wiring: the page is built by ``inspector.ui``, the work is done by the engi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+OPENMP_SETTINGS = {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "300000"}  # keep_openmp_workers_ready
 MAX_UPLOAD = "200mb"  # prompt learners are a few MB; OOD zips of 1,000 images are tens of MB
 
 
@@ -38,12 +40,24 @@ def calm_queue(app: object) -> None:
         queue.progress_update_sleep_when_free = 0.1
 
 
+def keep_openmp_workers_ready() -> None:
+    """Before torch is loaded. The engine runs in a thread of its own while Gradio's threads run torch too (a model
+    opened, pictures drawn), and each such thread keeps an OpenMP team: once they hold more threads than there are
+    cores, libgomp lets a worker spin only 100 times before it sleeps, so each of a step's many small ops waits for
+    a wake-up (benchmarks/openmp_spin.md). With the active policy that spin is 1,000; GOMP_SPINCOUNT keeps
+    libgomp's default 3 ms before an idle worker sleeps, so an idle app still takes no CPU. A user's own settings
+    win."""
+    for name, value in OPENMP_SETTINGS.items():
+        os.environ.setdefault(name, value)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.tour:
         from inspector.cli import main as cli_main
 
         return cli_main([*(["--device", args.device] if args.device else []), "demo"])
+    keep_openmp_workers_ready()
     from inspector.ui import CSS, AppSettings, build_app
 
     settings = AppSettings(runs_root=args.runs, allowed_roots=args.allow_path, device=args.device)
