@@ -17,7 +17,7 @@ import open_clip
 import torch
 from PIL import Image
 
-from inspector.errors import InputError
+from inspector.errors import InputError, shown
 from inspector.safetensors_file import describe_problem
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -144,7 +144,7 @@ def load_backbone(arch: str = POCKET_ARCH, pretrained: str | None = None,
     """
     device = torch.device(device) if device is not None else default_device()
     if arch not in open_clip.list_models():
-        raise InputError(f"unknown CLIP architecture {arch!r}",
+        raise InputError(f"unknown CLIP architecture {shown(arch)}",
                          hint="use one of `open_clip.list_models()`, e.g. ViT-B-16, or pocket-clip")
     if arch == POCKET_ARCH and pretrained in (None, POCKET_TAG):
         pretrained = str(POCKET_WEIGHTS)
@@ -168,7 +168,7 @@ def load_backbone(arch: str = POCKET_ARCH, pretrained: str | None = None,
         model = _create_from_file(arch, weights_path)
     else:
         if tag not in open_clip.list_pretrained_tags_by_model(arch):
-            raise InputError(f"{arch} has no pretrained tag {tag!r}",
+            raise InputError(f"{shown(arch)} has no pretrained tag {shown(tag)}",
                              hint=f"known tags: {', '.join(open_clip.list_pretrained_tags_by_model(arch)) or 'none'}")
         if not allow_download and not _pretrained_available_offline(arch, tag):
             raise InputError(f"weights for {arch}/{tag} are not in the local open_clip cache",

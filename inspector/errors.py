@@ -13,3 +13,10 @@ class InputError(Exception):
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``value`` as a message quotes it (repr), cut to about ``limit`` characters: headers are untrusted, and a
+    refusal must not print a 10,000-character field in full."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"

@@ -16,3 +16,5 @@ MAX_POOL_BYTES = 4 * 1024 * MiB  # bytes read from one pool in all
 MIN_POOL_IMAGES = 10  # a scan holds out a fifth of the pool to measure flip rates
 MAX_TASK_IMAGES = 20_000  # train + test images of a labelled set (few-shot tuning needs a few hundred)
 MAX_CLASSES_FILE_BYTES = MiB  # classes.txt of a labelled set
+MAX_TENSOR_MAGNITUDE = 1e4  # a learner's values: contexts are ~0.4 (RMS), 3-10x that after SGD at a high rate
+MAX_CLASSES = 2_000  # classes in a learner's header (ImageNet's 1,000 is the largest task prompt learners are tuned on)

@@ -23,7 +23,7 @@ from torch import nn
 
 from inspector import limits, shared_prefix
 from inspector.backbone import Backbone
-from inspector.errors import InputError
+from inspector.errors import InputError, shown
 from inspector.safetensors_file import describe_problem
 
 Kind = Literal["coop", "cocoop"]
@@ -103,7 +103,7 @@ class PromptLearner(nn.Module):
     def __init__(self, spec: LearnerSpec, backbone: Backbone, generator: torch.Generator | None = None) -> None:
         super().__init__()
         if spec.class_token_position != "end":
-            raise InputError(f"class token position {spec.class_token_position!r} is not supported",
+            raise InputError(f"class token position {shown(spec.class_token_position)} is not supported",
                              hint="prompt learners here put the class token at the end, as CoOp's default")
         if not spec.class_names:
             raise InputError("a prompt learner needs at least one class name")
@@ -117,7 +117,7 @@ class PromptLearner(nn.Module):
                 init_tokens = backbone.tokenize([spec.ctx_init]).to(device)
                 n_init = int((init_tokens[0] > 0).sum()) - 2
                 if n_init != n_ctx:
-                    raise InputError(f"ctx_init {spec.ctx_init!r} has {n_init} tokens but n_ctx is {n_ctx}",
+                    raise InputError(f"ctx_init {shown(spec.ctx_init)} has {n_init} tokens but n_ctx is {n_ctx}",
                                      hint="make n_ctx equal the number of words in the initial prompt")
                 ctx = clip.token_embedding(init_tokens)[0, 1:1 + n_ctx].float()
                 if spec.class_specific:
@@ -131,7 +131,7 @@ class PromptLearner(nn.Module):
             tokens = backbone.tokenize(prompts).to(device)
             too_long = [n for n, t in zip(spec.class_names, tokens, strict=True) if int(t[-1]) != 0]
             if too_long:
-                raise InputError(f"class name {too_long[0]!r} does not fit the text context "
+                raise InputError(f"class name {shown(too_long[0])} does not fit the text context "
                                  f"({backbone.context_length} tokens)", hint="shorten the class name")
             embedding = clip.token_embedding(tokens).float()
         self.ctx = nn.Parameter(ctx.to(device))
@@ -340,9 +340,14 @@ def read_header(path: Path, key: str = METADATA_KEY) -> dict[str, Any]:
                          hint="prompt learners are .safetensors files; import Dassl checkpoints "
                               "with `python -m inspector import`") from exc
     try:
-        return json.loads(header.get(key, "{}"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: header key {key!r} is not valid JSON") from exc
+        record = json.loads(header.get(key, "{}"))
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise InputError(f"{path}: header key {key!r} is not valid JSON",
+                         hint="the file's header is damaged or was not written by inspector") from exc
+    if not isinstance(record, dict):
+        raise InputError(f"{path}: header key {key!r} holds {type(record).__name__} {shown(record)}, not a record",
+                         hint="the file's header is damaged or was not written by inspector")
+    return record
 
 
 def read_learner_meta(path: Path) -> dict[str, Any]:
@@ -356,22 +361,38 @@ def read_learner_meta(path: Path) -> dict[str, Any]:
 
 
 def _check_meta(path: Path, meta: dict[str, Any]) -> None:
-    """The header fields the loader relies on, each named when it is wrong (headers are untrusted)."""
+    """The header fields the loader relies on, each named when it is wrong (headers are untrusted; values are
+    quoted cut short)."""
     hint = "the file's header is damaged or was not written by inspector; re-export the learner"
     if meta.get("kind") not in ("coop", "cocoop"):
-        raise InputError(f"{path}: header kind {meta.get('kind')!r} is not coop or cocoop", hint=hint)
+        raise InputError(f"{path}: header kind {shown(meta.get('kind'))} is not coop or cocoop", hint=hint)
     names = meta.get("class_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
         raise InputError(f"{path}: header class_names must be a non-empty list of names", hint=hint)
+    if len(names) > limits.MAX_CLASSES:
+        raise InputError(f"{path}: header names {len(names):,} classes, over the {limits.MAX_CLASSES:,} a prompt "
+                         "learner may have here", hint=hint)
     if len(set(names)) != len(names):
         duplicate = next(n for n in names if names.count(n) > 1)
-        raise InputError(f"{path}: class name {duplicate!r} appears twice in the header", hint=hint)
+        raise InputError(f"{path}: class name {shown(duplicate)} appears twice in the header", hint=hint)
     n_ctx = meta.get("n_ctx")
     if not isinstance(n_ctx, int) or isinstance(n_ctx, bool) or not 1 <= n_ctx <= 64:
-        raise InputError(f"{path}: header n_ctx {n_ctx!r} is not a whole number from 1 to 64", hint=hint)
-    for key in ("arch", "pretrained", "ctx_init"):
+        raise InputError(f"{path}: header n_ctx {shown(n_ctx)} is not a whole number from 1 to 64", hint=hint)
+    for key in ("arch", "pretrained", "ctx_init", "class_token_position"):
         if meta.get(key) is not None and not isinstance(meta[key], str):
-            raise InputError(f"{path}: header {key} {meta[key]!r} is not text", hint=hint)
+            raise InputError(f"{path}: header {key} {shown(meta[key])} is not text", hint=hint)
+    for key in ("arch", "pretrained", "class_token_position"):  # names, not prose
+        if len(meta.get(key) or "") > 200:
+            raise InputError(f"{path}: header {key} {shown(meta[key])} is too long for a name", hint=hint)
+    if not isinstance(meta.get("class_specific", False), bool):
+        raise InputError(f"{path}: header class_specific {shown(meta['class_specific'])} is not true or false",
+                         hint=hint)
+    preprocessing = meta.get("preprocessing")
+    if preprocessing is not None and not isinstance(preprocessing, dict):
+        raise InputError(f"{path}: header preprocessing {shown(preprocessing)} is not a record", hint=hint)
+    size = (preprocessing or {}).get("image_size")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 4096):
+        raise InputError(f"{path}: header image_size {shown(size)} is not a pixel size from 8 to 4096", hint=hint)
 
 
 def load_learner(path: Path, backbone: Backbone, meta: dict[str, Any] | None = None) -> PromptedCLIP:
@@ -388,7 +409,10 @@ def load_learner(path: Path, backbone: Backbone, meta: dict[str, Any] | None = N
     if stored_size is not None and stored_size != backbone.image_size:
         raise InputError(f"{path} was tuned at {stored_size} px but {backbone.arch} takes {backbone.image_size} px",
                          hint="load it with the CLIP architecture it was trained on")
-    model = PromptedCLIP(backbone, PromptLearner(spec, backbone))
+    try:
+        model = PromptedCLIP(backbone, PromptLearner(spec, backbone))
+    except InputError as exc:  # the header's prompt cannot be built: name the file
+        raise InputError(f"{path}: {exc.message}", hint=exc.hint) from exc
     wanted = set(model.learner.state_dict())
     with safe_open(str(path), framework="pt") as handle:
         tensors = {name: handle.get_tensor(name) for name in handle.keys() if name in wanted}
@@ -415,6 +439,11 @@ def _load_tensors(model: PromptedCLIP, tensors: dict[str, torch.Tensor], source:
         if not torch.isfinite(tensors[name]).all():
             raise InputError(f"{source}: tensor {name!r} holds NaN or infinite values",
                              hint="the learner is broken; ask its provider for a working file")
+        largest = float(tensors[name].abs().max()) if tensors[name].numel() else 0.0
+        if largest > limits.MAX_TENSOR_MAGNITUDE:
+            raise InputError(f"{source}: tensor {name!r} holds values as large as {largest:.3g}, where a prompt "
+                             f"learner's stay far below {limits.MAX_TENSOR_MAGNITUDE:g} (they would overflow the "
+                             "model's scores)", hint="the learner is broken; ask its provider for a working file")
     model.learner.load_state_dict({k: tensors[k].float() for k in expected})
 
 
@@ -608,8 +637,13 @@ def open_model(path: Path, weights: str | None = None, device: str | torch.devic
     meta = read_learner_meta(path)
     recorded = str(meta.get("pretrained", ""))
     if weights is None and recorded.startswith("file:"):
-        raise InputError(f"{path} was tuned on a local weights file ({recorded})",
+        raise InputError(f"{path} was tuned on a local weights file ({shown(recorded)})",
                          hint="pass that file with --weights PATH")
+    if weights is None and recorded and ("/" in recorded or "\\" in recorded or Path(recorded).exists()
+                                         or Path(recorded).suffix in {".safetensors", ".bin", ".pt", ".pth"}):
+        raise InputError(f"{path}: its header names the weights {shown(recorded)} by path; a delivered file does "
+                         "not choose which file on this machine is read",
+                         hint="pass the CLIP weights it was tuned on with --weights PATH")
     if weights is not None and recorded.startswith("file:") and Path(weights).is_file():
         actual = f"file:{file_sha256(Path(weights))}"
         if actual != recorded:

@@ -99,6 +99,16 @@ CASES: list[tuple[str, str, Callable[[Path], Path], str]] = [
      lambda p: _learner(p, tensors=_set("ctx", torch.zeros(4, 192, dtype=torch.int32))), "not floats"),
     ("tuned on a local weights file", "local.safetensors",
      lambda p: _learner(p, meta=_set("pretrained", "file:0123abcd")), "pass that file with --weights"),
+    ("header names a file on this machine as its weights", "path.safetensors",
+     lambda p: _learner(p, meta=_set("pretrained", "/etc/hostname")), "names the weights '/etc/hostname' by path"),
+    ("header holds a number where a record belongs", "prep.safetensors",
+     lambda p: _learner(p, meta=_set("preprocessing", 64)), "header preprocessing 64 is not a record"),
+    ("a 10,000-character initial prompt, quoted cut short", "init.safetensors",
+     lambda p: _learner(p, meta=_set("ctx_init", "a" * 10_000)), "… (10,002 characters) has"),
+    ("unsupported class-token position", "position.safetensors",
+     lambda p: _learner(p, meta=_set("class_token_position", "middle")), "class token position 'middle'"),
+    ("finite context too large for the scores", "huge.safetensors",
+     lambda p: _learner(p, tensors=_set("ctx", torch.full((4, 192), 3e38))), "values as large as 3e+38"),
 ]
 
 
