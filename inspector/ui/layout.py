@@ -240,7 +240,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                             "model** becomes the chosen one. 2 · Press **Scan** (top left) and read the verdict. "
                             "3 · Come back here and **Reveal the ground truth**. Each try is measured and, while its "
                             "backdoor misses the lab's bar, tried again as a provider would. On 2 CPU cores the "
-                            "default Blended implant took 70 s into clean-coop (two tries) and 151 s into clean-cocoop "
+                            "default Blended implant took 52 s into clean-coop (two tries) and 145 s into clean-cocoop "
                             "(benchmarks/speed-interactive.md).")
                 with gr.Row():
                     c["teach_base"] = gr.Dropdown([n for n in names if n.startswith("clean")], value="clean-coop",
