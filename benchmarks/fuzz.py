@@ -1,7 +1,8 @@
-"""The learner-file fuzzer of the suite (tests/fuzzing.py), run long: thousands of hostile mutations of the shipped
-demo learners, each loaded as ``scan`` loads a delivered model, with the tally (issue 23).
+"""The suite's fuzzers (tests/fuzzing.py), run long, with their tally (issue 23): thousands of hostile mutations of
+the shipped demo learners, each loaded as ``scan`` loads a delivered model, and of the shipped clean references,
+each given to a scan as ``--reference FILE``.
 
-    python benchmarks/fuzz.py [--cases 5000] [--seed 1]
+    python benchmarks/fuzz.py [--cases 5000] [--references 2000] [--seed 1]
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from inspector.prompts import open_model  # noqa: E402
+from inspector.reference import REFERENCE_DIR  # noqa: E402
 from inspector.ui.workspace import _backbone_loader  # noqa: E402
 from inspector.zoo import ZOO_DIR  # noqa: E402
-from tests.fuzzing import fuzz, tally  # noqa: E402
+from tests.fuzzing import fuzz, fuzz_references, reference_use, tally  # noqa: E402
 
 OUTCOMES = ("ran", "refused", "unnamed", "long", "unexpected")
 
@@ -28,6 +30,8 @@ OUTCOMES = ("ran", "refused", "unnamed", "long", "unexpected")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--cases", type=int, default=5000, help="mutants (default: 5000)")
+    parser.add_argument("--references", type=int, default=2000, help="reference mutants, half of each kind's "
+                        "(default: 2000)")
     parser.add_argument("--seed", type=int, default=1, help="the fuzzer's seed (the suite uses another)")
     args = parser.parse_args()
     originals = {path.name: path.read_bytes() for path in sorted(ZOO_DIR.glob("*.safetensors"))}
@@ -35,22 +39,32 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         rows = list(fuzz(originals, Path(folder), args.cases, args.seed,
                          lambda path: open_model(path, device="cpu", backbone_loader=_backbone_loader)))
+        for kind in ("coop", "cocoop"):
+            original = (REFERENCE_DIR / f"pocket-clip-{kind}.json").read_bytes()
+            rows += [{**row, "original": f"pocket-clip-{kind}.json", "mutation": f"reference {row['mutation']}"}
+                     for row in fuzz_references(original, Path(folder), args.references // 2, args.seed,
+                                                reference_use(kind))]
     seconds = time.perf_counter() - started
     counts = tally(rows)
     by_kind: dict[str, Counter[str]] = defaultdict(Counter)
     for row in rows:
-        by_kind[row["mutation"].split()[0]][row["outcome"]] += 1
+        words = row["mutation"].split()
+        by_kind[" ".join(words[:2]) if words[0] == "reference" else words[0]][row["outcome"]] += 1
     findings = [{k: row[k] for k in ("case", "original", "mutation", "outcome", "detail")} for row in rows
                 if row["outcome"] not in ("ran", "refused")]
-    record = {"cases": args.cases, "seed": args.seed, "seconds": round(seconds, 1), "originals": sorted(originals),
+    record = {"cases": args.cases, "references": args.references, "seed": args.seed, "seconds": round(seconds, 1),
+              "originals": sorted(originals),
               "tally": dict(counts), "by_mutation": {k: dict(v) for k, v in sorted(by_kind.items())},
               "findings": findings}
     (HERE / "fuzz.json").write_text(json.dumps(record, indent=1) + "\n")
-    lines = ["# Fuzzing the learner files (issue 23)", "",
-             f"`python benchmarks/fuzz.py --cases {args.cases} --seed {args.seed}`, one run, {seconds:.0f} s on this "
-             f"machine: mutants of the {len(originals)} shipped demo learners (tests/fuzzing.py), each loaded as "
-             "`scan` loads a delivered model and, when it loads, run once. *refused*: an error naming the file in "
-             "under 600 characters; *unnamed*, *long*, *unexpected*: findings.", "",
+    lines = ["# Fuzzing the learner and reference files (issue 23)", "",
+             f"`python benchmarks/fuzz.py --cases {args.cases} --references {args.references} --seed {args.seed}`, "
+             f"one run, {seconds:.0f} s on this machine (tests/fuzzing.py): {args.cases} mutants of the "
+             f"{len(originals)} shipped demo learners, each loaded as `scan` loads a delivered model and, when it "
+             f"loads, run once; {args.references} mutants of the two shipped clean references (half each), each "
+             "given to a scan of the kind's clean demo model as `--reference FILE` and deciding that model's "
+             "recorded scan. *refused*: an error naming the file in under 600 characters; *unnamed*, *long*, "
+             "*unexpected*: findings.", "",
              "| outcome | cases |", "|---|---|"]
     lines += [f"| {outcome} | {counts.get(outcome, 0)} |" for outcome in OUTCOMES]
     lines += ["", "| mutation | " + " | ".join(OUTCOMES) + " |", "|---|" + "---|" * len(OUTCOMES)]

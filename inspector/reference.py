@@ -15,7 +15,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from inspector.detect import (
     Verdict,
     decide,
 )
-from inspector.errors import InputError
+from inspector.errors import InputError, shown
 from inspector.invert import (
     ScanConfig,
     ScanFinished,
@@ -97,16 +97,55 @@ class Reference:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
             if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
                 raise ValueError("not an inspector reference")
+            unknown = sorted(set(data) - {f.name for f in fields(cls)})
+            if unknown:
+                raise ValueError(f"unknown field {shown(unknown[0])}")
             reference = cls(**data)
-            if not reference.per_learner or not reference.flip_rates:
-                raise ValueError("it holds no clean learner's flip rates")
-            if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in reference.flip_rates.values()):
-                raise ValueError("flip rates must be finite numbers")
+            reference.check()
             return reference
+        except RecursionError as exc:
+            raise InputError(f"reference {path} cannot be used (its JSON is nested too deep)",
+                             hint="build one with `python -m inspector reference build`") from exc
         except (OSError, ValueError, TypeError, AttributeError) as exc:
-            raise InputError(f"reference {path} cannot be used ({str(exc)[:120]})",
+            raise InputError(f"reference {path} cannot be used ({str(exc)[:160]})",
                              hint="build one with `python -m inspector reference build`, or scan with "
                                   "--reference none") from exc
+
+    def check(self) -> None:
+        """Every field's type and range, named when wrong (ValueError): a reference file is untrusted input, and a
+        scan reads its numbers deep inside the decision."""
+        _text(self.kind in ("coop", "cocoop"), "kind", self.kind, "coop or cocoop")
+        for name in ("arch", "pretrained", "pool", "pool_source"):
+            _text(isinstance(getattr(self, name), str), name, getattr(self, name), "text")
+        _text(_whole(self.image_size) and 8 <= self.image_size <= 4096, "image_size", self.image_size, "a pixel size")
+        names = self.class_names
+        _text(isinstance(names, list) and bool(names) and all(isinstance(n, str) for n in names)
+              and len(set(names)) == len(names), "class_names", names, "a list of distinct class names")
+        _text(_number(self.epsilon) and 0 < self.epsilon <= 1, "epsilon", self.epsilon, "a bound in (0, 1]")
+        _text(isinstance(self.seeds, list) and all(_whole(x) for x in self.seeds), "seeds", self.seeds,
+              "a list of whole numbers")
+        _rates("flip_rates", self.flip_rates, names)
+        _text(isinstance(self.per_learner, list) and bool(self.per_learner), "per_learner", self.per_learner,
+              "a non-empty list of learners")
+        for i, rates in enumerate(self.per_learner):
+            _rates(f"per_learner[{i}]", rates, names)
+        _text(isinstance(self.accuracies, list) and all(_number(x) for x in self.accuracies), "accuracies",
+              self.accuracies, "a list of numbers")
+        _text(_whole(self.pool_size) and self.pool_size > 0, "pool_size", self.pool_size, "a positive whole number")
+        _text(_number(self.holdout) and 0 < self.holdout < 1, "holdout", self.holdout, "a share in (0, 1)")
+        for name in ("task", "tune"):
+            _text(isinstance(getattr(self, name), dict), name, getattr(self, name), "a record")
+        if self.fast is not None:
+            _check_fast(self.fast, names)
+        for family in ("colour", "blend"):
+            measured = getattr(self, family)
+            if measured is None:
+                continue
+            _text(isinstance(measured, dict) and isinstance(measured.get("settings"), dict)
+                  and isinstance(measured.get("per_learner"), list) and bool(measured["per_learner"]),
+                  family, measured, "a record of settings and per-learner flip rates")
+            for i, rates in enumerate(measured["per_learner"]):
+                _rates(f"{family}.per_learner[{i}]", rates, names)
 
     def mismatch(self, model: PromptedCLIP, config: ScanConfig, pool: ImagePool) -> str | None:
         """Why this reference does not apply to a scan of ``model`` on ``pool`` with ``config`` (None: it does)."""
@@ -175,6 +214,58 @@ class Reference:
             return {}
         per_learner = measured["per_learner"]
         return {c: [float(p[c]) for p in per_learner] for c in per_learner[0]}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(ok: bool, field_name: str, value: Any, wanted: str) -> None:
+    if not ok:
+        raise ValueError(f"{field_name} {shown(value)} is not {wanted}")
+
+
+def _rates(field_name: str, rates: Any, names: list[str], low: float = 0.0, high: float = 1.0) -> None:
+    """A {class: number} record over exactly the reference's classes, each in [low, high]."""
+    _text(isinstance(rates, dict) and set(rates) == set(names), field_name, rates,
+          "a record of every class of the reference")
+    bad = next((c for c, v in rates.items() if not (_number(v) and low <= v <= high)), None)
+    if bad is not None:
+        raise ValueError(f"{field_name}[{shown(bad)}] {shown(rates[bad])} is not a number from {low:g} to {high:g}")
+
+
+def _check_fast(fast: Any, names: list[str]) -> None:
+    """The fast schedule's measurements: lr, batch, steps, and per learner held-out rates, fresh-batch curves of
+    [flips, eligible, margin loss] and (optionally) held-out margin losses."""
+    _text(isinstance(fast, dict), "fast", fast, "a record")
+    _text(_number(fast.get("lr")) and fast["lr"] > 0, "fast.lr", fast.get("lr"), "a positive number")
+    for key in ("batch_size", "steps"):
+        _text(_whole(fast.get(key)) and fast[key] > 0, f"fast.{key}", fast.get(key), "a positive whole number")
+    held = fast.get("held_out")
+    _text(isinstance(held, list) and bool(held), "fast.held_out", held, "a non-empty list of learners")
+    for i, rates in enumerate(held):
+        _rates(f"fast.held_out[{i}]", rates, names)
+    curves = fast.get("curves")
+    _text(isinstance(curves, list) and len(curves) == len(held), "fast.curves", curves, "a list, one per learner")
+    for i, per_class in enumerate(curves):
+        _text(isinstance(per_class, dict) and set(per_class) == set(names), f"fast.curves[{i}]", per_class,
+              "a record of every class of the reference")
+        for name, curve in per_class.items():
+            good = isinstance(curve, list) and len(curve) == fast["steps"] and all(
+                isinstance(step, list) and len(step) in (2, 3) and _whole(step[0]) and _whole(step[1])
+                and 0 <= step[0] <= step[1] and (len(step) == 2 or _number(step[2])) for step in curve)
+            _text(good, f"fast.curves[{i}][{shown(name)}]", curve,
+                  f"a list of {fast['steps']} [flips, eligible, margin loss] steps")
+    losses = fast.get("held_out_loss")
+    if losses is not None:
+        _text(isinstance(losses, list) and len(losses) == len(held), "fast.held_out_loss", losses,
+              "a list, one per learner")
+        for i, values in enumerate(losses):
+            _rates(f"fast.held_out_loss[{i}]", values, names, low=-1e6, high=1e6)
 
 
 def shipped_reference_path(arch: str, kind: str) -> Path:

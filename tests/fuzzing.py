@@ -1,10 +1,12 @@
-"""A seeded fuzzer of prompt-learner files: hostile mutations of a real learner and how the engine takes each.
+"""A seeded fuzzer of prompt-learner files and clean-reference files: hostile mutations of real ones and how the
+engine takes each.
 
-Every mutant is loaded as ``scan`` loads a delivered model (header, backbone, tensors) and, when it loads, run
-through the prompt side once. The outcome is one of: ``ran`` (a usable learner), ``refused`` (an ``InputError``
-naming the file, short), ``unnamed`` (refused without the file's name), ``long`` (a message that prints a value in
-full) or ``unexpected`` (any other exception). The suite runs a few hundred cases (tests/test_fuzz.py);
-benchmarks/fuzz.py runs thousands and records the tally.
+Every learner mutant is loaded as ``scan`` loads a delivered model (header, backbone, tensors) and, when it loads,
+run through the prompt side once; every reference mutant is taken as ``scan --reference FILE`` takes it (read,
+checked against the scan, its clean learners' values drawn) and decides a real scan's records. The outcome is one
+of: ``ran`` (usable), ``refused`` (an ``InputError`` naming the file, short), ``unnamed`` (refused without the
+file's name), ``long`` (a message that prints a value in full) or ``unexpected`` (any other exception). The suite
+runs a few hundred cases (tests/test_fuzz.py); benchmarks/fuzz.py runs thousands and records the tally.
 """
 
 from __future__ import annotations
@@ -194,6 +196,99 @@ def fuzz(originals: dict[str, bytes], folder: Path, cases: int, seed: int, load:
                "path": str(path)}
         if not keep:
             path.unlink()
+
+
+def _paths(node: Any, at: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    """Every place in a JSON document, as the keys and indexes that lead to it."""
+    yield at
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _paths(value, (*at, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node[:3]):  # long lists: their first items stand for the rest
+            yield from _paths(value, (*at, i))
+
+
+def mutate_json(raw: bytes, rng: random.Random) -> tuple[str, bytes]:
+    """One hostile mutation of the JSON document ``raw``: a value of another type or range, a key removed, a list
+    cut or lengthened, or the text itself damaged."""
+    kind = rng.choice(("value", "value", "value", "delete", "list", "text"))
+    if kind == "text":
+        edit = rng.choice(("truncate", "flip", "nest"))
+        if edit == "truncate":
+            return "text truncate", raw[:rng.randrange(0, len(raw))]
+        if edit == "flip":
+            data = bytearray(raw)
+            for _ in range(rng.randint(1, 8)):
+                data[rng.randrange(len(data))] = rng.randrange(32, 127)
+            return "text flip", bytes(data)
+        return "text nest", b"[" * 100_000 + b"]" * 100_000
+    document = json.loads(raw)
+    places = [at for at in _paths(document) if at]
+    at = rng.choice(places)
+    parent = document
+    for key in at[:-1]:
+        parent = parent[key]
+    last = at[-1]
+    where = ".".join(str(k) for k in at)
+    if kind == "delete" and isinstance(parent, dict):
+        del parent[last]
+    elif kind == "list" and isinstance(parent[last], list):
+        parent[last] = parent[last][:rng.randrange(0, max(1, len(parent[last])))] if rng.random() < 0.5 \
+            else parent[last] + parent[last][:1] * rng.randint(1, 3)
+    else:
+        parent[last] = rng.choice(ODD_VALUES + (-0.5, 1.5, 1e-9, [0, 16], [[0, 16, 1.0]] * 2))
+    return f"{kind} {where}"[:120], json.dumps(document).encode()
+
+
+def judge_reference(path: Path, use: Callable[[Path], Any]) -> tuple[str, str]:
+    """How a scan takes the reference file at ``path`` (``use`` does what the scan does with it)."""
+    try:
+        use(path)
+    except InputError as exc:
+        message = str(exc)
+        if path.name not in message:
+            return "unnamed", message[:300]
+        return ("long", message[:300]) if len(message) > MESSAGE_LIMIT else ("refused", message)
+    except Exception as exc:  # noqa: BLE001 - the point: anything else is a finding
+        return "unexpected", f"{type(exc).__name__}: {str(exc)[:300]}"
+    return "ran", ""
+
+
+def fuzz_references(original: bytes, folder: Path, cases: int, seed: int,
+                    use: Callable[[Path], Any]) -> Iterator[dict[str, Any]]:
+    """``cases`` mutants of the reference file ``original``, written in ``folder``, each judged with ``use``."""
+    rng = random.Random(seed)
+    for case in range(cases):
+        what, data = mutate_json(original, rng)
+        path = folder / f"reference-{case:05d}.json"
+        path.write_bytes(data)
+        outcome, detail = judge_reference(path, use)
+        yield {"case": case, "original": "reference", "mutation": what, "outcome": outcome, "detail": detail,
+               "path": str(path)}
+        path.unlink()
+
+
+def reference_use(kind: str = "coop") -> Callable[[Path], None]:
+    """What ``scan --reference FILE`` does with a reference file, on a demo model: read it, check it against the
+    scan, draw the clean learners' values, and decide a real scan's records with it."""
+    from inspector.data import load_shipped_pool
+    from inspector.invert import ScanConfig
+    from inspector.prompts import open_model
+    from inspector.reference import Reference, decide_with_reference, reference_for
+    from inspector.ui.workspace import _backbone_loader
+    from inspector.zoo import resolve_model
+
+    model = open_model(resolve_model(f"clean-{kind}"), device="cpu", backbone_loader=_backbone_loader)
+    pool = load_shipped_pool(model.backbone.image_size)
+    report = Path(__file__).resolve().parent.parent / "benchmarks" / "demo_scans" / f"clean-{kind}" / "report.json"
+    records = json.loads(report.read_text())["classes"]
+
+    def use(path: Path) -> None:
+        reference_for(model, ScanConfig(), pool, choice=str(path))
+        decide_with_reference(records, Reference.read(path), "fast")
+
+    return use
 
 
 def tally(rows: list[dict[str, Any]]) -> Counter[str]:

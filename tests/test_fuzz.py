@@ -45,3 +45,19 @@ def test_the_cli_refuses_a_fuzzed_learner_in_one_line_naming_it(tmp_path, capsys
         assert code == 2 and lines[0].startswith("error: ") and path.name in lines[0], (row, err)
         assert lines[1:] in ([], [lines[-1]]) and all(line.startswith("  what to do: ") for line in lines[1:]), err
         assert "Traceback" not in err, err
+
+
+def test_hostile_reference_files_are_refused_by_name_never_an_unexpected_error(tmp_path):
+    """Mutated clean references (values of other types and ranges, keys removed, lists cut or lengthened, damaged
+    text) given to a scan: each is used or refused with a short message naming the file."""
+    from inspector.reference import REFERENCE_DIR
+    from tests.fuzzing import fuzz_references, reference_use
+
+    original = REFERENCE_DIR / "pocket-clip-coop.json"
+    before = original.read_bytes()
+    rows = list(fuzz_references(before, tmp_path, 200, SEED, reference_use()))
+    findings = [row for row in rows if row["outcome"] not in ("ran", "refused")]
+    assert not findings, findings[:8]
+    counts = tally(rows)
+    assert counts["refused"] >= 100 and counts["ran"] >= 10, counts
+    assert original.read_bytes() == before
