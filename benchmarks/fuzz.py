@@ -22,7 +22,7 @@ from inspector.prompts import open_model  # noqa: E402
 from inspector.reference import REFERENCE_DIR  # noqa: E402
 from inspector.ui.workspace import _backbone_loader  # noqa: E402
 from inspector.zoo import ZOO_DIR  # noqa: E402
-from tests.fuzzing import fuzz, fuzz_references, reference_use, tally  # noqa: E402
+from tests.fuzzing import fuzz, fuzz_json, reference_use, tally  # noqa: E402
 
 OUTCOMES = ("ran", "refused", "unnamed", "long", "unexpected")
 
@@ -42,7 +42,7 @@ def main() -> None:
         for kind in ("coop", "cocoop"):
             original = (REFERENCE_DIR / f"pocket-clip-{kind}.json").read_bytes()
             rows += [{**row, "original": f"pocket-clip-{kind}.json", "mutation": f"reference {row['mutation']}"}
-                     for row in fuzz_references(original, Path(folder), args.references // 2, args.seed,
+                     for row in fuzz_json(original, Path(folder), args.references // 2, args.seed,
                                                 reference_use(kind))]
     seconds = time.perf_counter() - started
     counts = tally(rows)

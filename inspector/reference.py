@@ -21,6 +21,7 @@ from typing import Any
 
 from inspector.backbone import ASSETS_DIR, Backbone
 from inspector.baseline import Baseline, with_baseline, with_family_baseline, with_loss_baseline
+from inspector.checks import number, rates, require, whole
 from inspector.data import ImagePool, Task
 from inspector.detect import (
     DEFAULT_EVIDENCE,
@@ -114,38 +115,38 @@ class Reference:
     def check(self) -> None:
         """Every field's type and range, named when wrong (ValueError): a reference file is untrusted input, and a
         scan reads its numbers deep inside the decision."""
-        _text(self.kind in ("coop", "cocoop"), "kind", self.kind, "coop or cocoop")
+        require(self.kind in ("coop", "cocoop"), "kind", self.kind, "coop or cocoop")
         for name in ("arch", "pretrained", "pool", "pool_source"):
-            _text(isinstance(getattr(self, name), str), name, getattr(self, name), "text")
-        _text(_whole(self.image_size) and 8 <= self.image_size <= 4096, "image_size", self.image_size, "a pixel size")
+            require(isinstance(getattr(self, name), str), name, getattr(self, name), "text")
+        require(whole(self.image_size) and 8 <= self.image_size <= 4096, "image_size", self.image_size, "a pixel size")
         names = self.class_names
-        _text(isinstance(names, list) and bool(names) and all(isinstance(n, str) for n in names)
-              and len(set(names)) == len(names), "class_names", names, "a list of distinct class names")
-        _text(_number(self.epsilon) and 0 < self.epsilon <= 1, "epsilon", self.epsilon, "a bound in (0, 1]")
-        _text(isinstance(self.seeds, list) and all(_whole(x) for x in self.seeds), "seeds", self.seeds,
-              "a list of whole numbers")
-        _rates("flip_rates", self.flip_rates, names)
-        _text(isinstance(self.per_learner, list) and bool(self.per_learner), "per_learner", self.per_learner,
-              "a non-empty list of learners")
-        for i, rates in enumerate(self.per_learner):
-            _rates(f"per_learner[{i}]", rates, names)
-        _text(isinstance(self.accuracies, list) and all(_number(x) for x in self.accuracies), "accuracies",
-              self.accuracies, "a list of numbers")
-        _text(_whole(self.pool_size) and self.pool_size > 0, "pool_size", self.pool_size, "a positive whole number")
-        _text(_number(self.holdout) and 0 < self.holdout < 1, "holdout", self.holdout, "a share in (0, 1)")
+        require(isinstance(names, list) and bool(names) and all(isinstance(n, str) for n in names)
+                and len(set(names)) == len(names), "class_names", names, "a list of distinct class names")
+        require(number(self.epsilon) and 0 < self.epsilon <= 1, "epsilon", self.epsilon, "a bound in (0, 1]")
+        require(isinstance(self.seeds, list) and all(whole(x) for x in self.seeds), "seeds", self.seeds,
+                "a list of whole numbers")
+        rates("flip_rates", self.flip_rates, names)
+        require(isinstance(self.per_learner, list) and bool(self.per_learner), "per_learner", self.per_learner,
+                "a non-empty list of learners")
+        for i, learner in enumerate(self.per_learner):
+            rates(f"per_learner[{i}]", learner, names)
+        require(isinstance(self.accuracies, list) and all(number(x) for x in self.accuracies), "accuracies",
+                self.accuracies, "a list of numbers")
+        require(whole(self.pool_size) and self.pool_size > 0, "pool_size", self.pool_size, "a positive whole number")
+        require(number(self.holdout) and 0 < self.holdout < 1, "holdout", self.holdout, "a share in (0, 1)")
         for name in ("task", "tune"):
-            _text(isinstance(getattr(self, name), dict), name, getattr(self, name), "a record")
+            require(isinstance(getattr(self, name), dict), name, getattr(self, name), "a record")
         if self.fast is not None:
             _check_fast(self.fast, names)
         for family in ("colour", "blend"):
             measured = getattr(self, family)
             if measured is None:
                 continue
-            _text(isinstance(measured, dict) and isinstance(measured.get("settings"), dict)
-                  and isinstance(measured.get("per_learner"), list) and bool(measured["per_learner"]),
-                  family, measured, "a record of settings and per-learner flip rates")
-            for i, rates in enumerate(measured["per_learner"]):
-                _rates(f"{family}.per_learner[{i}]", rates, names)
+            require(isinstance(measured, dict) and isinstance(measured.get("settings"), dict)
+                    and isinstance(measured.get("per_learner"), list) and bool(measured["per_learner"]),
+                    family, measured, "a record of settings and per-learner flip rates")
+            for i, learner in enumerate(measured["per_learner"]):
+                rates(f"{family}.per_learner[{i}]", learner, names)
 
     def mismatch(self, model: PromptedCLIP, config: ScanConfig, pool: ImagePool) -> str | None:
         """Why this reference does not apply to a scan of ``model`` on ``pool`` with ``config`` (None: it does)."""
@@ -216,56 +217,34 @@ class Reference:
         return {c: [float(p[c]) for p in per_learner] for c in per_learner[0]}
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _text(ok: bool, field_name: str, value: Any, wanted: str) -> None:
-    if not ok:
-        raise ValueError(f"{field_name} {shown(value)} is not {wanted}")
-
-
-def _rates(field_name: str, rates: Any, names: list[str], low: float = 0.0, high: float = 1.0) -> None:
-    """A {class: number} record over exactly the reference's classes, each in [low, high]."""
-    _text(isinstance(rates, dict) and set(rates) == set(names), field_name, rates,
-          "a record of every class of the reference")
-    bad = next((c for c, v in rates.items() if not (_number(v) and low <= v <= high)), None)
-    if bad is not None:
-        raise ValueError(f"{field_name}[{shown(bad)}] {shown(rates[bad])} is not a number from {low:g} to {high:g}")
-
-
 def _check_fast(fast: Any, names: list[str]) -> None:
     """The fast schedule's measurements: lr, batch, steps, and per learner held-out rates, fresh-batch curves of
     [flips, eligible, margin loss] and (optionally) held-out margin losses."""
-    _text(isinstance(fast, dict), "fast", fast, "a record")
-    _text(_number(fast.get("lr")) and fast["lr"] > 0, "fast.lr", fast.get("lr"), "a positive number")
+    require(isinstance(fast, dict), "fast", fast, "a record")
+    require(number(fast.get("lr")) and fast["lr"] > 0, "fast.lr", fast.get("lr"), "a positive number")
     for key in ("batch_size", "steps"):
-        _text(_whole(fast.get(key)) and fast[key] > 0, f"fast.{key}", fast.get(key), "a positive whole number")
+        require(whole(fast.get(key)) and fast[key] > 0, f"fast.{key}", fast.get(key), "a positive whole number")
     held = fast.get("held_out")
-    _text(isinstance(held, list) and bool(held), "fast.held_out", held, "a non-empty list of learners")
-    for i, rates in enumerate(held):
-        _rates(f"fast.held_out[{i}]", rates, names)
+    require(isinstance(held, list) and bool(held), "fast.held_out", held, "a non-empty list of learners")
+    for i, learner in enumerate(held):
+        rates(f"fast.held_out[{i}]", learner, names)
     curves = fast.get("curves")
-    _text(isinstance(curves, list) and len(curves) == len(held), "fast.curves", curves, "a list, one per learner")
+    require(isinstance(curves, list) and len(curves) == len(held), "fast.curves", curves, "a list, one per learner")
     for i, per_class in enumerate(curves):
-        _text(isinstance(per_class, dict) and set(per_class) == set(names), f"fast.curves[{i}]", per_class,
-              "a record of every class of the reference")
+        require(isinstance(per_class, dict) and set(per_class) == set(names), f"fast.curves[{i}]", per_class,
+                "a record of every class of the reference")
         for name, curve in per_class.items():
             good = isinstance(curve, list) and len(curve) == fast["steps"] and all(
-                isinstance(step, list) and len(step) in (2, 3) and _whole(step[0]) and _whole(step[1])
-                and 0 <= step[0] <= step[1] and (len(step) == 2 or _number(step[2])) for step in curve)
-            _text(good, f"fast.curves[{i}][{shown(name)}]", curve,
-                  f"a list of {fast['steps']} [flips, eligible, margin loss] steps")
+                isinstance(step, list) and len(step) in (2, 3) and whole(step[0]) and whole(step[1])
+                and 0 <= step[0] <= step[1] and (len(step) == 2 or number(step[2])) for step in curve)
+            require(good, f"fast.curves[{i}][{shown(name)}]", curve,
+                    f"a list of {fast['steps']} [flips, eligible, margin loss] steps")
     losses = fast.get("held_out_loss")
     if losses is not None:
-        _text(isinstance(losses, list) and len(losses) == len(held), "fast.held_out_loss", losses,
-              "a list, one per learner")
+        require(isinstance(losses, list) and len(losses) == len(held), "fast.held_out_loss", losses,
+                "a list, one per learner")
         for i, values in enumerate(losses):
-            _rates(f"fast.held_out_loss[{i}]", values, names, low=-1e6, high=1e6)
+            rates(f"fast.held_out_loss[{i}]", values, names, low=-1e6, high=1e6)
 
 
 def shipped_reference_path(arch: str, kind: str) -> Path:

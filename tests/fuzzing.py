@@ -241,8 +241,8 @@ def mutate_json(raw: bytes, rng: random.Random) -> tuple[str, bytes]:
     return f"{kind} {where}"[:120], json.dumps(document).encode()
 
 
-def judge_reference(path: Path, use: Callable[[Path], Any]) -> tuple[str, str]:
-    """How a scan takes the reference file at ``path`` (``use`` does what the scan does with it)."""
+def judge_json(path: Path, use: Callable[[Path], Any]) -> tuple[str, str]:
+    """How the engine takes the JSON file at ``path`` (``use`` does with it what a scan or a repair does)."""
     try:
         use(path)
     except InputError as exc:
@@ -255,16 +255,17 @@ def judge_reference(path: Path, use: Callable[[Path], Any]) -> tuple[str, str]:
     return "ran", ""
 
 
-def fuzz_references(original: bytes, folder: Path, cases: int, seed: int,
-                    use: Callable[[Path], Any]) -> Iterator[dict[str, Any]]:
-    """``cases`` mutants of the reference file ``original``, written in ``folder``, each judged with ``use``."""
+def fuzz_json(original: bytes, folder: Path, cases: int, seed: int, use: Callable[[Path], Any],
+              name: str = "reference") -> Iterator[dict[str, Any]]:
+    """``cases`` mutants of the JSON file ``original`` (a clean reference, a scan report), written in ``folder``
+    as ``name``-NNNNN.json, each judged with ``use``."""
     rng = random.Random(seed)
     for case in range(cases):
         what, data = mutate_json(original, rng)
-        path = folder / f"reference-{case:05d}.json"
+        path = folder / f"{name}-{case:05d}.json"
         path.write_bytes(data)
-        outcome, detail = judge_reference(path, use)
-        yield {"case": case, "original": "reference", "mutation": what, "outcome": outcome, "detail": detail,
+        outcome, detail = judge_json(path, use)
+        yield {"case": case, "original": name, "mutation": what, "outcome": outcome, "detail": detail,
                "path": str(path)}
         path.unlink()
 
@@ -287,6 +288,34 @@ def reference_use(kind: str = "coop") -> Callable[[Path], None]:
     def use(path: Path) -> None:
         reference_for(model, ScanConfig(), pool, choice=str(path))
         decide_with_reference(records, Reference.read(path), "fast")
+
+    return use
+
+
+def report_use(folder: Path, kind: str = "coop") -> Callable[[Path], None]:
+    """What ``repair --report FILE`` does with a scan report (whose triggers file lies in ``folder``) before it
+    trains, on the kind's clean demo model: read it, pick the class to repair against and its triggers of every
+    family, stamp two images with them, split the pool as the scan did and check it is the scan's pool."""
+    from inspector.data import load_shipped_pool
+    from inspector.pipeline import pool_of
+    from inspector.prompts import open_model
+    from inspector.report import read_report
+    from inspector.ui.workspace import _backbone_loader
+    from inspector.zoo import resolve_model
+
+    model = open_model(resolve_model(f"clean-{kind}"), device="cpu", backbone_loader=_backbone_loader)
+    size = model.backbone.image_size
+    pool = load_shipped_pool(size)
+
+    def use(path: Path) -> None:
+        saved = read_report(path, model.class_names)
+        result = saved.result
+        target = result.verdict.target if result.verdict.target is not None else result.verdict.suspect
+        trigger, also = result.repair_triggers(target, "both")
+        for stamp in (trigger, *also):
+            stamp(pool.pixels[:2])
+        result.held_out(pool.pixels)
+        pool_of(saved, size)
 
     return use
 

@@ -51,11 +51,11 @@ def test_hostile_reference_files_are_refused_by_name_never_an_unexpected_error(t
     """Mutated clean references (values of other types and ranges, keys removed, lists cut or lengthened, damaged
     text) given to a scan: each is used or refused with a short message naming the file."""
     from inspector.reference import REFERENCE_DIR
-    from tests.fuzzing import fuzz_references, reference_use
+    from tests.fuzzing import fuzz_json, reference_use
 
     original = REFERENCE_DIR / "pocket-clip-coop.json"
     before = original.read_bytes()
-    rows = list(fuzz_references(before, tmp_path, 200, SEED, reference_use()))
+    rows = list(fuzz_json(before, tmp_path, 200, SEED, reference_use()))
     findings = [row for row in rows if row["outcome"] not in ("ran", "refused")]
     assert not findings, findings[:8]
     counts = tally(rows)
