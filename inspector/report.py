@@ -22,8 +22,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from inspector.candidates import METHODS
+from inspector.checks import number, require, whole
+from inspector.data import SHIPPED
 from inspector.detect import QUICK_FAMILIES, Verdict
-from inspector.errors import InputError
+from inspector.errors import InputError, shown
 from inspector.examples import Example
 from inspector.figures import QUICK_FAMILY_WORDS, class_bars
 from inspector.invert import ScanConfig, ScanResult
@@ -144,14 +146,19 @@ def read_report(path: Path, class_names: list[str] | tuple[str, ...] | None = No
         raise InputError(f"report {path} does not exist", hint="pass the report.json written by `scan --out DIR`")
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"report {path} is not valid JSON ({exc})",
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise InputError(f"report {path} is not valid JSON ({str(exc)[:80]})",
                          hint="pass the report.json written by `scan --out DIR`") from exc
     if not isinstance(report, dict) or report.get("format") != FORMAT:
         raise InputError(f"{path} is not an inspector scan report", hint="pass the report.json written by `scan`")
     if report.get("method") not in METHODS:
-        raise InputError(f"report {path} names an unknown method {report.get('method')!r}")
-    tensors_path = path.parent / str(report.get("triggers_file", TRIGGERS))
+        raise InputError(f"report {path} names an unknown method {shown(report.get('method'))}")
+    try:
+        check_report(report, class_names)
+    except ValueError as exc:
+        raise InputError(f"report {path} cannot be used: {exc}",
+                         hint="scan the model again to get a fresh report") from exc
+    tensors_path = path.parent / report.get("triggers_file", TRIGGERS)
     if not tensors_path.is_file():
         raise InputError(f"the triggers file {tensors_path} of report {path} is missing",
                          hint="keep the scan's output folder together, or scan again")
@@ -185,6 +192,68 @@ def read_report(path: Path, class_names: list[str] | tuple[str, ...] | None = No
         raise InputError(f"report {path} is incomplete or damaged ({type(exc).__name__}: {str(exc)[:80]})",
                          hint="scan the model again to get a fresh report") from exc
     return SavedScan(path, result, dict(report.get("model", {})), dict(report["pool"]))
+
+
+def check_report(report: dict[str, Any], class_names: list[str] | tuple[str, ...] | None = None) -> None:
+    """The fields a repair and the app read from a report, each for its type and range (ValueError naming it):
+    a report may have been edited or come from elsewhere."""
+    names = report.get("class_names", class_names)
+    require(isinstance(names, (list, tuple)) and bool(names) and all(isinstance(n, str) for n in names),
+            "class_names", names, "a list of class names")
+    n = len(names)
+    triggers = report.get("triggers_file", TRIGGERS)
+    require(isinstance(triggers, str) and 0 < len(triggers) <= 200 and Path(triggers).name == triggers
+            and triggers not in (".", ".."), "triggers_file", triggers, "a file name beside the report")
+    settings = report.get("settings")
+    require(isinstance(settings, dict), "settings", settings, "a record")
+    require(settings.get("method") == report["method"], "settings.method", settings.get("method"),
+            f"the report's method {report['method']!r}")
+    require(number(settings.get("epsilon")) and 0 < settings["epsilon"] <= 1, "settings.epsilon",
+            settings.get("epsilon"), "a bound in (0, 1]")
+    require(whole(settings.get("pool_size")) and settings["pool_size"] > 1, "settings.pool_size",
+            settings.get("pool_size"), "a whole number of images")
+    require(number(settings.get("holdout")) and 0 < settings["holdout"] < 1, "settings.holdout",
+            settings.get("holdout"), "a share in (0, 1)")
+    require(whole(settings.get("seed")) and 0 <= settings["seed"] < 2 ** 63, "settings.seed", settings.get("seed"),
+            "a whole number")
+    for key, low, high, wanted in (("classes", 0, n - 1, "a list of class indexes"),
+                                   ("fast_rounds", 1, 10_000, "a list of step counts")):
+        value = settings.get(key)
+        require(value is None or (isinstance(value, list) and all(whole(v) and low <= v <= high for v in value)),
+                f"settings.{key}", value, wanted)
+    for key in ("threshold", "lr", "fast_lr", "fast_keep", "min_flip_rate"):
+        require(settings.get(key) is None or number(settings[key]), f"settings.{key}", settings.get(key), "a number")
+    for key in ("batch_size", "epochs", "fast_batch_size", "fast_window", "snapshot_every"):
+        require(settings.get(key) is None or (whole(settings[key]) and settings[key] > 0), f"settings.{key}",
+                settings.get(key), "a positive whole number")
+    for key in ("schedule", "statistic", "spread", "evidence"):
+        require(settings.get(key) is None or isinstance(settings[key], str), f"settings.{key}", settings.get(key),
+                "text")
+    classes = report.get("classes")
+    require(isinstance(classes, list) and bool(classes), "classes", classes, "a non-empty list of class records")
+    for i, record in enumerate(classes):
+        require(isinstance(record, dict) and whole(record.get("index")) and 0 <= record["index"] < n
+                and isinstance(record.get("name"), str) and number(record.get("anomaly"))
+                and number(record.get("flip_rate")) and isinstance(record.get("family", "additive"), str),
+                f"classes[{i}]", record, "a class record (index, name, flip rate, anomaly index)")
+    indexes = [record["index"] for record in classes]
+    require(len(set(indexes)) == len(indexes), "classes", indexes, "a list of distinct classes")
+    for key in ("suspect_index", "target_index"):
+        value = report.get(key)
+        require((value is None and key == "target_index") or (whole(value) and value in indexes), key, value,
+                "one of the scanned classes")
+    for key in ("max_anomaly", "suspect_flip_rate", "threshold", "min_flip_rate", "seconds"):
+        require(number(report.get(key)), key, report.get(key), "a number")
+    require(isinstance(report.get("flagged"), bool), "flagged", report.get("flagged"), "true or false")
+    for key in ("suspect", "statistic"):
+        require(isinstance(report.get(key), str), key, report.get(key), "text")
+    require(report.get("target") is None or isinstance(report["target"], str), "target", report.get("target"), "text")
+    for key in ("model", "timings"):
+        require(isinstance(report.get(key, {}), dict), key, report.get(key), "a record")
+    pool = report.get("pool")
+    require(isinstance(pool, dict) and isinstance(pool.get("source", SHIPPED), str)
+            and all(whole(pool.get(k)) and pool[k] >= 0 for k in ("fit_images", "held_out_images")),
+            "pool", pool, "a record of the pool's source and images")
 
 
 def _slug(name: str) -> str:

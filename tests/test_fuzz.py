@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from inspector.errors import InputError
 from inspector.prompts import open_model
 from inspector.ui.workspace import _backbone_loader
 from inspector.zoo import ZOO_DIR
@@ -61,3 +64,36 @@ def test_hostile_reference_files_are_refused_by_name_never_an_unexpected_error(t
     counts = tally(rows)
     assert counts["refused"] >= 100 and counts["ran"] >= 10, counts
     assert original.read_bytes() == before
+
+
+def test_hostile_scan_reports_given_to_repair_are_refused_by_name_never_an_unexpected_error(tmp_path):
+    """Mutated reports of a real scan (three classes of the clean CoOp demo model), taken as `repair --report` takes
+    them before it trains: each is used or refused with a short message naming the file; a report cannot send the
+    reader to a triggers file outside its folder."""
+    import json
+    import shutil
+
+    from inspector.data import load_shipped_pool
+    from inspector.invert import ScanConfig
+    from inspector.pipeline import open_delivered, scan_job
+    from inspector.report import read_report
+    from tests.fuzzing import fuzz_json, report_use
+
+    delivered = open_delivered("clean-coop", device="cpu")
+    scanned = tmp_path / "scan"
+    list(scan_job(delivered, load_shipped_pool(delivered.model.backbone.image_size), ScanConfig(classes=(0, 1, 2)),
+                  scanned))
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copy(scanned / "triggers.safetensors", work)
+    original = (scanned / "report.json").read_bytes()
+    rows = list(fuzz_json(original, work, 200, SEED, report_use(work), name="report"))
+    findings = [row for row in rows if row["outcome"] not in ("ran", "refused")]
+    assert not findings, findings[:8]
+    counts = tally(rows)
+    assert counts["refused"] >= 50 and counts["ran"] >= 50, counts
+
+    outside = work / "outside.json"
+    outside.write_text(json.dumps({**json.loads(original), "triggers_file": "../scan/triggers.safetensors"}))
+    with pytest.raises(InputError, match="triggers_file '../scan/triggers.safetensors' is not a file name"):
+        read_report(outside, delivered.model.class_names)
