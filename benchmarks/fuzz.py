@@ -1,14 +1,15 @@
 """The suite's fuzzers (tests/fuzzing.py), run long, with their tally (issue 23): thousands of hostile mutations of
-the shipped demo learners, each loaded as ``scan`` loads a delivered model, and of the shipped clean references,
-each given to a scan as ``--reference FILE``.
+the shipped demo learners, each loaded as ``scan`` loads a delivered model, of the shipped clean references, each
+given to a scan as ``--reference FILE``, and of a real scan's report, each taken as ``repair --report`` takes it.
 
-    python benchmarks/fuzz.py [--cases 5000] [--references 2000] [--seed 1]
+    python benchmarks/fuzz.py [--cases 5000] [--references 2000] [--reports 2000] [--seed 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -18,11 +19,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from inspector.data import load_shipped_pool  # noqa: E402
+from inspector.invert import ScanConfig  # noqa: E402
+from inspector.pipeline import open_delivered, scan_job  # noqa: E402
 from inspector.prompts import open_model  # noqa: E402
 from inspector.reference import REFERENCE_DIR  # noqa: E402
 from inspector.ui.workspace import _backbone_loader  # noqa: E402
 from inspector.zoo import ZOO_DIR  # noqa: E402
-from tests.fuzzing import fuzz, fuzz_json, reference_use, tally  # noqa: E402
+from tests.fuzzing import fuzz, fuzz_json, reference_use, report_use, tally  # noqa: E402
 
 OUTCOMES = ("ran", "refused", "unnamed", "long", "unexpected")
 
@@ -32,6 +36,7 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=5000, help="mutants (default: 5000)")
     parser.add_argument("--references", type=int, default=2000, help="reference mutants, half of each kind's "
                         "(default: 2000)")
+    parser.add_argument("--reports", type=int, default=2000, help="report mutants (default: 2000)")
     parser.add_argument("--seed", type=int, default=1, help="the fuzzer's seed (the suite uses another)")
     args = parser.parse_args()
     originals = {path.name: path.read_bytes() for path in sorted(ZOO_DIR.glob("*.safetensors"))}
@@ -43,28 +48,40 @@ def main() -> None:
             original = (REFERENCE_DIR / f"pocket-clip-{kind}.json").read_bytes()
             rows += [{**row, "original": f"pocket-clip-{kind}.json", "mutation": f"reference {row['mutation']}"}
                      for row in fuzz_json(original, Path(folder), args.references // 2, args.seed,
-                                                reference_use(kind))]
+                                          reference_use(kind))]
+        scanned = Path(folder) / "scan"  # a real report: three classes of the clean CoOp demo model
+        delivered = open_delivered("clean-coop", device="cpu")
+        list(scan_job(delivered, load_shipped_pool(delivered.model.backbone.image_size),
+                      ScanConfig(classes=(0, 1, 2)), scanned))
+        work = Path(folder) / "reports"
+        work.mkdir()
+        shutil.copy(scanned / "triggers.safetensors", work)
+        rows += [{**row, "original": "report.json of a scan of clean-coop", "mutation": f"report {row['mutation']}"}
+                 for row in fuzz_json((scanned / "report.json").read_bytes(), work, args.reports, args.seed,
+                                      report_use(work), name="report")]
     seconds = time.perf_counter() - started
     counts = tally(rows)
     by_kind: dict[str, Counter[str]] = defaultdict(Counter)
     for row in rows:
         words = row["mutation"].split()
-        by_kind[" ".join(words[:2]) if words[0] == "reference" else words[0]][row["outcome"]] += 1
+        by_kind[" ".join(words[:2]) if words[0] in ("reference", "report") else words[0]][row["outcome"]] += 1
     findings = [{k: row[k] for k in ("case", "original", "mutation", "outcome", "detail")} for row in rows
                 if row["outcome"] not in ("ran", "refused")]
-    record = {"cases": args.cases, "references": args.references, "seed": args.seed, "seconds": round(seconds, 1),
-              "originals": sorted(originals),
+    record = {"cases": args.cases, "references": args.references, "reports": args.reports, "seed": args.seed,
+              "seconds": round(seconds, 1), "originals": sorted(originals),
               "tally": dict(counts), "by_mutation": {k: dict(v) for k, v in sorted(by_kind.items())},
               "findings": findings}
     (HERE / "fuzz.json").write_text(json.dumps(record, indent=1) + "\n")
     lines = ["# Fuzzing the learner and reference files (issue 23)", "",
-             f"`python benchmarks/fuzz.py --cases {args.cases} --references {args.references} --seed {args.seed}`, "
+             f"`python benchmarks/fuzz.py --cases {args.cases} --references {args.references} --reports "
+             f"{args.reports} --seed {args.seed}`, "
              f"one run, {seconds:.0f} s on this machine (tests/fuzzing.py): {args.cases} mutants of the "
              f"{len(originals)} shipped demo learners, each loaded as `scan` loads a delivered model and, when it "
              f"loads, run once; {args.references} mutants of the two shipped clean references (half each), each "
              "given to a scan of the kind's clean demo model as `--reference FILE` and deciding that model's "
-             "recorded scan. *refused*: an error naming the file in under 600 characters; *unnamed*, *long*, "
-             "*unexpected*: findings.", "",
+             f"recorded scan; {args.reports} mutants of the report of a real scan (three classes of clean-coop), "
+             "each taken as `repair --report` takes it before it trains. *refused*: an error naming the file in "
+             "under 600 characters; *unnamed*, *long*, *unexpected*: findings.", "",
              "| outcome | cases |", "|---|---|"]
     lines += [f"| {outcome} | {counts.get(outcome, 0)} |" for outcome in OUTCOMES]
     lines += ["", "| mutation | " + " | ".join(OUTCOMES) + " |", "|---|" + "---|" * len(OUTCOMES)]
