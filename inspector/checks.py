@@ -26,9 +26,9 @@ def require(ok: bool, field_name: str, value: Any, wanted: str) -> None:
 
 
 def rates(field_name: str, values: Any, names: list[str], low: float = 0.0, high: float = 1.0) -> None:
-    """A {class: number} record over exactly ``names``, each number in [low, high]."""
+    """A {class: number} record over exactly ``names`` (the classes measured), each number in [low, high]."""
     require(isinstance(values, dict) and set(values) == set(names), field_name, values,
-            "a record of every class")
+            "a record of every measured class")
     bad = next((c for c, v in values.items() if not (number(v) and low <= v <= high)), None)
     if bad is not None:
         raise ValueError(f"{field_name}[{shown(bad)}] {shown(values[bad])} is not a number from {low:g} to {high:g}")

@@ -125,6 +125,9 @@ class Reference:
         require(number(self.epsilon) and 0 < self.epsilon <= 1, "epsilon", self.epsilon, "a bound in (0, 1]")
         require(isinstance(self.seeds, list) and all(whole(x) for x in self.seeds), "seeds", self.seeds,
                 "a list of whole numbers")
+        require(isinstance(self.flip_rates, dict) and bool(self.flip_rates) and set(self.flip_rates) <= set(names),
+                "flip_rates", self.flip_rates, "a record of some of its classes")
+        names = list(self.flip_rates)  # the classes it measured: every record below covers exactly these
         rates("flip_rates", self.flip_rates, names)
         require(isinstance(self.per_learner, list) and bool(self.per_learner), "per_learner", self.per_learner,
                 "a non-empty list of learners")

@@ -184,8 +184,17 @@ def test_a_reference_of_another_task_is_refused_with_the_reason(tmp_path, capsys
 
     other = json.loads(shipped_reference_path("pocket-clip", "coop").read_text())
     renamed = {name: f"other {name}" for name in other["class_names"]}
-    other.update(class_names=[renamed[n] for n in other["class_names"]],
-                 flip_rates={renamed[n]: v for n, v in other["flip_rates"].items()},
+
+    def per_class(record: dict) -> dict:  # every class-keyed record of the file, renamed alike
+        return {renamed[n]: v for n, v in record.items()}
+
+    fast = other["fast"]
+    other.update(class_names=[renamed[n] for n in other["class_names"]], flip_rates=per_class(other["flip_rates"]),
+                 per_learner=[per_class(r) for r in other["per_learner"]],
+                 fast={**fast, **{key: [per_class(r) for r in fast[key]] for key in ("held_out", "curves",
+                                                                                    "held_out_loss")}},
+                 **{family: {**other[family], "per_learner": [per_class(r) for r in other[family]["per_learner"]]}
+                    for family in ("colour", "blend")},
                  task={"source": "things/", "fingerprint": "sha256:0123456789abcdef", "train_images": 128})
     path = tmp_path / "other-task.json"
     path.write_text(json.dumps(other))
