@@ -72,7 +72,7 @@ def main() -> None:
               "tally": dict(counts), "by_mutation": {k: dict(v) for k, v in sorted(by_kind.items())},
               "findings": findings}
     (HERE / "fuzz.json").write_text(json.dumps(record, indent=1) + "\n")
-    lines = ["# Fuzzing the learner and reference files (issue 23)", "",
+    lines = ["# Fuzzing the learner, reference and report files (issue 23)", "",
              f"`python benchmarks/fuzz.py --cases {args.cases} --references {args.references} --reports "
              f"{args.reports} --seed {args.seed}`, "
              f"one run, {seconds:.0f} s on this machine (tests/fuzzing.py): {args.cases} mutants of the "

@@ -222,7 +222,13 @@ def saved_scan_for(delivered: Delivered, report: Path) -> SavedScan:
 def pool_of(saved: SavedScan, size: int, override: str | None = None) -> ImagePool:
     """The OOD pool a saved scan read (``override``: where it is now), checked to be the same images."""
     source = override or saved.pool.get("source", SHIPPED)
-    pool = open_pool(source, size, saved.result.settings.pool_size, label=str(source))
+    try:
+        pool = open_pool(source, size, saved.result.settings.pool_size, label=str(source))
+    except InputError as exc:
+        if override:
+            raise
+        raise InputError(f"report {saved.path} names the OOD pool its scan read, and that pool cannot be opened: "
+                         f"{exc.message}", hint="pass the scan's pool with --ood") from exc
     recorded = saved.pool.get("fingerprint")
     if recorded is not None and recorded != pool.fingerprint:
         raise InputError(f"the OOD pool {source} is not the one the scan of {saved.path} read ({len(pool.names)} "
