@@ -609,6 +609,14 @@ def tune(model: PromptedCLIP, pixels: torch.Tensor, labels: torch.Tensor,
 
 
 @torch.inference_mode()
+def predict_features(model: PromptedCLIP, features: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """Predicted class index per image from its precomputed image features (on their device); CoOp text features
+    computed once, not per batch."""
+    text = model.text_features() if model.kind == "coop" else None
+    return torch.cat([model.logits_from_features(batch, text).argmax(1) for batch in features.split(batch_size)])
+
+
+@torch.inference_mode()
 def predict(model: PromptedCLIP, pixels: torch.Tensor, batch_size: int = 128,
             progress: bool = False) -> torch.Tensor:
     """Predicted class index per image; CoOp text features computed once, not per batch."""

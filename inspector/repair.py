@@ -26,7 +26,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from inspector.prompts import PromptedCLIP, encode_transformed_views, iter_transformed_views, stack_views
+from inspector.prompts import (
+    PromptedCLIP,
+    encode_transformed_views,
+    iter_transformed_views,
+    predict_features,
+    stack_views,
+)
 
 Stamp = Callable[[torch.Tensor], torch.Tensor]
 FAMILY_CHOICES = ("indexed", "both", "additive")
@@ -138,11 +144,8 @@ class _Probe:
         self.sample = {"test": torch.randperm(len(self.labels), generator=generator)[:sample] if sample else None,
                        "ood": torch.randperm(len(ood_pixels), generator=generator)[:sample] if sample else None}
 
-    @torch.no_grad()
-    def _predict(self, features: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        text = self.model.text_features() if self.model.kind == "coop" else None
-        return torch.cat([self.model.logits_from_features(features[i:i + batch_size], text).argmax(1)
-                          for i in range(0, len(features), batch_size)])
+    def _predict(self, features: torch.Tensor) -> torch.Tensor:
+        return predict_features(self.model, features, batch_size=256)
 
     def measure(self, step: int, total: int, sampled: bool = False) -> RepairMeasured:
         """Every image, or the fixed sample (``sampled``) when there is one."""

@@ -159,25 +159,18 @@ def mutate(raw: bytes, rng: random.Random) -> tuple[str, bytes]:
 Loader = Callable[[Path], Any]
 
 
-def judge(path: Path, load: Loader) -> tuple[str, str]:
-    """How the engine takes the learner file at ``path``: (outcome, detail)."""
-    try:
+def learner_use(load: Loader) -> Callable[[Path], None]:
+    """Load a learner file as ``scan`` does and run it once on two images."""
+
+    def use(path: Path) -> None:
         model = load(path)
         size = model.backbone.image_size
         with torch.no_grad():
             logits = model(torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0)))
         if not torch.isfinite(logits).all():
-            return "unexpected", "the learner loaded but gives non-finite logits"
-    except InputError as exc:
-        message = str(exc)
-        if path.name not in message:
-            return "unnamed", message[:300]
-        if len(message) > MESSAGE_LIMIT:
-            return "long", message[:300]
-        return "refused", message
-    except Exception as exc:  # noqa: BLE001 - the point: anything else is a finding
-        return "unexpected", f"{type(exc).__name__}: {str(exc)[:300]}"
-    return "ran", ""
+            raise FloatingPointError("the learner loaded but gives non-finite logits")
+
+    return use
 
 
 def fuzz(originals: dict[str, bytes], folder: Path, cases: int, seed: int, load: Loader,
@@ -191,7 +184,7 @@ def fuzz(originals: dict[str, bytes], folder: Path, cases: int, seed: int, load:
         what, data = mutate(originals[name], rng)
         path = folder / f"case-{case:05d}-{name}"
         path.write_bytes(data)
-        outcome, detail = judge(path, load)
+        outcome, detail = judge(path, learner_use(load))
         yield {"case": case, "original": name, "mutation": what, "outcome": outcome, "detail": detail,
                "path": str(path)}
         if not keep:
@@ -241,8 +234,9 @@ def mutate_json(raw: bytes, rng: random.Random) -> tuple[str, bytes]:
     return f"{kind} {where}"[:120], json.dumps(document).encode()
 
 
-def judge_json(path: Path, use: Callable[[Path], Any]) -> tuple[str, str]:
-    """How the engine takes the JSON file at ``path`` (``use`` does with it what a scan or a repair does)."""
+def judge(path: Path, use: Callable[[Path], Any]) -> tuple[str, str]:
+    """How the engine takes the file at ``path`` (``use`` does with it what a scan or a repair does): (outcome,
+    detail)."""
     try:
         use(path)
     except InputError as exc:
@@ -264,7 +258,7 @@ def fuzz_json(original: bytes, folder: Path, cases: int, seed: int, use: Callabl
         what, data = mutate_json(original, rng)
         path = folder / f"{name}-{case:05d}.json"
         path.write_bytes(data)
-        outcome, detail = judge_json(path, use)
+        outcome, detail = judge(path, use)
         yield {"case": case, "original": name, "mutation": what, "outcome": outcome, "detail": detail,
                "path": str(path)}
         path.unlink()

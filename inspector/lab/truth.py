@@ -17,9 +17,9 @@ from safetensors import safe_open
 
 from inspector.data import Task, resize_pixels
 from inspector.errors import InputError
-from inspector.lab.implant import perturbed_trigger
+from inspector.lab.implant import perturbed_trigger, share
 from inspector.lab.triggers import ATTACKS, AdditiveTrigger, Trigger, trigger_from_tensors, trigger_tensors
-from inspector.prompts import PromptedCLIP, predict, read_header, save_learner
+from inspector.prompts import PromptedCLIP, predict, predict_features, read_header, save_learner
 
 TRUTH_KEY = "ground_truth"
 TENSOR_PREFIX = "ground_truth."
@@ -125,10 +125,7 @@ class TryMeasurement:
         return self._triggered[1]
 
     def _predict(self, model: PromptedCLIP, features: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            text = model.text_features() if model.kind == "coop" else None
-            return torch.cat([model.logits_from_features(batch, text).argmax(1).cpu()
-                              for batch in features.split(self.batch_size)])
+        return predict_features(model, features, self.batch_size).cpu()
 
     def accuracy(self, model: PromptedCLIP) -> float:
         """Top-1 accuracy on the task's test split (``evaluate.accuracy``)."""
@@ -144,8 +141,8 @@ class TryMeasurement:
         pool_kept = self._predict(model, clean["pool"]) != target  # already the target: the trigger changes nothing
         pool_hits = self._predict(model, triggered["pool"]) == target
         return {"accuracy": round(self.accuracy(model), 4), "clean_base_accuracy": self.clean_accuracy,
-                "asr": round(_share_of(test_hits, labels != target), 4),
-                "ood_asr": round(_share_of(pool_hits, pool_kept), 4)}
+                "asr": round(share(test_hits, labels != target), 4),
+                "ood_asr": round(share(pool_hits, pool_kept), 4)}
 
     def start(self, model: PromptedCLIP) -> float:
         """The clean learner's accuracy, which every try is compared with."""
@@ -158,10 +155,6 @@ def trigger_key(trigger: Trigger) -> tuple[Any, ...]:
     tensors = trigger_tensors(trigger)
     return (type(trigger).__name__, repr(sorted(trigger.params().items())),
             *((name, tuple(value.shape), value.numpy().tobytes()) for name, value in sorted(tensors.items())))
-
-
-def _share_of(hits: torch.Tensor, keep: torch.Tensor) -> float:
-    return float(hits[keep].float().mean()) if bool(keep.any()) else float("nan")
 
 
 def noisy_trigger_asr(model: PromptedCLIP, trigger: AdditiveTrigger, sigma: float, test_pixels: torch.Tensor,
