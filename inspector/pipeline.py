@@ -48,7 +48,7 @@ from inspector.lab.truth import (
     read_ground_truth,
     save_implanted,
 )
-from inspector.pools import pool_summary, read_pool
+from inspector.pools import pool_summary, read_pool, require_images
 from inspector.prompts import (
     Kind,
     PromptedCLIP,
@@ -194,6 +194,7 @@ def scan_job(delivered: Delivered, pool: ImagePool, config: ScanConfig, out: Pat
     """Scan ``delivered`` on ``pool`` with the clean ``reference`` (auto / none / a file), then write the
     report folder ``out`` (report.json, report.html, trigger PNGs and tensors). A stopped scan writes nothing."""
     check_output_folder(out, overwrite)
+    require_images(pool, config.pool_size)
     baseline, line = reference_for(delivered.model, config, pool, reference)
     config = replace(config, reference=baseline, reference_from=line)
     yield ReferenceChosen(line, baseline is not None)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import lzma
 import os
 import stat
 import struct
 import warnings
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -29,6 +31,12 @@ from inspector.data import ImagePool
 from inspector.errors import InputError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+# what a damaged or hostile zip raises while it is opened or read (zipfile does not wrap its decoders' errors;
+# a name flagged UTF-8 that is not, or an encrypted entry, raise the last two)
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError, zlib.error,
+              lzma.LZMAError, UnicodeDecodeError, RuntimeError, ValueError)
 
 
 class Skip(Exception):
@@ -140,8 +148,8 @@ def _read_zip_entry(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     try:
         with archive.open(info) as handle:
             return handle.read(limits.MAX_IMAGE_BYTES + 1)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError) as exc:
-        raise Skip(f"corrupt zip entry ({exc})") from exc
+    except ZIP_ERRORS as exc:
+        raise Skip(f"corrupt zip entry ({_short(exc)})") from exc
 
 
 @contextlib.contextmanager
@@ -158,8 +166,8 @@ def listed(source: Path | str, what: str = "image pool") -> Iterator[Listing]:
         raise InputError(f"{what} {source} is neither a folder nor a zip file", hint=hint)
     try:
         archive = zipfile.ZipFile(source)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise InputError(f"zip {source} cannot be read ({exc})", hint="re-create the zip") from exc
+    except ZIP_ERRORS as exc:
+        raise InputError(f"zip {source} cannot be read ({_short(exc)})", hint="re-create the zip") from exc
     with archive:
         yield _zip_listing(archive, source, what)
 
@@ -180,12 +188,22 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def upright(image: Image.Image) -> Image.Image:
+    """The image as a camera's EXIF orientation says to show it; as stored when that record is unreadable (the
+    pixels are fine, only the note on how to turn them is damaged)."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except (SyntaxError, ValueError, OSError, EOFError, IndexError, TypeError, KeyError, struct.error):
+        return image
+
+
 def decode_image(blob: bytes, size: int) -> torch.Tensor:
     """One untrusted image -> [0, 1] pixels at ``size``; raises ``Skip`` with the reason otherwise."""
     if len(blob) > limits.MAX_IMAGE_BYTES:
         raise Skip(f"file larger than {_mb(limits.MAX_IMAGE_BYTES)}")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's notes on damaged fields it skips: the file's reason says it
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(blob)) as image:
                 width, height = image.size
@@ -195,8 +213,7 @@ def decode_image(blob: bytes, size: int) -> torch.Tensor:
                 if width < 1 or height < 1:
                     raise Skip("image has no pixels")
                 image.load()
-                upright = ImageOps.exif_transpose(image)
-                return pil_to_pixels(to_rgb(upright), size)
+                return pil_to_pixels(to_rgb(upright(image)), size)
     except Skip:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -286,6 +303,15 @@ def read_pool(source: Path | str, size: int, limit: int | None = None, label: st
                          hint="add PNG or JPEG images to it")
     return ImagePool(torch.stack(done.pixels), done.names, skipped, unread, label or str(source),
                      fingerprint_of(done.digests))
+
+
+def require_images(pool: ImagePool, pool_size: int) -> None:
+    """Refuse, naming the pool, one with too few usable images for a scan (a fifth of them is held out)."""
+    if len(pool.pixels) < min(pool_size, limits.MIN_POOL_IMAGES):
+        skipped = f", {len(pool.skipped)} file(s) skipped" if pool.skipped else ""
+        raise InputError(f"OOD pool {pool.source} has {len(pool.pixels)} usable image(s){skipped}; a scan needs at "
+                         f"least {limits.MIN_POOL_IMAGES} (a fifth is held out to measure flip rates)",
+                         hint="use a pool of a few hundred unlabelled images (1,000 recommended)")
 
 
 def pool_summary(pool: ImagePool) -> dict:

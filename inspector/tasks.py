@@ -11,6 +11,7 @@ A zip may hold ``train/`` at its root or inside one top folder (as a file manage
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 from inspector import limits
 from inspector.data import Task, load_task
 from inspector.errors import InputError
-from inspector.pools import Decoded, Entry, Listing, decode_entries, fingerprint_of, listed
+from inspector.pools import Decoded, Entry, Listing, Skip, decode_entries, fingerprint_of, listed
 
 TRAIN, TEST = "train", "test"
 CLASSES_FILE = "classes.txt"
@@ -139,7 +140,7 @@ def _read_text(entry: Entry, name: str) -> str:
                          "class names", hint="classes.txt holds one class name a line")
     try:
         return entry.read()[:limits.MAX_CLASSES_FILE_BYTES].decode("utf-8")
-    except (UnicodeDecodeError, OSError) as exc:
+    except (UnicodeDecodeError, OSError, Skip) as exc:
         raise InputError(f"labelled set {name}: {entry.name} cannot be read as UTF-8 text ({type(exc).__name__})",
                          hint="classes.txt holds one class name a line, in UTF-8") from exc
 
@@ -150,7 +151,7 @@ def _class_order(train: dict[str, list[Entry]], order_text: str | None, name: st
         names = sorted(folders)
     else:
         names = [line.strip() for line in order_text.splitlines() if line.strip()]
-        repeated = sorted({n for n in names if names.count(n) > 1})
+        repeated = sorted(n for n, count in Counter(names).items() if count > 1)
         if repeated:
             raise InputError(f"labelled set {name}: {CLASSES_FILE} names {_short(repeated[0])} twice",
                              hint="list each class once")

@@ -45,7 +45,7 @@ def test_a_pool_smaller_than_a_batch_scans_and_a_tiny_one_is_refused(tmp_path, c
     code, _, err = run_cli(capsys, "--device", "cpu", "scan", "clean-coop", "--ood", str(tiny), "--classes", CLASSES,
                            "--out", str(tmp_path / "tiny-scan"))
     assert code == 2 and "Traceback" not in err
-    assert err.splitlines()[-2].startswith("error: the OOD pool has 3 image(s); a scan needs at least 10")
+    assert err.splitlines()[-2].startswith(f"error: OOD pool {tiny} has 3 usable image(s); a scan needs at least 10")
     assert not (tmp_path / "tiny-scan").exists()
 
 
