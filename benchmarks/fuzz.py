@@ -89,7 +89,7 @@ def main() -> None:
     for row in rows:
         by_kind[kind_of(row["mutation"])][row["outcome"]] += 1
     findings = [{k: row[k] for k in ("case", "original", "mutation", "outcome", "detail")} for row in rows
-                if row["outcome"] not in ("ran", "refused")]
+                if row["outcome"] not in ("ran", "refused", "used", "skipped")]
     record = {"cases": args.cases, "references": args.references, "reports": args.reports, "images": args.images,
               "pools": args.pools, "labelled": args.labelled, "seed": args.seed,
               "seconds": round(seconds, 1), "originals": sorted(originals),

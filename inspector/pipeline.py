@@ -62,7 +62,7 @@ from inspector.prompts import (
 from inspector.reference import Reference, ReferenceBuilt, ReferenceEvent, reference_build, reference_for
 from inspector.repair import RepairConfig, RepairEvent, RepairFinished, RepairMeasured, repair
 from inspector.report import REPORT, SavedScan, read_report, write_report
-from inspector.runs import check_output_folder, staged_folder
+from inspector.runs import atomic_file, check_output_folder, staged_folder
 from inspector.tasks import for_model
 from inspector.zoo import resolve_model
 
@@ -370,10 +370,8 @@ def reference_job(task: Task, pool: ImagePool, kind: Kind, backbone: Backbone, o
                                  should_stop, varied=varied):
         yield event
         if isinstance(event, ReferenceBuilt):
-            out.parent.mkdir(parents=True, exist_ok=True)
-            partial = out.with_name(out.name + ".partial")
-            partial.write_text(json.dumps(event.reference.as_dict(), indent=1) + "\n", encoding="utf-8")
-            partial.replace(out)
+            with atomic_file(out) as staging:
+                staging.write_text(json.dumps(event.reference.as_dict(), indent=1) + "\n", encoding="utf-8")
             yield ReferenceWritten(out, event.reference, event.seconds)
 
 

@@ -24,6 +24,7 @@ from torch import nn
 from inspector import limits, shared_prefix
 from inspector.backbone import Backbone
 from inspector.errors import InputError, shown
+from inspector.runs import atomic_file
 from inspector.safetensors_file import describe_problem
 
 Kind = Literal["coop", "cocoop"]
@@ -308,16 +309,11 @@ def save_learner(model: PromptedCLIP, path: Path, extra: dict[str, Any] | None =
     if private:
         header["ground_truth"] = json.dumps(private)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
     tensors = learner_tensors(model)
     if private_tensors and set(private_tensors) & set(tensors):
         raise ValueError("private tensor names collide with the learner's")
-    try:
-        save_file({**tensors, **(private_tensors or {})}, str(tmp), metadata=header)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)  # never leave a half-written model behind
+    with atomic_file(path) as staging:  # never a half-written model under the model's name
+        save_file({**tensors, **(private_tensors or {})}, str(staging), metadata=header)
     return path
 
 

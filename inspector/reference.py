@@ -55,6 +55,7 @@ from inspector.prompts import (
     save_learner,
     tuning,
 )
+from inspector.runs import atomic_file
 
 REFERENCE_DIR = ASSETS_DIR / "reference"
 FORMAT = "inspector.reference"
@@ -554,10 +555,8 @@ def _same_recipe(path: Path, key: dict[str, Any]) -> bool:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     """Written whole or not at all (a build killed mid-write must not leave half a file to resume from)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    partial.replace(path)
+    with atomic_file(path) as staging:
+        staging.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
 def _assemble(kind: str, backbone: Backbone, task: Task, pool: ImagePool, config: ScanConfig, recipe: TuneConfig,

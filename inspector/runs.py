@@ -2,7 +2,9 @@
 
 A stopped scan, a closed tab or a crash must never leave a half-written report that looks finished,
 and a later run must never overwrite an earlier one. So every writer fills a hidden staging folder
-next to the destination and moves it into place in one rename at the end.
+(or file) next to the destination and moves it into place in one rename at the end. A process killed
+outright (SIGKILL, power loss) cannot clean up, so staging names carry the writer's process id and
+the next writer in the same folder removes what dead processes left.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from pathlib import Path
 from inspector.errors import InputError
 
 STAGING_PREFIX = ".partial-"
+# .partial-<final name>-<pid>-<8 hex> (folders), .<final name>.partial-<pid>-<8 hex> (files)
+STAGED = re.compile(r"^\.(?:partial-.*|.*\.partial)-(\d+)-[0-9a-f]{8}$")
 
 
 def slug(label: str) -> str:
@@ -50,6 +54,57 @@ def check_output_folder(final: Path, overwrite: bool = False) -> None:
         raise InputError(f"cannot write to {existing}", hint="choose a folder you can write to")
 
 
+def _staging_name(prefix: str) -> str:
+    return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid < 2 ** 22  # another user's process (or a pid no system gives): leave its files alone
+    return True
+
+
+def sweep_stale(folder: Path) -> list[Path]:
+    """Remove the staging folders and files in ``folder`` whose writer is no longer running; returns them."""
+    removed = []
+    try:
+        names = [entry.name for entry in os.scandir(folder)]
+    except OSError:
+        return removed
+    for name in names:
+        match = STAGED.match(name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a hidden staging path beside ``path``; once the block has written it, it replaces ``path`` in one
+    rename; on any failure nothing is left. Stale staging files of killed writers in that folder go first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(path.parent)
+    staging = path.with_name(_staging_name(f".{path.name}.partial"))
+    try:
+        yield staging
+        os.replace(staging, path)
+    finally:
+        with contextlib.suppress(OSError):
+            staging.unlink()
+
+
 @contextlib.contextmanager
 def staged_folder(final: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a hidden staging folder; on success its files land in ``final``, on any failure nothing does.
@@ -61,7 +116,8 @@ def staged_folder(final: Path, overwrite: bool = False) -> Iterator[Path]:
     check_output_folder(final, overwrite)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
-        staging = final.parent / f"{STAGING_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
+        sweep_stale(final.parent)
+        staging = final.parent / _staging_name(f"{STAGING_PREFIX}{final.name}")
         staging.mkdir()
     except OSError as exc:
         raise InputError(f"cannot create the output folder {final} ({exc.strerror or exc})",

@@ -177,7 +177,8 @@ def _decode_split(groups: dict[str, list[Entry]], class_names: list[str], split:
         before, failed = len(decoded.pixels), len(skipped)
         decode_entries(entries, size, skipped, decoded, limit=shots)
         got = len(decoded.pixels) - before
-        why = "; ".join(f"{file}: {reason}" for file, reason in skipped[failed:failed + 2])
+        why = "; ".join(f"{_short(file, 80, quoted=False)}: {_short(reason, 80, quoted=False)}"
+                        for file, reason in skipped[failed:failed + 2])
         if got == 0:
             raise InputError(f"labelled set {name}: class folder {split}/{_short(class_name, quoted=False)}/ holds no "
                              "usable images"

@@ -236,6 +236,30 @@ def test_stop_interrupts_a_scan_quickly_and_the_app_stays_usable(page):
     assert stopped_after <= seen["verdict_after"] / 5, (stopped_after, seen)
 
 
+def test_a_second_user_sees_their_place_in_the_queue_and_gets_the_engine_when_it_frees(page, app_url):
+    """One engine job runs at a time: a second user's Scan waits with its place in the queue on its message line,
+    and starts as soon as the first user's job stops."""
+    pick_model(page, BACKDOORED)
+    other = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})  # another user's session
+    try:
+        other.goto(app_url, wait_until="load")
+        other.locator("#model-info").filter(has_text="prompt learner").wait_for(timeout=60_000)
+        page.locator("#scan-button").click()
+        page.locator("#progress").filter(has_text="Inverting").wait_for(timeout=30_000)
+        other.locator("#scan-button").click()
+        waiting = other.locator("#progress [data-testid='status-tracker']").filter(has_text="queue: 1/1")
+        waiting.wait_for(timeout=10_000)
+        assert waiting.is_visible() and waiting.bounding_box()["height"] > 10  # shown, not clipped away
+        shot(other, "4-queued")
+        page.locator("#stop-button").click()
+        page.locator("#verdict").filter(has_text="Scan stopped").wait_for(timeout=10_000)
+        other.locator("#progress").filter(has_text="Inverting").wait_for(timeout=30_000)  # its turn came
+        other.locator("#stop-button").click()
+        other.locator("#verdict").filter(has_text="Scan stopped").wait_for(timeout=10_000)
+    finally:
+        other.close()
+
+
 def test_own_model_and_data_from_the_page_upload_build_a_reference_scan_repair(page, things):
     """A user's own CoOp learner on a task that is not the pocket task: model, OOD pool and labelled task
     uploaded as files, the clean reference built live on the page, then scan and repair."""

@@ -76,7 +76,8 @@ def test_the_cli_takes_each_kind_of_hostile_zip_in_one_line(tmp_path, capsys):
         if kind.startswith("task"):
             argv = ["--device", "cpu", "eval", "clean-coop", "--task", str(path)]
         else:
-            argv = ["--device", "cpu", "scan", "clean-coop", "--ood", str(path), "--classes", "star,arrow,clock", "--out", str(out)]
+            argv = ["--device", "cpu", "scan", "clean-coop", "--ood", str(path), "--classes", "star,arrow,clock",
+                    "--out", str(out)]
         code, _, err = run_cli(capsys, *argv)
         codes[code] += 1
         lines = [line for line in err.splitlines() if line.strip()]

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from inspector import cli, pipeline, report
-from inspector.runs import STAGING_PREFIX, staged_folder
+from inspector.runs import STAGING_PREFIX, atomic_file, staged_folder
 from tests.untrusted import fingerprint, run_cli
 
 CLASSES = "star,arrow,clock"
@@ -97,6 +97,43 @@ def test_staged_folder_publishes_all_or_nothing(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(Exception, match="exists and is not a folder"), staged_folder(tmp_path / "file"):
         pass
+
+
+def test_what_a_killed_writer_left_is_removed_by_the_next_writer_and_a_living_ones_is_not(tmp_path):
+    """A process killed outright cannot clean up its staging folder or file: the next writer in that folder removes
+    them, by their writer's process id, and leaves a running writer's alone."""
+    import os
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    left = [tmp_path / f"{STAGING_PREFIX}scan-{pid}-0123abcd", tmp_path / f".ref.json.partial-{pid}-89abcdef"]
+    left[0].mkdir()
+    (left[0] / "report.json").write_text("{")
+    left[1].write_text("{")
+    running = [tmp_path / f"{STAGING_PREFIX}other-{os.getpid()}-0123abcd", tmp_path / f".m.partial-{os.getpid()}-aa"]
+    running[0].mkdir()
+    running[1].write_text("")  # not a staging name (8 hex digits): never touched
+    kept = tmp_path / f"{STAGING_PREFIX}notes"  # not a staging name either
+    kept.write_text("mine")
+
+    with staged_folder(tmp_path / "scan") as staging:
+        (staging / "report.json").write_text("{}")
+    assert not any(p.exists() for p in left[:1]) and not left[1].exists()
+    assert all(p.exists() for p in running) and kept.read_text() == "mine"
+
+    left[1].write_text("{")
+    with atomic_file(tmp_path / "ref.json") as staging:
+        assert staging.parent == tmp_path and staging.name.startswith(".ref.json.partial-")
+        staging.write_text("{}")
+    assert (tmp_path / "ref.json").read_text() == "{}" and not left[1].exists()
+    with pytest.raises(RuntimeError), atomic_file(tmp_path / "ref.json") as staging:
+        staging.write_text("{ half")
+        raise RuntimeError("stopped")
+    assert (tmp_path / "ref.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["scan", "ref.json", kept.name,
+                                                                  *(p.name for p in running)])
 
 
 def test_out_that_is_a_file_or_unwritable_is_a_clear_error(tmp_path, capsys):

@@ -27,6 +27,7 @@ from inspector.backbone import Backbone
 from inspector.lab.implant import AUGMENT, ImplantStarted, ImplantStep, share
 from inspector.lab.triggers import BlendTrigger
 from inspector.prompts import zero_shot_text_features
+from inspector.runs import atomic_file
 
 EncoderPattern = Literal["noise", "triangle", "text"]
 ENCODER_PATTERNS: tuple[EncoderPattern, ...] = ("noise", "triangle", "text")
@@ -141,6 +142,6 @@ def save_clip_weights(clip: torch.nn.Module, path: Path) -> Path:
 
     state = {name: value.detach().to("cpu", torch.float16).contiguous() for name, value in clip.state_dict().items()
              if name != "attn_mask"}
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(path))
+    with atomic_file(Path(path)) as staging:
+        save_file(state, str(staging))
     return Path(path)

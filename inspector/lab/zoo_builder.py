@@ -21,6 +21,7 @@ from inspector.lab.implant import IMPLANT_ATTEMPTS, ImplantConfig, ImplantStep, 
 from inspector.lab.triggers import ATTACKS
 from inspector.lab.truth import TryMeasurement, backdoor_rates, read_ground_truth, save_implanted
 from inspector.prompts import PromptedCLIP, TuneConfig, build_learner, load_learner, read_header, save_learner, tune
+from inspector.runs import atomic_file
 
 MANIFEST = "manifest.json"
 
@@ -183,7 +184,6 @@ def write_plan(path: Path, items: list[ZooItem], about: str) -> Path:
 
 def write_manifest(out_dir: Path, rows: list[dict[str, Any]], settings: dict[str, Any]) -> Path:
     path = Path(out_dir) / MANIFEST
-    tmp = path.with_name(MANIFEST + ".partial")
-    tmp.write_text(json.dumps({"settings": settings, "models": rows}, indent=2))
-    tmp.replace(path)
+    with atomic_file(path) as staging:
+        staging.write_text(json.dumps({"settings": settings, "models": rows}, indent=2))
     return path

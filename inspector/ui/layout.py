@@ -34,6 +34,13 @@ CSS = """
 .trigger-img img {image-rendering: pixelated;}
 .probe-tiles {display: flex; gap: 14px; flex-wrap: wrap;}
 .probe-tiles figure {margin: 0; text-align: center; font-size: .9em;}
+/* a job waiting for the one engine slot: Gradio's "queue: 2/3 | 4.1s" at the right of the job's message line */
+.job-line {overflow: visible !important; min-height: 1.6em;}
+.job-line [data-testid="status-tracker"].minimal {height: 100% !important; top: 0 !important; flex-direction: row;
+  align-items: center; justify-content: flex-end;}
+.job-line [data-testid="status-tracker"].minimal .progress-text {position: static !important; transform: none !important;
+  top: auto !important; margin: 0 !important; font-size: .95em; font-weight: 600;
+  color: #8a4b00; background: #fff4e5; border-radius: 6px; padding: 2px 8px;}
 .probe-tiles img {width: 128px; height: 128px; image-rendering: pixelated; border: 1px solid #d9dee4;}
 """
 
@@ -117,7 +124,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                         c["reference_button"] = gr.Button("Build reference", elem_id="reference-button")
                         c["reference_stop"] = gr.Button("Stop", variant="stop", interactive=False,
                                                         elem_id="reference-stop")
-                    c["reference_status"] = gr.Markdown(elem_id="reference-status")
+                    c["reference_status"] = gr.Markdown(elem_id="reference-status", elem_classes="job-line")
                 with gr.Accordion("Scan settings", open=False):
                     c["method"] = gr.Radio(list(METHODS), value="inspector", label="Method",
                                            info="inspector: additive trigger; baselines: neural-cleanse (mask + "
@@ -149,7 +156,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
             with gr.Column(scale=2):
                 c["result_stamp"] = gr.HTML(elem_id="result-stamp")
                 c["verdict"] = gr.HTML(elem_id="verdict")
-                c["progress"] = gr.Markdown(elem_id="progress")
+                c["progress"] = gr.Markdown(elem_id="progress", elem_classes="job-line")
                 with gr.Row(equal_height=True):
                     with gr.Column(scale=1, min_width=200):
                         c["trigger_picture"] = gr.Image(label="Trigger (amplified)", type="pil", height=170,
@@ -230,7 +237,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                                                    elem_id="repair-button")
                     c["repair_stop"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="repair-stop")
                     c["load_repaired"] = gr.Button("Scan the repaired model next", visible=False)
-                c["repair_status"] = gr.Markdown(elem_id="repair-status")
+                c["repair_status"] = gr.Markdown(elem_id="repair-status", elem_classes="job-line")
                 c["repair_plot"] = gr.Plot(label="Repair curves", elem_id="repair-plot")
                 c["repair_table"] = gr.Markdown(elem_id="repair-table")
                 c["repaired_file"] = gr.File(label="Repaired prompt learner", interactive=False,
@@ -253,7 +260,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                     c["implant_button"] = gr.Button("Implant", variant="primary", elem_id="implant-button")
                     c["implant_stop"] = gr.Button("Stop", variant="stop", interactive=False, elem_id="implant-stop")
                     c["reveal_button"] = gr.Button("Reveal the ground truth", visible=False, elem_id="reveal-button")
-                c["teach_status"] = gr.Markdown(elem_id="teach-status")
+                c["teach_status"] = gr.Markdown(elem_id="teach-status", elem_classes="job-line")
                 c["truth"] = gr.HTML(elem_id="truth")
 
         wire = _Wiring(c, new_workspace)
@@ -467,7 +474,7 @@ class _Wiring:
         state = self.c["state"]
         first = listener(start, [state, *(self.c[n] for n in inputs)], [self.c[n] for n in names],
                          show_progress="hidden", **_kwargs(api_name, False))
-        second = first.then(stream, [state], [self.c[n] for n in live_names], show_progress="hidden",
-                            **_kwargs(f"{api_name}_live", True))
+        second = first.then(stream, [state], [self.c[n] for n in live_names], show_progress="minimal",
+                            show_progress_on=self.c[message_to], **_kwargs(f"{api_name}_live", True))
         return second.then(end, [state], [self.c[n] for n in names], show_progress="hidden",
                            **_kwargs(f"{api_name}_end", False))
