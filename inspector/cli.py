@@ -222,11 +222,7 @@ def cmd_reference_build(args: argparse.Namespace) -> None:
     reference = written.reference
     top = sorted(reference.flip_rates.items(), key=lambda kv: -kv[1])[:3]
     if args.json:
-        _print_json({"out": str(written.path), "kind": reference.kind, "learners": len(reference.seeds),
-                     "seeds": reference.seeds, "accuracies": reference.accuracies, "task": reference.task,
-                     "pool": {"source": reference.pool_source, "fingerprint": reference.pool},
-                     "epsilon": reference.epsilon, "pool_size": reference.pool_size,
-                     "highest_mean_flip_rates": dict(top), "seconds": written.seconds})
+        _print_json(written.summary())
         return
     print(f"wrote {written.path} ({len(reference.seeds)} clean {reference.kind} learners, {written.seconds:.0f} s); "
           "highest mean flip rates: " + ", ".join(f"{n} {r:.1%}" for n, r in top))

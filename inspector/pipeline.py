@@ -339,6 +339,16 @@ class ReferenceWritten:
     reference: Reference
     seconds: float
 
+    def summary(self) -> dict[str, Any]:
+        """What the CLI's ``--json`` and the app's API say of a finished reference build."""
+        reference = self.reference
+        top = sorted(reference.flip_rates.items(), key=lambda kv: -kv[1])[:3]
+        return {"out": str(self.path), "kind": reference.kind, "learners": len(reference.seeds),
+                "seeds": reference.seeds, "accuracies": reference.accuracies, "task": reference.task,
+                "pool": {"source": reference.pool_source, "fingerprint": reference.pool},
+                "epsilon": reference.epsilon, "pool_size": reference.pool_size,
+                "highest_mean_flip_rates": dict(top), "seconds": self.seconds}
+
 
 def learners_folder(out: Path) -> Path:
     """Where a reference build keeps its tuned learners and their measurements (so a rerun resumes)."""

@@ -59,12 +59,13 @@ def _staging_name(prefix: str) -> str:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (another user's counts: its files are left alone)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except PermissionError:
+        return True
+    except (ProcessLookupError, OverflowError):
         return False
-    except (PermissionError, OverflowError):
-        return pid < 2 ** 22  # another user's process (or a pid no system gives): leave its files alone
     return True
 
 

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,21 +30,31 @@ def cli(*argv: str) -> list[str]:
     return [sys.executable, "-m", "inspector", "--device", "cpu", *argv]
 
 
-def run(argv: list[str], kill_after: float | None = None, timeout: float = 600) -> tuple[int, float, str]:
-    """Run ``argv`` from the repository root; SIGKILL it ``kill_after`` seconds in. (exit code, seconds, stderr)"""
+def run(argv: list[str], kill_after: float | None = None, kill_when: Callable[[], bool] | None = None,
+        timeout: float = 600) -> tuple[int, float, str]:
+    """Run ``argv`` from the repository root; SIGKILL it ``kill_after`` seconds in, or as soon as ``kill_when()``
+    holds. (exit code, seconds, what it printed)"""
     started = time.perf_counter()
-    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        if kill_after is not None:
-            try:
-                process.wait(timeout=kill_after)
-            except subprocess.TimeoutExpired:
+    with tempfile.TemporaryFile("w+") as printed:  # a file, not a pipe: a full pipe would stall the job
+        process = subprocess.Popen(argv, cwd=ROOT, stdout=printed, stderr=subprocess.STDOUT, text=True,
+                                   env={**os.environ, "PYTHONPATH": str(ROOT)})
+        try:
+            if kill_after is not None:
+                try:
+                    process.wait(timeout=kill_after)
+                except subprocess.TimeoutExpired:
+                    process.send_signal(signal.SIGKILL)
+            elif kill_when is not None:
+                while process.poll() is None and not kill_when():
+                    time.sleep(0.05)
                 process.send_signal(signal.SIGKILL)
-        _, err = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            process.kill()
+            process.wait(timeout=timeout)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        printed.seek(0)
+        err = printed.read()
     return process.returncode, time.perf_counter() - started, err or ""
 
 

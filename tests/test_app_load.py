@@ -1,19 +1,17 @@
-"""The running app under several users at once (issue 7), on loopback through ``gradio_client``.
+"""The running app under many users at once (issues 7, 23), on loopback through ``gradio_client``.
 
-Six clients start small scans at the same moment: each is queued for the one engine slot, none
-errors, each gets its own run folder and exactly the numbers a solo CLI run gives. Around them: a
-cancelled scan frees the slot and leaves no half-written run, an over-size upload is refused with
-413, a request naming a server file instead of an upload is refused, and the app keeps serving; the
-named API's /repair repairs from a /scan's report and refusals come back as the page's messages.
+Twenty clients send scans, repairs and clean-reference builds at the same moment (tests/load.py): each is queued
+for the one engine slot and shown its place in the queue, none errors, each gets exactly the numbers a solo CLI run
+gives. Around them: a cancelled scan frees the slot and leaves no half-written run, a client killed mid-job frees
+the slot and its job stops, an over-size upload is refused with 413, a request naming a server file instead of an
+upload is refused, and the app keeps serving; refusals come back as the page's messages.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
+import subprocess
+import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -21,21 +19,11 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from inspector.cli import main as cli_main
 from inspector.data import load_task
-from tests.app_server import running_app
+from tests.app_server import memory_mib, running_app
+from tests.load import CLASS_SETS, MODEL, POOL_SIZE, differences, mix, scan_request, serve_all, solo_runs
 
-MODEL = "clean-coop"
-CLASS_SETS = (["star", "arrow", "clock"], ["map", "balloon", "file icon", "button"])
-POOL_SIZE = 96
-
-
-KEYS = ("name", "flip_rate", "anomaly", "loss")
-
-
-def scan_request(classes: list[str]) -> dict[str, object]:
-    """The named /scan API's parameters for a small scan of the test's model."""
-    return {"model": MODEL, "pool": "shipped", "epsilon": 14, "pool_size": POOL_SIZE, "classes": classes}
+USERS = 20
 
 
 def page_scan_inputs(classes: list[str], pool: str, upload: object) -> list[object]:
@@ -44,39 +32,33 @@ def page_scan_inputs(classes: list[str], pool: str, upload: object) -> list[obje
             "flip_rate", 0.5]
 
 
-def _classes(report_path: str | Path) -> list[dict]:
-    report = json.loads(Path(report_path).read_text())
-    return [{k: c[k] for k in KEYS} for c in report["classes"]]
-
-
-def _peak_rss_mib(pid: int) -> float | None:
-    status = Path(f"/proc/{pid}/status")
-    if not status.exists():
-        return None
-    for line in status.read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return None
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100  # utime + stime, in clock ticks of 1/100 s
 
 
 @pytest.fixture(scope="module")
-def solo(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[dict]]:
-    """What a solo run of each class set gives: the CLI, in this process."""
-    numbers = {}
-    for i, classes in enumerate(CLASS_SETS):
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-            code = cli_main(["--device", "cpu", "scan", MODEL, "--classes", ",".join(classes), "--pool-size",
-                             str(POOL_SIZE), "--out", str(tmp_path_factory.mktemp("solo") / "scan"), "--json"])
-        assert code == 0
-        numbers[i] = [{k: c[k] for k in KEYS} for c in json.loads(out.getvalue())["classes"]]
-    return numbers
+def solo(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """What a solo CLI run of each request gives."""
+    return solo_runs(tmp_path_factory.mktemp("solo"))
+
+
+_LONG_CLIENT = """
+from gradio_client import Client
+job = Client({url!r}, verbose=False).submit(model="clean-cocoop", schedule="faithful", api_name="/scan")
+import time
+while len(job.outputs()) < 2:
+    time.sleep(0.2)
+print("streaming", flush=True)
+time.sleep(600)
+"""
 
 
 def test_concurrent_clients_are_queued_isolated_and_match_a_solo_run(tmp_path, solo):
     runs = tmp_path / "runs"
     runs.mkdir()
-    with running_app(runs, "--max-upload", "1mb") as (url, process, log):
+    allowed = str(Path(solo["report"]).parent.parent)
+    with running_app(runs, "--max-upload", "1mb", "--allow-path", allowed) as (url, process, log):
         # a scan that is cancelled mid-way must free the engine and leave no half-written run: it scans
         # every class, and is cancelled once it streams, so it is surely mid-way on any machine
         canceller = Client(url, verbose=False)
@@ -87,23 +69,29 @@ def test_concurrent_clients_are_queued_isolated_and_match_a_solo_run(tmp_path, s
             time.sleep(0.1)
         job.cancel()
 
-        def one_client(i: int) -> tuple[int, dict, list[dict], float]:
-            client = Client(url, verbose=False)
-            started = time.time()
-            result = client.predict(**scan_request(CLASS_SETS[i % 2]), api_name="/scan")
-            return i, result, _classes(result.get("report", "")), time.time() - started
-
-        with ThreadPoolExecutor(6) as pool:
-            results = list(pool.map(one_client, range(6)))
-
-        for i, result, classes, _ in results:
-            assert result["status"] == "finished", (result, log.read_text()[-2000:])
-            assert classes == solo[i % 2], f"client {i} differs from the solo run"
-            assert result["classes"] == classes and result["model"] == MODEL  # named results: the report's numbers
-        folders = sorted(p for p in runs.iterdir() if p.is_dir())
-        assert len(folders) == 6 and all((f / "report.json").is_file() and (f / "report.html").is_file()
-                                         for f in folders)  # one complete folder each; the cancelled run wrote none
+        served = serve_all(url, mix(USERS), solo["report"])
+        wrong = differences(served, solo)
+        assert not wrong, (wrong, log.read_text()[-2000:])
+        waited = max((max(s.ranks) for s in served if s.ranks), default=-1)
+        assert waited >= USERS // 2, [s.ranks for s in served]  # the queue positions were shown, far down the line
+        scans = [s for s in served if s.kind.startswith("scan")]
+        folders = sorted(p for p in runs.iterdir() if p.is_dir() and p.name != "references")
+        assert len(folders) == len(scans) and all((f / "report.json").is_file() and (f / "report.html").is_file()
+                                                  for f in folders)  # one complete folder each; the cancelled none
         assert not [p for p in runs.rglob("*") if "partial" in p.name]
+
+        # a client killed mid-job (its connection drops): the app stops its job and serves the next at once
+        killed = subprocess.Popen([sys.executable, "-c", _LONG_CLIENT.format(url=url)], stdout=subprocess.PIPE,
+                                  text=True)
+        assert killed.stdout is not None and killed.stdout.readline().strip() == "streaming"
+        killed.kill()
+        killed.wait()
+        time.sleep(2)
+        after = Client(url, verbose=False).predict(**scan_request(CLASS_SETS[0]), api_name="/scan")
+        assert after["status"] == "finished" and after["classes"] == solo["scan 0"]
+        cpu = _cpu_seconds(process.pid)
+        time.sleep(3)
+        assert _cpu_seconds(process.pid) - cpu < 1.0, "the killed client's job still runs"  # idle, not 2 busy cores
 
         too_big = httpx.post(f"{url}/gradio_api/upload", files={"files": ("pool.zip", b"\0" * 1_100_000)})
         assert too_big.status_code == 413
@@ -127,6 +115,5 @@ def test_concurrent_clients_are_queued_isolated_and_match_a_solo_run(tmp_path, s
             client.predict(model=MODEL, method="strip", api_name="/scan")
         with pytest.raises(AppError, match="outside the folders this app may read"):
             client.predict(model=MODEL, report="/etc/hostname", api_name="/repair")
-        peak = _peak_rss_mib(process.pid)
-        if peak is not None:
-            assert peak < 3 * 1024, f"app peak memory {peak:.0f} MiB"
+        peak = memory_mib(process.pid)["peak_mib"]
+        assert peak < 3 * 1024, f"app peak memory {peak:.0f} MiB"

@@ -1,4 +1,5 @@
-"""The app's scripting API: ``/scan``, ``/repair`` and ``/implant`` with named parameters and named results.
+"""The app's scripting API: ``/scan``, ``/repair``, ``/build_reference`` and ``/implant`` with named parameters
+and named results.
 
 An API call keeps no page state: each runs in a fresh workspace and consumes the engine's events through
 the same ``Workspace`` jobs the page uses. It streams ``{"status": "running", ...}`` lines while the job
@@ -27,7 +28,8 @@ from inspector.invert import (
 )
 from inspector.lab.implant import ImplantStep, ImplantTried
 from inspector.lab.triggers import ATTACKS
-from inspector.pipeline import Implanted, Repaired, ReportWritten, Stopped
+from inspector.pipeline import Implanted, ReferenceWritten, Repaired, ReportWritten, Stopped
+from inspector.reference import LearnerMeasured, ReferenceProgress, ReferenceStopped
 from inspector.repair import RepairConfig, RepairEncoding, RepairMeasured, RepairStarted, RepairStep
 from inspector.ui import handlers
 from inspector.ui.background import Background
@@ -92,7 +94,7 @@ def _refused(exc: InputError) -> gr.Error:
 
 
 def endpoints(new_workspace: Callable[[], Workspace]) -> None:
-    """Register the three endpoints on the Blocks being built; they share the page's one engine slot."""
+    """Register the endpoints on the Blocks being built; they share the page's one engine slot."""
 
     def scan(model: str = DEFAULT_MODEL, pool: str = "shipped", method: str = "inspector", schedule: str = "fast",
              epsilon: float | None = None, pool_size: int = 1000, classes: list[str] | None = None,
@@ -160,6 +162,34 @@ def endpoints(new_workspace: Callable[[], Workspace]) -> None:
         except InputError as exc:
             raise _refused(exc) from exc
 
+    def build_reference(model: str = DEFAULT_MODEL, pool: str = "shipped", task: str = "shipped", learners: int = 6,
+                        epsilon: float | None = None, pool_size: int = 1000) -> Iterator[Result]:
+        """Tune and scan clean learners of the model's kind on the labelled task and OOD pool: the reference its
+        scans compare each class with. task, pool: "shipped" or a folder; learners: 1 to 32 (6 recommended);
+        epsilon in /255 units (default: the model's). Kept under the app's runs folder by task, kind and pool, so
+        a stopped build resumes. Ends with the reference's file, its learners' seeds and accuracies."""
+        ws = new_workspace()
+        try:
+            _open(ws, model)
+            ws.use_pool(_source(ws, pool, "OOD pool"), int(pool_size))
+            ws.use_task(_source(ws, task, "labelled task"))
+            size = ws.require_model().model.backbone.image_size
+            bound = default_epsilon(size) if epsilon is None else float(epsilon) / 255
+            due = _Every()
+
+            def reference_progress(event: Any) -> Result | None:
+                if isinstance(event, LearnerMeasured):
+                    return {"learner": event.line()}
+                if isinstance(event, ReferenceProgress) and due():
+                    return {"learner_number": event.learner, "stage": event.stage, "done_units": event.done_units,
+                            "total_units": event.total_units}
+                return None
+
+            yield from _stream(Background(ws.build_reference(int(learners), bound, int(pool_size)), ws.stop),
+                               ReferenceStopped, ReferenceWritten, lambda done: done.summary(), reference_progress)
+        except InputError as exc:
+            raise _refused(exc) from exc
+
     def implant(base: str = "clean-coop", attack: str = "blended", target: str | None = None,
                 seed: int = 0) -> Iterator[Result]:
         """Teaching mode: implant a lab backdoor into a clean demo model. target: a class name, or none for a
@@ -190,5 +220,5 @@ def endpoints(new_workspace: Callable[[], Workspace]) -> None:
         except InputError as exc:
             raise _refused(exc) from exc
 
-    for fn in (scan, repair, implant):
+    for fn in (scan, repair, build_reference, implant):
         gr.api(fn, api_name=fn.__name__, concurrency_id="engine", concurrency_limit=1)

@@ -38,8 +38,8 @@ CSS = """
 .job-line {overflow: visible !important; min-height: 1.6em;}
 .job-line [data-testid="status-tracker"].minimal {height: 100% !important; top: 0 !important; flex-direction: row;
   align-items: center; justify-content: flex-end;}
-.job-line [data-testid="status-tracker"].minimal .progress-text {position: static !important; transform: none !important;
-  top: auto !important; margin: 0 !important; font-size: .95em; font-weight: 600;
+.job-line [data-testid="status-tracker"].minimal .progress-text {position: static !important;
+  transform: none !important; top: auto !important; margin: 0 !important; font-size: .95em; font-weight: 600;
   color: #8a4b00; background: #fff4e5; border-radius: 6px; padding: 2px 8px;}
 .probe-tiles img {width: 128px; height: 128px; image-rendering: pixelated; border: 1px solid #d9dee4;}
 """
