@@ -59,7 +59,7 @@ def bound_malloc_arenas() -> bool:
     """Before any thread starts. Gradio serves each request from a pool of worker threads, and glibc gives each
     thread that allocates a malloc arena of its own (up to 8 per core) which keeps its freed memory: the app's
     resident memory crept up 19% over 50 scans, and stayed flat with two arenas at the same speed
-    (benchmarks/app_memory.md). A user's MALLOC_ARENA_MAX wins; elsewhere than glibc this does nothing."""
+    (benchmarks/app_memory_before.md, app_memory.md). A user's MALLOC_ARENA_MAX wins; without glibc, nothing."""
     if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")

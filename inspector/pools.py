@@ -33,8 +33,8 @@ from inspector.errors import InputError
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-# what a damaged or hostile zip raises while it is opened or read (zipfile does not wrap its decoders' errors;
-# a name flagged UTF-8 that is not, or an encrypted entry, raise the last two)
+# what a damaged or hostile zip raises while it is opened or read: zipfile does not wrap its decoders' errors, a
+# name flagged UTF-8 that is not raises UnicodeDecodeError, an encrypted entry RuntimeError
 ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError, zlib.error,
               lzma.LZMAError, UnicodeDecodeError, RuntimeError, ValueError)
 

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from inspector.runs import STAGED
+
 ROOT = Path(__file__).resolve().parent.parent
 CLASSES = "star,arrow,clock,map"
 REPORT_FILES = ("report.json", "report.html", "triggers.safetensors")
@@ -30,10 +32,10 @@ def cli(*argv: str) -> list[str]:
     return [sys.executable, "-m", "inspector", "--device", "cpu", *argv]
 
 
-def run(argv: list[str], kill_after: float | None = None, kill_when: Callable[[], bool] | None = None,
+def run(argv: list[str], kill_after: float | None = None, kill_when: Callable[[int], bool] | None = None,
         timeout: float = 600) -> tuple[int, float, str]:
-    """Run ``argv`` from the repository root; SIGKILL it ``kill_after`` seconds in, or as soon as ``kill_when()``
-    holds. (exit code, seconds, what it printed)"""
+    """Run ``argv`` from the repository root; SIGKILL it ``kill_after`` seconds in, or as soon as ``kill_when(its
+    process id)`` holds (looked at every 2 ms). (exit code, seconds, what it printed)"""
     started = time.perf_counter()
     with tempfile.TemporaryFile("w+") as printed:  # a file, not a pipe: a full pipe would stall the job
         process = subprocess.Popen(argv, cwd=ROOT, stdout=printed, stderr=subprocess.STDOUT, text=True,
@@ -45,8 +47,8 @@ def run(argv: list[str], kill_after: float | None = None, kill_when: Callable[[]
                 except subprocess.TimeoutExpired:
                     process.send_signal(signal.SIGKILL)
             elif kill_when is not None:
-                while process.poll() is None and not kill_when():
-                    time.sleep(0.05)
+                while process.poll() is None and not kill_when(process.pid):
+                    time.sleep(0.002)
                 process.send_signal(signal.SIGKILL)
             process.wait(timeout=timeout)
         finally:
@@ -56,6 +58,15 @@ def run(argv: list[str], kill_after: float | None = None, kill_when: Callable[[]
         printed.seek(0)
         err = printed.read()
     return process.returncode, time.perf_counter() - started, err or ""
+
+
+def writing(folder: Path) -> Callable[[int], bool]:
+    """Whether the process of a given id has a staging file or folder under ``folder``: it is writing an output."""
+
+    def now(pid: int) -> bool:
+        return any((m := STAGED.match(p.name)) and int(m.group(1)) == pid for p in folder.rglob(".*"))
+
+    return now
 
 
 def staging_left(folder: Path) -> list[str]:
@@ -118,12 +129,19 @@ def jobs(base_report: Path) -> dict[str, Job]:
     }
 
 
-def kill_and_rerun(job: Job, work: Path, moments: list[float], expected: Any) -> list[dict[str, Any]]:
-    """Attempt after attempt, each killed at the next of ``moments`` (seconds), then one run to the end: after each
-    kill the outputs are absent or complete and equal to ``expected``; after the last run no staging is left."""
-    rows = []
-    for k, moment in enumerate([*moments, None]):
-        code, seconds, err = run(job.argv(work, 0 if job.resumes else k), kill_after=moment)
+def kill_and_rerun(job: Job, work: Path, moments: list[float], expected: Any,
+                   while_writing: bool = False) -> list[dict[str, Any]]:
+    """Attempt after attempt, each killed at the next of ``moments`` (seconds), then (``while_writing``) one killed
+    as soon as it stages an output, then one run to the end: after each kill the outputs are absent or complete and
+    equal to ``expected``; after the last run no staging is left."""
+    rows: list[dict[str, Any]] = []
+    planned: list[float | str | None] = [*moments, *(["writing"] if while_writing else []), None]
+    for k, moment in enumerate(planned):
+        argv = job.argv(work, 0 if job.resumes else k)
+        if moment == "writing":
+            code, seconds, err = run(argv, kill_when=writing(work))
+        else:
+            code, seconds, err = run(argv, kill_after=moment)
         done = job.complete(work, 0 if job.resumes else k)
         rows.append({"job": job.name, "attempt": k, "kill_after": moment, "code": code, "seconds": round(seconds, 1),
                      "output": "absent" if done is None else "complete"})
@@ -133,7 +151,7 @@ def kill_and_rerun(job: Job, work: Path, moments: list[float], expected: Any) ->
             assert done is not None, f"{job.name}: the run after the kills wrote nothing"
         else:
             assert code in (0, -signal.SIGKILL), err[-2000:]
-            if job.resumes and code == 0:
+            if job.resumes and done is not None:  # the build finished (perhaps just before the kill)
                 break
     left = staging_left(work)
     assert not left, f"{job.name}: staging left after a finished run: {left}"

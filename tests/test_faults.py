@@ -40,7 +40,7 @@ def test_a_killed_scan_or_repair_leaves_no_half_written_output_and_the_next_run_
         assert code == 0, err
     expected = job.complete(folder, 0)
     assert expected is not None and not staging_left(folder)
-    rows = kill_and_rerun(job, tmp_path, _moments(seconds, 2, SEED), expected)
+    rows = kill_and_rerun(job, tmp_path, _moments(seconds, 2, SEED), expected, while_writing=True)
     assert any(row["code"] == -signal.SIGKILL for row in rows), rows  # a run really was killed mid-way
 
 
