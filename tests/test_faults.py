@@ -40,7 +40,8 @@ def test_a_killed_scan_or_repair_leaves_no_half_written_output_and_the_next_run_
         assert code == 0, err
     expected = job.complete(folder, 0)
     assert expected is not None and not staging_left(folder)
-    rows = kill_and_rerun(job, tmp_path, _moments(seconds, 2, SEED), expected, while_writing=True)
+    rows = kill_and_rerun(job, tmp_path, _moments(seconds, 2 if name == "scan" else 1, SEED), expected,
+                          while_writing=True)
     assert any(row["code"] == -signal.SIGKILL for row in rows), rows  # a run really was killed mid-way
 
 
@@ -49,7 +50,7 @@ def test_a_reference_build_killed_after_its_first_learner_resumes_from_it(base, 
     job = jobs(folder / "scans" / "scan-0" / "report.json")["reference"]
     kept = tmp_path / "refs" / "ref.learners"
 
-    def first_learner_kept() -> bool:
+    def first_learner_kept(_pid: int) -> bool:
         return kept.is_dir() and any(p.suffix == ".json" and ".partial" not in p.name for p in kept.iterdir())
 
     code, _, _ = run(job.argv(tmp_path, 0), kill_when=first_learner_kept)
