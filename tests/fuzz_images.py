@@ -24,10 +24,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from inspector.errors import InputError
 from inspector.pools import Skip, decode_image, read_pool
 from inspector.tasks import read_labelled
-from tests.fuzzing import MESSAGE_LIMIT
+from tests.fuzzing import judge
 
 SIZE = 32
 FORMATS = {"PNG": ".png", "JPEG": ".jpg", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp"}
@@ -292,26 +291,19 @@ def labelled_files(rng: random.Random, bombs: dict[tuple[int, int], bytes]) -> t
 
 def judge_source(path: Path, read: Callable[[Path], Any], names: set[str] | None = None) -> tuple[str, str]:
     """How a folder or zip is taken: ``read`` (``read_pool`` or ``read_labelled``) returns or refuses it naming
-    it; when it returns, every file of ``names`` is either used or listed as skipped."""
-    try:
-        got = read(path)
-    except InputError as exc:
-        message = str(exc)
-        if path.name not in message:
-            return "unnamed", message[:300]
-        return ("long", message[:300]) if len(message) > MESSAGE_LIMIT else ("refused", message)
-    except Exception as exc:  # noqa: BLE001 - the point: anything else is a finding
-        return "unexpected", f"{type(exc).__name__}: {str(exc)[:300]}"
-    pixels = getattr(got, "pixels", None)
-    if pixels is None:
-        pixels = torch.cat([got.train_pixels, got.test_pixels])
-    if not torch.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
-        return "unexpected", "pixels not finite or outside [0, 1]"
-    accounted = set(getattr(got, "names", [])) | {name for name, _ in got.skipped}
-    missing = sorted(n for n in (names or set()) if n not in accounted)
-    if names is not None and hasattr(got, "names") and missing:
-        return "unexpected", f"files neither used nor listed: {missing[:3]}"
-    return "ran", ""
+    it; when it returns, its pixels are in [0, 1] and every file of ``names`` is either used or listed as skipped."""
+
+    def use(source: Path) -> None:
+        got = read(source)
+        pixels = got.pixels if hasattr(got, "pixels") else torch.cat([got.train_pixels, got.test_pixels])
+        if not torch.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
+            raise ValueError("pixels not finite or outside [0, 1]")
+        accounted = set(getattr(got, "names", [])) | {name for name, _ in got.skipped}
+        missing = sorted(n for n in (names or set()) if n not in accounted)
+        if missing:
+            raise ValueError(f"files neither used nor listed: {missing[:3]}")
+
+    return judge(path, use)
 
 
 def fuzz_sources(folder: Path, cases: int, seed: int, kind: str = "pool") -> Iterator[dict[str, Any]]:
