@@ -15,6 +15,11 @@ class InputError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+def cut(text: str, limit: int = 60) -> str:
+    """Text from an untrusted file (a name, a reason) for a message, cut when long."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def shown(value: object, limit: int = 60) -> str:
     """``value`` as a message quotes it (repr), cut to about ``limit`` characters: headers are untrusted, and a
     refusal must not print a 10,000-character field in full."""

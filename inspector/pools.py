@@ -28,7 +28,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from inspector import limits
 from inspector.backbone import pil_to_pixels
 from inspector.data import ImagePool
-from inspector.errors import InputError
+from inspector.errors import InputError, cut
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
@@ -224,11 +224,6 @@ def decode_image(blob: bytes, size: int) -> torch.Tensor:
         raise Skip(f"corrupt or truncated image ({_short(exc)})") from exc
 
 
-def _cut(text: str, limit: int = 80) -> str:
-    """A file name or reason for a message, cut when long (names come from untrusted folders and zips)."""
-    return text if len(text) <= limit else text[:limit] + "…"
-
-
 def _short(exc: Exception) -> str:
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return text[:80]
@@ -302,7 +297,7 @@ def read_pool(source: Path | str, size: int, limit: int | None = None, label: st
                                                            (entry.name, "not an image file type"))
         done, unread = decode_entries(images, size, skipped, limit=limit)
     if not done.pixels:
-        listed_text = "; ".join(f"{_cut(n)}: {_cut(r)}" for n, r in skipped[:3])
+        listed_text = "; ".join(f"{cut(n, 80)}: {cut(r, 80)}" for n, r in skipped[:3])
         raise InputError(f"image pool {source} holds no readable images ({len(skipped)} files skipped"
                          + (f": {listed_text}" if listed_text else "") + ")",
                          hint="add PNG or JPEG images to it")

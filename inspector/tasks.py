@@ -19,7 +19,7 @@ import torch
 
 from inspector import limits
 from inspector.data import Task, load_task
-from inspector.errors import InputError
+from inspector.errors import InputError, cut
 from inspector.pools import Decoded, Entry, Listing, Skip, decode_entries, fingerprint_of, listed
 
 TRAIN, TEST = "train", "test"
@@ -177,7 +177,7 @@ def _decode_split(groups: dict[str, list[Entry]], class_names: list[str], split:
         before, failed = len(decoded.pixels), len(skipped)
         decode_entries(entries, size, skipped, decoded, limit=shots)
         got = len(decoded.pixels) - before
-        why = "; ".join(f"{_short(file, 80, quoted=False)}: {_short(reason, 80, quoted=False)}"
+        why = "; ".join(f"{cut(file, 80)}: {cut(reason, 80)}"
                         for file, reason in skipped[failed:failed + 2])
         if got == 0:
             raise InputError(f"labelled set {name}: class folder {split}/{_short(class_name, quoted=False)}/ holds no "
@@ -217,5 +217,4 @@ def _difference(first: set[str], second: set[str], first_label: str, second_labe
 
 def _short(text: str, limit: int = 60, quoted: bool = True) -> str:
     """A name for a message, cut when long (names come from untrusted files)."""
-    cut = text if len(text) <= limit else text[:limit] + "…"
-    return repr(cut) if quoted else cut
+    return repr(cut(text, limit)) if quoted else cut(text, limit)

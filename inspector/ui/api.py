@@ -174,9 +174,7 @@ def endpoints(new_workspace: Callable[[], Workspace]) -> None:
             ws.use_pool(_source(ws, pool, "OOD pool"), int(pool_size))
             ws.use_task(_source(ws, task, "labelled task"))
             size = ws.require_model().model.backbone.image_size
-            if epsilon is not None and not 0 < float(epsilon) <= 255:
-                raise InputError(f"epsilon {epsilon} is outside (0, 255]", hint="give the bound in /255 units, e.g. 14")
-            bound = default_epsilon(size) if epsilon is None else float(epsilon) / 255
+            bound = default_epsilon(size) if epsilon is None else handlers.epsilon_share(epsilon)
             due = _Every()
 
             def reference_progress(event: Any) -> Result | None:

@@ -211,15 +211,20 @@ REFERENCE_CHOICES = {"auto (the shipped one when it fits)": "auto", "none (raw f
 
 
 # --- scan -----------------------------------------------------------------------------------------------
+def epsilon_share(epsilon: float) -> float:
+    """The page's and the API's bound (in /255 units) as the engine's share of the pixel range."""
+    if not 0 < float(epsilon) <= 255:
+        raise InputError(f"epsilon {epsilon} is outside (0, 255]", hint="give the bound in /255 units, e.g. 14")
+    return float(epsilon) / 255
+
+
 def scan_config(ws: Workspace, method: str, schedule: str, epsilon: float, pool_size: float, epochs: float,
                 classes: list[str], threshold: float, blend: bool = False,
                 min_flip_rate: float | None = None) -> ScanConfig:
     """The page's settings as the engine's; ``min_flip_rate`` (a share) applies to the inspector method only, the
     baselines have no such test."""
     names = ws.require_model().model.class_names
-    if not 0 < float(epsilon) <= 255:
-        raise InputError(f"epsilon {epsilon} is outside (0, 255]", hint="give the bound in /255 units, e.g. 14")
-    return ScanConfig(method=method, schedule=schedule, epsilon=float(epsilon) / 255, pool_size=int(pool_size),
+    return ScanConfig(method=method, schedule=schedule, epsilon=epsilon_share(epsilon), pool_size=int(pool_size),
                       epochs=int(epochs), classes=parse_classes(list(classes or []), names), threshold=float(threshold),
                       blend=True if blend else None, min_flip_rate=_min_flip_rate(method, min_flip_rate))
 
@@ -550,13 +555,12 @@ def run_repair(ws: Workspace, target_name: str | None, epochs: float, lr: float)
 # --- the clean reference --------------------------------------------------------------------------------
 def run_reference_build(ws: Workspace, learners: float, epsilon: float, pool_size: float) -> Iterator[Updates]:
     """Build a clean reference for the chosen model's task, kind and pool, live; it becomes the one scans use."""
-    if not 0 < float(epsilon) <= 255:
-        raise InputError(f"epsilon {epsilon} is outside (0, 255]", hint="give the bound in /255 units, e.g. 14")
+    bound = epsilon_share(epsilon)
     task = ws.require_task()
     yield {**busy_buttons(), "reference_status": f"Building a clean reference on {views.task_name(task)} …"}
     yield Handover()
     lines: list[str] = []
-    for event in Background(ws.build_reference(int(learners), float(epsilon) / 255, int(pool_size)), ws.stop):
+    for event in Background(ws.build_reference(int(learners), bound, int(pool_size)), ws.stop):
         if isinstance(event, ReferenceProgress):
             yield {"reference_status": views.reference_progress(event, lines)}
         elif isinstance(event, LearnerMeasured):

@@ -34,6 +34,7 @@ CSS = """
 .trigger-img img {image-rendering: pixelated;}
 .probe-tiles {display: flex; gap: 14px; flex-wrap: wrap;}
 .probe-tiles figure {margin: 0; text-align: center; font-size: .9em;}
+.probe-tiles img {width: 128px; height: 128px; image-rendering: pixelated; border: 1px solid #d9dee4;}
 /* a job waiting for the one engine slot: Gradio's "queue: 2/3 | 4.1s" at the right of the job's message line */
 .job-line {overflow: visible !important; min-height: 1.6em;}
 .job-line [data-testid="status-tracker"].minimal {height: 100% !important; top: 0 !important; flex-direction: row;
@@ -41,7 +42,6 @@ CSS = """
 .job-line [data-testid="status-tracker"].minimal .progress-text {position: static !important;
   transform: none !important; top: auto !important; margin: 0 !important; font-size: .95em; font-weight: 600;
   color: #8a4b00; background: #fff4e5; border-radius: 6px; padding: 2px 8px;}
-.probe-tiles img {width: 128px; height: 128px; image-rendering: pixelated; border: 1px solid #d9dee4;}
 """
 
 
