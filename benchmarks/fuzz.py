@@ -22,12 +22,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from inspector.backbone import shared_backbone  # noqa: E402
 from inspector.data import load_shipped_pool  # noqa: E402
 from inspector.invert import ScanConfig  # noqa: E402
 from inspector.pipeline import open_delivered, scan_job  # noqa: E402
 from inspector.prompts import open_model  # noqa: E402
 from inspector.reference import REFERENCE_DIR  # noqa: E402
-from inspector.ui.workspace import _backbone_loader  # noqa: E402
 from inspector.zoo import ZOO_DIR  # noqa: E402
 from tests.fuzz_images import fuzz_images, fuzz_sources  # noqa: E402
 from tests.fuzzing import fuzz, fuzz_json, reference_use, report_use, tally  # noqa: E402
@@ -59,7 +59,7 @@ def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         rows = list(fuzz(originals, Path(folder), args.cases, args.seed,
-                         lambda path: open_model(path, device="cpu", backbone_loader=_backbone_loader)))
+                         lambda path: open_model(path, device="cpu", backbone_loader=shared_backbone)))
         for kind in ("coop", "cocoop"):
             original = (REFERENCE_DIR / f"pocket-clip-{kind}.json").read_bytes()
             rows += [{**row, "original": f"pocket-clip-{kind}.json", "mutation": f"reference {row['mutation']}"}

@@ -7,6 +7,7 @@ own mean/std), applied inside the forward pass after the trigger has been stampe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -177,6 +178,17 @@ def load_backbone(arch: str = POCKET_ARCH, pretrained: str | None = None,
                                   f"{arch}', pretrained='{tag}')\") or pass a local weights file")
         model = open_clip.create_model(arch, pretrained=tag)
     return _freeze(model, arch, tag, device)
+
+
+@functools.lru_cache(maxsize=4)
+def cached_backbone(arch: str, pretrained: str | None = None, device: str | None = None) -> Backbone:
+    """Backbones are frozen and never written, so every job of a process can share one copy per weights."""
+    return load_backbone(arch, pretrained, device=device)
+
+
+def shared_backbone(arch: str, pretrained: str | None, device: object = None) -> Backbone:
+    """A ``backbone_loader`` for ``open_model`` that reuses ``cached_backbone``'s copies."""
+    return cached_backbone(arch, pretrained, str(device) if device is not None else None)
 
 
 def _quiet_create(arch: str) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m inspector {scan,repair,reference,pool,zoo,eval,tune,implant,import,demo} ...``.
+"""Command line: ``python -m inspector {scan,repair,reference,pool,zoo,eval,tune,implant,import,fleet,demo} ...``.
 
 Each command opens its inputs, runs one job of ``inspector.pipeline`` and turns its events into a
 progress bar and output lines (or one JSON object with ``--json``). Bad input ends with one clear
@@ -8,6 +8,7 @@ line on stderr and exit code 2; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -94,10 +95,23 @@ def _class_index(class_names: tuple[str, ...] | list[str], name: str) -> int:
 
 
 # --- scan and repair -------------------------------------------------------------------------------------
+def _scan_config(args: argparse.Namespace) -> Any:
+    """The scan options every model gets (candidate classes are named per model: see ``parse_classes``)."""
+    from dataclasses import replace
+
+    from inspector.invert import ScanConfig
+
+    config = ScanConfig(method=args.method, epsilon=_per_255(args.epsilon), threshold=args.threshold,
+                        pool_size=args.pool_size, seed=args.seed, statistic=args.statistic, epochs=args.epochs,
+                        colour=args.colour, blend=args.blend, spread=args.spread, evidence=args.evidence,
+                        min_flip_rate=_share(args.min_flip_rate, "--min-flip-rate"))
+    return replace(config, schedule=args.schedule) if args.schedule else config
+
+
 def cmd_scan(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
-    from inspector.invert import ClassFinished, ScanConfig, ScanStarted, TriggerSnapshot, parse_classes
+    from inspector.invert import ClassFinished, ScanStarted, TriggerSnapshot, parse_classes
     from inspector.pipeline import ReferenceChosen, ReportWritten, open_delivered, scan_job
     from inspector.report import REPORT
     from inspector.runs import check_output_folder, fresh_run_name
@@ -107,13 +121,7 @@ def cmd_scan(args: argparse.Namespace) -> None:
     check_output_folder(out, args.overwrite)
     model = delivered.model
     pool = _pool(args, args.ood, model.backbone.image_size, args.pool_size)
-    config = ScanConfig(method=args.method, epsilon=_per_255(args.epsilon), classes=parse_classes(args.classes,
-                        model.class_names), threshold=args.threshold, pool_size=args.pool_size, seed=args.seed,
-                        statistic=args.statistic, epochs=args.epochs, colour=args.colour, blend=args.blend,
-                        spread=args.spread, evidence=args.evidence,
-                        min_flip_rate=_share(args.min_flip_rate, "--min-flip-rate"))
-    if args.schedule:
-        config = replace(config, schedule=args.schedule)
+    config = replace(_scan_config(args), classes=parse_classes(args.classes, model.class_names))
     written = None
     with _bar(args, f"scanning {args.model}") as bar:
         for event in scan_job(delivered, pool, config, out, args.reference, args.overwrite):
@@ -141,6 +149,8 @@ def cmd_scan(args: argparse.Namespace) -> None:
     else:
         print(f"not flagged: most anomalous class {report['suspect']!r} (anomaly index {report['max_anomaly']:.2f}, "
               f"flip rate {report['suspect_flip_rate']:.1%})")
+    if report.get("probability") is not None:
+        print(f"probability of a backdoor: {report['probability']:.0%} (calibrated on the dev zoo)")
     print(f"report: {out / REPORT} and {out / 'report.html'} ({report['seconds']:.0f} s)")
 
 
@@ -190,6 +200,77 @@ def cmd_repair(args: argparse.Namespace) -> None:
     if "asr" in b:
         line += f", ground-truth asr {b['asr']:.1%} -> {a['asr']:.1%}"
     print(line)
+
+
+# --- a fleet of models ----------------------------------------------------------------------------------
+def cmd_fleet_scan(args: argparse.Namespace) -> None:
+    from inspector.fleet import (
+        JOURNAL,
+        FleetPlanned,
+        FleetSettings,
+        FleetWritten,
+        ModelDone,
+        Runtime,
+        fleet_scan,
+        read_journal,
+    )
+
+    for option in ("workers", "cpus_per_scan"):
+        if getattr(args, option) is not None and getattr(args, option) <= 0:
+            raise InputError(f"--{option.replace('_', '-')} {getattr(args, option)} is not a positive number",
+                             hint=f"e.g. --{option.replace('_', '-')} 2")
+    if args.gpus_per_scan is not None and args.gpus_per_scan < 0:
+        raise InputError(f"--gpus-per-scan {args.gpus_per_scan} is negative", hint="e.g. 1, 0.5, or 0 for CPU scans")
+    settings = FleetSettings(_scan_config(args), classes=args.classes, ood=args.ood, pool_size=args.pool_size,
+                             reference=args.reference, weights=args.weights, device=args.device)
+    runtime = Runtime(args.address, args.workers, args.cpus_per_scan, args.gpus_per_scan)
+    out = Path(args.out)
+    written = None
+    events = fleet_scan(Path(args.source), out, settings, runtime, args.overwrite)
+    # Ray prints its own notes (a worker that died, …) on stdout; a --json run keeps stdout for the JSON
+    keep_stdout = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with keep_stdout, _bar(args, f"vetting {args.source}", unit="model") as bar:
+        try:
+            for event in events:
+                if isinstance(event, FleetPlanned):
+                    bar.total, bar.n = event.total, event.total - event.to_scan
+                    bar.refresh()
+                    kept = f"; {event.kept} finished earlier" if event.kept else ""
+                    kept += f", {event.recovered} recovered from their reports" if event.recovered else ""
+                    _note(args, f"fleet: {event.to_scan} of {event.total} model(s) to scan{kept}")
+                    _note(args, f"on {event.runtime}")
+                elif isinstance(event, ModelDone):
+                    bar.update(1)
+                    _write(args, bar, _fleet_line(event))
+                elif isinstance(event, FleetWritten):
+                    written = event
+        except KeyboardInterrupt:
+            events.close()  # cancels the scans in flight; what finished stays in fleet.jsonl
+    if written is None or written.interrupted:
+        finished = sum(line.get("verdict") != "error" for line in read_journal(out).values())
+        print(f"interrupted: {finished} finished result(s) kept in {out / JOURNAL}; run the same command again to "
+              "scan the rest", file=sys.stderr)
+        raise SystemExit(130)
+    summary = written.summary()
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"fleet: {summary['models']} model(s) with a line, {summary['flagged']} flagged, {summary['errors']} "
+              f"could not be scanned ({summary['seconds']:.0f} s)")
+        print(f"results: {summary['journal']} and {summary['page']}")
+
+
+def _fleet_line(event: Any) -> str:
+    line = event.line
+    head = f"  [{event.done}/{event.total}] {line['model']:<28}"
+    if event.failed:
+        return f"{head} could not be scanned: {line['error']}"
+    p = f", p {line['probability']:.0%}" if line.get("probability") is not None else ""
+    if line["flagged"]:
+        verdict = f"FLAGGED target {line['target']!r} (index {line['max_anomaly']:.2f}{p})"
+    else:
+        verdict = f"not flagged (top {line['suspect']!r}, index {line['max_anomaly']:.2f}{p})"
+    return f"{head} {verdict}  {line['seconds']:.0f} s on {line['worker']}"
 
 
 # --- the clean reference ---------------------------------------------------------------------------------
@@ -579,48 +660,49 @@ def build_parser() -> argparse.ArgumentParser:
         return where.add_parser(name, help=help_text, description=help_text, parents=[common, *parents],
                                 formatter_class=_HelpWithDefaults)
 
-    sc = command("scan", "scan a prompt learner for a backdoor (OOD trigger inversion)")
-    sc.add_argument("model", help="zoo name or .safetensors learner file")
-    sc.add_argument("--ood", default=None, help="folder or .zip of unlabelled OOD images (default: the shipped pool)")
-    sc.add_argument("--method", choices=["inspector", "neural-cleanse", "pixel-backdoor"], default="inspector",
+    so = argparse.ArgumentParser(add_help=False)  # shared by scan and fleet scan
+    so.add_argument("--ood", default=None, help="folder or .zip of unlabelled OOD images (default: the shipped pool)")
+    so.add_argument("--method", choices=["inspector", "neural-cleanse", "pixel-backdoor"], default="inspector",
                     help="inspector: additive trigger; neural-cleanse: mask + pattern baseline; pixel-backdoor: "
                          "positive + negative pattern baseline (Tao et al., CVPR 2022)")
-    sc.add_argument("--epsilon", type=float, default=None,
+    so.add_argument("--epsilon", type=float, default=None,
                     help="trigger bound in /255 units (default: 4 at 224 px, scaled by 224 / input size; "
                          "14 on the 64 px pocket CLIP)")
-    sc.add_argument("--classes", default=None, help="candidate classes, comma-separated names or indices "
+    so.add_argument("--classes", default=None, help="candidate classes, comma-separated names or indices "
                                                     "(default: all)")
-    sc.add_argument("--threshold", type=float, default=2.0, help="anomaly index above which a class is flagged")
-    sc.add_argument("--min-flip-rate", type=float, default=None,
+    so.add_argument("--threshold", type=float, default=2.0, help="anomaly index above which a class is flagged")
+    so.add_argument("--min-flip-rate", type=float, default=None,
                     help="share of held-out OOD images a flagged class's trigger must flip (default: 0.5 for "
                          "inspector, none for the baselines)")
-    sc.add_argument("--statistic", choices=["flip_rate", "excess_flip_rate", "loss", "mask_norm", "trigger_size"],
+    so.add_argument("--statistic", choices=["flip_rate", "excess_flip_rate", "loss", "mask_norm", "trigger_size"],
                     default=None, help="what feeds the anomaly index (default: excess_flip_rate with a reference, "
                                        "else flip_rate; mask_norm for neural-cleanse; trigger_size for "
                                        "pixel-backdoor)")
-    sc.add_argument("--reference", default="auto",
+    so.add_argument("--reference", default="auto",
                     help="clean reference: auto (the shipped one when it fits the model, pool, epsilon and "
                          "schedule), none (raw flip rates), or a reference .json from `reference build`")
-    sc.add_argument("--pool-size", type=int, default=1000, help="OOD images used (20%% held out for flip rates)")
-    sc.add_argument("--epochs", type=int, default=1, help="passes over the OOD pool per class")
-    sc.add_argument("--schedule", choices=["fast", "faithful"], default=None,
+    so.add_argument("--pool-size", type=int, default=1000, help="OOD images used (20%% held out for flip rates)")
+    so.add_argument("--epochs", type=int, default=1, help="passes over the OOD pool per class")
+    so.add_argument("--schedule", choices=["fast", "faithful"], default=None,
                     help="fast: successive halving over the classes (default); faithful: the published "
                          "schedule, a full epoch for every class")
-    sc.add_argument("--seed", type=int, default=0, help="the same seed gives the same report numbers")
-    sc.add_argument("--spread", choices=["pooled", "per-class"], default=DEFAULT_SPREAD,
+    so.add_argument("--seed", type=int, default=0, help="the same seed gives the same report numbers")
+    so.add_argument("--spread", choices=["pooled", "per-class"], default=DEFAULT_SPREAD,
                     help="with a reference: divide each class's excess by the clean learners' spread pooled over "
                          "classes, or by that class's own (default: %(default)s)")
-    sc.add_argument("--evidence", choices=["flip", "mean", "max"], default=DEFAULT_EVIDENCE,
+    so.add_argument("--evidence", choices=["flip", "mean", "max"], default=DEFAULT_EVIDENCE,
                     help="with a reference that kept margin losses: a class's evidence is its flip-rate excess alone "
                          "(flip), or that and how far its margin loss lies below clean learners', averaged (mean) or "
                          "the larger (max), each in units of their spread (default: %(default)s)")
-    sc.add_argument("--colour", action=argparse.BooleanOptionalAction, default=USE_COLOUR_FAMILY,
+    so.add_argument("--colour", action=argparse.BooleanOptionalAction, default=USE_COLOUR_FAMILY,
                     help="also invert a colour transform per class (the second family, for filter-like triggers); "
                          "default: when the clean reference measured it")
-    sc.add_argument("--blend", action=argparse.BooleanOptionalAction, default=None,
+    so.add_argument("--blend", action=argparse.BooleanOptionalAction, default=None,
                     help="also invert a pattern blended into the whole image per class (the third family, for "
                          "Blended-like triggers; off by default: some clean learners' blends reach a class as often "
                          "as a backdoor's do, benchmarks/blend_choice.md)")
+    sc = command("scan", "scan a prompt learner for a backdoor (OOD trigger inversion)", so)
+    sc.add_argument("model", help="zoo name or .safetensors learner file")
     sc.add_argument("--weights", help=WEIGHTS_HELP)
     sc.add_argument("--out", default=None, help="folder for report.json, report.html and the trigger PNGs "
                                                 "(default: a fresh folder under runs/)")
@@ -805,6 +887,26 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--show", type=int, default=20, help="skipped files to list")
     pl.add_argument("--json", action="store_true", help="print one JSON summary")
     pl.set_defaults(func=cmd_pool)
+
+    fleet = sub.add_parser("fleet", help="vet many delivered models at once on Ray", parents=[common])
+    fleet_sub = fleet.add_subparsers(dest="fleet_command", required=True)
+    fs = command("scan", "scan every model of a folder or manifest, one Ray task each (resumable); writes "
+                         "OUT/<model>/ reports, OUT/fleet.jsonl and OUT/fleet.html", so, where=fleet_sub)
+    fs.add_argument("source", help="folder of .safetensors learner files, or a manifest (.json list or .csv) with "
+                                   "path and optional weights and reference per model")
+    fs.add_argument("--out", required=True, help="fleet folder; run again with the same settings to resume")
+    fs.add_argument("--address", default=None, help="join a Ray cluster (auto, or ray://HOST:PORT); default: start "
+                                                    "a local Ray runtime on this machine")
+    fs.add_argument("--workers", type=int, default=None, help="scans at once (default: the runtime's CPUs / "
+                                                              "--cpus-per-scan)")
+    fs.add_argument("--cpus-per-scan", type=float, default=None,
+                    help="CPU cores per scan (default: local, all cores / --workers; on a cluster, 2)")
+    fs.add_argument("--gpus-per-scan", type=float, default=None,
+                    help="GPUs per scan, fractions allowed (default: 1 when the runtime has GPUs, else 0)")
+    fs.add_argument("--weights", help=WEIGHTS_HELP + "; a manifest's weights column overrides it per model")
+    fs.add_argument("--overwrite", action="store_true", help="scan every model again into an existing fleet folder")
+    fs.add_argument("--json", action="store_true", help="print one JSON summary with every model's line")
+    fs.set_defaults(func=cmd_fleet_scan)
 
     demo = command("demo", "tour of the embedded pocket world")
     demo.set_defaults(func=cmd_demo)

@@ -158,6 +158,7 @@ class ReportWritten:
         report = self.report
         summary = {key: report[key] for key in ("flagged", "target", "max_anomaly", "suspect", "suspect_family",
                                                 "suspect_flip_rate", "seconds", "method")}
+        summary["probability"] = report.get("probability")
         summary["model"] = report["model"].get("name")
         summary["classes"] = [{key: c[key] for key in ("name", "flip_rate", "anomaly", "loss")}
                               for c in report["classes"]]

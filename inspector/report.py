@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
+from inspector.calibration import backdoor_probability
 from inspector.candidates import METHODS
 from inspector.checks import number, require, whole
 from inspector.data import SHIPPED
@@ -70,7 +71,7 @@ def build_report(result: ScanResult, model_info: dict[str, Any], pool_info: dict
     families = verdict.families or ["additive"] * len(result.classes)
     classes = [{**record, "anomaly": verdict.anomalies[i], "family": families[i]}
                for i, record in enumerate(result.classes)]
-    return {
+    report = {
         "format": FORMAT, "version": VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "flagged": verdict.flagged,
@@ -96,6 +97,8 @@ def build_report(result: ScanResult, model_info: dict[str, Any], pool_info: dict
                     "seconds_per_class": round(result.seconds / max(len(classes), 1), 2)},
         "versions": versions(),
     }
+    report["probability"] = backdoor_probability(report)
+    return report
 
 
 def write_report(result: ScanResult, out_dir: Path, model_info: dict[str, Any], pool_info: dict[str, Any],
@@ -292,6 +295,9 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
         headline = (f"<div class='verdict clean'>Not flagged — most anomalous class {e(report['suspect'])} "
                     f"(anomaly index {report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.0%}; "
                     f"{found_by})</div>")
+    if report.get("probability") is not None:
+        headline += (f"<p class='probability'>Probability of a backdoor: <b>{report['probability']:.0%}</b> "
+                     "(a logistic fit of the anomaly index on the dev zoo's scans, benchmarks/calibration.md)</p>")
     has_mask = all("mask_norm" in c for c in report["classes"])
     has_size = all("trigger_size" in c for c in report["classes"])
     quick = [family for family in QUICK_FAMILIES if all(f"{family}_flip_rate" in c for c in report["classes"])]

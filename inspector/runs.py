@@ -4,15 +4,18 @@ A stopped scan, a closed tab or a crash must never leave a half-written report t
 and a later run must never overwrite an earlier one. So every writer fills a hidden staging folder
 (or file) next to the destination and moves it into place in one rename at the end. A process killed
 outright (SIGKILL, power loss) cannot clean up, so staging names carry the writer's process id and
-the next writer in the same folder removes what dead processes left.
+a tag of its host, and the next writer in the same folder removes what dead processes of its own host
+left (on a disk shared by several machines, a process id means nothing on another host).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,8 +24,9 @@ from pathlib import Path
 from inspector.errors import InputError
 
 STAGING_PREFIX = ".partial-"
-# .partial-<final name>-<pid>-<8 hex> (folders), .<final name>.partial-<pid>-<8 hex> (files)
-STAGED = re.compile(r"^\.(?:partial-.*|.*\.partial)-(\d+)-[0-9a-f]{8}$")
+# .partial-<final name>-<pid>-<host tag><4 hex> (folders), .<final name>.partial-<pid>-<host tag><4 hex> (files)
+STAGED = re.compile(r"^\.(?:partial-.*|.*\.partial)-(\d+)-([0-9a-f]{4})[0-9a-f]{4}$")
+HOST_TAG = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4]
 
 
 def slug(label: str) -> str:
@@ -55,7 +59,7 @@ def check_output_folder(final: Path, overwrite: bool = False) -> None:
 
 
 def _staging_name(prefix: str) -> str:
-    return f"{prefix}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return f"{prefix}-{os.getpid()}-{HOST_TAG}{uuid.uuid4().hex[:4]}"
 
 
 def _alive(pid: int) -> bool:
@@ -78,8 +82,8 @@ def sweep_stale(folder: Path) -> list[Path]:
         return removed
     for name in names:
         match = STAGED.match(name)
-        if match is None or _alive(int(match.group(1))):
-            continue
+        if match is None or match.group(2) != HOST_TAG or _alive(int(match.group(1))):
+            continue  # not staging, another host's (its process cannot be checked here), or a living writer's
         path = folder / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)

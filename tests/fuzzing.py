@@ -267,14 +267,14 @@ def fuzz_json(original: bytes, folder: Path, cases: int, seed: int, use: Callabl
 def reference_use(kind: str = "coop") -> Callable[[Path], None]:
     """What ``scan --reference FILE`` does with a reference file, on a demo model: read it, check it against the
     scan, draw the clean learners' values, and decide a real scan's records with it."""
+    from inspector.backbone import shared_backbone
     from inspector.data import load_shipped_pool
     from inspector.invert import ScanConfig
     from inspector.prompts import open_model
     from inspector.reference import Reference, decide_with_reference, reference_for
-    from inspector.ui.workspace import _backbone_loader
     from inspector.zoo import resolve_model
 
-    model = open_model(resolve_model(f"clean-{kind}"), device="cpu", backbone_loader=_backbone_loader)
+    model = open_model(resolve_model(f"clean-{kind}"), device="cpu", backbone_loader=shared_backbone)
     pool = load_shipped_pool(model.backbone.image_size)
     report = Path(__file__).resolve().parent.parent / "benchmarks" / "demo_scans" / f"clean-{kind}" / "report.json"
     records = json.loads(report.read_text())["classes"]
@@ -290,14 +290,14 @@ def report_use(folder: Path, kind: str = "coop") -> Callable[[Path], None]:
     """What ``repair --report FILE`` does with a scan report (whose triggers file lies in ``folder``) before it
     trains, on the kind's clean demo model: read it, pick the class to repair against and its triggers of every
     family, stamp two images with them, split the pool as the scan did and check it is the scan's pool."""
+    from inspector.backbone import shared_backbone
     from inspector.data import load_shipped_pool
     from inspector.pipeline import pool_of
     from inspector.prompts import open_model
     from inspector.report import read_report
-    from inspector.ui.workspace import _backbone_loader
     from inspector.zoo import resolve_model
 
-    model = open_model(resolve_model(f"clean-{kind}"), device="cpu", backbone_loader=_backbone_loader)
+    model = open_model(resolve_model(f"clean-{kind}"), device="cpu", backbone_loader=shared_backbone)
     size = model.backbone.image_size
     pool = load_shipped_pool(size)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from inspector.backbone import shared_backbone
 from inspector.errors import InputError
 from inspector.prompts import open_model
-from inspector.ui.workspace import _backbone_loader
 from inspector.zoo import ZOO_DIR
 from tests.fuzzing import fuzz, tally
 from tests.untrusted import fingerprint, run_cli
@@ -19,7 +19,7 @@ CASES, SEED = 300, 20261205
 
 
 def _load(path: Path):
-    return open_model(path, device="cpu", backbone_loader=_backbone_loader)
+    return open_model(path, device="cpu", backbone_loader=shared_backbone)
 
 
 def test_hostile_learner_files_run_or_are_refused_by_name_never_an_unexpected_error(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from inspector import cli, pipeline, report
-from inspector.runs import STAGING_PREFIX, atomic_file, staged_folder
+from inspector.runs import HOST_TAG, STAGING_PREFIX, atomic_file, staged_folder
 from tests.untrusted import fingerprint, run_cli
 
 CLASSES = "star,arrow,clock"
@@ -108,13 +108,18 @@ def test_what_a_killed_writer_left_is_removed_by_the_next_writer_and_a_living_on
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     pid = int(dead.stdout)
-    left = [tmp_path / f"{STAGING_PREFIX}scan-{pid}-0123abcd", tmp_path / f".ref.json.partial-{pid}-89abcdef"]
+    left = [tmp_path / f"{STAGING_PREFIX}scan-{pid}-{HOST_TAG}abcd",
+            tmp_path / f".ref.json.partial-{pid}-{HOST_TAG}cdef"]
     left[0].mkdir()
     (left[0] / "report.json").write_text("{")
     left[1].write_text("{")
-    running = [tmp_path / f"{STAGING_PREFIX}other-{os.getpid()}-0123abcd", tmp_path / f".m.partial-{os.getpid()}-aa"]
+    other_host = next(tag for tag in ("0000", "ffff") if tag != HOST_TAG)
+    running = [tmp_path / f"{STAGING_PREFIX}other-{os.getpid()}-{HOST_TAG}abcd",
+               tmp_path / f".m.partial-{os.getpid()}-aa",
+               tmp_path / f"{STAGING_PREFIX}remote-{pid}-{other_host}abcd"]  # another host's: its pid says nothing
     running[0].mkdir()
     running[1].write_text("")  # not a staging name (8 hex digits): never touched
+    running[2].mkdir()
     kept = tmp_path / f"{STAGING_PREFIX}notes"  # not a staging name either
     kept.write_text("mine")
 

@@ -10,7 +10,6 @@ folder under ``runs_root``; the model file the user delivered is never written.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import threading
 import time
@@ -21,7 +20,7 @@ from typing import Any
 
 import torch
 
-from inspector.backbone import Backbone, load_backbone
+from inspector.backbone import shared_backbone
 from inspector.data import SHIPPED, ImagePool, Task, load_shipped_pool
 from inspector.effects import FeatureMap, Probe, Transitions, feature_map, probe, transitions
 from inspector.errors import InputError
@@ -55,16 +54,6 @@ from inspector.runs import fresh_run_name, slug
 from inspector.tasks import load_labelled
 from inspector.ui.stages import JobStages
 from inspector.zoo import list_zoo
-
-
-@functools.lru_cache(maxsize=4)
-def cached_backbone(arch: str, pretrained: str | None = None, device: str | None = None) -> Backbone:
-    """Backbones are frozen and never written, so every session can share one copy per weights."""
-    return load_backbone(arch, pretrained, device=device)
-
-
-def _backbone_loader(arch: str, pretrained: str | None, device: Any = None) -> Backbone:
-    return cached_backbone(arch, pretrained, str(device) if device is not None else None)
 
 
 def zoo_names() -> list[str]:
@@ -208,7 +197,7 @@ class Workspace:
         current = self.loaded
         if current is not None and current.unchanged(path) and current.label == (label or source):
             return current  # already open and unchanged on disk
-        self.loaded = open_delivered(path, label or source, weights, self.device, _backbone_loader)
+        self.loaded = open_delivered(path, label or source, weights, self.device, shared_backbone)
         return self.loaded
 
     def open_upload(self, upload: str, weights: str | None = None) -> Delivered:
