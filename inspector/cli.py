@@ -238,7 +238,8 @@ def cmd_fleet_scan(args: argparse.Namespace) -> None:
                     kept = f"; {event.kept} finished earlier" if event.kept else ""
                     kept += f", {event.recovered} recovered from their reports" if event.recovered else ""
                     _note(args, f"fleet: {event.to_scan} of {event.total} model(s) to scan{kept}")
-                    _note(args, f"on {event.runtime}")
+                    if event.to_scan:
+                        _note(args, f"on {event.runtime}")
                 elif isinstance(event, ModelDone):
                     bar.update(1)
                     _write(args, bar, _fleet_line(event))

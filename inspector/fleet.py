@@ -361,7 +361,10 @@ def fleet_scan(source: Path, out: Path, settings: FleetSettings, runtime: Runtim
             todo.append(model)
     import ray
 
-    words, cpus, gpus, in_flight = _start_ray(runtime, len(todo))
+    if todo:
+        words, cpus, gpus, in_flight = _start_ray(runtime, len(todo))
+    else:  # every model finished earlier: no runtime to start
+        words, cpus, gpus, in_flight = "nothing left to scan (every model finished in an earlier run)", 0.0, 0.0, 0
     yield FleetPlanned(len(models), len(todo), len(models) - len(todo) - recovered, recovered, words, in_flight,
                        cpus, gpus)
     interrupted = False
