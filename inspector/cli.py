@@ -33,11 +33,9 @@ def _note(args: argparse.Namespace, line: str) -> None:
 
 
 def _per_255(value: float | None) -> float | None:
-    if value is None:
-        return None
-    if not 0 < value <= 255:
-        raise InputError(f"--epsilon {value:g} is outside (0, 255]", hint="give the bound in /255 units, e.g. 4")
-    return value / 255
+    from inspector.invert import epsilon_share
+
+    return None if value is None else epsilon_share(value, "--epsilon")
 
 
 def _share(value: float | None, option: str) -> float | None:

@@ -88,6 +88,15 @@ FAST_WITH_REFERENCE = FastPlanDefaults(rounds=(4, 4, 10), keep=0.5, measured=2)
 FAST_RAW = FastPlanDefaults(rounds=(6, 6, 6), keep=0.75, measured=1)
 
 
+def epsilon_share(per_255: float, name: str = "epsilon") -> float:
+    """A trigger bound as people and the paper write it (/255 units) -> the engine's share of the pixel range;
+    ``name`` is what the user typed it into (an option, a field)."""
+    if not 0 < float(per_255) <= 255:
+        raise InputError(f"{name} {float(per_255):g} is outside (0, 255]",
+                         hint="give the bound in /255 units, e.g. 4 at 224 px or 14 on the 64 px pocket CLIP")
+    return float(per_255) / 255
+
+
 def default_epsilon(image_size: int) -> float:
     """The published 4/255 at 224 px, scaled by 224 / ``image_size`` for other input sizes.
 

@@ -27,6 +27,7 @@ from inspector.invert import (
     ScanStarted,
     ScanStopped,
     TriggerSnapshot,
+    epsilon_share,
     family_arm,
     joint_step,
     parse_classes,
@@ -374,3 +375,10 @@ def test_scan_with_the_blend_family_runs_it_after_the_colour_one_and_keeps_every
     assert isinstance(result.trigger(7, "blend"), BlendInversion) and result.extra["blend_seconds"] > 0
     assert result.settings.as_dict()["blend_alpha"] == BLEND_ALPHA
     assert "blend_alpha" not in small_config().for_input(64).as_dict()  # a scan without it does not list it
+
+
+def test_a_bound_in_255ths_becomes_a_share_and_one_outside_0_255_is_refused_by_its_name() -> None:
+    assert epsilon_share(14) == pytest.approx(14 / 255) and epsilon_share(255) == 1.0
+    for bad in (0, -1, 255.5, 1000):
+        with pytest.raises(InputError, match=r"--epsilon .* is outside \(0, 255\]"):
+            epsilon_share(bad, "--epsilon")

@@ -25,6 +25,7 @@ from inspector.invert import (
     ScanStopped,
     TriggerSnapshot,
     default_epsilon,
+    epsilon_share,
 )
 from inspector.lab.implant import ImplantStep, ImplantTried
 from inspector.lab.triggers import ATTACKS
@@ -174,7 +175,7 @@ def endpoints(new_workspace: Callable[[], Workspace]) -> None:
             ws.use_pool(_source(ws, pool, "OOD pool"), int(pool_size))
             ws.use_task(_source(ws, task, "labelled task"))
             size = ws.require_model().model.backbone.image_size
-            bound = default_epsilon(size) if epsilon is None else handlers.epsilon_share(epsilon)
+            bound = default_epsilon(size) if epsilon is None else epsilon_share(epsilon)
             due = _Every()
 
             def reference_progress(event: Any) -> Result | None:

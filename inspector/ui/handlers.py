@@ -26,6 +26,7 @@ from inspector.invert import (
     ScanStopped,
     TriggerSnapshot,
     default_epsilon,
+    epsilon_share,
     parse_classes,
 )
 from inspector.lab.implant import ImplantFinished, ImplantStep, ImplantTried
@@ -211,13 +212,6 @@ REFERENCE_CHOICES = {"auto (the shipped one when it fits)": "auto", "none (raw f
 
 
 # --- scan -----------------------------------------------------------------------------------------------
-def epsilon_share(epsilon: float) -> float:
-    """The page's and the API's bound (in /255 units) as the engine's share of the pixel range."""
-    if not 0 < float(epsilon) <= 255:
-        raise InputError(f"epsilon {epsilon} is outside (0, 255]", hint="give the bound in /255 units, e.g. 14")
-    return float(epsilon) / 255
-
-
 def scan_config(ws: Workspace, method: str, schedule: str, epsilon: float, pool_size: float, epochs: float,
                 classes: list[str], threshold: float, blend: bool = False,
                 min_flip_rate: float | None = None) -> ScanConfig:
