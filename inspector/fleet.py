@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from inspector.backbone import file_sha256
-from inspector.calibration import backdoor_probability
 from inspector.errors import InputError, cut
 from inspector.invert import ScanConfig, parse_classes
 from inspector.report import REPORT
@@ -113,16 +112,19 @@ def _named(entries: list[tuple[Path, dict[str, str]]], source: Path) -> list[Fle
             n += 1
             name = f"{stem}-{n}"
         taken.add(name.lower())
-
-        def resolved(key: str, base: Path = base, entry: dict[str, str] = entry) -> str | None:
-            value = entry.get(key)
-            if value is None or value in ("auto", "none") or key == "weights" and not Path(value).suffix:
-                return value  # a keyword or an open_clip tag, not a file
-            return str(Path(value) if Path(value).is_absolute() else (base / value).resolve())
-        models.append(FleetModel(name, path, resolved("weights"), resolved("reference")))
+        models.append(FleetModel(name, path, _located(entry.get("weights"), base, tag_allowed=True),
+                                 _located(entry.get("reference"), base)))
     if not models:
         raise InputError(f"{source} lists no models", hint="give at least one learner file")
     return models
+
+
+def _located(value: str | None, base: Path, tag_allowed: bool = False) -> str | None:
+    """A manifest's weights or reference: a file, read from the manifest's folder when relative, or kept as it is
+    when it is a keyword (auto, none) or, for weights, an open_clip tag (no suffix)."""
+    if value is None or value in ("auto", "none") or tag_allowed and not Path(value).suffix:
+        return value
+    return str(Path(value) if Path(value).is_absolute() else (base / value).resolve())
 
 
 # --- what every scan of the fleet uses -----------------------------------------------------------------
@@ -187,12 +189,14 @@ def scan_model(model: FleetModel, settings: FleetSettings, out: Path, threads: i
 
 
 def finished_line(report: dict[str, Any], model: FleetModel) -> dict[str, Any]:
-    """A model's fleet line from its scan report."""
+    """A model's fleet line from its scan report (with the suspect's trigger picture, for the page)."""
+    suspect = next((c for c in report["classes"] if c.get("index") == report["suspect_index"]), {})
     return {"verdict": "flagged" if report["flagged"] else "not flagged", "flagged": bool(report["flagged"]),
             "target": report["target"], "suspect": report["suspect"], "family": report.get("suspect_family"),
             "max_anomaly": report["max_anomaly"], "suspect_flip_rate": report["suspect_flip_rate"],
-            "probability": backdoor_probability(report), "sha256": report["model"].get("sha256"),
-            "scan_seconds": report["seconds"], "report": f"{model.name}/{REPORT}"}
+            "probability": report.get("probability"), "sha256": report["model"].get("sha256"),
+            "scan_seconds": report["seconds"], "report": f"{model.name}/{REPORT}",
+            "trigger_png": f"{model.name}/{suspect['trigger_png']}" if "trigger_png" in suspect else None}
 
 
 def _worker() -> str:
@@ -367,6 +371,7 @@ def fleet_scan(source: Path, out: Path, settings: FleetSettings, runtime: Runtim
         words, cpus, gpus, in_flight = "nothing left to scan (every model finished in an earlier run)", 0.0, 0.0, 0
     yield FleetPlanned(len(models), len(todo), len(models) - len(todo) - recovered, recovered, words, in_flight,
                        cpus, gpus)
+    about = f"{words}; {settings.words()}"  # for the page
     interrupted = False
     pending: dict[Any, FleetModel] = {}
     try:
@@ -383,7 +388,7 @@ def fleet_scan(source: Path, out: Path, settings: FleetSettings, runtime: Runtim
                     line = _result(ref, model)
                     lines[model.name] = line
                     _append(out, line)
-                    write_page(out, _ordered(models, lines), f"{words}; {settings.words()}")
+                    write_page(out, _ordered(models, lines), about)
                     yield ModelDone(line, len(lines), len(models))
                 if should_stop is not None and should_stop():
                     interrupted = True
@@ -394,7 +399,7 @@ def fleet_scan(source: Path, out: Path, settings: FleetSettings, runtime: Runtim
         for ref in pending:  # left only when the run was interrupted
             ray.cancel(ref, force=True)
         _compact(out, _ordered(models, lines))
-        write_page(out, _ordered(models, lines), f"{words}; {settings.words()}")
+        write_page(out, _ordered(models, lines), about)
         if ray.is_initialized():
             ray.shutdown()
         sweep_stale(out)  # what cancelled scans were staging (their workers are gone now)

@@ -4,25 +4,26 @@ index and suspect trigger, flagged first, sortable by any column, each linked to
 from __future__ import annotations
 
 import html
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from inspector.report import REPORT, data_uri
+from inspector.report import data_uri
 
 
 def _thumbnail(folder: Path, line: dict[str, Any]) -> str:
     """The suspect class's reconstructed trigger (amplified) from the model's report folder, inline."""
     if line.get("verdict") == "error":
         return ""
+    relative = line.get("trigger_png")
+    picture = (folder / relative).resolve() if isinstance(relative, str) else None
     try:
-        report = json.loads((folder / line["model"] / REPORT).read_text(encoding="utf-8"))
-        record = next(c for c in report["classes"] if c["index"] == report["suspect_index"])
-        png = (folder / line["model"] / record["trigger_png"]).read_bytes()
-    except (OSError, ValueError, KeyError, StopIteration, TypeError):
+        if picture is None or folder.resolve() not in picture.parents:  # only the fleet's own report folders
+            raise FileNotFoundError(relative)
+        png = picture.read_bytes()
+    except OSError:
         return "<span class='meta'>(no picture)</span>"
-    return f"<img src='{data_uri(png)}' width='64' height='64' alt='trigger of {html.escape(str(record['name']))}'>"
+    return f"<img src='{data_uri(png)}' width='64' height='64' alt='trigger of {html.escape(str(line['suspect']))}'>"
 
 
 def _rank(line: dict[str, Any]) -> tuple[int, float]:

@@ -100,6 +100,7 @@ def test_a_fleet_scan_gives_solo_numbers_one_error_line_and_a_rerun_skips_what_i
     assert len((out / JOURNAL).read_text().splitlines()) == len(lines)  # one line per model
     page = (out / PAGE).read_text()
     assert all(name in page for name in lines) and "could not scan" in page
+    assert page.count("<img src='data:image/png;base64,") == len(FLEET)  # every scanned model's suspect trigger
     flagged = [n for n in FLEET if lines[n]["flagged"]]
     calm = [n for n in FLEET if not lines[n]["flagged"]]
     assert flagged and calm and max(page.index(f">{n}<") for n in flagged) < min(page.index(f">{n}<") for n in calm)
@@ -109,8 +110,8 @@ def test_a_fleet_scan_gives_solo_numbers_one_error_line_and_a_rerun_skips_what_i
     assert code == 0, err
     assert f"1 of {len(lines)} model(s) to scan; {len(FLEET)} finished earlier" in err
     assert {name: (out / name / "report.json").stat().st_mtime_ns for name in FLEET} == stamps
-    assert {line["model"]: line for line in again["lines"]} == {**lines, "broken": again["lines"][
-        [x["model"] for x in again["lines"]].index("broken")]}
+    again_lines = {line["model"]: line for line in again["lines"]}
+    assert set(again_lines) == set(lines) and all(again_lines[name] == lines[name] for name in FLEET)
     assert len((out / JOURNAL).read_text().splitlines()) == len(lines)
 
     code, _, err = finish(fleet_cli(source, out, "--workers", "2", "--threshold", "3"))
