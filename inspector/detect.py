@@ -29,7 +29,7 @@ MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard
 DEFAULT_THRESHOLD = 2.0
 DEFAULT_MIN_FLIP_RATE = 0.5
 Family = Literal["additive", "colour", "blend"]
-QUICK_FAMILIES: tuple[Family, ...] = ("colour", "blend")  # run for a few steps per class before the additive one
+QUICK_FAMILIES: tuple[Family, ...] = ("colour", "blend")  # a few steps per class beside the additive family
 # What a class's evidence is, with a reference that kept margin losses: its flip-rate excess alone, or that and how
 # far below clean learners its margin loss lies, each in units of the clean learners' spread, averaged ("mean") or
 # the larger of the two ("max").

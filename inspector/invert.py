@@ -624,11 +624,12 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
                       config)
     with frozen_learner(model):
         run = _Run(model, config, names, fit, held, batches, should_stop, started)
-        for family in config.quick_families:
+        if plan is None:
+            yield from run.quick_families(classes)
             if not run.stopped:
-                yield from run.quick(family, classes)
-        if not run.stopped:
-            yield from (run.faithful(classes) if plan is None else run.fast(classes, plan))
+                yield from run.faithful(classes)
+        else:
+            yield from run.fast(classes, plan)
     if run.stopped:
         return
     records = [run.records[k] for k in classes]
@@ -724,9 +725,16 @@ class _Run:
             if arm.steps == 1 or arm.steps % every == 0 or arm.steps == shown_steps:
                 yield arm.snapshot(position, shown_steps, self.scan_steps)
 
+    def quick_families(self, classes: list[int]) -> Iterator[ScanEvent]:
+        """Every quick family the scan runs, one after the other (``quick``)."""
+        for family in self.config.quick_families:
+            if not self.stopped:
+                yield from self.quick(family, classes)
+
     def quick(self, family: str, classes: list[int]) -> Iterator[ScanEvent]:
-        """A quick family before the additive one: every class's trigger of ``family`` for a few steps on the same
-        images, the classes stepped together (``joint_step``) in groups of at most ``colour_joint_images`` images."""
+        """A quick family (before the additive steps in the faithful schedule, after every class's first one in the
+        fast schedule): every class's trigger of ``family`` for a few steps on the same images, the classes stepped
+        together (``joint_step``) in groups of at most ``colour_joint_images`` images."""
         steps = self.config.family_steps(family, len(self.batches))
         started = time.time()
         arms = self.family_arms.setdefault(family, {})
@@ -795,18 +803,19 @@ class _Run:
         """Successive halving: a short run for every class, longer ones for the classes easiest to reach.
 
         Within a round the classes take their steps in turn (step t of every class, then step t + 1), so that
-        every class has an estimate after the round's first step; a class's trajectory does not depend on the
-        others (its own batches, trigger and optimiser), so the order changes nothing else. After each round the
-        classes still running are ranked by the margin loss on their last fresh batches, and the others stop
-        there. Every class's flip rate is then its share of fresh-batch images flipped over its last
-        ``fast_window`` steps, except for the ``fast_measured`` classes with the highest ones, which are
-        measured on the held-out images as in the faithful schedule.
+        every class has an estimate after the round's first step; the quick families run right after that first
+        step, not before it, so that a front-end shows every class within seconds. A class's trajectory does not
+        depend on the others nor on the quick families (its own batches, trigger and optimiser), so the order
+        changes nothing else. After each round the classes still running are ranked by the margin loss on their
+        last fresh batches, and the others stop there. Every class's flip rate is then its share of fresh-batch
+        images flipped over its last ``fast_window`` steps, except for the ``fast_measured`` classes with the
+        highest ones, which are measured on the held-out images as in the faithful schedule.
         """
         active, finished, shown = list(classes), 0, 0
         spent: dict[int, float] = dict.fromkeys(classes, 0.0)
         for r, steps in enumerate(plan.rounds):
             shown += steps
-            for _ in range(steps):
+            for t in range(steps):
                 for k in active:
                     began = time.time()
                     arm = self.arm(k)
@@ -817,6 +826,10 @@ class _Run:
                     spent[k] += time.time() - began
                     yield ClassEstimate(k, arm.name, arm.steps, round(arm.fresh_flip_rate(last), 4),
                                         round(arm.fresh_margin(last), 4))
+                if r == 0 and t == 0:
+                    yield from self.quick_families(classes)
+                    if self.stopped:
+                        return
             if r == len(plan.rounds) - 1:
                 break
             ranked = sorted(active, key=lambda k: self.arms[k].fresh_margin(steps))

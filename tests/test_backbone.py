@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from inspector.backbone import POCKET_ARCH, load_backbone, pil_to_pixels
+from inspector.backbone import POCKET_ARCH, inference_tower, load_backbone, pil_to_pixels
 from inspector.errors import InputError
 
 
@@ -33,6 +33,30 @@ def test_pixel_split_matches_open_clip_preprocessing(backbone):
         theirs = backbone.model.encode_image(reference)
     theirs = theirs / theirs.norm(dim=-1, keepdim=True)
     assert torch.nn.functional.cosine_similarity(ours, theirs).item() > 0.995
+
+
+def test_inference_tower_computes_the_encoder_and_its_input_gradient_without_batch_norm(backbone):
+    """The scan's image tower: BatchNorm folded away, the same features and pixel gradients as the loaded encoder,
+    and the loaded encoder left as it was (the lab fine-tunes and saves copies of it)."""
+    tower, channels_last = backbone.image_tower
+    assert channels_last and tower is not backbone.model.visual
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in tower.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.model.visual.modules())
+    pixels = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    ours_in, theirs_in = pixels.clone().requires_grad_(True), pixels.clone().requires_grad_(True)
+    ours = backbone.encode_image(ours_in)
+    theirs = torch.nn.functional.normalize(backbone.model.encode_image(backbone.normalize(theirs_in)), dim=-1)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    weights = torch.randn(ours.shape[-1], generator=torch.Generator().manual_seed(2))
+    (ours @ weights).sum().backward()
+    (theirs @ weights).sum().backward()
+    assert torch.allclose(ours_in.grad, theirs_in.grad, rtol=1e-3, atol=1e-4 * float(theirs_in.grad.abs().max()))
+
+
+def test_inference_tower_leaves_a_tower_without_batch_norm_as_it_is():
+    vit = open_clip.transformer.VisionTransformer(image_size=32, patch_size=8, width=64, layers=1, heads=2,
+                                                  mlp_ratio=2.0, output_dim=32)
+    assert inference_tower(vit, torch.device("cpu")) == (vit, False)
 
 
 def test_local_weights_file_loads_the_same_model(backbone, tmp_path):

@@ -285,6 +285,24 @@ def test_scan_events_are_the_same_for_the_same_seed(clean_coop, small_pool):
     assert all(torch.equal(first.triggers[k]["delta"], second.triggers[k]["delta"]) for k in first.triggers)
 
 
+def test_fast_scan_shows_every_class_before_the_colour_family_and_the_order_changes_no_record(clean_coop, small_pool):
+    """The fast schedule steps every class once, then runs the colour family, then goes on: a front-end has every
+    class on its chart after one step each, and each class's additive record is what it is without the family."""
+    config = ScanConfig(schedule="fast", classes=(0, 7, 16, 19), pool_size=320, fast_rounds=(2, 2), colour=True,
+                        colour_steps=2, colour_batch_size=8)
+    events = list(scan(clean_coop, small_pool, config))
+    first_colour = next(i for i, e in enumerate(events) if isinstance(e, TriggerSnapshot) and e.family == "colour")
+    before = events[:first_colour]
+    assert {e.class_index for e in before if isinstance(e, ClassEstimate)} == set(config.classes)
+    assert next(e for e in events if isinstance(e, TriggerSnapshot)).family == "additive"  # the first picture
+    assert all(e.steps == 1 for e in before if isinstance(e, ClassEstimate))
+    result = events[-1].result
+    plain = run_scan(clean_coop, small_pool, replace(config, colour=False))
+    additive = ("flip_rate", "loss", "steps", "curve", "measured_on")
+    assert [{k: c[k] for k in additive} for c in plain.classes] == [{k: c[k] for k in additive} for c in result.classes]
+    assert all(torch.equal(plain.triggers[k]["delta"], result.triggers[k]["delta"]) for k in config.classes)
+
+
 def test_colour_trigger_stays_in_its_box_and_is_the_same_on_every_pixel():
     trigger = ColourInversion(0.5, 0.2)
     with torch.no_grad():
