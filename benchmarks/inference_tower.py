@@ -17,8 +17,8 @@ One run, this machine:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
 import platform
 import statistics
 import subprocess
@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.detection import calibrated, colour_tag, scan_model  # noqa: E402
-from inspector.backbone import load_backbone, machine_name  # noqa: E402
+from benchmarks.speed import cli_process  # noqa: E402
+from inspector.backbone import Backbone, load_backbone, machine_name  # noqa: E402
 from inspector.data import load_shipped_pool  # noqa: E402
 from inspector.reference import Reference, shipped_reference_path  # noqa: E402
 
@@ -44,42 +45,36 @@ FOLDER = "inspector-reference" + colour_tag(True)
 BATCH = 16  # ScanConfig.fast_batch_size
 
 
-def step_seconds(tower: torch.nn.Module, channels_last: bool, backbone: Any, images: torch.Tensor) -> float:
-    """One scan step's encoder work: features of the stamped batch and their gradient back to the pixels."""
+def step_seconds(backbone: Backbone, images: torch.Tensor) -> float:
+    """One scan step's encoder work (``Backbone.encode_image``): features of the stamped batch and their gradient
+    back to the pixels."""
     delta = torch.zeros_like(images, requires_grad=True)
     started = time.perf_counter()
-    pixels = backbone.normalize((images + delta).clamp(0, 1))
-    if channels_last:
-        pixels = pixels.contiguous(memory_format=torch.channels_last)
-    tower(pixels).square().sum().backward()
+    backbone.encode_image((images + delta).clamp(0, 1)).square().sum().backward()
     return time.perf_counter() - started
 
 
 def step_times(repeats: int) -> dict[str, Any]:
     backbone = load_backbone(device="cpu")
+    loaded = dataclasses.replace(backbone)  # the same backbone whose encode_image runs the loaded encoder
+    loaded._tower = (backbone.model.visual, False)
     images = torch.rand(BATCH, 3, backbone.image_size, backbone.image_size, generator=torch.Generator().manual_seed(0))
-    folded, channels_last = backbone.image_tower
     runs: dict[str, list[float]] = {"loaded encoder": [], "inference tower": []}
     for _ in range(repeats + 3):  # the first three of each warm up
-        runs["loaded encoder"].append(step_seconds(backbone.model.visual, False, backbone, images))
-        runs["inference tower"].append(step_seconds(folded, channels_last, backbone, images))
+        runs["loaded encoder"].append(step_seconds(loaded, images))
+        runs["inference tower"].append(step_seconds(backbone, images))
     medians = {name: statistics.median(times[3:]) for name, times in runs.items()}
     return {"repeats": repeats, "images": BATCH, "median_ms": {k: round(v * 1000, 1) for k, v in medians.items()},
             "ratio": round(medians["loaded encoder"] / medians["inference tower"], 2)}
 
 
 def cli_seconds(tree: Path, model: str, threads: int) -> tuple[float, str]:
-    """``python -m inspector scan MODEL --json`` run from ``tree``: wall seconds start to exit, and its answer."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": str(tree)}
+    """A default CLI scan of ``model`` run from ``tree`` as a whole process (``speed.cli_process``): wall seconds
+    start to exit, and its answer."""
     with tempfile.TemporaryDirectory() as out:
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "inspector", "scan", model, "--out", out, "--json"], cwd=tree,
-                              env=env, capture_output=True, text=True)
-        seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"scan of {model} from {tree} failed: {done.stderr[-2000:]}")
-    summary = json.loads(done.stdout)
-    return seconds, f"{summary['target'] or 'clean'} ({summary['max_anomaly']:.4f})"
+        run = cli_process(["scan", model, "--out", out], threads, tree)
+    summary = run["json"]
+    return run["seconds"], f"{summary['target'] or 'clean'} ({summary['max_anomaly']:.4f})"
 
 
 def whole_scans(before: Path, pairs: int, threads: int) -> list[dict[str, Any]]:
@@ -91,7 +86,7 @@ def whole_scans(before: Path, pairs: int, threads: int) -> list[dict[str, Any]]:
         for _ in range(pairs):
             for side, tree in (("before", before), ("now", ROOT)):
                 seconds, answers[side] = cli_seconds(tree, model, threads)
-                times[side].append(round(seconds, 2))
+                times[side].append(seconds)
         rows.append({"model": model, **times, "answers": answers,
                      "ratio": round(statistics.median(times["before"]) / statistics.median(times["now"]), 2)})
         print(json.dumps(rows[-1]), flush=True)

@@ -73,14 +73,14 @@ def scan_row(path: Path, schedule: str, pool: torch.Tensor) -> dict[str, Any]:
             "suspect": v.suspect_name, "max_anomaly": v.max_anomaly}
 
 
-def cli_process(args: list[str], threads: int) -> dict[str, Any]:
-    """``python -m inspector <args> --json`` in a fresh process: wall time start to exit, peak resident memory and
-    the JSON it printed."""
+def cli_process(args: list[str], threads: int, tree: Path = ROOT) -> dict[str, Any]:
+    """``python -m inspector <args> --json`` in a fresh process, run from the checkout ``tree``: wall time start to
+    exit, peak resident memory and the JSON it printed."""
     code = ("import json, resource, sys; from inspector.cli import main; rc = main(sys.argv[1:]); "
             "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "PYTHONPATH": str(tree)}
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", code, *args, "--json"], cwd=ROOT, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", code, *args, "--json"], cwd=tree, capture_output=True, text=True,
                           env=env)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
