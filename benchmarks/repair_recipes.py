@@ -33,6 +33,7 @@ from benchmarks.detection import (  # noqa: E402
     colour_tag,
     recipe_folder,
     repair_model,
+    scan_model,
 )
 from inspector.data import load_shipped_pool, load_task  # noqa: E402
 from inspector.reference import Reference, shipped_reference_path  # noqa: E402
@@ -201,7 +202,8 @@ def main() -> None:
             if cache.exists():
                 continue
             started = time.time()
-            scan = json.loads((scans / f"{path.stem}.json").read_text())
+            scan = scan_model(path, "inspector + reference", scans / f"{path.stem}.json", pool, None, args.device,
+                              args.colour, for_repair=True)  # the recorded row; its triggers scanned again if absent
             scan = {**calibrated(scan, references[scan["kind"]]), "method": scan["method"]}  # as detection.py
             row = repair_model(path, scan, cache, pool, task, args.device, RECIPES[recipe], scans=scans)
             print(f"{recipe:<34} {path.stem:<26} asr {row['asr_before']:.1%} -> {row['asr_after']:.1%}  acc "
