@@ -74,7 +74,10 @@ RECIPES = {  # in the order they are run: a run cut short still has the first on
     "suppress, both families (40 ep)": recipe(epochs=40, triggered_loss="suppress", families="both"),
     "suppress, both families (10 ep, lr 1e-2)": recipe(epochs=10, lr=1e-2, triggered_loss="suppress",
                                                       families="both"),
-    "suppress, both families (8 ep, lr 1e-2)": recipe(epochs=8, lr=1e-2, triggered_loss="suppress", families="both"),
+    "suppress, both families (10 ep, batch 8)": recipe(epochs=10, batch_size=8, triggered_loss="suppress",
+                                                      families="both"),
+    "suppress, both families (8 ep, batch 8)": recipe(epochs=8, batch_size=8, triggered_loss="suppress",
+                                                     families="both"),
 }
 DESCRIPTIONS = {
     "labels": "cross-entropy with the true labels on the clean copies and on the triggered copies",
