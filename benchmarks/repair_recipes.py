@@ -76,9 +76,10 @@ RECIPES = {  # in the order they are run: a run cut short still has the first on
                                                       families="both"),
     "suppress, both families (10 ep, batch 8)": recipe(epochs=10, batch_size=8, triggered_loss="suppress",
                                                       families="both"),
-    "suppress, both families (8 ep, batch 8)": recipe(epochs=8, batch_size=8, triggered_loss="suppress",
-                                                     families="both"),
 }
+SHORT = ("suppress, both families (10 ep, lr 1e-2)", "suppress, both families (10 ep, batch 8)")
+BESIDE = (("labels (40 ep)", "the default before the dev-zoo change", lambda recipe: recipe not in SHORT),
+          ("suppress, both families (40 ep)", "the shipped default", lambda recipe: recipe in SHORT))
 DESCRIPTIONS = {
     "labels": "cross-entropy with the true labels on the clean copies and on the triggered copies",
     "anchor": "triggered copies: true labels; clean copies: KL to the delivered model's own predictions "
@@ -97,6 +98,10 @@ DESCRIPTIONS = {
     "suppress": "clean copies: true labels; triggered copies: only pushed away from the target class "
                 "(-log(1 - p_target) on non-target images, true labels on the target's own), so the repair does "
                 "not teach the model to see through the trigger's whole transform",
+    "suppress, both families (10 ep, lr 1e-2 / batch 8)": "the shipped recipe with a quarter of its text-tower "
+                                                          "passes, so that a CoCoOp repair could fit in a minute: "
+                                                          "10 epochs at lr 1e-2, or 10 epochs in batches of 8 (as "
+                                                          "many steps as 40 epochs of 32)",
 }
 
 
@@ -142,24 +147,28 @@ def write(rows: list[dict[str, Any]], zoo: Path, report: str) -> None:
              "the "
              "non-target test images (533 test images: 1 point is about 5 images); unchanged: test images whose "
              "predicted class the repair did not change. All recipes: AdamW, lr 5e-3, cosine schedule, batch 32 "
-             "clean images + their triggered copies, 8 augmented views, prompt learner only.", ""]
+             "clean images + their triggered copies, 8 augmented views, prompt learner only, unless the name says "
+             "otherwise. The trigger tensors of a scan are not kept: recipes run in a later session repaired with "
+             "the triggers of the same default scan run again (its recorded verdict and target; float rounding "
+             "moves a trigger a little).", ""]
     lines += [f"- **{name}**: {text}" for name, text in DESCRIPTIONS.items()]
     lines += ["", *SUMMARY_HEADER]
     recipes = list(dict.fromkeys(r["recipe"] for r in rows))
-    common = set.intersection(*({r["model"] for r in rows if r["recipe"] == recipe} for recipe in recipes))
     for recipe in recipes:
         lines.append(_summary_row(recipe, [r for r in rows if r["recipe"] == recipe]))
-    if any(len([r for r in rows if r["recipe"] == recipe]) > len(common) for recipe in recipes):
-        lines += ["", f"On the {len(common)} models every recipe ran on:", "", *SUMMARY_HEADER]
+    compared = [recipe for recipe in recipes if recipe not in SHORT]  # the short ones: beside the default, below
+    common = set.intersection(*({r["model"] for r in rows if r["recipe"] == recipe} for recipe in compared))
+    if any(len([r for r in rows if r["recipe"] == recipe]) > len(common) for recipe in compared):
+        lines += ["", f"On the {len(common)} models every recipe but the short ones ran on:", "", *SUMMARY_HEADER]
         lines += [_summary_row(recipe, [r for r in rows if r["recipe"] == recipe and r["model"] in common])
-                  for recipe in recipes]
-    shipped = "labels (40 ep)"
-    if shipped in recipes:
-        lines += ["", f"Each recipe beside the shipped one ({shipped}) on the models both ran on:", "",
-                  *SUMMARY_HEADER]
+                  for recipe in compared]
+    for shipped, which, others in BESIDE:
+        if shipped not in recipes:
+            continue
+        lines += ["", f"Each recipe beside {which} ({shipped}) on the models both ran on:", "", *SUMMARY_HEADER]
         real = zoo_tables.real_backdoors(zoo_tables.manifest_rows(zoo))
         for recipe in recipes:
-            if recipe == shipped:
+            if recipe == shipped or not others(recipe):
                 continue
             both = {r["model"] for r in rows if r["recipe"] == recipe} & {r["model"] for r in rows
                                                                         if r["recipe"] == shipped}

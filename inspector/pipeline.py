@@ -116,6 +116,17 @@ def _shipped_pool(size: int) -> ImagePool:
     return load_shipped_pool(size)
 
 
+def warm_up(device: str | None = None) -> None:
+    """Do before serving what a session's first scan would otherwise wait for: the shipped CLIP read, its inference
+    tower built, the shipped pool read, and torch's kernels for a scan step's image-encoder work made (a forward and
+    a backward on a batch of pool images)."""
+    from inspector.backbone import POCKET_ARCH, POCKET_TAG, shared_backbone
+
+    backbone = shared_backbone(POCKET_ARCH, POCKET_TAG, device)
+    pixels = open_pool(None, backbone.image_size).pixels[:ScanConfig().fast_batch_size]
+    backbone.encode_image(pixels.to(backbone.device).requires_grad_(True)).sum().backward()
+
+
 def open_pool(source: str | Path | None, size: int, pool_size: int | None = None,
               label: str | None = None) -> ImagePool:
     """The OOD pool: the shipped one (``source`` None), or a folder / zip read up to ``pool_size`` images."""

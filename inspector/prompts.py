@@ -522,8 +522,13 @@ def stack_views(encoded: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tenso
 
 def iter_transformed_views(backbone: Backbone, pixels: torch.Tensor, views: int, seed: int,
                            transforms: dict[str, Callable[[torch.Tensor], torch.Tensor] | None],
-                           batch_size: int = 128) -> Iterator[dict[str, torch.Tensor]]:
-    """``encode_transformed_views`` one view at a time ((N, D) per transform), so a caller can report progress."""
+                           batch_size: int = 128,
+                           needed: dict[str, torch.Tensor] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    """``encode_transformed_views`` one view at a time ((N, D) per transform), so a caller can report progress.
+
+    ``needed``: per transform name, a (V, N) mask of the views its caller will read; the others are not encoded
+    and hold NaN. Every image's augmentation is drawn all the same, so each encoded view is the one it would be.
+    """
     from inspector.augment import random_resized_crop_flip
 
     generator = torch.Generator().manual_seed(seed)
@@ -536,9 +541,21 @@ def iter_transformed_views(backbone: Backbone, pixels: torch.Tensor, views: int,
                     batch = random_resized_crop_flip(batch, generator, min_scale=0.5, jitter=0.05)
                 batch = batch.to(backbone.device)
                 for name, transform in transforms.items():
-                    shown = batch if transform is None else transform(batch)
-                    per_view[name].append(backbone.encode_image(shown).float())
+                    rows = needed[name][v, start:start + batch_size] if needed and name in needed else None
+                    chosen = batch if rows is None else batch[rows.to(batch.device)]
+                    shown = chosen if transform is None else transform(chosen)
+                    encoded = backbone.encode_image(shown).float() if len(shown) else None
+                    per_view[name].append(encoded if rows is None else _scatter_rows(rows, encoded, backbone))
         yield {name: torch.cat(feats) for name, feats in per_view.items()}
+
+
+def _scatter_rows(rows: torch.Tensor, encoded: torch.Tensor | None, backbone: Backbone) -> torch.Tensor:
+    """(len(rows), D) features with ``encoded`` at the True ``rows`` and NaN elsewhere."""
+    width = encoded.shape[1] if encoded is not None else backbone.model.visual.output_dim
+    full = torch.full((len(rows), width), float("nan"), device=backbone.device)
+    if encoded is not None:
+        full[rows.to(full.device)] = encoded
+    return full
 
 
 @dataclass

@@ -11,8 +11,9 @@ A generator of typed events (loss every step; clean accuracy and the trigger's f
 CoCoOp, so those between the first and the last read a fixed sample of ``eval_sample`` test and OOD images:
 measured on every image each time, they took two fifths of a CoCoOp repair; the before/after figures use all.
 
-The encoders are frozen and the trigger fixed, so every augmented view is encoded once, clean and
-triggered, and the evaluation sets too: a step costs only the prompt learner and the text tower.
+The encoders are frozen and the trigger fixed, so every augmented view a step will read is encoded once, clean
+and triggered (by one family's trigger each), and the evaluation sets too: a step costs only the prompt learner and
+the text tower.
 The caller's model is trained in place; writing it to a *new* file is the caller's job.
 """
 
@@ -210,8 +211,11 @@ def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.T
     total = config.epochs * steps_per_epoch
     yield RepairStarted(total, target, config.as_dict())
     stamps = {"clean": None, "stamped": stamp, **{f"also{i}": other for i, other in enumerate(also)}}
+    draws = draw_batches(n, config.views, config.epochs, config.seed)
+    needed = views_needed(draws, batch, config.views, len(also), config.seed)
     encoded = []
-    for view in iter_transformed_views(model.backbone, train_pixels, config.views, config.seed, stamps):
+    for view in iter_transformed_views(model.backbone, train_pixels, config.views, config.seed, stamps,
+                                       needed=needed):
         encoded.append(view)
         yield RepairEncoding(len(encoded), config.views, n, round(time.time() - started, 2))
     features = stack_views(encoded)
@@ -226,7 +230,6 @@ def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.T
     params = [p for p in model.learner.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
-    generator = torch.Generator().manual_seed(config.seed)
     model.learner.train()
     step = 0
     last = before
@@ -238,8 +241,7 @@ def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.T
                 features["stamped"] = encode_transformed_views(model.backbone, train_pixels, config.views,
                                                                config.seed, {"stamped": current})["stamped"]
                 model.learner.train()
-            order = torch.randperm(n, generator=generator)
-            view = torch.randint(0, config.views, (n,), generator=generator)
+            order, view = draws[epoch]
             for start in range(0, n - batch + 1, batch):
                 idx = order[start:start + batch]
                 loss = repair_loss(model, features, labels, anchor, view[idx], idx, config, target)
@@ -257,11 +259,37 @@ def repair(model: PromptedCLIP, stamp: Stamp, target: int, train_pixels: torch.T
     yield RepairFinished(before, last, round(time.time() - started, 2))
 
 
+def draw_batches(n: int, views: int, epochs: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every epoch's image order and augmented view per image, drawn up front in the order the steps read them."""
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.randperm(n, generator=generator), torch.randint(0, views, (n,), generator=generator))
+            for _ in range(epochs)]
+
+
+def views_needed(draws: list[tuple[torch.Tensor, torch.Tensor]], batch: int, views: int, extra: int,
+                 seed: int) -> dict[str, torch.Tensor]:
+    """(V, N) masks of the (view, image) pairs some step reads, per stamp: a short repair draws few of an image's
+    views, and each triggered copy comes from one family only, so the rest need never be encoded."""
+    n = len(draws[0][0]) if draws else 0
+    read = torch.zeros(views, n, dtype=torch.bool)
+    for order, view in draws:
+        idx = order[:(n // batch) * batch]  # the images of full batches: a last partial one is never a step
+        read[view[idx], idx] = True
+    choice = family_choice(views, n, extra, seed)
+    return {"clean": read, "stamped": read & (choice == 0), **{f"also{i}": read & (choice == i + 1)
+                                                               for i in range(extra)}}
+
+
+def family_choice(views: int, n: int, extra: int, seed: int) -> torch.Tensor:
+    """(V, N) which family stamps each triggered copy: 0 the class's trigger, i + 1 its ``also{i}``."""
+    return torch.randint(0, 1 + extra, (views, n), generator=torch.Generator().manual_seed(seed))
+
+
 def mix_families(features: dict[str, torch.Tensor], extra: int, seed: int) -> torch.Tensor:
     """(V, N, D) triggered features, each (view, image) taken from ``stamped`` or one of the ``extra`` other
-    families' (``also0``, ...), drawn with ``seed``; the other families' entries are removed."""
+    families' (``also0``, ...) as ``family_choice`` draws them; the other families' entries are removed."""
     stacked = torch.stack([features["stamped"], *(features.pop(f"also{i}") for i in range(extra))])
-    choice = torch.randint(0, len(stacked), stacked.shape[1:3], generator=torch.Generator().manual_seed(seed))
+    choice = family_choice(stacked.shape[1], stacked.shape[2], extra, seed)
     views, images = torch.meshgrid(torch.arange(stacked.shape[1]), torch.arange(stacked.shape[2]), indexing="ij")
     return stacked[choice.to(stacked.device), views.to(stacked.device), images.to(stacked.device)]
 

@@ -80,3 +80,15 @@ def test_repair_on_the_folder_task_halves_the_asr_and_eval_measures_the_repaired
     measured = cli_json("eval", str(repaired), "--task", task, "--ood", ood, "--device", "cpu")
     assert measured["asr"] == after["asr"] and measured["accuracy"] == after["accuracy"]
     assert measured["ood_asr"] < things["implanted"]["ood_asr"] / 2
+
+
+def test_warm_up_leaves_the_shared_pocket_clip_ready_for_a_first_scan():
+    """What app.py does before serving: the backbone a demo model opens is the warmed one, its inference tower
+    already built, and the shipped pool read."""
+    from inspector.backbone import shared_backbone
+    from inspector.pipeline import _shipped_pool, open_delivered, warm_up
+
+    warm_up()
+    opened = open_delivered("badclip-cocoop", backbone_loader=shared_backbone).model.backbone
+    assert opened._tower is not None and opened._tower[0] is not opened.model.visual  # folded copy, built
+    assert _shipped_pool.cache_info().currsize >= 1

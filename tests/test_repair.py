@@ -243,3 +243,38 @@ def test_repair_candidates_weaken_a_colour_trigger_or_take_the_additive_one():
     assert torch.allclose(additive(pixels), (pixels + 0.01).clamp(0, 1))
     assert repair_candidates("inspector", colour, 4 / 255, "colour", "additive")[0].family == "colour"
     assert repair_candidates("inspector", tensors, 4 / 255, "additive", colour_scale=0.5)[0].family == "additive"
+
+
+def test_repair_encodes_only_the_views_its_steps_read(backdoored, scanned, task, pool, monkeypatch):
+    """A short repair reads few of each image's augmented views, and each triggered copy from one family: the
+    rest are not encoded, and the repaired learner is the one that encoding every view gives."""
+    import copy
+
+    import inspector.repair as repair_module
+    from inspector.prompts import PromptedCLIP
+
+    model, _ = backdoored
+    _, result = scanned
+    stamp, darker = result.trigger(TARGET), lambda pixels: (pixels * 0.8).clamp(0, 1)
+    config = RepairConfig(epochs=2, views=4, eval_every=1000)
+    n = len(task.train_labels)
+    needed = repair_module.views_needed(repair_module.draw_batches(n, config.views, config.epochs, config.seed),
+                                        config.batch_size, config.views, 1, config.seed)
+    assert 0.2 < float(needed["clean"].float().mean()) < 0.8  # two draws per image out of four views
+    assert torch.equal(needed["stamped"] | needed["also0"], needed["clean"])
+    assert not (needed["stamped"] & needed["also0"]).any()
+
+    def repaired() -> tuple[PromptedCLIP, list[float]]:
+        copied = PromptedCLIP(model.backbone, copy.deepcopy(model.learner))
+        events = list(repair(copied, stamp, TARGET, task.train_pixels, task.train_labels, task.test_pixels[:64],
+                             task.test_labels[:64], result.held_out(pool)[:64], config, also=(darker,)))
+        return copied, [e.loss for e in events if isinstance(e, RepairStep)]
+
+    lazy, lazy_losses = repaired()
+    every = {name: torch.ones_like(mask) for name, mask in needed.items()}
+    monkeypatch.setattr(repair_module, "views_needed", lambda *args: every)
+    full, full_losses = repaired()
+    assert len(lazy_losses) == 2 * (n // config.batch_size) and all(loss == loss for loss in lazy_losses)  # no NaN
+    assert lazy_losses == pytest.approx(full_losses, abs=1e-4)
+    for a, b in zip(lazy.learner.parameters(), full.learner.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
