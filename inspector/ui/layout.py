@@ -19,7 +19,7 @@ import gradio as gr
 from inspector.invert import METHODS, SCHEDULES, ScanConfig
 from inspector.lab.triggers import ATTACKS
 from inspector.repair import RepairConfig
-from inspector.ui import api, handlers
+from inspector.ui import api, handlers, views
 from inspector.ui.stages import JobStages
 from inspector.ui.workspace import Workspace, zoo_names
 
@@ -331,6 +331,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
         api.endpoints(lambda: Workspace(runs_root=runs_root, allowed_roots=roots, device=settings.device))
         app.load(_on_load(new_workspace), None, [state, *(c[n] for n in _LOAD_OUTPUTS)], api_name=False)
         app.unload(closed_tab)
+    views.prepare_charts()
     return app
 
 
