@@ -79,12 +79,16 @@ def main(argv: list[str] | None = None) -> int:
         return cli_main([*(["--device", args.device] if args.device else []), "demo"])
     keep_openmp_workers_ready()
     bound_malloc_arenas()
+    from inspector.errors import InputError
     from inspector.pipeline import warm_up
     from inspector.ui import CSS, AppSettings, build_app
 
     settings = AppSettings(runs_root=args.runs, allowed_roots=args.allow_path, device=args.device)
     app = build_app(settings)
-    warm_up(args.device)  # so the first Scan shows its first trigger as soon as the later ones do
+    try:
+        warm_up(args.device)  # so the first Scan shows its first trigger as soon as the later ones do
+    except InputError as exc:  # a broken install: the page says the same when the model is opened, and serves
+        print(f"note: {exc}", file=sys.stderr)
     app.queue(default_concurrency_limit=1)
     calm_queue(app)
     app.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,

@@ -123,7 +123,7 @@ def warm_up(device: str | None = None) -> None:
     from inspector.backbone import POCKET_ARCH, POCKET_TAG, shared_backbone
 
     backbone = shared_backbone(POCKET_ARCH, POCKET_TAG, device)
-    pixels = open_pool(None, backbone.image_size).pixels[:ScanConfig().fast_batch_size]
+    pixels = open_pool(None, backbone.image_size).pixels[:ScanConfig().fast_batch_size].clone()
     backbone.encode_image(pixels.to(backbone.device).requires_grad_(True)).sum().backward()
 
 
