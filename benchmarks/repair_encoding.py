@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from inspector.backbone import machine_name  # noqa: E402
 from inspector.invert import ScanConfig, ScanFinished  # noqa: E402
 from inspector.pipeline import open_delivered, open_pool, scan_job  # noqa: E402
-from inspector.prompts import iter_transformed_views, stack_views  # noqa: E402
+from inspector.prompts import encode_transformed_views  # noqa: E402
 from inspector.repair import RepairConfig, draw_batches, views_needed  # noqa: E402
 from inspector.tasks import load_labelled  # noqa: E402
 
@@ -38,8 +38,8 @@ from inspector.tasks import load_labelled  # noqa: E402
 def encode(model: Any, pixels: torch.Tensor, config: RepairConfig, stamps: dict[str, Any],
            needed: dict[str, torch.Tensor] | None) -> tuple[dict[str, torch.Tensor], float]:
     started = time.perf_counter()
-    views = list(iter_transformed_views(model.backbone, pixels, config.views, config.seed, stamps, needed=needed))
-    return stack_views(views), time.perf_counter() - started
+    features = encode_transformed_views(model.backbone, pixels, config.views, config.seed, stamps, needed=needed)
+    return features, time.perf_counter() - started
 
 
 def main() -> None:

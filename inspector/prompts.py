@@ -505,14 +505,16 @@ def encode_views(backbone: Backbone, pixels: torch.Tensor, views: int, seed: int
 
 def encode_transformed_views(backbone: Backbone, pixels: torch.Tensor, views: int, seed: int,
                              transforms: dict[str, Callable[[torch.Tensor], torch.Tensor] | None],
-                             batch_size: int = 128) -> dict[str, torch.Tensor]:
+                             batch_size: int = 128,
+                             needed: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """(V, N, D) features per named transform of the same V augmented views (view 0 unaugmented).
 
     Each transform (a trigger, or None for the clean view) is applied *after* the augmentation, as
     the published poisoning code does, so a corner patch is never cropped away. The encoder is
-    frozen, so every view is encoded once and training steps only index into the result.
+    frozen, so every view is encoded once and training steps only index into the result. ``needed``: as in
+    ``iter_transformed_views``.
     """
-    return stack_views(list(iter_transformed_views(backbone, pixels, views, seed, transforms, batch_size)))
+    return stack_views(list(iter_transformed_views(backbone, pixels, views, seed, transforms, batch_size, needed)))
 
 
 def stack_views(encoded: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
