@@ -10,7 +10,7 @@ import time
 import pytest
 
 from inspector.errors import InputError
-from inspector.ui.background import Background
+from inspector.ui.background import IDLE, Background
 
 
 def job(stop: threading.Event, steps: int, fail_at: int | None = None, ran: list[int] | None = None):
@@ -53,3 +53,18 @@ def test_a_handler_dropped_mid_run_stops_its_engine():
     done = len(ran)
     time.sleep(0.2)
     assert len(ran) == done < 10_000  # stopped, and not running on
+
+
+def test_ticking_reports_quiet_stretches_between_the_events():
+    """A handler that throttles its updates needs a turn while the engine is quiet, to send what it held back."""
+    stop = threading.Event()
+
+    def slow() -> object:
+        for step in range(3):
+            time.sleep(0.3)
+            yield step
+
+    seen = list(Background(slow(), stop).ticking(0.05))
+    assert [item for item in seen if item is not IDLE] == [0, 1, 2]
+    assert seen.index(0) >= 2 and seen.index(1) - seen.index(0) >= 3  # idle turns while each step ran
+    assert not stop.is_set()

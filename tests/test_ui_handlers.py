@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import math
 import re
 from pathlib import Path
 
@@ -293,6 +294,19 @@ def test_own_data_from_the_page_a_labelled_zip_a_reference_built_live_with_stop_
     assert _sha256(things["backdoored"]) == delivered
     other_task = list(handlers.choose_task(ws, "shipped pocket task", None, None))[-1]
     assert "trained and measured on another labelled task than the one chosen now" in other_task["repair_status"]
+
+
+def test_the_chart_shows_every_class_as_soon_as_each_has_an_estimate(ws, monkeypatch):
+    """The throttle on chart redraws does not hold back the first chart with every class on it: with redraws
+    otherwise never due, a live chart still comes once every class has its first estimate, before the verdict."""
+    list(handlers.choose_model(ws, "demo zoo", "clean-coop", None, None))
+    monkeypatch.setattr(handlers, "BARS_EVERY", math.inf)
+    updates = list(handlers.run_scan(ws, *SCAN_SETTINGS))
+    verdict_at = next(i for i, u in enumerate(updates) if u.get("verdict"))
+    live = [u["bars"] for u in updates[:verdict_at] if "bars" in u]
+    assert len(live) == 1, len(live)
+    hover = [str(t) for trace in live[0].data for t in (trace.hovertext or [])]
+    assert len(live[0].data[0].x) == 4 and hover and not any("not scanned yet" in t for t in hover), hover
 
 
 def test_the_chart_shows_running_classes_from_their_estimates_and_indexes_only_finished_ones():

@@ -19,6 +19,14 @@ T = TypeVar("T")
 _DONE = object()
 
 
+class Idle:
+    """What ``Background.ticking`` yields when no event came for a while: the handler's chance to send what it
+    held back (a throttled chart or picture) while the engine is in a long stretch without events."""
+
+
+IDLE = Idle()
+
+
 class _Raised:
     def __init__(self, error: BaseException) -> None:
         self.error = error
@@ -57,8 +65,18 @@ class Background(Generic[T]):
         return not self._queue.empty()
 
     def __iter__(self) -> Iterator[T]:
+        return self._events(None)
+
+    def ticking(self, every: float) -> Iterator[T | Idle]:
+        """The events, and ``IDLE`` after every ``every`` seconds in which none came."""
+        return self._events(every)
+
+    def _events(self, every: float | None) -> Iterator[T | Idle]:
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=every)
+            except queue.Empty:
+                item = IDLE
             if item is _DONE:
                 self._finalizer.detach()
                 return

@@ -274,9 +274,11 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
     pictures = 0
     bars_due = True  # the chart is drawn after the first trigger picture and at most every BARS_EVERY s:
     # drawing it costs the browser CPU that the engine needs on a small laptop
+    every_class_drawn = False  # the first chart with an estimate for every class is drawn at once
+    held_picture: TriggerSnapshot | None = None  # the newest picture the throttle kept back
     pending: Updates = {}  # updates not sent yet: one update covers a burst of queued events
     events = Background(ws.scan(config), ws.stop)
-    for event in events:
+    for event in events.ticking(UPDATE_EVERY):
         now = time.time()
         updates: Updates = {}
         if isinstance(event, ReferenceChosen):
@@ -286,13 +288,7 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
             ws.live = (records, settings, candidates, estimates)
             updates["progress"] = views.started_line(loaded.label, event)
         elif isinstance(event, TriggerSnapshot):
-            if now - last_picture >= UPDATE_EVERY:
-                last_picture, pictures = now, pictures + 1
-                updates.update({
-                    "trigger_picture": views.to_image(event.picture), "trigger_true": views.to_image(event.true_scale),
-                    "trigger_caption": f"Trigger for **{event.class_name}** (amplified · true scale), step "
-                                       f"{event.step}/{event.steps}",
-                    "progress": views.snapshot_line(event, total_steps, started, now)})
+            held_picture = event
         elif isinstance(event, ClassEstimate):
             estimates[event.class_index] = event
             bars_due = True
@@ -313,21 +309,42 @@ def run_scan(ws: Workspace, method: str, schedule: str, epsilon: float, pool_siz
                    "verdict": views.verdict_html(result.verdict, result, loaded.label),
                    "steps": gr.Tabs(selected="inspect"),  # with the verdict: its images come to that tab next
                    "progress": f"Scan finished in {result.seconds:.0f} s; writing the report …"}
-            pending = {}
+            pending, held_picture = {}, None
             continue
         elif isinstance(event, ReportWritten):
             yield from finished_scan(ws, candidates)
             return
+        if held_picture is not None and now - last_picture >= UPDATE_EVERY:
+            last_picture, pictures = now, pictures + 1
+            updates.update(picture_update(held_picture, total_steps, started, now))
+            held_picture = None
         pending.update(updates)
         if events.waiting and now - last_sent < UPDATE_EVERY:
             continue  # more events queued: one update for all of them
-        if bars_due and pictures > ("trigger_picture" in pending) and now - last_bars >= BARS_EVERY:
+        every_class = not every_class_drawn and _every_class_estimated(candidates, estimates, records)
+        if (bars_due and pictures > ("trigger_picture" in pending)
+                and (now - last_bars >= BARS_EVERY or every_class)):
             pending["bars"] = views.live_bars(loaded.model.class_names, records, settings, ws.view, None, candidates,
                                               estimates)
-            bars_due, last_bars = False, now
+            bars_due, last_bars, every_class_drawn = False, now, every_class_drawn or every_class
         if pending:
             yield pending
             pending, last_sent = {}, now
+
+
+def picture_update(event: TriggerSnapshot, total_steps: int, started: float, now: float) -> Updates:
+    """A trigger snapshot as the page shows it: the amplified and true-scale pictures, caption and progress."""
+    return {"trigger_picture": views.to_image(event.picture), "trigger_true": views.to_image(event.true_scale),
+            "trigger_caption": f"Trigger for **{event.class_name}** (amplified · true scale), step "
+                               f"{event.step}/{event.steps}",
+            "progress": views.snapshot_line(event, total_steps, started, now)}
+
+
+def _every_class_estimated(candidates: list[int], estimates: dict[int, ClassEstimate],
+                           records: list[dict[str, Any]]) -> bool:
+    """Whether every scanned class has an estimate or a finished record, so the chart can show them all."""
+    shown = set(estimates) | {int(r["index"]) for r in records}
+    return bool(candidates) and shown.issuperset(candidates)
 
 
 def finished_scan(ws: Workspace, candidates: list[int]) -> Iterator[Updates]:
