@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +20,8 @@ from inspector.detect import DEFAULT_EVIDENCE, DEFAULT_SPREAD, USE_COLOUR_FAMILY
 from inspector.errors import InputError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from inspector.data import Task
     from inspector.lab.zoo_builder import ZooItem
     from inspector.prompts import PromptedCLIP
@@ -201,6 +205,31 @@ def cmd_repair(args: argparse.Namespace) -> None:
 
 
 # --- a fleet of models ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _ctrl_c_asks_to_stop() -> Iterator[threading.Event]:
+    """Ctrl-C as a request that the fleet loop reads between results: a KeyboardInterrupt raised at any point can
+    be lost inside a library's cleanup (an object's finaliser), and the run would go on. A second Ctrl-C stops at
+    once."""
+    asked = threading.Event()
+
+    def ask(signum: int, frame: object) -> None:
+        if asked.is_set():
+            raise KeyboardInterrupt
+        asked.set()
+        print("stopping: the scans in flight are cancelled, finished results are kept (Ctrl-C again to quit now)",
+              file=sys.stderr)
+
+    try:
+        previous = signal.signal(signal.SIGINT, ask)
+    except ValueError:  # not the main thread (the CLI called from one): Ctrl-C stays Python's own
+        yield asked
+        return
+    try:
+        yield asked
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def cmd_fleet_scan(args: argparse.Namespace) -> None:
     from inspector.fleet import (
         JOURNAL,
@@ -224,10 +253,12 @@ def cmd_fleet_scan(args: argparse.Namespace) -> None:
     runtime = Runtime(args.address, args.workers, args.cpus_per_scan, args.gpus_per_scan)
     out = Path(args.out)
     written = None
-    events = fleet_scan(Path(args.source), out, settings, runtime, args.overwrite)
+    asked_to_stop = contextlib.ExitStack()
+    stop = asked_to_stop.enter_context(_ctrl_c_asks_to_stop())
+    events = fleet_scan(Path(args.source), out, settings, runtime, args.overwrite, should_stop=stop.is_set)
     # Ray prints its own notes (a worker that died, …) on stdout; a --json run keeps stdout for the JSON
     keep_stdout = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
-    with keep_stdout, _bar(args, f"vetting {args.source}", unit="model") as bar:
+    with asked_to_stop, keep_stdout, _bar(args, f"vetting {args.source}", unit="model") as bar:
         try:
             for event in events:
                 if isinstance(event, FleetPlanned):
