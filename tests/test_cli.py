@@ -260,3 +260,21 @@ def test_a_minimum_flip_rate_outside_0_to_1_is_refused_in_plain_words(capsys):
     code, out, err = run_cli(capsys, "scan", "badclip-cocoop", "--min-flip-rate", "50")
     assert code != 0 and out == ""
     assert "--min-flip-rate 50 is not a share between 0 and 1" in err and "Traceback" not in err
+
+
+def test_a_fleet_runs_first_ctrl_c_is_a_request_and_a_second_quits():
+    """The fleet loop reads Ctrl-C as a flag between results (an exception could be lost in a library's cleanup);
+    pressing it again stops at once, and Python's own handler comes back afterwards."""
+    import signal
+
+    import pytest
+
+    from inspector.cli import _ctrl_c_asks_to_stop
+
+    before = signal.getsignal(signal.SIGINT)
+    with _ctrl_c_asks_to_stop() as asked:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert asked.wait(5)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before
