@@ -186,16 +186,19 @@ def repair_table(recs: dict[str, dict[str, Any]]) -> list[str]:
     recorded = [dict(r, zoo=zoo) for zoo, rec in recs.items() for r in rec.get("repairs", [])]
     repairs = [r for r in recorded if recipe_of(r["settings"]) == default]
     lines = ["", "## Repair per attack: clean accuracy and ASR before -> after (default recipe, test zoos)", "",
-             "Paper (all attacks): accuracy 80.6% -> 80.8%, ASR 84.4% -> 6.1%.", "",
-             "| attack | models | accuracy before -> after | ASR before -> after |", "|---|---|---|---|"]
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+             "Paper (all attacks, CoCoOp): accuracy 80.6% -> 80.8%, ASR 84.4% -> 6.1%.", "",
+             "| attack | kind | models | accuracy before -> after | ASR before -> after |", "|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in repairs:
-        groups[r["attack"]].append(r)
-    for attack, rows in sorted(groups.items()) + ([("all", repairs)] if repairs else []):
+        groups[(r["attack"], r["kind"])].append(r)
+        groups[("all", r["kind"])].append(r)
+    if repairs:
+        groups[("all", "both")] = repairs
+    for (attack, kind), rows in sorted(groups.items(), key=lambda item: (item[0][0] == "all", item[0])):
         def mean(key: str, rows: list[dict[str, Any]] = rows) -> float:
             return sum(r[key] for r in rows) / len(rows)
-        lines.append(f"| {attack} | {len(rows)} | {mean('accuracy_before'):.1%} -> {mean('accuracy_after'):.1%} | "
-                     f"{mean('asr_before'):.1%} -> {mean('asr_after'):.1%} |")
+        lines.append(f"| {attack} | {kind} | {len(rows)} | {mean('accuracy_before'):.1%} -> "
+                     f"{mean('accuracy_after'):.1%} | {mean('asr_before'):.1%} -> {mean('asr_after'):.1%} |")
     zoos = sorted({r["zoo"] for r in repairs})
     other = len(recorded) - len(repairs)
     left_out = f" ({other} recorded with an earlier recipe are left out)" if other else ""
@@ -205,41 +208,38 @@ def repair_table(recs: dict[str, dict[str, Any]]) -> list[str]:
 def repair_ablation_table() -> list[str]:
     """The paper's repair ablation: what the triggered copies carry, on every test zoo's models that have all four."""
     lines = ["", "## Repair ablation: what the triggered copies carry (default recipe otherwise)", "",
-             "`python benchmarks/paper_ablations.py --only repair --zoo <zoo> --kinds coop`; the implanted trigger's "
+             "`python benchmarks/paper_ablations.py --only repair --zoo <zoo> --kinds <kind>` (the CoCoOp rows: "
+             "`--attacks badclip-adaptive`); the implanted trigger's "
              "ASR on the task's test images. Wrong class: the non-target class whose reconstructed trigger flipped "
              "the most OOD images. Random noise: a fresh uniform draw in the scan's L-inf box per triggered copy. "
              "Paper: clean-only fine-tuning leaves ASR at 64.6%; its other rows: " + NOT_HERE + ".", "",
              "| triggered copies carry | zoos | models | accuracy before -> after | ASR before -> after | "
              "models with ASR after > 20% |", "|---|---|---|---|---|---|"]
     found = {zoo: recorded_repairs(HERE / "zoos" / zoo) for zoo in TEST_ZOOS}
-    for label in REPAIR_SETTINGS:
-        rows = [r for zoo in TEST_ZOOS for r in found[zoo][label]]
-        zoos = ", ".join(zoo for zoo in TEST_ZOOS if found[zoo][label]) or "none"
-        if not rows:
-            lines.append(f"| {label} | {zoos} | 0 | | | |")
-            continue
-        def mean(key: str, rows: list[dict[str, Any]] = rows) -> float:
-            return sum(r[key] for r in rows) / len(rows)
-        kinds = sorted({r["kind"] for r in rows})
-        lines.append(f"| {label} | {zoos} ({'/'.join(kinds)}) | {len(rows)} | {mean('accuracy_before'):.1%} -> "
-                     f"{mean('accuracy_after'):.1%} | {mean('asr_before'):.1%} -> {mean('asr_after'):.1%} | "
-                     f"{sum(r['asr_after'] > 0.2 for r in rows)} |")
-    by_attack: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    kinds = sorted({r["kind"] for zoo in TEST_ZOOS for rows in found[zoo].values() for r in rows})
+    for kind in kinds:
+        for label in REPAIR_SETTINGS:
+            rows = [r for zoo in TEST_ZOOS for r in found[zoo][label] if r["kind"] == kind]
+            zoos = ", ".join(zoo for zoo in TEST_ZOOS if any(r["kind"] == kind for r in found[zoo][label]))
+            def mean(key: str, rows: list[dict[str, Any]] = rows) -> float:
+                return sum(r[key] for r in rows) / len(rows)
+            lines.append(f"| {label} | {zoos} ({kind}) | {len(rows)} | {mean('accuracy_before'):.1%} -> "
+                         f"{mean('accuracy_after'):.1%} | {mean('asr_before'):.1%} -> {mean('asr_after'):.1%} | "
+                         f"{sum(r['asr_after'] > 0.2 for r in rows)} |")
+    by_attack: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for zoo in TEST_ZOOS:
         for label in REPAIR_SETTINGS:
             for r in found[zoo][label]:
-                by_attack[r["attack"]][label].append(r["asr_after"])
+                by_attack[(r["attack"], r["kind"])][label].append(r["asr_after"])
     if by_attack:
         lines += ["", "ASR after repair per attack (mean over the same models):", "",
-                  "| attack | models | ASR before | " + " | ".join(REPAIR_SETTINGS) + " |",
-                  "|---|---|---|" + "---|" * len(REPAIR_SETTINGS)]
-        before = {r["model"]: r["asr_before"] for zoo in TEST_ZOOS for r in found[zoo]["clean-only"]}
-        attack_of = {r["model"]: r["attack"] for zoo in TEST_ZOOS for r in found[zoo]["clean-only"]}
-        for attack, settings in sorted(by_attack.items()):
-            models = [m for m, a in attack_of.items() if a == attack]
+                  "| attack | kind | models | ASR before | " + " | ".join(REPAIR_SETTINGS) + " |",
+                  "|---|---|---|---|" + "---|" * len(REPAIR_SETTINGS)]
+        cleaned = [r for zoo in TEST_ZOOS for r in found[zoo]["clean-only"]]
+        for (attack, kind), settings in sorted(by_attack.items()):
+            befores = [r["asr_before"] for r in cleaned if r["attack"] == attack and r["kind"] == kind]
             cells = " | ".join(f"{sum(v) / len(v):.1%}" for v in (settings[label] for label in REPAIR_SETTINGS))
-            lines.append(f"| {attack} | {len(models)} | {sum(before[m] for m in models) / len(models):.1%} | "
-                         f"{cells} |")
+            lines.append(f"| {attack} | {kind} | {len(befores)} | {sum(befores) / len(befores):.1%} | {cells} |")
         lines += ["", "Why they differ: ours are CoOp learners (a few context vectors, pulled back by 40 epochs on "
                       "the clean task), the paper's CoCoOp on ViT-B/16, so clean-only fine-tuning already undoes the "
                       "fixed-trigger implants here; it does not undo the adaptive BadCLIP, built to survive noise, nor "

@@ -5,6 +5,7 @@ batch size, OOD against in-distribution images, and the SSIM of clean against tr
     .venv/bin/python benchmarks/paper_ablations.py --only loss --kinds coop
     .venv/bin/python benchmarks/paper_ablations.py --only basins     # exact and noisy-trigger ASR of learned triggers
     .venv/bin/python benchmarks/paper_ablations.py --only repair --zoo benchmarks/zoos/test2 --kinds coop
+    .venv/bin/python benchmarks/paper_ablations.py --only repair --zoo benchmarks/zoos/test3 --kinds cocoop --attacks badclip-adaptive
 
 Every scan is the paper's own (the faithful schedule: one epoch, Adam 0.1, the anomaly index on raw flip rates, no
 clean reference, no colour family), so the ablations compare with each other and with the paper, not with the
@@ -129,13 +130,14 @@ def recorded_repairs(zoo: Path) -> dict[str, list[dict[str, Any]]]:
     return found
 
 
-def run_repair_ablation(zoo: Path, kinds: tuple[str, ...]) -> None:
-    """Every backdoored model of ``kinds``, repaired each of the ``REPAIR_SETTINGS`` ways from its default scan, and
-    as the engine would (against the scan's suspect: the repair-per-attack table)."""
+def run_repair_ablation(zoo: Path, kinds: tuple[str, ...], attacks: list[str] | None = None) -> None:
+    """Every backdoored model of ``kinds`` (and ``attacks``), repaired each of the ``REPAIR_SETTINGS`` ways from its
+    default scan, and as the engine would (against the scan's suspect: the repair-per-attack table)."""
     task, pool = load_task(), load_shipped_pool().pixels
     scans = zoo / "scans" / DEFAULT_SCANS
     for path in zoo_models(zoo, kinds):
-        if read_ground_truth(path) is None:
+        truth = read_ground_truth(path)
+        if truth is None or (attacks is not None and truth.attack not in attacks):
             continue
         row = ablation_row(zoo, json.loads((scans / f"{path.stem}.json").read_text()))
         for label, (config, against) in [("default (scan's suspect)", (RepairConfig(), "suspect")),
@@ -216,6 +218,7 @@ def main() -> None:
     extra = ["ssim", "basins", "repair"]
     parser.add_argument("--only", default=",".join([*ABLATIONS, *extra]), help="of: " + ", ".join([*ABLATIONS, *extra]))
     parser.add_argument("--kinds", default="coop,cocoop")
+    parser.add_argument("--attacks", default=None, help="repair ablation: only these attacks (comma-separated)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     zoo, only = Path(args.zoo), [name for name in args.only.split(",") if name]
@@ -225,7 +228,7 @@ def main() -> None:
     if "ssim" in only:
         measure_ssim(zoo)
     if "repair" in only:
-        run_repair_ablation(zoo, tuple(args.kinds.split(",")))
+        run_repair_ablation(zoo, tuple(args.kinds.split(",")), args.attacks.split(",") if args.attacks else None)
     run_ablations(zoo, [name for name in only if name in ABLATIONS], tuple(args.kinds.split(",")))
 
 
