@@ -240,11 +240,14 @@ def repair_ablation_table() -> list[str]:
             befores = [r["asr_before"] for r in cleaned if r["attack"] == attack and r["kind"] == kind]
             cells = " | ".join(f"{sum(v) / len(v):.1%}" for v in (settings[label] for label in REPAIR_SETTINGS))
             lines.append(f"| {attack} | {kind} | {len(befores)} | {sum(befores) / len(befores):.1%} | {cells} |")
-        lines += ["", "Why they differ: ours are CoOp learners (a few context vectors, pulled back by 40 epochs on "
-                      "the clean task), the paper's CoCoOp on ViT-B/16, so clean-only fine-tuning already undoes the "
-                      "fixed-trigger implants here; it does not undo the adaptive BadCLIP, built to survive noise, nor "
-                      "SIBA, whose sparse 32/255 pattern the scan's additive 14/255 trigger reproduces only in part "
-                      "(its repairs with the target's trigger leave the most ASR). CoCoOp repair ablations: not run."]
+        lines += ["", "Why they differ: the CoOp learners here are a few context vectors, pulled back by 40 epochs on "
+                      "the clean task, so clean-only fine-tuning already undoes their fixed-trigger implants; it does "
+                      "not undo the adaptive BadCLIP, built to survive noise, nor SIBA, whose sparse 32/255 pattern "
+                      "the scan's additive 14/255 trigger reproduces only in part (its repairs with the target's "
+                      "trigger leave the most ASR). The CoCoOp rows, the paper's kind of learner (the third zoo's "
+                      "adaptive BadCLIP only), come closest to the paper's: clean-only fine-tuning leaves most of the "
+                      "backdoor, and only the target's reconstructed trigger removes it. CoCoOp repair ablations of "
+                      "the other attacks: not run."]
     return lines
 
 

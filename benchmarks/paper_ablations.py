@@ -5,7 +5,8 @@ batch size, OOD against in-distribution images, and the SSIM of clean against tr
     .venv/bin/python benchmarks/paper_ablations.py --only loss --kinds coop
     .venv/bin/python benchmarks/paper_ablations.py --only basins     # exact and noisy-trigger ASR of learned triggers
     .venv/bin/python benchmarks/paper_ablations.py --only repair --zoo benchmarks/zoos/test2 --kinds coop
-    .venv/bin/python benchmarks/paper_ablations.py --only repair --zoo benchmarks/zoos/test3 --kinds cocoop --attacks badclip-adaptive
+    .venv/bin/python benchmarks/paper_ablations.py --only repair --zoo benchmarks/zoos/test3 --kinds cocoop \
+        --attacks badclip-adaptive
 
 Every scan is the paper's own (the faithful schedule: one epoch, Adam 0.1, the anomaly index on raw flip rates, no
 clean reference, no colour family), so the ablations compare with each other and with the paper, not with the

@@ -253,12 +253,10 @@ def cmd_fleet_scan(args: argparse.Namespace) -> None:
     runtime = Runtime(args.address, args.workers, args.cpus_per_scan, args.gpus_per_scan)
     out = Path(args.out)
     written = None
-    asked_to_stop = contextlib.ExitStack()
-    stop = asked_to_stop.enter_context(_ctrl_c_asks_to_stop())
-    events = fleet_scan(Path(args.source), out, settings, runtime, args.overwrite, should_stop=stop.is_set)
     # Ray prints its own notes (a worker that died, …) on stdout; a --json run keeps stdout for the JSON
     keep_stdout = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
-    with asked_to_stop, keep_stdout, _bar(args, f"vetting {args.source}", unit="model") as bar:
+    with _ctrl_c_asks_to_stop() as stop, keep_stdout, _bar(args, f"vetting {args.source}", unit="model") as bar:
+        events = fleet_scan(Path(args.source), out, settings, runtime, args.overwrite, should_stop=stop.is_set)
         try:
             for event in events:
                 if isinstance(event, FleetPlanned):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from inspector.calibration import backdoor_probability
 from inspector.errors import InputError
@@ -31,7 +32,7 @@ CLASSES = "playing card,balloon,clock,map,arrow"
 FLEET = {"vendor-a": "clean-coop", "vendor-b": "badnets-cocoop", "vendor-c": "clean-cocoop",
          "vendor-d": "blended-cocoop", "vendor-e": "wanet-cocoop", "vendor-f": "badclip-cocoop"}
 REPORT_FILES = ("report.json", "report.html", "triggers.safetensors")
-SOLO: dict[str, dict[str, Any]] = {}
+SOLO: dict[tuple[str, int], dict[str, Any]] = {}
 
 
 def fleet_folder(where: Path, names: list[str], broken: bool = True) -> Path:
@@ -45,15 +46,23 @@ def fleet_folder(where: Path, names: list[str], broken: bool = True) -> Path:
     return where
 
 
-def solo(name: str, tmp: Path) -> dict[str, Any]:
-    """The same model scanned alone, in this process, through the engine's scan job."""
-    if name not in SOLO:
+def solo(name: str, tmp: Path, workers: int) -> dict[str, Any]:
+    """The same model scanned alone, in this process, through the engine's scan job, on as many threads as each of
+    the fleet's ``workers`` gets (sums of floats split over another number of threads can round otherwise)."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    if (name, threads) not in SOLO:
         delivered = open_delivered(resolve_model(FLEET[name]), device="cpu")
         config = ScanConfig(classes=parse_classes(CLASSES, delivered.model.class_names))
         pool = open_pool(None, delivered.model.backbone.image_size)
-        written = [e for e in scan_job(delivered, pool, config, tmp / f"solo-{name}") if isinstance(e, ReportWritten)]
-        SOLO[name] = written[0].report
-    return SOLO[name]
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            written = [e for e in scan_job(delivered, pool, config, tmp / f"solo-{name}-{threads}")
+                       if isinstance(e, ReportWritten)]
+        finally:
+            torch.set_num_threads(before)
+        SOLO[(name, threads)] = written[0].report
+    return SOLO[(name, threads)]
 
 
 def fleet_cli(source: Path, out: Path, *extra: str) -> subprocess.Popen:
@@ -86,7 +95,7 @@ def test_a_fleet_scan_gives_solo_numbers_one_error_line_and_a_rerun_skips_what_i
     assert "broken.safetensors" in lines["broken"]["error"] and lines["broken"]["hint"]
     assert "Traceback" not in err
     for name in FLEET:
-        line, report = lines[name], solo(name, tmp_path)
+        line, report = lines[name], solo(name, tmp_path, workers=2)
         assert (line["flagged"], line["target"], line["suspect"]) == (report["flagged"], report["target"],
                                                                       report["suspect"]), name
         assert line["max_anomaly"] == report["max_anomaly"], name
@@ -155,7 +164,7 @@ def test_a_killed_worker_or_an_interrupted_run_loses_no_finished_result(tmp_path
     assert code == 0, err
     assert [x["model"] for x in summary["lines"] if x["verdict"] != "error"] == names
     for line in summary["lines"]:
-        assert line["max_anomaly"] == solo(line["model"], tmp_path)["max_anomaly"]
+        assert line["max_anomaly"] == solo(line["model"], tmp_path, workers=1)["max_anomaly"]
     assert_complete_folders(out)
 
     # the run interrupted (Ctrl-C) after its first result: that result stays, the re-run scans only the rest
@@ -173,7 +182,7 @@ def test_a_killed_worker_or_an_interrupted_run_loses_no_finished_result(tmp_path
     assert f"{len(names) - len(kept)} of {len(names)} model(s) to scan" in err
     assert [x["model"] for x in summary["lines"]] == names
     for line in summary["lines"]:
-        assert line["max_anomaly"] == solo(line["model"], tmp_path)["max_anomaly"]
+        assert line["max_anomaly"] == solo(line["model"], tmp_path, workers=1)["max_anomaly"]
     assert_complete_folders(out)
 
 
