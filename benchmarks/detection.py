@@ -449,8 +449,9 @@ def main() -> None:
             if args.table_only and not cache.exists():
                 continue
             started = time.time()
-            row = scan_model(path, method, cache, pool, epsilon, args.device, args.colour,
-                             for_repair=not args.no_repair and method == "inspector + reference")
+            repaired = (recipe_folder(zoo, RepairConfig()) / f"{path.stem}.json").exists()
+            row = scan_model(path, method, cache, pool, epsilon, args.device, args.colour,  # triggers only to repair
+                             for_repair=not args.no_repair and not repaired and method == "inspector + reference")
             scans[method].append(row)
             print(f"{method:<15} {path.stem:<36} flagged={row['flagged']!s:<5} suspect={row['suspect']:<16} "
                   f"a={row['max_anomaly']:.2f} ({time.time() - started:.0f} s)", flush=True)
