@@ -34,7 +34,7 @@ class Baseline:
     curves: dict[str, list[Curve]] = field(default_factory=dict)  # class -> each learner's fresh-batch curve
     window: int = 10  # steps a fresh-batch estimate adds up (the scan's ``fast_window``)
     held_out_steps: int | None = None  # steps after which ``held_out`` was measured (None: the whole schedule)
-    # quick family ("colour", "blend") -> class -> each learner's flip rate of that family's trigger
+    # quick family ("colour", "blend", "patch") -> class -> each learner's flip rate of that family's trigger
     families: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     held_out_loss: dict[str, list[float]] = field(default_factory=dict)  # class -> each learner's held-out margin
 

@@ -14,8 +14,9 @@ Three methods share the scan loop (``invert.scan``) and differ only here:
   proxy of the perturbed pixels, the cost raised and lowered against an ASR bound; its statistic is the size
   (perturbed pixels) of the smallest trigger that reached the bound.
 
-The inspector also inverts two *quick* families per class, a few steps each, for triggers that are not small
-noise: ``ColourInversion`` (a global colour transform) and ``BlendInversion`` (a pattern mixed into the image).
+The inspector also inverts *quick* families per class, a few steps each, for triggers that are not small
+noise: ``ColourInversion`` (a global colour transform), ``BlendInversion`` (a pattern mixed into the image) and
+``PatchInversion`` (an opaque square pasted somewhere in it).
 """
 
 from __future__ import annotations
@@ -434,6 +435,84 @@ class BlendInversion(UnitBoxInversion):
         return cls(unit.shape[-1], float(tensors.get("blend_alpha", torch.tensor([BLEND_ALPHA]))[0]), unit)
 
 
+# Side of the patch family's square as a share of the image side (16 px of the pocket CLIP's 64).
+PATCH_SHARE = 0.25
+
+
+class PatchInversion(UnitBoxInversion):
+    """An opaque square of free colours pasted at a random place in each image: x' = x outside it, p inside.
+
+    The fourth family, for triggers that are a small object in the scene (a sticker, a badge, a BadNets patch
+    elsewhere than where it was implanted): an additive trigger in the epsilon-box cannot draw an opaque object,
+    and a blended pattern covers the whole image. The place is drawn afresh for every image (from the trigger's own
+    seeded generator, so a run repeats), so what is learned is a patch that works wherever it lands, as an
+    implanted sticker does (Brown et al.'s adversarial patch, bounded in size instead of in strength). The optimiser
+    works on u in [-1, 1] (p = (1 + u) / 2, mid-grey at the start), projected after every step. Loss: the margin.
+    """
+
+    method = "inspector"
+    family = "patch"
+
+    def __init__(self, image_size: int, share: float = PATCH_SHARE, seed: int = 0,
+                 unit: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.image_size = int(image_size)
+        self.size = patch_side(self.image_size, share) if unit is None else int(unit.shape[-1])
+        self.seed = int(seed)
+        self.places = torch.Generator().manual_seed(self.seed)
+        shape = (1, 3, self.size, self.size)
+        self.unit = nn.Parameter(torch.zeros(shape) if unit is None else unit.reshape(shape).clone().float())
+        self.project()
+
+    @property
+    def pattern(self) -> torch.Tensor:
+        return 0.5 + 0.5 * self.unit
+
+    def corners(self, n: int) -> torch.Tensor:
+        """(n, 2): the top-left corner (row, column) of the patch in each of ``n`` images."""
+        return torch.randint(0, self.image_size - self.size + 1, (n, 2), generator=self.places)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        s, side = self.size, pixels.shape[-1]
+        pattern = self.pattern.to(pixels)[0]
+        out = []
+        for image, (y, x) in zip(pixels, self.corners(len(pixels)).tolist(), strict=True):
+            pad = (x, side - s - x, y, side - s - y)
+            inside = F.pad(torch.ones_like(pattern[:1]), pad)
+            out.append(image * (1 - inside) + F.pad(pattern, pad))
+        return torch.stack(out) if out else pixels
+
+    @torch.no_grad()
+    def picture(self) -> torch.Tensor:
+        """The patch on a mid-grey image of the input's size, in the middle."""
+        canvas = torch.full((3, self.image_size, self.image_size), 0.5)
+        y = (self.image_size - self.size) // 2
+        canvas[:, y:y + self.size, y:y + self.size] = self.pattern[0].clamp(0, 1).cpu()
+        return canvas
+
+    def true_scale(self) -> torch.Tensor:
+        return self.picture()
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {"patch": self.unit.detach().cpu().clone(),
+                "patch_geometry": torch.tensor([self.image_size, self.seed])}
+
+    @torch.no_grad()
+    def stats(self) -> dict[str, float]:
+        return {"patch_strength": float(self.unit.abs().mean())}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> PatchInversion:
+        unit = tensors["patch"]
+        image_size, seed = (int(v) for v in tensors["patch_geometry"].tolist())
+        return cls(image_size, seed=seed, unit=unit)
+
+
+def patch_side(image_size: int, share: float) -> int:
+    """The patch's side in pixels: ``share`` of the image's, at least 2 and at most the image's."""
+    return max(2, min(int(image_size), round(image_size * share)))
+
+
 def make_candidate(method: Method, image_size: int, epsilon: float, seed: int) -> CandidateTrigger:
     if method == "inspector":
         return AdditiveInversion(image_size, epsilon)
@@ -445,7 +524,7 @@ def make_candidate(method: Method, image_size: int, epsilon: float, seed: int) -
 
 
 # Each inspector family's reconstructed trigger in a scan's tensors: the key that is there when it was inverted.
-FAMILY_TENSORS = {"additive": "delta", "colour": "colour", "blend": "blend"}
+FAMILY_TENSORS = {"additive": "delta", "colour": "colour", "blend": "blend", "patch": "patch"}
 
 
 def repair_candidates(method: Method, tensors: dict[str, torch.Tensor], epsilon: float, indexed: str,
@@ -475,11 +554,13 @@ def scaled_colour(trigger: CandidateTrigger, scale: float) -> CandidateTrigger:
 def candidate_from_tensors(method: Method, tensors: dict[str, torch.Tensor], epsilon: float,
                            family: str = "additive") -> CandidateTrigger:
     """Rebuild a reconstructed trigger from a report's tensors (for repair and the before/after view);
-    ``family`` picks the inspector's additive, colour or blend trigger of the class."""
+    ``family`` picks the inspector's additive, colour, blend or patch trigger of the class."""
     if method == "inspector" and family == "colour":
         return ColourInversion.from_tensors(tensors).requires_grad_(False)
     if method == "inspector" and family == "blend":
         return BlendInversion.from_tensors(tensors).requires_grad_(False)
+    if method == "inspector" and family == "patch":
+        return PatchInversion.from_tensors(tensors).requires_grad_(False)
     if method == "inspector":
         return AdditiveInversion.from_tensors(tensors, epsilon).requires_grad_(False)
     if method == "pixel-backdoor":

@@ -105,7 +105,8 @@ def _scan_config(args: argparse.Namespace) -> Any:
 
     config = ScanConfig(method=args.method, epsilon=_per_255(args.epsilon), threshold=args.threshold,
                         pool_size=args.pool_size, seed=args.seed, statistic=args.statistic, epochs=args.epochs,
-                        colour=args.colour, blend=args.blend, spread=args.spread, evidence=args.evidence,
+                        colour=args.colour, blend=args.blend, patch=args.patch, spread=args.spread,
+                        evidence=args.evidence,
                         min_flip_rate=_share(args.min_flip_rate, "--min-flip-rate"))
     return replace(config, schedule=args.schedule) if args.schedule else config
 
@@ -143,7 +144,8 @@ def cmd_scan(args: argparse.Namespace) -> None:
     if args.json:
         _print_json(written.summary())
         return
-    found_by = {"colour": " by its colour-transform trigger", "blend": " by its blended-pattern trigger"}.get(
+    found_by = {"colour": " by its colour-transform trigger", "blend": " by its blended-pattern trigger",
+                "patch": " by its pasted-patch trigger"}.get(
         report["suspect_family"], "")
     if report["flagged"]:
         print(f"FLAGGED: backdoor suspected, target class {report['target']!r}{found_by} (anomaly index "
@@ -312,7 +314,7 @@ def cmd_reference_build(args: argparse.Namespace) -> None:
     task = _task(args, backbone.image_size, need_test=False)
     pool = _pool(args, args.ood, backbone.image_size, args.pool_size)
     config = ScanConfig(epsilon=_per_255(args.epsilon), pool_size=args.pool_size, seed=args.seed, colour=args.colour,
-                        blend=args.blend)
+                        blend=args.blend, patch=args.patch)
     written = None
     measured = []
     with _bar(args, f"reference for {task.source}", unit="unit") as bar:
@@ -729,6 +731,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also invert a pattern blended into the whole image per class (the third family, for "
                          "Blended-like triggers; off by default: some clean learners' blends reach a class as often "
                          "as a backdoor's do, benchmarks/blend_choice.md)")
+    so.add_argument("--patch", action=argparse.BooleanOptionalAction, default=None,
+                    help="also invert an opaque patch pasted at a random place per class (the fourth family, for "
+                         "sticker-like triggers; off by default, benchmarks/patch_choice.md)")
     sc = command("scan", "scan a prompt learner for a backdoor (OOD trigger inversion)", so)
     sc.add_argument("model", help="zoo name or .safetensors learner file")
     sc.add_argument("--weights", help=WEIGHTS_HELP)
@@ -785,6 +790,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also measure the colour family, as scans with it need (default: %(default)s)")
     rb.add_argument("--blend", action=argparse.BooleanOptionalAction, default=True,
                     help="also measure the blend family, as scans with it need (default: %(default)s)")
+    rb.add_argument("--patch", action=argparse.BooleanOptionalAction, default=True,
+                    help="also measure the patch family, as scans with it need (default: %(default)s)")
     rb.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     rb.add_argument("--json", action="store_true", help="print one JSON summary")
     rb.set_defaults(func=cmd_reference_build)

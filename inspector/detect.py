@@ -28,8 +28,8 @@ STATISTICS: tuple[Statistic, ...] = ("flip_rate", "excess_flip_rate", "loss", "m
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 DEFAULT_THRESHOLD = 2.0
 DEFAULT_MIN_FLIP_RATE = 0.5
-Family = Literal["additive", "colour", "blend"]
-QUICK_FAMILIES: tuple[Family, ...] = ("colour", "blend")  # a few steps per class beside the additive family
+Family = Literal["additive", "colour", "blend", "patch"]
+QUICK_FAMILIES: tuple[Family, ...] = ("colour", "blend", "patch")  # a few steps per class beside the additive family
 # What a class's evidence is, with a reference that kept margin losses: its flip-rate excess alone, or that and how
 # far below clean learners its margin loss lies, each in units of the clean learners' spread, averaged ("mean") or
 # the larger of the two ("max").
@@ -45,6 +45,9 @@ USE_COLOUR_FAMILY: bool | None = None
 # learners whose blends reach *led light* on 60-70% of images where the reference's learners reach it on 0-25%
 # (benchmarks/blend_choice.md); to a flip rate and to a margin, such a learner and a backdoor look alike.
 QUICK_FAMILIES_BY_DEFAULT: tuple[Family, ...] = ("colour",)
+# The quick families a scan runs only when asked for; a reference build measures them unless told not to, so that
+# such scans have clean learners to compare with.
+OPTIONAL_FAMILIES: tuple[Family, ...] = ("blend", "patch")
 DEFAULT_SPREAD: Spread = "per-class"
 PER_CLASS_SPREAD_FLOOR = 0.05  # no class's clean learners are taken to vary by less (chosen on the dev zoo)
 LOSS_SPREAD_FLOOR = 0.4  # nor by less margin loss, in logits (chosen with DEFAULT_EVIDENCE)

@@ -16,9 +16,10 @@ PENDING_COLOUR = "#d9dee4"
 RUNNING_COLOUR = "#b7c4d1"
 
 View = Literal["flip_rate", "anomaly"]
-QUICK_FAMILY_WORDS = {"colour": "colour transform", "blend": "blended pattern"}
+QUICK_FAMILY_WORDS = {"colour": "colour transform", "blend": "blended pattern", "patch": "pasted patch"}
 QUICK_FAMILY_MARKERS = {"colour": {"symbol": "diamond", "size": 9, "color": "#ff7f0e"},
-                        "blend": {"symbol": "triangle-up", "size": 9, "color": "#9467bd"}}
+                        "blend": {"symbol": "triangle-up", "size": 9, "color": "#9467bd"},
+                        "patch": {"symbol": "square", "size": 8, "color": "#17becf"}}
 
 
 def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], view: View = "flip_rate",

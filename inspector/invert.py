@@ -35,11 +35,13 @@ from inspector.candidates import (
     COLOUR_MATRIX_BOUND,
     METHODS,
     OBJECTIVES,
+    PATCH_SHARE,
     BlendInversion,
     CandidateTrigger,
     ColourInversion,
     Method,
     Objective,
+    PatchInversion,
     UnitBoxInversion,
     candidate_from_tensors,
     make_candidate,
@@ -151,6 +153,13 @@ class ScanConfig:
     blend_batch_size: int = 8
     blend_lr: float = 1.0
     blend_alpha: float = BLEND_ALPHA
+    # The patch family, run like the others: an opaque square of ``patch_share`` of the image side, placed anew
+    # in every image.
+    patch: bool | None = None  # True: always; None or False: never (a reference build measures it unless False)
+    patch_steps: int = 3
+    patch_batch_size: int = 32  # a patch reaches fewer images than a colour filter: a larger sample (dev zoo)
+    patch_lr: float = 1.0
+    patch_share: float = PATCH_SHARE
     colour_joint_images: int = 64  # images per encoder pass when the classes' quick-family steps run together
     bf16: bool | None = None  # bfloat16 autocast on CUDA (default: for the fast schedule); no effect on CPU
     # Per-class flip rates of clean learners of the same task under this schedule (inspector.reference): the
@@ -172,8 +181,8 @@ class ScanConfig:
         return FAST_WITH_REFERENCE if with_reference else FAST_RAW
 
     def runs(self, family: str) -> bool:
-        """Whether this scan runs the quick ``family`` ("colour" or "blend"): when told to, or by default (None) when
-        it is one of ``QUICK_FAMILIES_BY_DEFAULT`` and the reference measured it."""
+        """Whether this scan runs the quick ``family`` ("colour", "blend" or "patch"): when told to, or by default
+        (None) when it is one of ``QUICK_FAMILIES_BY_DEFAULT`` and the reference measured it."""
         wanted = getattr(self, family)
         if self.method != "inspector" or getattr(self, f"{family}_steps") <= 1 or wanted is False:
             return False
@@ -189,7 +198,8 @@ class ScanConfig:
         """What a reference's flip rates of ``family`` must have been measured with to be compared with this scan's."""
         keys = {"colour": ("colour_steps", "colour_batch_size", "colour_lr", "colour_matrix_bound",
                            "colour_bias_bound"),
-                "blend": ("blend_steps", "blend_batch_size", "blend_lr", "blend_alpha")}[family]
+                "blend": ("blend_steps", "blend_batch_size", "blend_lr", "blend_alpha"),
+                "patch": ("patch_steps", "patch_batch_size", "patch_lr", "patch_share")}[family]
         return {key: getattr(self, key) for key in keys}
 
     def family_steps(self, family: str, n_batches: int) -> int:
@@ -571,9 +581,11 @@ def joint_step(arms: Sequence[ClassInversion], logits_of: Logits, pixels: torch.
 def family_arm(family: str, k: int, name: str, config: ScanConfig, device: torch.device,
                image_size: int) -> ClassInversion:
     """Class ``k``'s trigger of the quick ``family``, starting from no change (the identity transform, a grey
-    pattern at its opacity)."""
+    pattern at its opacity, a grey patch)."""
     if family == "colour":
         trigger: UnitBoxInversion = ColourInversion(config.colour_matrix_bound, config.colour_bias_bound)
+    elif family == "patch":  # each class's places drawn from its own seed, so a scan repeats
+        trigger = PatchInversion(image_size, config.patch_share, seed=config.seed * 1000 + k)
     else:
         trigger = BlendInversion(image_size, config.blend_alpha)
     return ClassInversion(k, name, trigger.to(device), "inspector", getattr(config, f"{family}_lr"))

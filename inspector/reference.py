@@ -27,6 +27,7 @@ from inspector.detect import (
     DEFAULT_EVIDENCE,
     DEFAULT_SPREAD,
     LOSS_SPREAD_FLOOR,
+    OPTIONAL_FAMILIES,
     QUICK_FAMILIES,
     Evidence,
     Spread,
@@ -89,6 +90,7 @@ class Reference:
     # The colour family: {"settings": ScanConfig.family_settings("colour"), "per_learner": [{class: flip rate}]}
     colour: dict[str, Any] | None = None
     blend: dict[str, Any] | None = None  # the blend family, likewise
+    patch: dict[str, Any] | None = None  # the patch family, likewise
 
     def as_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -142,7 +144,7 @@ class Reference:
             require(isinstance(getattr(self, name), dict), name, getattr(self, name), "a record")
         if self.fast is not None:
             _check_fast(self.fast, names)
-        for family in ("colour", "blend"):
+        for family in QUICK_FAMILIES:
             measured = getattr(self, family)
             if measured is None:
                 continue
@@ -420,7 +422,8 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
     steps = sum(config.fast_rounds or config.fast_defaults(reference=True).rounds)  # the plan a scan with it runs
     config = replace(config.for_input(backbone.image_size), reference=None,  # families measured unless told not to
                      colour=True if config.colour is None else config.colour,
-                     blend=True if config.blend is None else config.blend)
+                     **{family: True if getattr(config, family) is None else getattr(config, family)
+                        for family in OPTIONAL_FAMILIES})
     recipe = TuneConfig.for_kind(kind, epochs=epochs)
     names = list(task.class_names)
     used = min(len(pool.pixels), config.pool_size)
@@ -454,9 +457,11 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
         if kept_model is not None and kept_model.is_file() and _same_recipe(kept_model, key):
             model = load_learner(kept_model, backbone)
         if kept is not None and _has_margins(kept):
-            if model is not None and not _has_blend(kept, config):  # measured without this blend family: add it
-                kept = {**kept, "blend": family_flip_rates(model, pool.pixels, config, "blend"),
-                        "blend_settings": config.family_settings("blend")}
+            missing = [family for family in OPTIONAL_FAMILIES if not _has_family(kept, config, family)]
+            if model is not None and missing:  # measured without these optional families' settings: add them
+                for family in missing:
+                    kept = {**kept, family: family_flip_rates(model, pool.pixels, config, family),
+                            f"{family}_settings": config.family_settings(family)}
                 if learners is not None:
                     _write_json(learners / f"{kind}_s{seed}.json", kept)
             measured.append(kept)
@@ -507,8 +512,10 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
                   "fast_curves": {c["name"]: [[int(f), int(e), round(float(m), 4)] for f, e, m in c["curve"]]
                                   for c in curves},
                   "colour": {c["name"]: float(c["colour_flip_rate"]) for c in curves if "colour_flip_rate" in c},
-                  "blend": {c["name"]: float(c["blend_flip_rate"]) for c in curves if "blend_flip_rate" in c},
-                  "blend_settings": config.family_settings("blend")}
+                  **{key: value for family in OPTIONAL_FAMILIES for key, value in (
+                      (family, {c["name"]: float(c[f"{family}_flip_rate"]) for c in curves
+                                if f"{family}_flip_rate" in c}),
+                      (f"{family}_settings", config.family_settings(family)))}}
         if learners is not None:
             _write_json(learners / f"{kind}_s{seed}.json", record)
         measured.append(record)
@@ -534,10 +541,10 @@ def _kept_measurement(folder: Path | None, kind: str, seed: int, key: dict[str, 
     return record if isinstance(record, dict) and record.get("key") == json.loads(json.dumps(key)) else None
 
 
-def _has_blend(record: dict[str, Any], config: ScanConfig) -> bool:
-    """Whether a kept measurement has the blend family's flip rates with this build's settings (or needs none)."""
-    return not config.runs("blend") or (bool(record.get("blend"))
-                                        and record.get("blend_settings") == config.family_settings("blend"))
+def _has_family(record: dict[str, Any], config: ScanConfig, family: str) -> bool:
+    """Whether a kept measurement has an optional family's flip rates with this build's settings (or needs none)."""
+    return not config.runs(family) or (bool(record.get(family))
+                                       and record.get(f"{family}_settings") == config.family_settings(family))
 
 
 def _has_margins(record: dict[str, Any]) -> bool:
@@ -569,8 +576,9 @@ def _assemble(kind: str, backbone: Backbone, task: Task, pool: ImagePool, config
             "held_out_loss": [m["fast_held_out_loss"] for m in measured]}
     colour = ({"settings": config.family_settings("colour"), "per_learner": [m["colour"] for m in measured]}
               if config.runs("colour") and all(m.get("colour") for m in measured) else None)
-    blend = ({"settings": config.family_settings("blend"), "per_learner": [m["blend"] for m in measured]}
-             if all(_has_blend(m, config) for m in measured) and config.runs("blend") else None)
+    optional = {family: ({"settings": config.family_settings(family), "per_learner": [m[family] for m in measured]}
+                         if all(_has_family(m, config, family) for m in measured) and config.runs(family) else None)
+                for family in OPTIONAL_FAMILIES}
     return Reference(kind=kind, arch=backbone.arch, pretrained=str(backbone.pretrained),
                      image_size=backbone.image_size, class_names=list(task.class_names), epsilon=config.epsilon,
                      pool=pool.fingerprint, seeds=[int(m["seed"]) for m in measured], flip_rates=means,
@@ -580,7 +588,7 @@ def _assemble(kind: str, backbone: Backbone, task: Task, pool: ImagePool, config
                            "train_images": len(task.train_labels)},
                      tune=({"recipes": [m.get("recipe") for m in measured], "varied": True} if varied
                            else {**asdict(replace(recipe, seed=0)), "seeds": "one per learner"}), colour=colour,
-                     blend=blend)
+                     **optional)
 
 
 def build_reference(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool, seeds: list[int],

@@ -270,7 +270,8 @@ def data_uri(png: bytes) -> str:
 
 FAMILY_WORDS = {"additive": "the additive trigger, a small noise on every pixel",
                 "colour": "the colour transform, one filter for every pixel",
-                "blend": "the blended pattern, a picture mixed into the whole image"}
+                "blend": "the blended pattern, a picture mixed into the whole image",
+                "patch": "the pasted patch, an opaque square that works wherever it lands"}
 
 
 def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]], examples: list[Example]) -> str:

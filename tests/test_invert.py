@@ -13,6 +13,7 @@ from inspector.candidates import (
     BlendInversion,
     ColourInversion,
     MaskPatternInversion,
+    PatchInversion,
     PixelPatternInversion,
     candidate_from_tensors,
     margin_loss,
@@ -395,8 +396,68 @@ def test_scan_with_the_blend_family_runs_it_after_the_colour_one_and_keeps_every
     assert "blend_alpha" not in small_config().for_input(64).as_dict()  # a scan without it does not list it
 
 
+def test_patch_trigger_pastes_one_square_of_its_side_per_image_at_places_its_seed_repeats():
+    trigger = PatchInversion(16, share=0.25, seed=5)
+    assert trigger.size == 4
+    pixels = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        trigger.unit.normal_(0, 3)
+    trigger.project()
+    assert float(trigger.unit.detach().abs().max()) == 1.0
+    assert 0 <= float(trigger.pattern.detach().min()) <= float(trigger.pattern.detach().max()) <= 1
+    out = trigger(pixels).detach()
+    places = set()
+    for image, stamped in zip(pixels, out, strict=True):
+        changed = (stamped != image).any(0).nonzero()
+        (top, left), (bottom, right) = changed.min(0).values.tolist(), changed.max(0).values.tolist()
+        assert (bottom - top, right - left) == (3, 3) and len(changed) == 16  # one 4 x 4 square, nothing else
+        assert torch.equal(stamped[:, top:top + 4, left:left + 4], trigger.pattern.detach()[0])  # opaque
+        places.add((top, left))
+    assert len(places) > 1  # a new place for each image
+    again = PatchInversion(16, share=0.25, seed=5)
+    with torch.no_grad():
+        again.unit.copy_(trigger.unit)
+    assert torch.equal(again(pixels), out)  # the same seed, the same places
+    rebuilt = candidate_from_tensors("inspector", trigger.tensors(), 0.05, family="patch")
+    assert isinstance(rebuilt, PatchInversion) and rebuilt.size == 4 and torch.equal(rebuilt(pixels), out)
+    assert trigger.picture().shape == (3, 16, 16)  # shown on an image of the input's size
+
+
+def test_scan_with_the_patch_family_runs_it_last_of_the_quick_ones_and_keeps_its_trigger(clean_coop, small_pool):
+    config = small_config(colour=True, colour_steps=3, colour_batch_size=8, patch=True, patch_steps=3,
+                          patch_batch_size=8)
+    events = list(scan(clean_coop, small_pool, config))
+    started, result = events[0], events[-1].result
+    families = [e.family for e in events if isinstance(e, TriggerSnapshot)]
+    assert families.index("patch") > max(i for i, f in enumerate(families) if f == "colour")
+    assert started.total_steps == 4 * 4 + 4 * 3 + 4 * 3
+    for record in result.classes:
+        assert record["patch_eligible"] > 0 and 0 <= record["patch_flip_rate"] <= 1 and "patch_strength" in record
+        assert set(result.triggers[record["index"]]) >= {"delta", "colour", "patch"}
+    assert isinstance(result.trigger(7, "patch"), PatchInversion) and result.extra["patch_seconds"] > 0
+    assert result.settings.as_dict()["patch_share"] == 0.25
+    assert "patch_share" not in small_config().for_input(64).as_dict()  # a scan without it does not list it
+    repeated = run_scan(clean_coop, small_pool, config)
+    assert [c["patch_flip_rate"] for c in repeated.classes] == [c["patch_flip_rate"] for c in result.classes]
+
+
 def test_a_bound_in_255ths_becomes_a_share_and_one_outside_0_255_is_refused_by_its_name() -> None:
     assert epsilon_share(14) == pytest.approx(14 / 255) and epsilon_share(255) == 1.0
     for bad in (0, -1, 255.5, 1000):
         with pytest.raises(InputError, match=r"--epsilon .* is outside \(0, 255\]"):
             epsilon_share(bad, "--epsilon")
+
+
+def test_the_patch_family_reaches_a_sticker_backdoors_target_far_more_often_than_any_other_class(backbone):
+    """A CoCoOp learner of the dev zoo with a sticker backdoor to *arrow* (ASR 59%, benchmarks/zoos/dev): pasted
+    anywhere, the family's patch sends more images to the target than to any other class, by a wide margin."""
+    from pathlib import Path
+
+    from inspector.data import load_shipped_pool
+    from inspector.invert import family_flip_rates
+
+    dev = Path(__file__).resolve().parent.parent / "benchmarks" / "zoos" / "dev"
+    path = dev / "sticker_cocoop_s2601_t1.safetensors"
+    rates = family_flip_rates(load_learner(path, backbone), load_shipped_pool().pixels, ScanConfig(patch=True), "patch")
+    ranked = sorted(rates, key=rates.get, reverse=True)
+    assert ranked[0] == "arrow" and rates["arrow"] >= 3 * rates[ranked[1]]

@@ -410,6 +410,9 @@ def class_view(ws: Workspace, name: str | None) -> Updates:
     elif family == "blend":
         shown = (f"Blended-pattern trigger for **{name}** (the pattern · mixed into mid-grey at its opacity): flips "
                  f"{record['blend_flip_rate']:.0%} of {on}")
+    elif family == "patch":
+        shown = (f"Patch trigger for **{name}** (the patch · shown in the middle of mid-grey; the scan pastes it at a "
+                 f"random place in each image): flips {record['patch_flip_rate']:.0%} of {on}")
     else:
         shown = f"Trigger for **{name}** (amplified · true scale): flips {record['flip_rate']:.0%} of {on}"
     return {"trigger_picture": views.to_image(trigger.picture()), "trigger_true": views.to_image(trigger.true_scale()),

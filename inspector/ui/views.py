@@ -50,7 +50,8 @@ def started_line(label: str, event: ScanStarted) -> str:
 
 def snapshot_line(event: TriggerSnapshot, total_steps: int, started: float, now: float) -> str:
     done = event.scan_step / max(total_steps, 1)
-    family = {"colour": " (colour transform)", "blend": " (blended pattern)"}.get(event.family, "")
+    family = {"colour": " (colour transform)", "blend": " (blended pattern)", "patch": " (pasted patch)"}.get(
+        event.family, "")
     return (f"Inverting **{event.class_name}**{family}: step {event.step} of at most {event.steps}, margin loss "
             f"{event.loss:.3f} · scan {done:.0%} done ({now - started:.0f} s)")
 
@@ -178,6 +179,7 @@ def measured_images(record: dict[str, Any], family: str) -> str:
 QUICK_FAMILY_FINDINGS = {
     "colour": ("anomaly index of its colour-transform trigger", "one colour filter for every pixel, not a small noise"),
     "blend": ("anomaly index of its blended-pattern trigger", "a picture mixed into the whole image"),
+    "patch": ("anomaly index of its pasted-patch trigger", "an opaque patch that works wherever it is pasted"),
 }
 
 
