@@ -22,11 +22,12 @@ from detection import summarise  # noqa: E402
 DEFAULT = "inspector + reference"
 # (zoo folder, what its figures are), in the order shown; a zoo without a record yet is listed as such.
 ZOOS = [
-    ("test2", "**results**: the second test zoo, built after every choice and scanned once"),
+    ("test2", "**results**: the second test zoo, built after every choice, scanned once, and decided once again "
+              "after the patch family and the corroboration rule (chosen on dev and the retired first test zoo)"),
     ("test3", "**results**: the third test zoo (issue 19's SIBA and adaptive BadCLIP), built after their recipes "
-              "were chosen on dev learners, scanned once"),
+              "were chosen on dev learners, scanned once, decided once again likewise"),
     ("dev", "not results: every choice of issue 18 was made on it"),
-    ("test", "retired: the first test zoo, measured twice (the second time after a fix its failures pointed to)"),
+    ("test", "not results: the retired first test zoo, measured twice as a test zoo, then used for choices"),
 ]
 
 

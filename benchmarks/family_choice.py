@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -30,13 +29,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.detection import family_rates, family_tag  # noqa: E402
 from benchmarks.reference_choice import cells, dev_preamble, dev_scans, summary, write  # noqa: E402
 from benchmarks.zoo_tables import manifest_rows  # noqa: E402
-from inspector.data import load_shipped_pool  # noqa: E402
 from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_SPREAD, DEFAULT_THRESHOLD  # noqa: E402
-from inspector.invert import ScanConfig, family_flip_rates  # noqa: E402
+from inspector.invert import ScanConfig  # noqa: E402
 from inspector.lab.implant import WORKING_BACKDOOR  # noqa: E402
-from inspector.prompts import open_model  # noqa: E402
 from inspector.reference import Reference, decide_with_reference, shipped_reference_path  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -58,19 +56,7 @@ def candidate_config(family: str, spec: str) -> ScanConfig:
 
 def candidate_tag(family: str, spec: str) -> str:
     """A candidate's cache folder name (``blend-0.1-lr1.0``, ``patch-0.25-b32``)."""
-    return f"{family}-" + spec.replace("/", "-lr" if family == "blend" else "-b")
-
-
-def family_rates(path: Path, config: ScanConfig, family: str, cache: Path) -> dict[str, float]:
-    """One model's flip rate of ``family`` per class under ``config`` (cached with the time it took)."""
-    if cache.is_file():
-        return json.loads(cache.read_text())["rates"]
-    started = time.perf_counter()
-    rates = family_flip_rates(open_model(path, device="cpu"), load_shipped_pool().pixels, config, family)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"rates": rates, "settings": config.family_settings(family),
-                                 "seconds": round(time.perf_counter() - started, 2)}, indent=1))
-    return rates
+    return family_tag(family, candidate_config(family, spec))
 
 
 def base_reference(kind: str, variant: str) -> Reference:
@@ -110,6 +96,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--family", choices=sorted(CANDIDATES), default="blend")
+    parser.add_argument("--zoo", type=Path, default=DEV,
+                        help="the zoo whose cached default scans decide again (default: the dev zoo; the retired "
+                             "first test zoo, benchmarks/zoos/test, may serve choices too)")
     parser.add_argument("--candidates", nargs="*", default=None,
                         help="blend: opacity/step size; patch: side share/images per step")
     parser.add_argument("--references", nargs="*", default=["shipped"],
@@ -118,16 +107,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     family = args.family
     candidates = args.candidates if args.candidates is not None else list(CANDIDATES[family])
-    scans = dev_scans()
-    manifest = manifest_rows(DEV)
+    zoo = args.zoo
+    scans = dev_scans(zoo)
+    manifest = manifest_rows(zoo)
     to_find = {stem for stem, m in manifest.items() if m.get("attack") and m["asr"] >= WORKING_BACKDOOR["asr"]
                and m["ood_asr"] >= WORKING_BACKDOOR["ood_asr"]}
     results: dict[str, Any] = {}
     first, second = WORDS[family]
-    lines = dev_preamble(f"The {family} family's {first} and {second} (dev zoo)", scans,
+    lines = dev_preamble(f"The {family} family's {first} and {second} ({zoo.name} zoo)", scans,
                          f"with the default rule, the {family} family's rates added", "family_choice",
                          "; each reference's learners measured with each candidate (`shipped`: assets/reference/; "
-                         "a broader one is a dev candidate under benchmarks/zoos/references/).") + [
+                         "a broader one is a dev candidate under benchmarks/zoos/references/).", zoo) + [
         f"Seconds: the {family} family alone, all classes of all dev models, one after the other, on this machine's "
         + ("CPU (1 thread; the last dev model, built later, 2)." if family == "blend" else
            f"CPU ({args.threads} threads; `--family {family}`)."), "",
@@ -137,15 +127,15 @@ def main() -> None:
         "lowest index of a backdoor whose trigger took | room | seconds |", "|---" * 17 + "|"]
     for variant, spec in [(v, c) for v in args.references for c in ["off", *candidates]]:
         config = candidate_config(family, spec) if spec != "off" else None
-        tag = candidate_tag(family, spec)
+        tag = candidate_tag(family, spec) if config is not None else "off"
         references = (references_with(family, config, tag, variant) if config is not None else
                       {kind: base_reference(kind, variant) for kind in KINDS})
         rates, seconds = {}, 0.0
         for scan in scans:
             if config is None:
                 continue
-            cache = DEV / "scans" / tag / f"{scan['model']}.json"
-            rates[scan["model"]] = family_rates(DEV / f"{scan['model']}.safetensors", config, family, cache)
+            cache = zoo / "scans" / tag / f"{scan['model']}.json"
+            rates[scan["model"]] = family_rates(zoo / f"{scan['model']}.safetensors", config, family, cache)
             seconds += json.loads(cache.read_text())["seconds"]
         for kind in ("coop", "cocoop", "both"):
             kinds = ("coop", "cocoop") if kind == "both" else (kind,)
@@ -164,7 +154,7 @@ def main() -> None:
             lines.append(f"| {variant} ({learners}) | {shown} | {kind} | {len(rows)} | {cells(score)} | {gated:.2f} | "
                          f"{lowest:.2f} | {room:+.2f} | {seconds:.0f} |")
         print(lines[-1], flush=True)
-    write(f"{family}_choice", results, lines)
+    write(f"{family}_choice" + ("" if zoo.resolve() == DEV.resolve() else f"_{zoo.name}"), results, lines)
 
 
 if __name__ == "__main__":

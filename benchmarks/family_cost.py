@@ -3,10 +3,11 @@ one run.
 
     .venv/bin/python benchmarks/family_cost.py [--threads 2] [--models assets/zoo/*.safetensors ...]
 
-Every model is scanned three times in this process, one after the other, with the default settings and the given
-references (default: the shipped ones): no quick family (the scan before issue 18), the colour family, and the colour
-and blend families (after a warm-up scan). Wall time, each family's own seconds, and the verdict of each. Writes
-benchmarks/family_cost.md and benchmarks/family_cost.json.
+Every model is scanned four times in this process, one after the other, with the default settings and the given
+references (default: the shipped ones): no quick family (the scan before issue 18), the colour family (the default
+before the patch family), the colour and patch families (the default now), and the colour and blend families (after a
+warm-up scan). Wall time, each family's own seconds, and the verdict of each. Writes benchmarks/family_cost.md and
+benchmarks/family_cost.json.
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ from inspector.reference import reference_for  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEMO = sorted((HERE.parent / "assets" / "zoo").glob("*.safetensors"))
-WAYS = {"none": {"colour": False, "blend": False}, "colour": {"colour": True, "blend": False},
-        "colour + blend": {"colour": True, "blend": True}}
+WAYS = {"none": {"colour": False, "blend": False, "patch": False},
+        "colour": {"colour": True, "blend": False, "patch": False},
+        "colour + patch (default)": {"colour": True, "blend": False, "patch": True},
+        "colour + blend": {"colour": True, "blend": True, "patch": False}}
+PHASES = {"colour": "colour", "colour + patch (default)": "patch", "colour + blend": "blend"}  # the way's last family
 
 
 def timed_scan(path: Path, families: dict[str, bool], references: dict[str, str]) -> dict[str, Any]:
@@ -44,8 +48,9 @@ def timed_scan(path: Path, families: dict[str, bool], references: dict[str, str]
     result = run_scan(model, pool.pixels, replace(config, reference=reference, reference_from=source))
     seconds = time.perf_counter() - started
     v = result.verdict
-    return {"seconds": round(seconds, 2), "colour_seconds": result.extra.get("colour_seconds"),
-            "blend_seconds": result.extra.get("blend_seconds"), "flagged": v.flagged, "suspect": v.target_name,
+    return {"seconds": round(seconds, 2), **{f"{family}_seconds": result.extra.get(f"{family}_seconds")
+                                              for family in ("colour", "blend", "patch")},
+            "flagged": v.flagged, "suspect": v.target_name,
             "family": v.suspect_family if v.flagged else None, "max_anomaly": round(v.max_anomaly, 2)}
 
 
@@ -71,23 +76,24 @@ def main() -> None:
                "ratios": {way: round(totals[way] / totals["none"], 3) for way in WAYS}, "threads": args.threads,
                "machine": platform.machine(), "torch": torch.__version__,
                "colour": f"{c.colour_steps} steps x {c.colour_batch_size} images",
-               "blend": f"{c.blend_steps} steps x {c.blend_batch_size} images, opacity {c.blend_alpha}"}
+               "blend": f"{c.blend_steps} steps x {c.blend_batch_size} images, opacity {c.blend_alpha}",
+               "patch": f"{c.patch_steps} steps x {c.patch_batch_size} images, side {c.patch_share} of the image's"}
     (HERE / "family_cost.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
     lines = ["# What the quick inversion families cost a scan (issue 18)", "",
              f"`python benchmarks/family_cost.py --threads {args.threads}`, CPU ({platform.machine()}), torch "
              f"{torch.__version__}; default scan with the references given (CoOp: {args.coop_reference}, CoCoOp: "
              f"{args.cocoop_reference}), no quick family, then the colour family ({summary['colour']} per class), then "
-             f"colour and blend ({summary['blend']}), same process.", "",
+             f"colour and patch ({summary['patch']}), then colour and blend ({summary['blend']}), same process.", "",
              *(f"- all {len(rows)} models, {way} / none = **{summary['ratios'][way]:.2f}x** "
                f"({totals[way]:.0f} s / {totals['none']:.0f} s)" for way in WAYS if way != "none"), "",
-             "| model | none: s | verdict | colour: s | colour phase s | verdict | colour + blend: s | blend phase s | "
-             "verdict (family) | colour / none | colour + blend / none |", "|---" * 11 + "|"]
+             "| model | none: s | verdict | "
+             + " | ".join(f"{way}: s | {family} phase s | verdict (family) | {way} / none"
+                          for way, family in PHASES.items()) + " |", "|---" * (3 + 4 * len(PHASES)) + "|"]
     for r in rows:
-        none, colour, both = r["none"], r["colour"], r["colour + blend"]
-        lines.append(f"| {r['model']} | {none['seconds']:.1f} | {_verdict(none)} | {colour['seconds']:.1f} | "
-                     f"{colour['colour_seconds']} | {_verdict(colour)} | {both['seconds']:.1f} | "
-                     f"{both['blend_seconds']} | {_verdict(both)} | {r['ratios']['colour']:.2f}x | "
-                     f"{r['ratios']['colour + blend']:.2f}x |")
+        cells = [f"{r[way]['seconds']:.1f} | {r[way][f'{family}_seconds']} | {_verdict(r[way])} | "
+                 f"{r['ratios'][way]:.2f}x" for way, family in PHASES.items()]
+        lines.append(f"| {r['model']} | {r['none']['seconds']:.1f} | {_verdict(r['none'])} | " + " | ".join(cells)
+                     + " |")
     (HERE / "family_cost.md").write_text("\n".join(lines) + "\n")
 
 

@@ -43,15 +43,19 @@ def candidates() -> dict[str, dict[str, Reference]]:
     return out
 
 
-def dev_scans() -> list[dict[str, Any]]:
-    """The dev zoo's cached default scans (benchmarks/detection.py), one record per model, by file name."""
-    folder = DEV / "scans" / f"inspector-reference{colour_tag(True)}"
+def dev_scans(zoo: Path = DEV) -> list[dict[str, Any]]:
+    """A zoo's cached default scans (benchmarks/detection.py), one record per model, by file name: the dev zoo's
+    unless told otherwise (a retired test zoo, once its figures are reported, may serve choices too)."""
+    folder = zoo / "scans" / f"inspector-reference{colour_tag(True)}"
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
 
 
-def dev_preamble(title: str, scans: list[dict[str, Any]], how: str, script: str, after: str = "") -> list[str]:
-    """The opening lines of a dev-zoo choice table: what it is (not a result), and how to make it again."""
-    return [f"# {title}", "", f"Dev-zoo figures only (benchmarks/zoos/dev, {len(scans)} models, "
+def dev_preamble(title: str, scans: list[dict[str, Any]], how: str, script: str, after: str = "",
+                 zoo: Path = DEV) -> list[str]:
+    """The opening lines of a choice table: what it is (not a result), and how to make it again."""
+    which = ("Dev-zoo figures only" if zoo.resolve() == DEV.resolve() else
+             "Figures of a retired test zoo, reported before and now used for choices like the dev zoo's")
+    return [f"# {title}", "", f"{which} (benchmarks/zoos/{zoo.name}, {len(scans)} models, "
             f"{sum(not s['backdoored'] for s in scans)} clean): what a choice is made on, not a result. Every "
             f"candidate decides again on the same cached default scans {how} (`python benchmarks/{script}.py`)"
             f"{after}", ""]

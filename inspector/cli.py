@@ -147,6 +147,8 @@ def cmd_scan(args: argparse.Namespace) -> None:
     found_by = {"colour": " by its colour-transform trigger", "blend": " by its blended-pattern trigger",
                 "patch": " by its pasted-patch trigger"}.get(
         report["suspect_family"], "")
+    if report.get("corroborated_by"):
+        found_by = f" by its {', '.join(report['corroborated_by'])} triggers together (corroborated index)"
     if report["flagged"]:
         print(f"FLAGGED: backdoor suspected, target class {report['target']!r}{found_by} (anomaly index "
               f"{report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.1%})")
@@ -733,7 +735,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "as a backdoor's do, benchmarks/blend_choice.md)")
     so.add_argument("--patch", action=argparse.BooleanOptionalAction, default=None,
                     help="also invert an opaque patch pasted at a random place per class (the fourth family, for "
-                         "sticker-like triggers; off by default, benchmarks/patch_choice.md)")
+                         "sticker-like triggers); default: when the clean reference measured it")
     sc = command("scan", "scan a prompt learner for a backdoor (OOD trigger inversion)", so)
     sc.add_argument("model", help="zoo name or .safetensors learner file")
     sc.add_argument("--weights", help=WEIGHTS_HELP)

@@ -44,13 +44,22 @@ USE_COLOUR_FAMILY: bool | None = None
 # for): on the dev zoo it names 3 of the 4 real Blended backdoors the default misses, but also flags 2 of 22 clean
 # learners whose blends reach *led light* on 60-70% of images where the reference's learners reach it on 0-25%
 # (benchmarks/blend_choice.md); to a flip rate and to a margin, such a learner and a backdoor look alike.
-QUICK_FAMILIES_BY_DEFAULT: tuple[Family, ...] = ("colour",)
+QUICK_FAMILIES_BY_DEFAULT: tuple[Family, ...] = ("colour", "patch")
 # The quick families a scan runs only when asked for; a reference build measures them unless told not to, so that
 # such scans have clean learners to compare with.
 OPTIONAL_FAMILIES: tuple[Family, ...] = ("blend", "patch")
 DEFAULT_SPREAD: Spread = "per-class"
 PER_CLASS_SPREAD_FLOOR = 0.05  # no class's clean learners are taken to vary by less (chosen on the dev zoo)
 LOSS_SPREAD_FLOOR = 0.4  # nor by less margin loss, in logits (chosen with DEFAULT_EVIDENCE)
+# Corroboration (with a reference; chosen on the dev zoo and the retired first test zoo, benchmarks/corroboration.md):
+# a class that at least two families each give an index of ``CORROBORATION_FLOOR`` or more is judged on their
+# combined index, the sum of its families' positive indices over the square root of their number (Stouffer's), in
+# units where ``CORROBORATED_THRESHOLD`` meets the threshold; its best family's trigger need flip only
+# ``CORROBORATED_GATE`` of the single-family gate's share of images. Weak triggers of one backdoor reached by two
+# kinds of inversion are evidence no single index shows; one family's noise rarely agrees with another's.
+CORROBORATION_FLOOR = 1.0
+CORROBORATED_THRESHOLD = 2.5
+CORROBORATED_GATE = 0.4
 # A quick family's smallest spread without a reference that measured it: clean learners' colour flip rates
 # of natural attractors spread this much (benchmarks/reference_choice.md, dev zoo).
 COLOUR_MIN_SPREAD = 0.15
@@ -105,6 +114,7 @@ class Verdict:
     anomalies: list[float]
     families: list[str] = field(default_factory=list)  # per class: the inversion family that gave its index
     suspect_family: str = "additive"
+    corroborated_by: list[str] = field(default_factory=list)  # the families that flagged the target together
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,12 +123,15 @@ class Verdict:
 def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate",
            threshold: float = DEFAULT_THRESHOLD, min_flip_rate: float = DEFAULT_MIN_FLIP_RATE,
            spread: Spread = "pooled", evidence: Evidence = DEFAULT_EVIDENCE,
-           loss_floor: float = LOSS_SPREAD_FLOOR) -> Verdict:
+           loss_floor: float = LOSS_SPREAD_FLOOR,
+           corroboration: tuple[float, float] | None = (CORROBORATED_THRESHOLD, CORROBORATED_GATE)) -> Verdict:
     """Flag the model when the top class's index exceeds ``threshold`` and its trigger flips at least
     ``min_flip_rate`` of the held-out OOD images (0 turns that second test off, as Neural Cleanse has none).
 
     ``classes`` are per-class records with ``index``, ``name``, ``flip_rate`` and the statistic.
     ``spread="per-class"`` (excess flip rates only): see ``standardised``; ``evidence``: see ``Evidence``.
+    ``corroboration``: (combined index at the threshold, share of the flip gate) for a class two families name, or
+    None for none (with a per-class reference only; see ``CORROBORATION_FLOOR``).
     """
     if not classes:
         raise ValueError("no candidate classes to decide on")
@@ -128,22 +141,54 @@ def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate"
     else:
         values = statistic_values(classes, statistic)
     anomalies = anomaly_index(values, min_spread(classes, statistic))
+    per_family = {"additive": (list(anomalies), [float(c["flip_rate"]) for c in classes])}
     families: list[str] = ["additive"] * len(classes)
     flips = [float(c["flip_rate"]) for c in classes]
     for family in QUICK_FAMILIES:
-        for i, value in enumerate(family_anomalies(classes, family) or []):
+        indices = family_anomalies(classes, family)
+        if indices is None:
+            continue
+        per_family[family] = (indices, [float(c[f"{family}_flip_rate"]) for c in classes])
+        for i, value in enumerate(indices):
             family_flips = float(classes[i][f"{family}_flip_rate"])
             if _stronger((value, family_flips), (anomalies[i], flips[i]), min_flip_rate):
                 anomalies[i], families[i], flips[i] = value, family, family_flips
     top = max(range(len(classes)), key=lambda i: (anomalies[i], flips[i]))
-    suspect = classes[top]
     flagged = anomalies[top] > threshold and flips[top] >= min_flip_rate
+    corroborated: list[str] = []
+    if (not flagged and corroboration is not None and spread == "per-class" and statistic == "excess_flip_rate"
+            and len(per_family) > 1):
+        k, index, by = corroborated_suspect(per_family, corroboration[0])
+        flip = max((per_family[f][1][k] for f in by), default=0.0)
+        if index > threshold and flip >= corroboration[1] * min_flip_rate:
+            top, flagged, corroborated = k, True, by
+            anomalies[k], families[k], flips[k] = index, by[0], flip
+    suspect = classes[top]
     return Verdict(flagged=flagged, target=int(suspect["index"]) if flagged else None,
                    target_name=str(suspect["name"]) if flagged else None,
                    suspect=int(suspect["index"]), suspect_name=str(suspect["name"]),
                    max_anomaly=_finite(anomalies[top]), suspect_flip_rate=flips[top],
                    statistic=statistic, threshold=threshold, min_flip_rate=min_flip_rate,
-                   anomalies=[_finite(a) for a in anomalies], families=families, suspect_family=families[top])
+                   anomalies=[_finite(a) for a in anomalies], families=families, suspect_family=families[top],
+                   corroborated_by=corroborated)
+
+
+def corroborated_suspect(per_family: dict[str, tuple[list[float], list[float]]],
+                         at_threshold: float = CORROBORATED_THRESHOLD) -> tuple[int, float, list[str]]:
+    """The class with the highest combined index among those at least two families name (``CORROBORATION_FLOOR``),
+    that index in the default threshold's units (``at_threshold`` there), and the families naming it, the highest
+    index first; (0, 0, []) when no class is named twice."""
+    best: tuple[int, float, list[str]] = (0, 0.0, [])
+    n = len(next(iter(per_family.values()))[0])
+    for k in range(n):
+        named = [f for f, (indices, _) in per_family.items() if indices[k] >= CORROBORATION_FLOOR]
+        if len(named) < 2:
+            continue
+        combined = sum(max(indices[k], 0.0) for indices, _ in per_family.values()) / math.sqrt(len(per_family))
+        index = combined * DEFAULT_THRESHOLD / at_threshold
+        if index > best[1]:
+            best = (k, index, sorted(named, key=lambda f: -per_family[f][0][k]))
+    return best
 
 
 def _stronger(candidate: tuple[float, float], current: tuple[float, float], min_flip_rate: float) -> bool:

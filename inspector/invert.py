@@ -155,7 +155,7 @@ class ScanConfig:
     blend_alpha: float = BLEND_ALPHA
     # The patch family, run like the others: an opaque square of ``patch_share`` of the image side, placed anew
     # in every image.
-    patch: bool | None = None  # True: always; None or False: never (a reference build measures it unless False)
+    patch: bool | None = None  # None: when the reference measured it (as the colour family); True: always; False: never
     patch_steps: int = 3
     patch_batch_size: int = 32  # a patch reaches fewer images than a colour filter: a larger sample (dev zoo)
     patch_lr: float = 1.0

@@ -24,6 +24,8 @@ from inspector.baseline import Baseline, with_baseline, with_family_baseline, wi
 from inspector.checks import number, rates, require, whole
 from inspector.data import ImagePool, Task
 from inspector.detect import (
+    CORROBORATED_GATE,
+    CORROBORATED_THRESHOLD,
     DEFAULT_EVIDENCE,
     DEFAULT_SPREAD,
     LOSS_SPREAD_FLOOR,
@@ -305,7 +307,9 @@ def reference_for(model: PromptedCLIP, config: ScanConfig, pool: ImagePool,
 def decide_with_reference(records: list[dict[str, Any]], reference: Reference, schedule: str,
                           window: int = ScanConfig.fast_window, spread: Spread = DEFAULT_SPREAD,
                           evidence: Evidence = DEFAULT_EVIDENCE, loss_floor: float = LOSS_SPREAD_FLOOR,
-                          settings: ScanConfig | None = None) -> tuple[list[dict[str, Any]], Verdict]:
+                          settings: ScanConfig | None = None,
+                          corroboration: tuple[float, float] | None = (CORROBORATED_THRESHOLD, CORROBORATED_GATE)
+                          ) -> tuple[list[dict[str, Any]], Verdict]:
     """Saved per-class records of a scan made with ``schedule``, decided as a scan given ``reference`` decides
     (the reference changes the decision, not the inversion): for replaying cached scans in benchmarks. Records
     with a quick family's flip rates (measured with ``settings``' values for it, default: the defaults) are
@@ -322,7 +326,7 @@ def decide_with_reference(records: list[dict[str, Any]], reference: Reference, s
     for family, values in baseline.families.items():
         records = [with_family_baseline(r, family, values[r["name"]]) for r in records]
     return records, decide(records, "excess_flip_rate", spread=spread, evidence=evidence,
-                           loss_floor=loss_floor)
+                           loss_floor=loss_floor, corroboration=corroboration)
 
 
 # A defender does not know the provider's recipe, so a "varied" reference spreads its clean learners over the

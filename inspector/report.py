@@ -82,6 +82,7 @@ def build_report(result: ScanResult, model_info: dict[str, Any], pool_info: dict
         "suspect_index": verdict.suspect,
         "suspect_flip_rate": verdict.suspect_flip_rate,
         "suspect_family": verdict.suspect_family,
+        "corroborated_by": list(verdict.corroborated_by),
         "seconds": result.seconds,
         "method": result.settings.method,
         "statistic": verdict.statistic,
@@ -186,7 +187,8 @@ def read_report(path: Path, class_names: list[str] | tuple[str, ...] | None = No
                           threshold=float(report["threshold"]), min_flip_rate=float(report["min_flip_rate"]),
                           anomalies=[float(c["anomaly"]) for c in report["classes"]],
                           families=[str(c.get("family", "additive")) for c in report["classes"]],
-                          suspect_family=str(report.get("suspect_family", "additive")))
+                          suspect_family=str(report.get("suspect_family", "additive")),
+                          corroborated_by=[str(f) for f in report.get("corroborated_by", [])])
         names = list(report.get("class_names") or class_names or [])
         result = ScanResult(settings, names, classes, grouped, verdict, float(report["seconds"]),
                             int(report["pool"]["fit_images"]), int(report["pool"]["held_out_images"]),
@@ -239,6 +241,9 @@ def check_report(report: dict[str, Any], class_names: list[str] | tuple[str, ...
                 and isinstance(record.get("name"), str) and number(record.get("anomaly"))
                 and number(record.get("flip_rate")) and isinstance(record.get("family", "additive"), str),
                 f"classes[{i}]", record, "a class record (index, name, flip rate, anomaly index)")
+    together = report.get("corroborated_by", [])
+    require(isinstance(together, list) and all(f in FAMILY_WORDS for f in together), "corroborated_by", together,
+            "a list of inversion families")
     indexes = [record["index"] for record in classes]
     require(len(set(indexes)) == len(indexes), "classes", indexes, "a list of distinct classes")
     for key in ("suspect_index", "target_index"):
@@ -288,6 +293,8 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
     anomaly_html = anomaly_chart.to_html(full_html=False, include_plotlyjs=False)
     e = html.escape
     found_by = FAMILY_WORDS.get(str(report.get("suspect_family", "additive")), "")
+    if report.get("corroborated_by"):
+        found_by = "two or more families together: " + "; ".join(FAMILY_WORDS[f] for f in report["corroborated_by"])
     if report["flagged"]:
         headline = (f"<div class='verdict flagged'>BACKDOOR SUSPECTED — target class <b>{e(report['target'])}</b>"
                     f" (anomaly index {report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.0%}; "

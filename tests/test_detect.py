@@ -173,3 +173,44 @@ def test_margin_evidence_needs_every_class_compared():
     rows[5] = {k: v for k, v in rows[5].items() if k not in ("reference_loss", "loss_excess", "loss_spread")}
     assert decide(rows, "excess_flip_rate", spread="per-class", evidence="mean") == decide(
         rows, "excess_flip_rate", spread="per-class", evidence="flip")
+
+
+def _two_family_rows(additive_excess: float, patch_excess: float, flip: float = 0.35,
+                     patch_target: int = 4) -> list[dict]:
+    """Ten classes compared with clean learners in two families; class 4's additive trigger and class
+    ``patch_target``'s patch reach a little beyond theirs, each trigger flipping ``flip`` of the images at most."""
+    noise = [0.0, 0.02, -0.01, 0.01, 0.0, -0.02, 0.0, 0.01, -0.01, 0.02]
+    rows = []
+    for i, jitter in enumerate(noise):
+        additive = additive_excess if i == 4 else jitter
+        patch = patch_excess if i == patch_target else jitter / 2
+        rows.append({"index": i, "name": f"c{i}", "flip_rate": flip if i == 4 else 0.1 + additive,
+                     "reference_flip_rate": 0.1, "excess_flip_rate": additive, "reference_spread": 0.1,
+                     "patch_flip_rate": flip - 0.05 if i == patch_target else 0.02 + patch,
+                     "patch_excess": patch, "patch_reference_spread": 0.05})
+    return rows
+
+
+def test_a_class_two_families_name_together_is_flagged_though_neither_alone_is():
+    """Class 4: additive index 2.0 and patch index 2.7, each trigger flipping under the 50% gate, so neither family
+    alone flags it; together (their sum over the square root of two, 3.3, at the threshold 2.5) they do, at the
+    lower gate (40% of 50%) for its best flipping trigger."""
+    rows = _two_family_rows(additive_excess=0.3, patch_excess=0.2)
+    verdict = decide(rows, "excess_flip_rate", spread="per-class")
+    assert verdict.flagged and verdict.target == 4 and verdict.corroborated_by == ["patch", "additive"]
+    noise = [10 * r["excess_flip_rate"] for r in rows]  # each family's excess in units of its clean spread
+    additive, patch = anomaly_index(noise, 1.0)[4], anomaly_index([20 * r["patch_excess"] for r in rows], 1.0)[4]
+    assert 1.9 < additive < 2.1 and 2.5 < patch < 2.8
+    expected = (additive + patch) / 2 ** 0.5 * 2.0 / 2.5
+    assert verdict.max_anomaly == pytest.approx(expected, abs=1e-3) and verdict.suspect_flip_rate == 0.35
+    assert verdict.suspect_family == "patch"  # the family with the higher index gives the trigger to show
+    assert not decide(rows, "excess_flip_rate", spread="per-class", corroboration=None).flagged
+    assert not decide(rows, "excess_flip_rate").flagged  # a pooled spread: not the rule it was chosen with
+    one_family = _two_family_rows(additive_excess=0.3, patch_excess=0.0)
+    assert not decide(one_family, "excess_flip_rate", spread="per-class").flagged
+    elsewhere = _two_family_rows(additive_excess=0.3, patch_excess=0.2, patch_target=7)  # two classes, one each
+    assert not decide(elsewhere, "excess_flip_rate", spread="per-class").flagged
+    weak = _two_family_rows(additive_excess=0.3, patch_excess=0.2, flip=0.18)  # the triggers flip too few images
+    assert not decide(weak, "excess_flip_rate", spread="per-class").flagged
+    faint = _two_family_rows(additive_excess=0.2, patch_excess=0.1)  # both name it, combined 1.6 < 2.5
+    assert not decide(faint, "excess_flip_rate", spread="per-class").flagged

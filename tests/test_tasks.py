@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
+from inspector.detect import QUICK_FAMILIES
 from inspector.errors import InputError
 from inspector.tasks import for_model, load_labelled
 from tests.untrusted import fingerprint, run_cli
@@ -194,7 +195,7 @@ def test_a_reference_of_another_task_is_refused_with_the_reason(tmp_path, capsys
                  fast={**fast, **{key: [per_class(r) for r in fast[key]] for key in ("held_out", "curves",
                                                                                     "held_out_loss")}},
                  **{family: {**other[family], "per_learner": [per_class(r) for r in other[family]["per_learner"]]}
-                    for family in ("colour", "blend")},
+                    for family in QUICK_FAMILIES if other.get(family)},
                  task={"source": "things/", "fingerprint": "sha256:0123456789abcdef", "train_images": 128})
     path = tmp_path / "other-task.json"
     path.write_text(json.dumps(other))

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from inspector.data import SHIPPED, ImagePool, Task
-from inspector.detect import QUICK_FAMILIES, Verdict, anomaly_index, statistic_values
+from inspector.detect import CORROBORATED_GATE, QUICK_FAMILIES, Verdict, anomaly_index, statistic_values
 from inspector.effects import FeatureMap, Probe, Transitions
 from inspector.examples import Example
 from inspector.figures import View, class_bars, compare_bars, feature_map_figure, probe_figure, transition_heatmap
@@ -214,11 +214,16 @@ def verdict_html(verdict: Verdict, result: ScanResult, model_label: str, stale: 
                       + (f"; clean learners' reach {suspect[f'reference_{family}_flip_rate']:.0%}"
                          if f"reference_{family}_flip_rate" in suspect else ""))
     measured_on = measured_images(suspect, verdict.suspect_family)
+    if verdict.corroborated_by:
+        stat = "combined anomaly index of " + " + ".join(verdict.corroborated_by) + " triggers"
+        clean_note = ("; no one family's trigger stood out alone, but " + " and ".join(verdict.corroborated_by)
+                      + " each point to this class (each index ≥ 1), which a clean learner's noise rarely does; "
+                      "the gate for flips is lowered accordingly")
     if verdict.flagged:
         head = f"Backdoor suspected — target class <b>{html.escape(verdict.target_name or '')}</b>"
         body = (f"Its trigger stands out: {stat} {verdict.max_anomaly:.2f} &gt; threshold {verdict.threshold:g}, "
                 f"and it flips {verdict.suspect_flip_rate:.0%} of {measured_on} "
-                f"(≥ {verdict.min_flip_rate:.0%}){clean_note}.")
+                f"(≥ {verdict_gate(verdict):.0%}){clean_note}.")
         css = "verdict flagged"
     else:
         head = "No backdoor found"
@@ -238,6 +243,11 @@ def verdict_html(verdict: Verdict, result: ScanResult, model_label: str, stale: 
                  f"verdict at {report_threshold:g}")
     css += " stale" if stale else ""
     return f'<div class="{css}"><div class="verdict-head">{head}</div><p>{body}</p><small>{foot}</small></div>'
+
+
+def verdict_gate(verdict: Verdict) -> float:
+    """The share of images the flagged trigger had to flip: lower for a class two families name together."""
+    return verdict.min_flip_rate * (CORROBORATED_GATE if verdict.corroborated_by else 1.0)
 
 
 def stopped_html(finished: int, total: int, seconds: float) -> str:
