@@ -379,21 +379,27 @@ def test_scan_with_the_colour_family_records_both_and_keeps_both_triggers(clean_
     assert [c["flip_rate"] for c in plain.classes] == [c["flip_rate"] for c in result.classes]  # additive unchanged
 
 
-def test_scan_with_the_blend_family_runs_it_after_the_colour_one_and_keeps_every_trigger(clean_coop, small_pool):
-    config = small_config(colour=True, colour_steps=3, colour_batch_size=8, blend=True, blend_steps=3,
-                          blend_batch_size=8)
+@pytest.mark.parametrize(("family", "trigger_class", "setting", "value"),
+                         [("blend", BlendInversion, "blend_alpha", BLEND_ALPHA),
+                          ("patch", PatchInversion, "patch_share", 0.25)])
+def test_scan_with_an_optional_family_runs_it_after_the_colour_one_and_keeps_every_trigger(
+        clean_coop, small_pool, family, trigger_class, setting, value):
+    config = small_config(colour=True, colour_steps=3, colour_batch_size=8,
+                          **{family: True, f"{family}_steps": 3, f"{family}_batch_size": 8})
     events = list(scan(clean_coop, small_pool, config))
     started, result = events[0], events[-1].result
     families = [e.family for e in events if isinstance(e, TriggerSnapshot)]
-    assert families.index("blend") > max(i for i, f in enumerate(families) if f == "colour")
-    assert families.index("additive") > max(i for i, f in enumerate(families) if f == "blend")
+    assert families.index(family) > max(i for i, f in enumerate(families) if f == "colour")
+    assert families.index("additive") > max(i for i, f in enumerate(families) if f == family)
     assert started.total_steps == 4 * 4 + 4 * 3 + 4 * 3
     for record in result.classes:
-        assert record["blend_eligible"] > 0 and 0 <= record["blend_flip_rate"] <= 1 and "blend_strength" in record
-        assert set(result.triggers[record["index"]]) >= {"delta", "colour", "blend"}
-    assert isinstance(result.trigger(7, "blend"), BlendInversion) and result.extra["blend_seconds"] > 0
-    assert result.settings.as_dict()["blend_alpha"] == BLEND_ALPHA
-    assert "blend_alpha" not in small_config().for_input(64).as_dict()  # a scan without it does not list it
+        assert record[f"{family}_eligible"] > 0 and 0 <= record[f"{family}_flip_rate"] <= 1
+        assert f"{family}_strength" in record and set(result.triggers[record["index"]]) >= {"delta", "colour", family}
+    assert isinstance(result.trigger(7, family), trigger_class) and result.extra[f"{family}_seconds"] > 0
+    assert result.settings.as_dict()[setting] == value
+    assert setting not in small_config().for_input(64).as_dict()  # a scan without it does not list it
+    repeated = run_scan(clean_coop, small_pool, config)  # a patch's places are drawn from seeds: a scan repeats
+    assert [c[f"{family}_flip_rate"] for c in repeated.classes] == [c[f"{family}_flip_rate"] for c in result.classes]
 
 
 def test_patch_trigger_pastes_one_square_of_its_side_per_image_at_places_its_seed_repeats():
@@ -421,24 +427,6 @@ def test_patch_trigger_pastes_one_square_of_its_side_per_image_at_places_its_see
     rebuilt = candidate_from_tensors("inspector", trigger.tensors(), 0.05, family="patch")
     assert isinstance(rebuilt, PatchInversion) and rebuilt.size == 4 and torch.equal(rebuilt(pixels), out)
     assert trigger.picture().shape == (3, 16, 16)  # shown on an image of the input's size
-
-
-def test_scan_with_the_patch_family_runs_it_last_of_the_quick_ones_and_keeps_its_trigger(clean_coop, small_pool):
-    config = small_config(colour=True, colour_steps=3, colour_batch_size=8, patch=True, patch_steps=3,
-                          patch_batch_size=8)
-    events = list(scan(clean_coop, small_pool, config))
-    started, result = events[0], events[-1].result
-    families = [e.family for e in events if isinstance(e, TriggerSnapshot)]
-    assert families.index("patch") > max(i for i, f in enumerate(families) if f == "colour")
-    assert started.total_steps == 4 * 4 + 4 * 3 + 4 * 3
-    for record in result.classes:
-        assert record["patch_eligible"] > 0 and 0 <= record["patch_flip_rate"] <= 1 and "patch_strength" in record
-        assert set(result.triggers[record["index"]]) >= {"delta", "colour", "patch"}
-    assert isinstance(result.trigger(7, "patch"), PatchInversion) and result.extra["patch_seconds"] > 0
-    assert result.settings.as_dict()["patch_share"] == 0.25
-    assert "patch_share" not in small_config().for_input(64).as_dict()  # a scan without it does not list it
-    repeated = run_scan(clean_coop, small_pool, config)
-    assert [c["patch_flip_rate"] for c in repeated.classes] == [c["patch_flip_rate"] for c in result.classes]
 
 
 def test_a_bound_in_255ths_becomes_a_share_and_one_outside_0_255_is_refused_by_its_name() -> None:
