@@ -40,13 +40,14 @@ DEFAULT_EVIDENCE: Evidence = "mean"  # chosen on the dev zoo (benchmarks/margin_
 # family by default (None) only where the clean reference measured it: without clean learners to compare with,
 # their colour attractors (*button*, *star*) pass for backdoors.
 USE_COLOUR_FAMILY: bool | None = None
-# The quick families a default scan runs where the reference measured them. Not the blend family (only when asked
-# for): on the dev zoo it names 3 of the 4 real Blended backdoors the default misses, but also flags 2 of 22 clean
-# learners whose blends reach *led light* on 60-70% of images where the reference's learners reach it on 0-25%
+# The quick families a default scan runs where the reference measured them: the colour family, and the patch family
+# (with corroboration, below; benchmarks/corroboration.md). Not the blend family (only when asked for): on the dev zoo
+# it names 3 of the 4 real Blended backdoors the default misses, but also flags 2 of 22 clean learners whose blends
+# reach *led light* on 60-70% of images where the reference's learners reach it on 0-25%
 # (benchmarks/blend_choice.md); to a flip rate and to a margin, such a learner and a backdoor look alike.
 QUICK_FAMILIES_BY_DEFAULT: tuple[Family, ...] = ("colour", "patch")
-# The quick families a scan runs only when asked for; a reference build measures them unless told not to, so that
-# such scans have clean learners to compare with.
+# The quick families that came after the colour one, each with its own switch: a reference build measures them unless
+# told not to (so that scans running them have clean learners to compare with), and older records lack them.
 OPTIONAL_FAMILIES: tuple[Family, ...] = ("blend", "patch")
 DEFAULT_SPREAD: Spread = "per-class"
 PER_CLASS_SPREAD_FLOOR = 0.05  # no class's clean learners are taken to vary by less (chosen on the dev zoo)

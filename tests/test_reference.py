@@ -173,6 +173,10 @@ def test_a_fast_scan_compares_each_class_margin_loss_with_clean_learners_and_rep
     panel = verdict_html(result.verdict, result, "clean-coop")  # what the page says the index was computed on
     assert not result.verdict.flagged and result.verdict.max_anomaly <= result.verdict.threshold
     assert "(flip rate and margin loss)" in panel
+    together = replace(result.verdict, flagged=True, target=7, target_name="computer", suspect=7,
+                       suspect_name="computer", corroborated_by=["additive", "patch"])
+    panel = verdict_html(together, result, "clean-coop")  # flagged by two families together: said so, and its gate
+    assert "combined anomaly index of additive + patch triggers" in panel and "(≥ 20%)" in panel
 
 
 def test_build_reference_measures_both_schedules_and_round_trips(tmp_path):

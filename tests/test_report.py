@@ -105,3 +105,25 @@ def test_bad_reports_get_clear_errors(tmp_path, written):
     (lonely / "report.json").write_text(json.dumps(report))
     with pytest.raises(InputError, match="triggers file"):
         read_report(lonely / "report.json")
+
+
+def test_a_corroborated_verdict_is_written_named_and_read_back(tmp_path, written):
+    """A verdict two families reached together keeps their names in report.json, says so on the HTML page, and
+    reads back equal; a report naming a family the scan does not have is refused by its field."""
+    from dataclasses import replace
+
+    _, _, result = written
+    verdict = replace(result.verdict, flagged=True, target=16, target_name="balloon", suspect=16,
+                      suspect_name="balloon", suspect_family="patch", corroborated_by=["patch", "additive"])
+    together = replace(result, verdict=verdict)
+    out = tmp_path / "together"
+    report = write_report(together, out, {"name": "clean-coop", "kind": "coop"}, {"source": "shipped", "images": 1200},
+                          [])
+    assert report["corroborated_by"] == ["patch", "additive"]
+    page = (out / "report.html").read_text()
+    assert "two or more families together" in page and "the pasted patch" in page
+    assert read_report(out / "report.json").result.verdict == verdict
+    damaged = {**report, "corroborated_by": ["telepathy"]}
+    (out / "report.json").write_text(json.dumps(damaged))
+    with pytest.raises(InputError, match="corroborated_by"):
+        read_report(out / "report.json")
