@@ -26,6 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inspector.data import load_shipped_pool  # noqa: E402
+from inspector.detect import QUICK_FAMILIES  # noqa: E402
 from inspector.invert import ScanConfig, run_scan  # noqa: E402
 from inspector.prompts import open_model  # noqa: E402
 from inspector.reference import reference_for  # noqa: E402
@@ -49,7 +50,7 @@ def timed_scan(path: Path, families: dict[str, bool], references: dict[str, str]
     seconds = time.perf_counter() - started
     v = result.verdict
     return {"seconds": round(seconds, 2), **{f"{family}_seconds": result.extra.get(f"{family}_seconds")
-                                              for family in ("colour", "blend", "patch")},
+                                              for family in QUICK_FAMILIES},
             "flagged": v.flagged, "suspect": v.target_name,
             "family": v.suspect_family if v.flagged else None, "max_anomaly": round(v.max_anomaly, 2)}
 

@@ -144,9 +144,10 @@ def cmd_scan(args: argparse.Namespace) -> None:
     if args.json:
         _print_json(written.summary())
         return
-    found_by = {"colour": " by its colour-transform trigger", "blend": " by its blended-pattern trigger",
-                "patch": " by its pasted-patch trigger"}.get(
-        report["suspect_family"], "")
+    from inspector.detect import QUICK_FAMILY_WORDS
+
+    family = QUICK_FAMILY_WORDS.get(report["suspect_family"])
+    found_by = f" by its {family.replace(' ', '-')} trigger" if family else ""
     if report.get("corroborated_by"):
         found_by = f" by its {', '.join(report['corroborated_by'])} triggers together (corroborated index)"
     if report["flagged"]:

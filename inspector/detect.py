@@ -30,6 +30,8 @@ DEFAULT_THRESHOLD = 2.0
 DEFAULT_MIN_FLIP_RATE = 0.5
 Family = Literal["additive", "colour", "blend", "patch"]
 QUICK_FAMILIES: tuple[Family, ...] = ("colour", "blend", "patch")  # a few steps per class beside the additive family
+# Each quick family's trigger in a few words, for every front-end (chart legend, report, CLI, page).
+QUICK_FAMILY_WORDS = {"colour": "colour transform", "blend": "blended pattern", "patch": "pasted patch"}
 # What a class's evidence is, with a reference that kept margin losses: its flip-rate excess alone, or that and how
 # far below clean learners its margin loss lies, each in units of the clean learners' spread, averaged ("mean") or
 # the larger of the two ("max").

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import plotly.graph_objects as go
 
+from inspector.detect import QUICK_FAMILY_WORDS
+
 SUSPECT_COLOUR = "#d62728"  # the flagged target
 LEADER_COLOUR = "#e8a33d"  # the most anomalous class so far, while the scan runs
 CLEAR_LEADER_COLOUR = "#4c6a8a"  # the most anomalous class of a model that was not flagged
@@ -16,7 +18,6 @@ PENDING_COLOUR = "#d9dee4"
 RUNNING_COLOUR = "#b7c4d1"
 
 View = Literal["flip_rate", "anomaly"]
-QUICK_FAMILY_WORDS = {"colour": "colour transform", "blend": "blended pattern", "patch": "pasted patch"}
 QUICK_FAMILY_MARKERS = {"colour": {"symbol": "diamond", "size": 9, "color": "#ff7f0e"},
                         "blend": {"symbol": "triangle-up", "size": 9, "color": "#9467bd"},
                         "patch": {"symbol": "square", "size": 8, "color": "#17becf"}}

@@ -25,10 +25,10 @@ from inspector.calibration import backdoor_probability
 from inspector.candidates import METHODS
 from inspector.checks import number, require, whole
 from inspector.data import SHIPPED
-from inspector.detect import QUICK_FAMILIES, Verdict
+from inspector.detect import QUICK_FAMILIES, QUICK_FAMILY_WORDS, Verdict
 from inspector.errors import InputError, shown
 from inspector.examples import Example
-from inspector.figures import QUICK_FAMILY_WORDS, class_bars
+from inspector.figures import class_bars
 from inspector.invert import ScanConfig, ScanResult
 from inspector.safetensors_file import describe_problem
 

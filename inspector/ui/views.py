@@ -15,7 +15,14 @@ import torch
 from PIL import Image
 
 from inspector.data import SHIPPED, ImagePool, Task
-from inspector.detect import CORROBORATED_GATE, QUICK_FAMILIES, Verdict, anomaly_index, statistic_values
+from inspector.detect import (
+    CORROBORATED_GATE,
+    QUICK_FAMILIES,
+    QUICK_FAMILY_WORDS,
+    Verdict,
+    anomaly_index,
+    statistic_values,
+)
 from inspector.effects import FeatureMap, Probe, Transitions
 from inspector.examples import Example
 from inspector.figures import View, class_bars, compare_bars, feature_map_figure, probe_figure, transition_heatmap
@@ -50,8 +57,7 @@ def started_line(label: str, event: ScanStarted) -> str:
 
 def snapshot_line(event: TriggerSnapshot, total_steps: int, started: float, now: float) -> str:
     done = event.scan_step / max(total_steps, 1)
-    family = {"colour": " (colour transform)", "blend": " (blended pattern)", "patch": " (pasted patch)"}.get(
-        event.family, "")
+    family = f" ({QUICK_FAMILY_WORDS[event.family]})" if event.family in QUICK_FAMILY_WORDS else ""
     return (f"Inverting **{event.class_name}**{family}: step {event.step} of at most {event.steps}, margin loss "
             f"{event.loss:.3f} · scan {done:.0%} done ({now - started:.0f} s)")
 
