@@ -144,9 +144,9 @@ def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate"
     else:
         values = statistic_values(classes, statistic)
     anomalies = anomaly_index(values, min_spread(classes, statistic))
-    per_family = {"additive": (list(anomalies), [float(c["flip_rate"]) for c in classes])}
     families: list[str] = ["additive"] * len(classes)
     flips = [float(c["flip_rate"]) for c in classes]
+    per_family = {"additive": (list(anomalies), list(flips))}
     for family in QUICK_FAMILIES:
         indices = family_anomalies(classes, family)
         if indices is None:
