@@ -88,7 +88,8 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
     if variant == "inspector-faithful" and curves.exists() and epsilon is None and not overrides:
         return _row_from_curves(path, curves, truth, cache)
     model = open_model(path, weights, device=device)
-    config = replace(ScanConfig(method=method, schedule=schedule, epsilon=epsilon, colour=colour), **(overrides or {}))
+    config = replace(ScanConfig(method=method, schedule=schedule, epsilon=epsilon, colour=colour),
+                     **(_recorded_families(recorded) if recorded is not None else {}), **(overrides or {}))
     reference, reference_from = reference_for(model, config, load_shipped_pool(),
                                               "auto" if "reference" in variant else "none")
     result = run_scan(model, pool, replace(config, reference=reference, reference_from=reference_from))
@@ -112,6 +113,13 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
         return recorded
     cache.write_text(json.dumps(row, indent=1))
     return row
+
+
+def _recorded_families(recorded: dict[str, Any]) -> dict[str, bool]:
+    """The optional families a recorded scan ran (those whose flip rates its classes carry), so that its triggers
+    are scanned again as it was: the default scan's rows were recorded before the patch family joined it, whose
+    rates are measured alone (``with_default_families``)."""
+    return {family: all(f"{family}_flip_rate" in c for c in recorded["classes"]) for family in OPTIONAL_FAMILIES}
 
 
 def family_tag(family: str, config: ScanConfig) -> str:
