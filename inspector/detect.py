@@ -118,6 +118,7 @@ class Verdict:
     families: list[str] = field(default_factory=list)  # per class: the inversion family that gave its index
     suspect_family: str = "additive"
     corroborated_by: list[str] = field(default_factory=list)  # the families that flagged the target together
+    corroborated_gate: float = CORROBORATED_GATE  # share of min_flip_rate a class two families name must flip
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -173,7 +174,8 @@ def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate"
                    max_anomaly=_finite(anomalies[top]), suspect_flip_rate=flips[top],
                    statistic=statistic, threshold=threshold, min_flip_rate=min_flip_rate,
                    anomalies=[_finite(a) for a in anomalies], families=families, suspect_family=families[top],
-                   corroborated_by=corroborated)
+                   corroborated_by=corroborated,
+                   corroborated_gate=corroboration[1] if corroboration is not None else 1.0)
 
 
 def corroborated_suspect(per_family: dict[str, tuple[list[float], list[float]]],

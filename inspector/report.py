@@ -25,7 +25,7 @@ from inspector.calibration import backdoor_probability
 from inspector.candidates import METHODS
 from inspector.checks import number, require, whole
 from inspector.data import SHIPPED
-from inspector.detect import QUICK_FAMILIES, QUICK_FAMILY_WORDS, Verdict
+from inspector.detect import CORROBORATED_GATE, QUICK_FAMILIES, QUICK_FAMILY_WORDS, Verdict
 from inspector.errors import InputError, shown
 from inspector.examples import Example
 from inspector.figures import class_bars
@@ -83,6 +83,7 @@ def build_report(result: ScanResult, model_info: dict[str, Any], pool_info: dict
         "suspect_flip_rate": verdict.suspect_flip_rate,
         "suspect_family": verdict.suspect_family,
         "corroborated_by": list(verdict.corroborated_by),
+        "corroborated_gate": verdict.corroborated_gate,
         "seconds": result.seconds,
         "method": result.settings.method,
         "statistic": verdict.statistic,
@@ -188,7 +189,8 @@ def read_report(path: Path, class_names: list[str] | tuple[str, ...] | None = No
                           anomalies=[float(c["anomaly"]) for c in report["classes"]],
                           families=[str(c.get("family", "additive")) for c in report["classes"]],
                           suspect_family=str(report.get("suspect_family", "additive")),
-                          corroborated_by=[str(f) for f in report.get("corroborated_by", [])])
+                          corroborated_by=[str(f) for f in report.get("corroborated_by", [])],
+                          corroborated_gate=float(report.get("corroborated_gate", CORROBORATED_GATE)))
         names = list(report.get("class_names") or class_names or [])
         result = ScanResult(settings, names, classes, grouped, verdict, float(report["seconds"]),
                             int(report["pool"]["fit_images"]), int(report["pool"]["held_out_images"]),
@@ -244,6 +246,8 @@ def check_report(report: dict[str, Any], class_names: list[str] | tuple[str, ...
     together = report.get("corroborated_by", [])
     require(isinstance(together, list) and all(f in FAMILY_WORDS for f in together), "corroborated_by", together,
             "a list of inversion families")
+    gate = report.get("corroborated_gate", CORROBORATED_GATE)
+    require(number(gate) and 0 < gate <= 1, "corroborated_gate", gate, "a share of the flip gate, above 0, at most 1")
     indexes = [record["index"] for record in classes]
     require(len(set(indexes)) == len(indexes), "classes", indexes, "a list of distinct classes")
     for key in ("suspect_index", "target_index"):
@@ -356,7 +360,9 @@ tr.suspect {{ background: #fff0f0; font-weight: 600; }} img {{ image-rendering: 
 ({e(str(pool.get('source', '')))}) · {report['seconds']:.1f} s · {e(report['created'])}</p>
 {headline}
 <p class="meta">Rule: flagged when the top anomaly index ({e(report['statistic'])}) exceeds {report['threshold']:g}
-and that class's trigger flips at least {report['min_flip_rate']:.0%} of the held-out OOD images.
+and that class's trigger flips at least {report['min_flip_rate']:.0%} of the held-out OOD images
+(at least {report['min_flip_rate'] * report.get('corroborated_gate', CORROBORATED_GATE):.0%} for a class two
+families name together).
 {_evidence_note(settings) if has_margin else ""}{_schedule_note(settings)}</p>
 {flip_html}
 {anomaly_html}

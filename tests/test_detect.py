@@ -204,7 +204,10 @@ def test_a_class_two_families_name_together_is_flagged_though_neither_alone_is()
     expected = (additive + patch) / 2 ** 0.5 * 2.0 / 2.5
     assert verdict.max_anomaly == pytest.approx(expected, abs=1e-3) and verdict.suspect_flip_rate == 0.35
     assert verdict.suspect_family == "patch"  # the family with the higher index gives the trigger to show
+    assert verdict.corroborated_gate == 0.4
     assert not decide(rows, "excess_flip_rate", spread="per-class", corroboration=None).flagged
+    strict = decide(rows, "excess_flip_rate", spread="per-class", corroboration=(2.5, 0.8))  # 35% < 80% of 50%
+    assert not strict.flagged and strict.corroborated_gate == 0.8
     assert not decide(rows, "excess_flip_rate").flagged  # a pooled spread: not the rule it was chosen with
     one_family = _two_family_rows(additive_excess=0.3, patch_excess=0.0)
     assert not decide(one_family, "excess_flip_rate", spread="per-class").flagged

@@ -177,6 +177,8 @@ def test_a_fast_scan_compares_each_class_margin_loss_with_clean_learners_and_rep
                        suspect_name="computer", corroborated_by=["additive", "patch"])
     panel = verdict_html(together, result, "clean-coop")  # flagged by two families together: said so, and its gate
     assert "combined anomaly index of additive + patch triggers" in panel and "(≥ 20%)" in panel
+    panel = verdict_html(replace(together, corroborated_gate=0.6), result, "clean-coop")  # the gate it applied
+    assert "(≥ 30%)" in panel
 
 
 def test_build_reference_measures_both_schedules_and_round_trips(tmp_path):

@@ -114,7 +114,8 @@ def test_a_corroborated_verdict_is_written_named_and_read_back(tmp_path, written
 
     _, _, result = written
     verdict = replace(result.verdict, flagged=True, target=16, target_name="balloon", suspect=16,
-                      suspect_name="balloon", suspect_family="patch", corroborated_by=["patch", "additive"])
+                      suspect_name="balloon", suspect_family="patch", corroborated_by=["patch", "additive"],
+                      corroborated_gate=0.6)
     together = replace(result, verdict=verdict)
     out = tmp_path / "together"
     report = write_report(together, out, {"name": "clean-coop", "kind": "coop"}, {"source": "shipped", "images": 1200},
@@ -122,7 +123,11 @@ def test_a_corroborated_verdict_is_written_named_and_read_back(tmp_path, written
     assert report["corroborated_by"] == ["patch", "additive"]
     page = (out / "report.html").read_text()
     assert "two or more families together" in page and "the pasted patch" in page
+    assert "at least 30% for a class two\nfamilies name together" in page  # the gate this verdict applied
     assert read_report(out / "report.json").result.verdict == verdict
+    (out / "report.json").write_text(json.dumps({**report, "corroborated_gate": 0}))
+    with pytest.raises(InputError, match="corroborated_gate"):
+        read_report(out / "report.json")
     damaged = {**report, "corroborated_by": ["telepathy"]}
     (out / "report.json").write_text(json.dumps(damaged))
     with pytest.raises(InputError, match="corroborated_by"):

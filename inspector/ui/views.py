@@ -16,7 +16,6 @@ from PIL import Image
 
 from inspector.data import SHIPPED, ImagePool, Task
 from inspector.detect import (
-    CORROBORATED_GATE,
     QUICK_FAMILIES,
     QUICK_FAMILY_WORDS,
     Verdict,
@@ -253,7 +252,7 @@ def verdict_html(verdict: Verdict, result: ScanResult, model_label: str, stale: 
 
 def verdict_gate(verdict: Verdict) -> float:
     """The share of images the flagged trigger had to flip: lower for a class two families name together."""
-    return verdict.min_flip_rate * (CORROBORATED_GATE if verdict.corroborated_by else 1.0)
+    return verdict.min_flip_rate * (verdict.corroborated_gate if verdict.corroborated_by else 1.0)
 
 
 def stopped_html(finished: int, total: int, seconds: float) -> str:
