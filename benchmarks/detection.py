@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import zoo_tables  # noqa: E402
 from inspector.backbone import machine_name  # noqa: E402
-from inspector.candidates import repair_candidates  # noqa: E402
+from inspector.candidates import FAMILY_TENSORS, repair_candidates  # noqa: E402
 from inspector.data import Task, load_shipped_pool, load_task  # noqa: E402
 from inspector.detect import OPTIONAL_FAMILIES, QUICK_FAMILIES_BY_DEFAULT, decide  # noqa: E402
 from inspector.invert import ScanConfig, family_flip_rates, run_scan, split_pool  # noqa: E402
@@ -71,16 +71,19 @@ VARIANTS = {  # name in the tables -> (method, schedule)
 
 def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilon: float | None,
                device: str = "cpu", colour: bool = False, for_repair: bool = False,
-               weights: str | None = None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+               weights: str | None = None, overrides: dict[str, Any] | None = None,
+               repair_family: str = "additive") -> dict[str, Any]:
     """One scan's row (cached); the faithful inspector scan is read from schedule_design's curves when present:
     a curve run is that very scan plus extra held-out measurements along the way.
 
     ``for_repair``: a backdoored model's cached row whose reconstructed triggers are not kept (they are not
-    committed) is scanned again for them (every class's); the recorded row stays the result. ``weights``: the CLIP
-    weights file a learner was tuned on (``--weights``); ``overrides``: other scan settings (the paper's ablations)."""
+    committed), or kept without ``repair_family``'s (the family whose trigger the repair reads), is scanned again
+    for them (every class's), with the families the recorded scan ran and that one; the recorded row stays the
+    result. ``weights``: the CLIP weights file a learner was tuned on (``--weights``); ``overrides``: other scan
+    settings (the paper's ablations)."""
     truth = read_ground_truth(path)
     recorded = json.loads(cache.read_text()) if cache.exists() else None
-    missing = for_repair and truth is not None and not cache.with_suffix(".triggers.pt").exists()
+    missing = for_repair and truth is not None and not _has_trigger(cache.with_suffix(".triggers.pt"), repair_family)
     if recorded is not None and not missing:
         return recorded
     method, schedule = VARIANTS[variant]
@@ -89,7 +92,9 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
         return _row_from_curves(path, curves, truth, cache)
     model = open_model(path, weights, device=device)
     config = replace(ScanConfig(method=method, schedule=schedule, epsilon=epsilon, colour=colour),
-                     **(_recorded_families(recorded) if recorded is not None else {}), **(overrides or {}))
+                     **(_recorded_families(recorded) if recorded is not None else {}),
+                     **({repair_family: True} if for_repair and repair_family in OPTIONAL_FAMILIES else {}),
+                     **(overrides or {}))
     reference, reference_from = reference_for(model, config, load_shipped_pool(),
                                               "auto" if "reference" in variant else "none")
     result = run_scan(model, pool, replace(config, reference=reference, reference_from=reference_from))
@@ -120,6 +125,14 @@ def _recorded_families(recorded: dict[str, Any]) -> dict[str, bool]:
     are scanned again as it was: the default scan's rows were recorded before the patch family joined it, whose
     rates are measured alone (``with_default_families``)."""
     return {family: all(f"{family}_flip_rate" in c for c in recorded["classes"]) for family in OPTIONAL_FAMILIES}
+
+
+def _has_trigger(tensors: Path, family: str) -> bool:
+    """Whether a scan's kept trigger tensors hold ``family``'s triggers."""
+    if not tensors.exists():
+        return False
+    key = FAMILY_TENSORS[family] + "."
+    return any(name.startswith(key) for name in torch.load(tensors, weights_only=True))
 
 
 def family_tag(family: str, config: ScanConfig) -> str:
@@ -501,9 +514,7 @@ def main() -> None:
             if args.table_only and not cache.exists():
                 continue
             started = time.time()
-            repaired = (recipe_folder(zoo, RepairConfig()) / f"{path.stem}.json").exists()
-            row = scan_model(path, method, cache, pool, epsilon, args.device, args.colour,  # triggers only to repair
-                             for_repair=not args.no_repair and not repaired and method == "inspector + reference")
+            row = scan_model(path, method, cache, pool, epsilon, args.device, args.colour)
             if method == "inspector + reference":
                 row = with_default_families(row, path)
             scans[method].append(row)
@@ -528,9 +539,12 @@ def main() -> None:
                 cache = recipe_folder(zoo, RepairConfig()) / f"{row['model']}.json"
                 if (args.table_only or args.no_repair) and not cache.exists():
                     continue
-                repairs.append(repair_model(zoo / f"{row['model']}.safetensors", row, cache, pool, task,
-                                            args.device, scans=zoo / "scans" / (_folder(row["method"])
-                                                                                 + colour_tag(args.colour))))
+                path, scans_folder = zoo / f"{row['model']}.safetensors", zoo / "scans" / (_folder(row["method"])
+                                                                                          + colour_tag(args.colour))
+                if not cache.exists():  # the suspect family's triggers, scanned again if they are not kept
+                    scan_model(path, "inspector + reference", scans_folder / f"{row['model']}.json", pool, epsilon,
+                               args.device, args.colour, for_repair=True, repair_family=row["suspect_family"])
+                repairs.append(repair_model(path, row, cache, pool, task, args.device, scans=scans_folder))
                 print(f"repair {row['model']:<36} asr {repairs[-1]['asr_before']:.1%} -> "
                       f"{repairs[-1]['asr_after']:.1%}", flush=True)
         order = [r["model"] for r in scans["inspector + reference"]]

@@ -752,8 +752,8 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", required=True, help="file for the repaired learner")
     rp.add_argument("--target", default=None, help="class whose trigger to repair against (default: the flagged one)")
     rp.add_argument("--ood", default=None, help="where the scan's OOD pool is now (default: where the report says)")
-    rp.add_argument("--epochs", type=int, default=None, help="default: the engine's recipe (RepairConfig), 40")
-    rp.add_argument("--lr", type=float, default=None, help="default: the engine's recipe (RepairConfig), 5e-3")
+    rp.add_argument("--epochs", type=int, default=None, help="default: the engine's recipe (RepairConfig), 20")
+    rp.add_argument("--lr", type=float, default=None, help="default: the engine's recipe (RepairConfig), 1e-2")
     rp.add_argument("--families", choices=("indexed", "both", "additive"), default=None,
                     help="the trigger of the family that flagged the class (indexed), every family the scan "
                          "reconstructed for it (both, the default: a colour filter's path besides the additive one), "

@@ -48,11 +48,13 @@ def recipe_of(settings: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class RepairConfig:
-    """The repair recipe: epochs and lr chosen on the benchmark zoo (benchmarks/repair_recipes.md), the triggers
-    and their loss on the dev zoo (benchmarks/repair_recipes_dev.md)."""
+    """The repair recipe: the triggers, their loss, the epochs and lr chosen on the dev zoo
+    (benchmarks/repair_recipes_dev.md; the rest on the benchmark zoo, benchmarks/repair_recipes.md)."""
 
-    epochs: int = 40  # 20 reached ASR 9.4% but cost a model up to 3.4 accuracy points; 40: 7.3%, at most 0.6
-    lr: float = 5e-3
+    # dev zoo, 27 backdoors: 40 epochs at 5e-3 left ASR 8.8%, 20 at 1e-2 6.7% (25 at 7.5e-3: 8.3%), no model
+    # losing more than 1 accuracy point with any: half the text-tower passes, so a CoCoOp repair takes under a minute
+    epochs: int = 20
+    lr: float = 1e-2
     batch_size: int = 32  # clean images per step; each comes with its triggered copy
     views: int = 8
     weight_decay: float = 1e-4

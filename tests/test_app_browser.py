@@ -186,7 +186,7 @@ def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(pa
 
     open_tab(page, "Repair")
     epochs = page.locator("#repair-epochs input[type=number]")
-    set_number(epochs, "10")  # a quarter of the default recipe keeps the suite short; the slider reaches the engine
+    set_number(epochs, "10")  # half the default recipe keeps the suite short; the slider reaches the engine
     page.locator("#repair-button").click()
     table = page.locator("#repair-table")
     table.filter(has_text="after").wait_for(timeout=600_000)
