@@ -25,6 +25,7 @@ from benchmarks.detection import summarise, target_f1  # noqa: E402
 from benchmarks.detection_summary import DEFAULT, record  # noqa: E402
 from benchmarks.encoder_backdoors import ROOT as ENCODER_ROOT  # noqa: E402
 from benchmarks.paper_ablations import (  # noqa: E402
+    ABLATION_RECIPE,
     ABLATIONS,
     BASINS_FILE,
     REPAIR_SETTINGS,
@@ -209,9 +210,12 @@ def repair_table(recs: dict[str, dict[str, Any]]) -> list[str]:
 
 def repair_ablation_table() -> list[str]:
     """The paper's repair ablation: what the triggered copies carry, on every test zoo's models that have all four."""
-    lines = ["", "## Repair ablation: what the triggered copies carry (default recipe otherwise)", "",
-             "`python benchmarks/paper_ablations.py --only repair --zoo <zoo> --kinds <kind>` (a target-class "
-             "repair of a model whose default scan named its target is its default repair; the triggers of the "
+    lines = ["", "## Repair ablation: what the triggered copies carry (one recipe otherwise)", "",
+             "`python benchmarks/paper_ablations.py --only repair --zoo <zoo> --kinds <kind>`, every row with "
+             f"{ABLATION_RECIPE.epochs} epochs at lr {ABLATION_RECIPE.lr:g} (the default when they were measured; "
+             "the default now takes half the steps, the repair per attack above) and the default's other settings "
+             "(a target-class repair of a model whose scan named its target is its repair against the scan's "
+             "suspect; the triggers of the "
              "second zoo's CoCoOp models, not committed, were scanned again as recorded, colour family and no "
              "patch, for the other rows); the implanted trigger's ASR on the task's test images. Wrong class: the "
              "non-target class whose reconstructed trigger flipped "
@@ -244,7 +248,8 @@ def repair_ablation_table() -> list[str]:
             befores = [r["asr_before"] for r in cleaned if r["attack"] == attack and r["kind"] == kind]
             cells = " | ".join(f"{sum(v) / len(v):.1%}" for v in (settings[label] for label in REPAIR_SETTINGS))
             lines.append(f"| {attack} | {kind} | {len(befores)} | {sum(befores) / len(befores):.1%} | {cells} |")
-        lines += ["", "Why they differ: the CoOp learners here are a few context vectors, pulled back by 40 epochs on "
+        lines += ["", "Why they differ: the CoOp learners here are a few context vectors, pulled back by "
+                      f"{ABLATION_RECIPE.epochs} epochs on "
                       "the clean task, so clean-only fine-tuning already undoes their fixed-trigger implants; it does "
                       "not undo the adaptive BadCLIP, built to survive noise, nor SIBA, whose sparse 32/255 pattern "
                       "the scan's additive 14/255 trigger reproduces only in part (its repairs with the target's "

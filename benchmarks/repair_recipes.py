@@ -84,7 +84,7 @@ RECIPES = {  # in the order they are run: a run cut short still has the first on
 SHORT = ("suppress, both families (10 ep, lr 1e-2)", "suppress, both families (10 ep, batch 8)",
          "suppress, both families (20 ep, lr 1e-2)", "suppress, both families (25 ep, lr 7.5e-3)")
 BESIDE = (("labels (40 ep)", "the default before the dev-zoo change", lambda recipe: recipe not in SHORT),
-          ("suppress, both families (40 ep)", "the shipped default", lambda recipe: recipe in SHORT))
+          ("suppress, both families (40 ep)", "the default before issue 20's change", lambda recipe: recipe in SHORT))
 DESCRIPTIONS = {
     "labels": "cross-entropy with the true labels on the clean copies and on the triggered copies",
     "anchor": "triggered copies: true labels; clean copies: KL to the delivered model's own predictions "
@@ -103,11 +103,11 @@ DESCRIPTIONS = {
     "suppress": "clean copies: true labels; triggered copies: only pushed away from the target class "
                 "(-log(1 - p_target) on non-target images, true labels on the target's own), so the repair does "
                 "not teach the model to see through the trigger's whole transform",
-    "suppress, both families (10 ep, lr 1e-2 / batch 8)": "the shipped recipe with a quarter of its text-tower "
+    "suppress, both families (10 ep, lr 1e-2 / batch 8)": "the 40-epoch recipe with a quarter of its text-tower "
                                                           "passes, so that a CoCoOp repair could fit in a minute: "
                                                           "10 epochs at lr 1e-2, or 10 epochs in batches of 8 (as "
                                                           "many steps as 40 epochs of 32)",
-    "suppress, both families (20 ep, lr 1e-2 / 25 ep, lr 7.5e-3)": "the shipped recipe with a half or five "
+    "suppress, both families (20 ep, lr 1e-2 / 25 ep, lr 7.5e-3)": "the 40-epoch recipe with a half or five "
                                                                    "eighths of its steps (issue 20: a CoCoOp "
                                                                    "repair in a minute), the learning rate raised "
                                                                    "to match. The rule, set before they ran: the "
@@ -149,13 +149,21 @@ def _summary_row(recipe: str, part: list[dict[str, Any]]) -> str:
             f"{mean(part, 'unchanged_predictions'):.1%} |")
 
 
-def write(rows: list[dict[str, Any]], zoo: Path, report: str) -> None:
+def write(rows: list[dict[str, Any]], zoos: list[Path], report: str) -> None:
     (HERE / f"{report}.json").write_text(json.dumps(rows, indent=1) + "\n")
     n = len({r["model"] for r in rows})
     devices = ", ".join(sorted({r["device"] for r in rows}))
-    title = "the dev zoo (issue 18; not results)" if zoo.name == "dev" else "the benchmark zoo (issue 4)"
+    names = " + ".join(zoo.name for zoo in zoos)
+    if names == "dev":
+        title = "the dev zoo (issue 18; not results)"
+    elif all(zoo.name.startswith("test") for zoo in zoos):
+        title = (f"the test zoos {names}: the recipe chosen on the dev zoo re-measured beside the one it replaced "
+                 "(issue 20; results, no choice made here)")
+    else:
+        title = "the benchmark zoo (issue 4)"
     lines = [f"# Repair recipes compared on {title}", "",
-             f"`python benchmarks/repair_recipes.py`: {n} backdoored models of {zoo.name}, repaired by the "
+             f"`python benchmarks/repair_recipes.py --zoo {','.join(str(zoo) for zoo in zoos)}`: {n} backdoored "
+             f"models of {names}, repaired by the "
              "recipes below from a fresh copy, against the trigger the default scan reconstructed for its suspect "
              f"class (the true target on {_right(rows)} of {n}); run on {devices}. asr: the attack's own trigger on "
              "the "
@@ -180,7 +188,7 @@ def write(rows: list[dict[str, Any]], zoo: Path, report: str) -> None:
         if shipped not in recipes:
             continue
         lines += ["", f"Each recipe beside {which} ({shipped}) on the models both ran on:", "", *SUMMARY_HEADER]
-        real = zoo_tables.real_backdoors(zoo_tables.manifest_rows(zoo))
+        real = {m for zoo in zoos for m in zoo_tables.real_backdoors(zoo_tables.manifest_rows(zoo))}
         for recipe in recipes:
             if recipe == shipped or not others(recipe):
                 continue
@@ -207,7 +215,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipes", default=";".join(RECIPES), help="';'-separated names of RECIPES")
     parser.add_argument("--models", default="", help="comma-separated model stems (default: all backdoored)")
-    parser.add_argument("--zoo", default=str(ZOO), help="the zoo folder, with the default scan's cache")
+    parser.add_argument("--zoo", default=str(ZOO), help="the zoo folder, with the default scan's cache (several, "
+                                                        "comma-separated: one table over their models)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--table-only", action="store_true")
@@ -216,14 +225,15 @@ def main() -> None:
     parser.add_argument("--report", default="repair_recipes", help="write benchmarks/REPORT.md and .json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    zoo = Path(args.zoo)
+    zoos = [Path(zoo) for zoo in args.zoo.split(",") if zoo]
     task, pool = load_task(), load_shipped_pool().pixels
     chosen = [m for m in args.models.split(",") if m]
-    scans = zoo / "scans" / (_folder("inspector + reference") + colour_tag(args.colour))
     references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)) for kind in ("coop", "cocoop")}
-    paths = [p for p in backdoored_models(zoo) if not chosen or p.stem in chosen]
+    paths = [p for zoo in zoos for p in backdoored_models(zoo) if not chosen or p.stem in chosen]
     for recipe in [r for r in args.recipes.split(";") if r and not args.table_only]:
         for path in paths:
+            zoo = path.parent
+            scans = zoo / "scans" / (_folder("inspector + reference") + colour_tag(args.colour))
             cache = recipe_folder(zoo, RECIPES[recipe]) / f"{path.stem}.json"
             if cache.exists():
                 continue
@@ -235,10 +245,10 @@ def main() -> None:
             print(f"{recipe:<34} {path.stem:<26} asr {row['asr_before']:.1%} -> {row['asr_after']:.1%}  acc "
                   f"{row['accuracy_before']:.1%} -> {row['accuracy_after']:.1%} ({time.time() - started:.0f} s)",
                   flush=True)
-    rows = [{**json.loads(f.read_text()), "recipe": name} for name, config in RECIPES.items()
+    rows = [{**json.loads(f.read_text()), "recipe": name} for name, config in RECIPES.items() for zoo in zoos
             for f in sorted(recipe_folder(zoo, config).glob("*.json"))]  # every cached run, not just these
     if rows:
-        write(rows, zoo, args.report)
+        write(rows, zoos, args.report)
 
 
 if __name__ == "__main__":
