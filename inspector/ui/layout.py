@@ -229,7 +229,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                     c["repair_target"] = gr.Dropdown([], label="Repair against the trigger of")
                     c["repair_epochs"] = gr.Slider(1, 60, value=defaults.epochs, step=1, label="Epochs",
                                                    info=f"{defaults.epochs}: the measured recipe; 10 for a quick "
-                                                        "demo (about half the time, slightly weaker)",
+                                                        "demo (half the steps, slightly weaker)",
                                                    elem_id="repair-epochs")
                     c["repair_lr"] = gr.Number(value=defaults.lr, label="Learning rate")
                 with gr.Row():
