@@ -29,10 +29,14 @@ ROOT = HERE.parent
 SINCE = "64345b3"  # issue 18 was filed after this commit; 6e29ce9 is its first change
 
 
+def full_hash(commit: str) -> str:
+    return subprocess.run(["git", "rev-parse", commit], cwd=ROOT, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
 def export(commit: str, into: Path) -> str:
     """``commit``'s tree in ``into``; its full hash."""
-    full = subprocess.run(["git", "rev-parse", commit], cwd=ROOT, check=True, capture_output=True,
-                          text=True).stdout.strip()
+    full = full_hash(commit)
     archive = subprocess.run(["git", "archive", full], cwd=ROOT, check=True, capture_output=True).stdout
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     return full
@@ -59,8 +63,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     models = sorted(path.stem for path in (ROOT / "assets" / "zoo").glob("*.safetensors"))
-    now = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True, capture_output=True,
-                         text=True).stdout.strip()
+    now = full_hash("HEAD")
     with tempfile.TemporaryDirectory() as folder:
         then_tree = Path(folder) / "then"
         then_tree.mkdir()

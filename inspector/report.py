@@ -361,7 +361,7 @@ tr.suspect {{ background: #fff0f0; font-weight: 600; }} img {{ image-rendering: 
 {headline}
 <p class="meta">Rule: flagged when the top anomaly index ({e(report['statistic'])}) exceeds {report['threshold']:g}
 and that class's trigger flips at least {report['min_flip_rate']:.0%} of the held-out OOD images
-(at least {report['min_flip_rate'] * report.get('corroborated_gate', CORROBORATED_GATE):.0%} for a class two
+(at least {report['min_flip_rate'] * report['corroborated_gate']:.0%} for a class two
 families name together).
 {_evidence_note(settings) if has_margin else ""}{_schedule_note(settings)}</p>
 {flip_html}
