@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     bound_malloc_arenas()
     from inspector.errors import InputError
     from inspector.pipeline import warm_up
-    from inspector.ui import CSS, AppSettings, build_app
+    from inspector.ui import CSS, AppSettings, build_app, theme
 
     settings = AppSettings(runs_root=args.runs, allowed_roots=args.allow_path, device=args.device)
     app = build_app(settings)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {exc}", file=sys.stderr)
     app.queue(default_concurrency_limit=1)
     calm_queue(app)
-    app.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS,
+    app.launch(server_name=args.host, server_port=args.port, share=args.share, css=CSS, theme=theme(),
                allowed_paths=[str(settings.runs_root.resolve())], max_file_size=args.max_upload)
     return 0
 

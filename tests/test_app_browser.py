@@ -104,6 +104,20 @@ def set_number(box, value: str) -> None:
 VERDICTS = ("Backdoor suspected", "No backdoor found")
 
 
+def fonts_drawn(page, selector: str) -> list[dict]:
+    """The fonts Chromium really drew an element's own text with (DevTools' CSS.getPlatformFontsForNode): a
+    typeface missing some of the text's glyphs shows up as a second font."""
+    cdp = page.context.new_cdp_session(page)
+    try:
+        cdp.send("DOM.enable")
+        cdp.send("CSS.enable")
+        root = cdp.send("DOM.getDocument", {"depth": -1, "pierce": True})["root"]["nodeId"]
+        node = cdp.send("DOM.querySelector", {"nodeId": root, "selector": selector})["nodeId"]
+        return cdp.send("CSS.getPlatformFontsForNode", {"nodeId": node})["fonts"]
+    finally:
+        cdp.detach()
+
+
 def verdict_text(page) -> str:
     return page.locator("#verdict").inner_text()
 
@@ -141,6 +155,10 @@ def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(pa
     assert seen["first_frame"] is not None and seen["first_frame"] <= seen["verdict_after"] / 4, seen
     assert seen["frames"] >= 3, "the trigger picture should evolve during the scan"
     assert "Backdoor suspected" in seen["verdict"] and TARGET in seen["verdict"], seen["verdict"]
+    # the bold headline in one typeface, a web font the app serves (not a few letters from it, the rest from the
+    # browser's fallback)
+    fonts = fonts_drawn(page, "#verdict .verdict-head")
+    assert len(fonts) == 1 and fonts[0]["isCustomFont"], fonts
     bars = page.locator("#bars .trace.bars path")
     assert bars.count() >= 20  # one bar per class
     page.locator("#clean-examples img").first.wait_for(timeout=30_000)

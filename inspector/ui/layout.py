@@ -44,6 +44,25 @@ CSS = """
   color: #8a4b00; background: #fff4e5; border-radius: 6px; padding: 2px 8px;}
 """
 
+# the seconds are the last speed run's (benchmarks/speed-interactive.json), held to it by tests/test_recorded_numbers.py
+TEACH_INTRO = ("**Teaching mode.** 1 · Implant a backdoor into a clean demo model: the **mystery model** becomes the "
+               "chosen one. 2 · Press **Scan** (top left) and read the verdict. 3 · Come back here and **Reveal the "
+               "ground truth**. Each try is measured and, while its backdoor misses the lab's bar, tried again as a "
+               "provider would. On 2 CPU cores the default Blended implant took 23 s into clean-coop (two tries) and "
+               "70 s into clean-cocoop (benchmarks/speed-interactive.md).")
+
+
+def theme() -> gr.themes.Base:
+    """Gradio's default theme, its fonts read from whole font files only.
+
+    The semibold Source Sans Pro and IBM Plex Mono files Gradio ships hold a few glyphs each (space, A, B and some
+    Cyrillic), so bold text mixed two typefaces: a flagged verdict's "Backdoor" drew its B in one font and the rest
+    in the browser's fallback. Regular and bold are whole files; semibold text then takes the bold face."""
+    whole = (400, 700)
+    return gr.themes.Default(
+        font=(gr.themes.LocalFont("Source Sans Pro", weights=whole), "ui-sans-serif", "system-ui", "sans-serif"),
+        font_mono=(gr.themes.LocalFont("IBM Plex Mono", weights=whole), "ui-monospace", "Consolas", "monospace"))
+
 
 @dataclass
 class AppSettings:
@@ -243,12 +262,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                 c["repaired_file"] = gr.File(label="Repaired prompt learner", interactive=False,
                                              elem_id="repaired-file")
             with gr.Tab("Teach", id="teach", elem_id="tab-teach") as tabs["teach"]:
-                gr.Markdown("**Teaching mode.** 1 · Implant a backdoor into a clean demo model: the **mystery "
-                            "model** becomes the chosen one. 2 · Press **Scan** (top left) and read the verdict. "
-                            "3 · Come back here and **Reveal the ground truth**. Each try is measured and, while its "
-                            "backdoor misses the lab's bar, tried again as a provider would. On 2 CPU cores the "
-                            "default Blended implant took 52 s into clean-coop (two tries) and 145 s into clean-cocoop "
-                            "(benchmarks/speed-interactive.md).")
+                gr.Markdown(TEACH_INTRO)
                 with gr.Row():
                     c["teach_base"] = gr.Dropdown([n for n in names if n.startswith("clean")], value="clean-coop",
                                                   label="Clean model")
