@@ -7,6 +7,8 @@ Each backdoored model goes through ``python -m inspector repair NAME --report
 benchmarks/demo_scans/NAME/report.json --out <tmp> --json``, against the class its scan flagged
 (or, when it was not flagged, the top suspect, named with ``--target``). ``asr`` is the model's
 own ground-truth trigger on the non-target test images; ``trigger_asr`` the reconstructed one.
+Each repaired file is then scanned afresh with the default ``python -m inspector scan FILE --json``, as a
+defender would check a repair: the rescan's verdict, suspect class and index are recorded beside the repair.
 The repaired files are not kept.
 """
 
@@ -29,6 +31,21 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
 
+def run_json(command: list[str], env: dict[str, str], what: str) -> dict:
+    """One CLI call's --json summary; a failure stops the benchmark with the CLI's own message."""
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{what} failed: {done.stderr}")
+    return json.loads(done.stdout)
+
+
+def rescan_cell(rescan: dict) -> str:
+    """The repaired model's fresh default scan in one cell: its verdict, the top class, index and flip rate."""
+    verdict = f"flagged {rescan['target']}" if rescan["flagged"] else "clean"
+    return (f"{verdict} (top {rescan['suspect']}, {rescan['suspect_family']}, index {rescan['max_anomaly']:.2f}, "
+            f"flips {rescan['suspect_flip_rate']:.0%})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -48,13 +65,15 @@ def main() -> None:
                        "--lr", str(args.lr), "--json"]
             if not report["flagged"]:
                 command += ["--target", report["suspect"]]
-            done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise SystemExit(f"repair of {entry.name} failed: {done.stderr}")
-            result = json.loads(done.stdout)
+            result = run_json(command, env, f"repair of {entry.name}")
+            repaired = Path(tmp) / f"{entry.name}.safetensors"
+            rescan = run_json([sys.executable, "-m", "inspector", "scan", str(repaired), "--out",
+                               str(Path(tmp) / f"{entry.name}-rescan"), "--json"], env, f"rescan of {entry.name}")
             row = {"model": entry.name, "attack": entry.attack, "true_target": entry.target,
                    "repaired_against": result["target"], "flagged": report["flagged"],
-                   "before": result["before"], "after": result["after"], "seconds": result["seconds"]}
+                   "before": result["before"], "after": result["after"], "seconds": result["seconds"],
+                   "rescan": {key: rescan[key] for key in ("flagged", "target", "suspect", "suspect_family",
+                                                           "max_anomaly", "suspect_flip_rate", "seconds")}}
             rows.append(row)
             print(row, flush=True)
     (HERE / "demo_repairs.json").write_text(json.dumps({"recipe": {"epochs": args.epochs, "lr": args.lr},
@@ -63,20 +82,23 @@ def main() -> None:
              f"`python benchmarks/demo_repairs.py --threads {args.threads} --epochs {args.epochs} --lr {args.lr}`: "
              "`python -m inspector repair NAME --report benchmarks/demo_scans/NAME/report.json`, "
              f"{args.threads} CPU thread(s). asr: the model's own "
-             "(ground-truth) trigger on the non-target test images; trigger asr: the reconstructed trigger.", "",
-             "| model | repaired against | accuracy | asr | trigger asr | OOD trigger asr | s |",
-             "|---|---|---|---|---|---|---|"]
+             "(ground-truth) trigger on the non-target test images; trigger asr: the reconstructed trigger; "
+             "rescan: `python -m inspector scan REPAIRED --json`, the default scan of the repaired file.", "",
+             "| model | repaired against | accuracy | asr | trigger asr | OOD trigger asr | s | rescan |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         b, a = r["before"], r["after"]
         lines.append(f"| {r['model']} ({r['attack']} -> {r['true_target']}) | {r['repaired_against']} | "
                      f"{b['accuracy']:.1%} -> {a['accuracy']:.1%} | {b['asr']:.1%} -> {a['asr']:.1%} | "
                      f"{b['trigger_asr']:.1%} -> {a['trigger_asr']:.1%} | "
-                     f"{b['ood_trigger_asr']:.1%} -> {a['ood_trigger_asr']:.1%} | {r['seconds']:.0f} |")
+                     f"{b['ood_trigger_asr']:.1%} -> {a['ood_trigger_asr']:.1%} | {r['seconds']:.0f} | "
+                     f"{rescan_cell(r['rescan'])} |")
     if rows:
         mean_asr = [sum(r[side]["asr"] for r in rows) / len(rows) for side in ("before", "after")]
         mean_acc = [sum(r[side]["accuracy"] for r in rows) / len(rows) for side in ("before", "after")]
+        passed = sum(not r["rescan"]["flagged"] for r in rows)
         lines += ["", f"Mean asr {mean_asr[0]:.1%} -> {mean_asr[1]:.1%}; mean accuracy {mean_acc[0]:.1%} -> "
-                      f"{mean_acc[1]:.1%}."]
+                      f"{mean_acc[1]:.1%}. Rescanned: {passed} of {len(rows)} repaired models pass the default scan."]
     (HERE / "demo_repairs.md").write_text("\n".join(lines) + "\n")
 
 
