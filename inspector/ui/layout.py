@@ -55,9 +55,10 @@ TEACH_INTRO = ("**Teaching mode.** 1 · Implant a backdoor into a clean demo mod
 def theme() -> gr.themes.Base:
     """Gradio's default theme, its fonts read from whole font files only.
 
-    The semibold Source Sans Pro and IBM Plex Mono files Gradio ships hold a few glyphs each (space, A, B and some
-    Cyrillic), so bold text mixed two typefaces: a flagged verdict's "Backdoor" drew its B in one font and the rest
-    in the browser's fallback. Regular and bold are whole files; semibold text then takes the bold face."""
+    The semibold Source Sans Pro and IBM Plex Mono files Gradio ships hold a few Latin letters each (A and B, or a
+    and b) beside some Cyrillic, so bold text mixed two typefaces: a flagged verdict's "Backdoor" drew its B in one
+    font and the rest in the browser's fallback. Regular and bold are whole files; semibold text then takes the bold
+    face."""
     whole = (400, 700)
     return gr.themes.Default(
         font=(gr.themes.LocalFont("Source Sans Pro", weights=whole), "ui-sans-serif", "system-ui", "sans-serif"),
