@@ -16,27 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.speed import cli_process  # noqa: E402
 from inspector.repair import RepairConfig  # noqa: E402
 from inspector.zoo import list_zoo  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-
-
-def run_json(command: list[str], env: dict[str, str], what: str) -> dict:
-    """One CLI call's --json summary; a failure stops the benchmark with the CLI's own message."""
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{what} failed: {done.stderr}")
-    return json.loads(done.stdout)
 
 
 def rescan_cell(rescan: dict) -> str:
@@ -53,22 +44,20 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=RepairConfig.lr)
     args = parser.parse_args()
     rows = []
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory() as tmp:
         for entry in list_zoo():
             if entry.attack is None:
                 continue
             report_path = HERE / "demo_scans" / entry.name / "report.json"
             report = json.loads(report_path.read_text())
-            command = [sys.executable, "-m", "inspector", "repair", entry.name, "--report", str(report_path),
-                       "--out", str(Path(tmp) / f"{entry.name}.safetensors"), "--epochs", str(args.epochs),
-                       "--lr", str(args.lr), "--json"]
+            repaired = Path(tmp) / f"{entry.name}.safetensors"
+            command = ["repair", entry.name, "--report", str(report_path), "--out", str(repaired),
+                       "--epochs", str(args.epochs), "--lr", str(args.lr)]
             if not report["flagged"]:
                 command += ["--target", report["suspect"]]
-            result = run_json(command, env, f"repair of {entry.name}")
-            repaired = Path(tmp) / f"{entry.name}.safetensors"
-            rescan = run_json([sys.executable, "-m", "inspector", "scan", str(repaired), "--out",
-                               str(Path(tmp) / f"{entry.name}-rescan"), "--json"], env, f"rescan of {entry.name}")
+            result = cli_process(command, args.threads)["json"]
+            rescan = cli_process(["scan", str(repaired), "--out", str(Path(tmp) / f"{entry.name}-rescan")],
+                                 args.threads)["json"]
             row = {"model": entry.name, "attack": entry.attack, "true_target": entry.target,
                    "repaired_against": result["target"], "flagged": report["flagged"],
                    "before": result["before"], "after": result["after"], "seconds": result["seconds"],
