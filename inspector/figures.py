@@ -16,6 +16,10 @@ FLAGGED_BORDER = "#7f0000"
 OTHER_COLOUR = "#8c9bab"
 PENDING_COLOUR = "#d9dee4"
 RUNNING_COLOUR = "#b7c4d1"
+# The app's typeface (ui.layout.theme serves it); a report opened on its own falls back to the system's sans-serif.
+PAGE_FONT_FAMILY = "Source Sans Pro"
+LOOK = {"template": "plotly_white",
+        "font": {"family": f"'{PAGE_FONT_FAMILY}', ui-sans-serif, system-ui, sans-serif", "size": 14}}
 
 View = Literal["flip_rate", "anomaly"]
 QUICK_FAMILY_MARKERS = {"colour": {"symbol": "diamond", "size": 9, "color": "#ff7f0e"},
@@ -118,12 +122,12 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
                          annotation_text=f"threshold {threshold:g}", annotation_position="top left")
         figure.update_yaxes(title="anomaly index")
     legend = bool(reference or quick or running or estimated) and view == "flip_rate"
-    figure.update_layout(title={"text": title, "y": 0.98, "yanchor": "top"}, template="plotly_white", height=height,
-                         margin={"l": 60, "r": 20, "t": 90 if legend else 50, "b": 110},
-                         xaxis_tickangle=-40, barmode="overlay",
+    figure.update_layout(title={"text": title, "y": 0.98, "yanchor": "top"}, **LOOK, height=height,
+                         margin={"l": 60, "r": 20, "t": 90 if legend else 50, "b": 95},
+                         xaxis={"tickangle": -40, "tickfont": {"size": 13}}, barmode="overlay",
                          showlegend=legend,
                          legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right",
-                                 "font": {"size": 11}})
+                                 "font": {"size": 12}})
     return figure
 
 
@@ -164,7 +168,7 @@ def compare_bars(class_names: Sequence[str], scans: Sequence[tuple[str, Sequence
         figure.add_hline(y=threshold, line_dash="dash", line_color="#444", annotation_text=f"threshold {threshold:g}",
                          annotation_position="top left")
         figure.update_yaxes(title="anomaly index")
-    figure.update_layout(barmode="group", template="plotly_white", height=height, xaxis_tickangle=-40,
+    figure.update_layout(barmode="group", **LOOK, height=height, xaxis_tickangle=-40,
                          title={"text": "Two scans side by side (a red outline marks a flagged target)", "y": 0.98,
                                 "yanchor": "top"},
                          margin={"l": 60, "r": 20, "t": 90, "b": 110},
@@ -188,7 +192,7 @@ def transition_heatmap(class_names: Sequence[str], counts: Sequence[Sequence[int
                                   colorscale="Reds", colorbar={"title": "images"}))
     images = sum(sum(row) for row in counts)
     sent = sum(counts[a][trigger_class] for a in range(n))
-    figure.update_layout(template="plotly_white", height=height,
+    figure.update_layout(**LOOK, height=height,
                          title={"text": f"Where {class_names[trigger_class]}'s trigger sends {images} held-out OOD "
                                         f"images ({sent / max(images, 1):.0%} to {class_names[trigger_class]})",
                                 "y": 0.98, "yanchor": "top", "font": {"size": 14}},
@@ -222,7 +226,7 @@ def feature_map_figure(class_names: Sequence[str], trigger_class: int, clean: Se
                                 marker={"symbol": "diamond", "size": 11, "color": colours,
                                         "line": {"color": "white", "width": 1}},
                                 hovertemplate="%{text} (text feature)<extra></extra>"))
-    figure.update_layout(template="plotly_white", height=height,
+    figure.update_layout(**LOOK, height=height,
                          title={"text": f"Image features clean and with {target}'s trigger, with the classes' text "
                                         "features", "y": 0.98, "yanchor": "top", "font": {"size": 14}},
                          margin={"l": 50, "r": 20, "t": 80, "b": 50},
@@ -250,5 +254,5 @@ def probe_figure(conditions: Sequence[tuple[str, Sequence[tuple[str, float]]]], 
                                 text=[f"{v:.0%}" for v in values], textposition="outside", cliponaxis=False,
                                 hovertemplate="%{y}: %{x:.1%}<extra></extra>"), row=1, col=i)
         figure.update_xaxes(range=[0, 1], tickformat=".0%", row=1, col=i)
-    figure.update_layout(template="plotly_white", height=height, margin={"l": 20, "r": 20, "t": 40, "b": 30})
+    figure.update_layout(**LOOK, height=height, margin={"l": 20, "r": 20, "t": 40, "b": 30})
     return figure

@@ -118,6 +118,15 @@ def fonts_drawn(page, selector: str) -> list[dict]:
         cdp.detach()
 
 
+# An image block's label text's right edge and its corner buttons' left edge, in pixels.
+LABEL_AND_BUTTONS = """e => {
+    const range = document.createRange();
+    range.selectNodeContents(e.querySelector("[data-testid='block-label']"));
+    const buttons = [...e.querySelectorAll(".icon-button-wrapper .icon-button")];
+    return [range.getBoundingClientRect().right, Math.min(...buttons.map(b => b.getBoundingClientRect().left))];
+}"""
+
+
 def verdict_text(page) -> str:
     return page.locator("#verdict").inner_text()
 
@@ -159,6 +168,12 @@ def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(pa
     # browser's fallback)
     fonts = fonts_drawn(page, "#verdict .verdict-head")
     assert len(fonts) == 1 and fonts[0]["isCustomFont"], fonts
+    # the chart's class names in the page's typeface too, not plotly's own font stack
+    ticks = fonts_drawn(page, "#bars .xtick text")
+    assert len(ticks) == 1 and ticks[0]["isCustomFont"], ticks
+    for picture in ("#trigger-picture", "#trigger-true"):  # each trigger picture's label ends before its buttons
+        text_right, buttons_left = page.locator(picture).evaluate(LABEL_AND_BUTTONS)
+        assert text_right <= buttons_left, (picture, text_right, buttons_left)
     bars = page.locator("#bars .trace.bars path")
     assert bars.count() >= 20  # one bar per class
     page.locator("#clean-examples img").first.wait_for(timeout=30_000)

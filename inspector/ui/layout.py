@@ -16,6 +16,7 @@ from typing import Any
 
 import gradio as gr
 
+from inspector.figures import PAGE_FONT_FAMILY
 from inspector.invert import METHODS, SCHEDULES, ScanConfig
 from inspector.lab.triggers import ATTACKS
 from inspector.repair import RepairConfig
@@ -51,6 +52,10 @@ TEACH_INTRO = ("**Teaching mode.** 1 · Implant a backdoor into a clean demo mod
                "provider would. On 2 CPU cores the default Blended implant took 23 s into clean-coop (two tries) and "
                "70 s into clean-cocoop (benchmarks/speed-interactive.md).")
 
+# A picture's corner buttons: no "share to Hugging Face", which an offline workshop cannot reach and whose icon
+# crowded the trigger pictures' labels out.
+OFFLINE_BUTTONS = ["download", "fullscreen"]
+
 
 def theme() -> gr.themes.Base:
     """Gradio's default theme, its fonts read from whole font files only.
@@ -61,7 +66,7 @@ def theme() -> gr.themes.Base:
     face."""
     whole = (400, 700)
     return gr.themes.Default(
-        font=(gr.themes.LocalFont("Source Sans Pro", weights=whole), "ui-sans-serif", "system-ui", "sans-serif"),
+        font=(gr.themes.LocalFont(PAGE_FONT_FAMILY, weights=whole), "ui-sans-serif", "system-ui", "sans-serif"),
         font_mono=(gr.themes.LocalFont("IBM Plex Mono", weights=whole), "ui-monospace", "Consolas", "monospace"))
 
 
@@ -180,10 +185,11 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                 with gr.Row(equal_height=True):
                     with gr.Column(scale=1, min_width=200):
                         c["trigger_picture"] = gr.Image(label="Trigger (amplified)", type="pil", height=170,
-                                                        width=170, interactive=False, elem_id="trigger-picture",
-                                                        format="png",
+                                                        width=170, buttons=OFFLINE_BUTTONS, interactive=False,
+                                                        elem_id="trigger-picture", format="png",
                                                         elem_classes="trigger-img")
                         c["trigger_true"] = gr.Image(label="Trigger (true scale)", type="pil", height=170, width=170,
+                                                     buttons=OFFLINE_BUTTONS,
                                                      interactive=False, elem_id="trigger-true", format="png",
                                                      elem_classes="trigger-img")
                     with gr.Column(scale=3):
@@ -199,10 +205,11 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                 gr.Markdown("**Before / after**: held-out OOD images, clean (top) and with the reconstructed "
                             "trigger (bottom), with the model's prediction under each.")
                 c["clean_examples"] = gr.Gallery(label="clean: the model's prediction", columns=8, height=175,
-                                                 object_fit="contain", elem_id="clean-examples")
+                                                 object_fit="contain", elem_id="clean-examples",
+                                                 buttons=OFFLINE_BUTTONS)
                 c["triggered_examples"] = gr.Gallery(label="with the trigger: the model's prediction (→ changed)",
                                                      columns=8, height=175, object_fit="contain",
-                                                     elem_id="triggered-examples")
+                                                     elem_id="triggered-examples", buttons=OFFLINE_BUTTONS)
                 c["report_files"] = gr.File(label="Report (HTML, JSON, trigger tensors)", file_count="multiple",
                                             interactive=False)
             with gr.Tab("Where it sends images", id="effects", elem_id="tab-effects") as tabs["effects"]:

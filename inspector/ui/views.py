@@ -24,7 +24,15 @@ from inspector.detect import (
 )
 from inspector.effects import FeatureMap, Probe, Transitions
 from inspector.examples import Example
-from inspector.figures import View, class_bars, compare_bars, feature_map_figure, probe_figure, transition_heatmap
+from inspector.figures import (
+    LOOK,
+    View,
+    class_bars,
+    compare_bars,
+    feature_map_figure,
+    probe_figure,
+    transition_heatmap,
+)
 from inspector.invert import ClassEstimate, ScanConfig, ScanResult, ScanStarted, TriggerSnapshot
 from inspector.lab.implant import working_bar
 from inspector.lab.truth import GroundTruth
@@ -215,9 +223,10 @@ def verdict_html(verdict: Verdict, result: ScanResult, model_label: str, stale: 
     family = verdict.suspect_family
     if family in QUICK_FAMILY_FINDINGS:
         stat, found = QUICK_FAMILY_FINDINGS[family]
-        clean_note = (f"; found by the {family} family: {found}"
-                      + (f"; clean learners' reach {suspect[f'reference_{family}_flip_rate']:.0%}"
-                         if f"reference_{family}_flip_rate" in suspect else ""))
+        clean_note = f"; found by the {family} family: {found}"
+        if f"reference_{family}_flip_rate" in suspect:
+            clean_note += (f"; the same class's {family} trigger flips "
+                           f"{suspect[f'reference_{family}_flip_rate']:.0%} in clean learners")
     measured_on = measured_images(suspect, verdict.suspect_family)
     if verdict.corroborated_by:
         stat = "combined anomaly index of " + " + ".join(verdict.corroborated_by) + " triggers"
@@ -309,7 +318,7 @@ def repair_figure(losses: Sequence[RepairStep], measured: Sequence[RepairMeasure
     if sampled:
         title += (f"<br><sup>points between the first and the last: a sample of {sampled[0].test_images} test "
                   f"and {sampled[0].ood_images} OOD images</sup>")
-    figure.update_layout(template="plotly_white", height=340, margin={"l": 60, "r": 60, "t": 50, "b": 40},
+    figure.update_layout(**LOOK, height=340, margin={"l": 60, "r": 60, "t": 50, "b": 40},
                          title=title, xaxis={"title": "step", "range": [0, total]},
                          yaxis={"title": "share", "range": [0, 1], "tickformat": ".0%"},
                          yaxis2={"title": "loss", "overlaying": "y", "side": "right", "rangemode": "tozero"},
