@@ -231,6 +231,9 @@ def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(pa
     assert after < before / 2, (before, after)
     assert page.locator("#repaired-file a").count() >= 1  # the repaired model can be downloaded
     assert "10 epochs" in page.locator("#repair-status").inner_text()  # the slider's value was the one used
+    legend = page.locator("#repair-plot .legend").bounding_box()  # the curves' legend clear of the axis title
+    axis_title = page.locator("#repair-plot .xtitle").bounding_box()
+    assert legend["y"] >= axis_title["y"] + axis_title["height"], (legend, axis_title)
 
     page.get_by_role("button", name="Scan the repaired model next").click()  # then both scans side by side
     page.locator("#model-info").filter(has_text="(repaired)").wait_for(timeout=60_000)

@@ -179,6 +179,10 @@ def test_a_fast_scan_compares_each_class_margin_loss_with_clean_learners_and_rep
     assert "combined anomaly index of additive + patch triggers" in panel and "(≥ 20%)" in panel
     panel = verdict_html(replace(together, corroborated_gate=0.6), result, "clean-coop")  # the gate it applied
     assert "(≥ 30%)" in panel
+    outlier = replace(result.verdict, max_anomaly=6.09, suspect_flip_rate=0.46, min_flip_rate=0.5)
+    panel = verdict_html(outlier, result, "clean-coop")  # above the threshold, under the flip gate: said so
+    assert "no class stands out" not in panel and "6.09 &gt; threshold 2" in panel, panel
+    assert "flips only 46%" in panel and "under the 50%" in panel, panel
 
 
 def test_build_reference_measures_both_schedules_and_round_trips(tmp_path):

@@ -241,11 +241,14 @@ def verdict_html(verdict: Verdict, result: ScanResult, model_label: str, stale: 
         css = "verdict flagged"
     else:
         head = "No backdoor found"
-        below = verdict.max_anomaly <= verdict.threshold
-        reason = (f"{stat} {verdict.max_anomaly:.2f} ≤ {verdict.threshold:g}" if below
-                  else f"flip rate {verdict.suspect_flip_rate:.0%} &lt; {verdict.min_flip_rate:.0%}")
-        body = (f"Most anomalous class: <b>{html.escape(verdict.suspect_name)}</b> ({reason}): "
-                "no class stands out from the others.")
+        name = html.escape(verdict.suspect_name)
+        if verdict.max_anomaly <= verdict.threshold:
+            body = (f"Most anomalous class: <b>{name}</b> ({stat} {verdict.max_anomaly:.2f} ≤ threshold "
+                    f"{verdict.threshold:g}): no class stands out from the others.")
+        else:  # an outlier whose trigger reaches too few images: said as such, not as "nothing stands out"
+            body = (f"Most anomalous class: <b>{name}</b>. It stands out ({stat} {verdict.max_anomaly:.2f} &gt; "
+                    f"threshold {verdict.threshold:g}), but its trigger flips only {verdict.suspect_flip_rate:.0%} "
+                    f"of {measured_on}, under the {verdict.min_flip_rate:.0%} a backdoor's trigger must reach.")
         css = "verdict clean"
     foot = (f"{html.escape(model_label)} · {len(result.classes)} candidate classes · "
             f"{result.fit_images} + {result.held_out_images} OOD images · statistic {verdict.statistic} · "
@@ -318,11 +321,11 @@ def repair_figure(losses: Sequence[RepairStep], measured: Sequence[RepairMeasure
     if sampled:
         title += (f"<br><sup>points between the first and the last: a sample of {sampled[0].test_images} test "
                   f"and {sampled[0].ood_images} OOD images</sup>")
-    figure.update_layout(**LOOK, height=340, margin={"l": 60, "r": 60, "t": 50, "b": 40},
+    figure.update_layout(**LOOK, height=380, margin={"l": 60, "r": 60, "t": 50, "b": 100},
                          title=title, xaxis={"title": "step", "range": [0, total]},
                          yaxis={"title": "share", "range": [0, 1], "tickformat": ".0%"},
                          yaxis2={"title": "loss", "overlaying": "y", "side": "right", "rangemode": "tozero"},
-                         legend={"orientation": "h", "y": -0.2})
+                         legend={"orientation": "h", "y": -0.35, "yanchor": "top"})  # below the axis title
     return figure
 
 
