@@ -53,6 +53,7 @@ from inspector.zoo import list_zoo  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PARTS = ("schedules", "interactive")
+DEFAULT_ZOOS = ",".join(f"benchmarks/zoos/{z}" for z in ("dev", "test", "test2", "test3"))
 APP_MODELS = ("badclip-cocoop", "clean-coop")  # the app's default-scan timings: a CoCoOp and a CoOp demo model
 PAIRS = 2  # then a CLI scan right before each app scan, twice per model: the ratio side by side on a noisy machine
 # the teaching mode's implants (base, attack, target, seed): the page's defaults (a hidden target drawn from the seed)
@@ -247,7 +248,7 @@ def zoo_row(path: Path, variant: str, pool: torch.Tensor, run: bool) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--zoos", default=",".join(str(HERE / "zoos" / z) for z in ("dev", "test", "test2", "test3")),
+    parser.add_argument("--zoos", default=DEFAULT_ZOOS,
                         help="zoo folders whose models' fast and faithful verdicts are compared "
                              "(detection.py's caches)")
     parser.add_argument("--threads", type=int, default=2)
@@ -267,9 +268,10 @@ def main() -> None:
     pool = load_shipped_pool().pixels
     rows: list[dict[str, Any]] = []
     demo = [(entry.name, Path(entry.path), "demo") for entry in list_zoo()]
-    bench = [(m["file"][:-len(".safetensors")], Path(zoo) / m["file"], Path(zoo).name)
-             for zoo in args.zoos.split(",") if zoo and (Path(zoo) / "manifest.json").exists()
-             for m in json.loads((Path(zoo) / "manifest.json").read_text())["models"]]
+    zoos = [ROOT / zoo for zoo in args.zoos.split(",") if zoo]  # relative to the checkout, wherever it runs from
+    bench = [(m["file"][:-len(".safetensors")], zoo / m["file"], zoo.name)
+             for zoo in zoos if (zoo / "manifest.json").exists()
+             for m in json.loads((zoo / "manifest.json").read_text())["models"]]
     unscanned: list[str] = []
     parts = set(args.parts.split(","))
     for name, path, group in (demo + bench) if "schedules" in parts else []:
@@ -350,8 +352,9 @@ def write(rows: list[dict[str, Any]], memory: dict[str, Any], interactive: dict[
                "threads": args.threads, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                "memory": memory, "interactive": interactive, "max_rss_this_process_gib": round(
                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
+    zoos = "" if args.zoos == DEFAULT_ZOOS else f" --zoos {args.zoos}"
     summary["command"] = (f"python benchmarks/speed.py --threads {args.threads} --faithful-missing "
-                          f"{args.faithful_missing} --parts {args.parts}")
+                          f"{args.faithful_missing} --parts {args.parts}{zoos}")
     data = {"summary": summary, "rows": rows, "unscanned": unscanned}
     (HERE / f"{_stem(args)}.json").write_text(json.dumps(data, indent=1) + "\n")
     render(data, HERE / f"{_stem(args)}.md")
@@ -376,6 +379,8 @@ def render(data: dict[str, Any], out: Path) -> None:
               f"- same verdict: **{len(same_verdict)}/{len(rows)}** ("
               + ", ".join(f"{g}: {v}" for g, v in agreement.items()) + "); same target on the faithful schedule's "
               f"flagged models: **{summary['target_agreement_on_flagged']}**",
+              f"- where the two verdicts differ (flag or target), the one the ground truth bears out: "
+              f"{disagreements(rows)}",
               f"- zoo models with no faithful scan recorded, left out above: **{len(unscanned)}**"
               + (" (`--faithful-missing run` scans them)" if unscanned else ""),
               f"- slowest fast scan of a shipped demo model (in this process): "
@@ -401,6 +406,22 @@ def render(data: dict[str, Any], out: Path) -> None:
                      f"{f['image_passes']:,} | {f['target'] or '-'} | {faithful_seconds} | {g['image_passes']:,} | "
                      f"{g['target'] or '-'} | {same} |")
     out.write_text("\n".join(lines) + "\n")
+
+
+def right(scan: dict[str, Any], truth: str | None) -> bool:
+    """Flagged with the attack's target for a backdoor, not flagged for a clean model."""
+    return scan["flagged"] == (truth is not None) and (not scan["flagged"] or scan["target"] == truth)
+
+
+def disagreements(rows: list[dict[str, Any]]) -> str:
+    """The models whose fast and faithful verdicts differ, counted by which schedule was right, in words."""
+    differ = [r for r in rows if (r["fast"]["flagged"], r["fast"]["target"]) !=
+              (r["faithful"]["flagged"], r["faithful"]["target"])]
+    if not differ:
+        return "none differ"
+    counts = {name: sum(right(r[name], r["truth"]) for r in differ) for name in ("fast", "faithful")}
+    return (f"**{len(differ)}** differ: the fast schedule right on **{counts['fast']}**, the faithful on "
+            f"**{counts['faithful']}**, neither on {len(differ) - counts['fast'] - counts['faithful']}")
 
 
 def passes_models(summary: dict[str, Any], rows: list[dict[str, Any]]) -> str:

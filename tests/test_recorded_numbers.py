@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from inspector.ui.layout import TEACH_INTRO
+from inspector.ui.layout import SCHEDULE_INFO, TEACH_INTRO
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,3 +20,11 @@ def test_the_teach_tab_quotes_the_last_speed_runs_implant_seconds() -> None:
     assert "(two tries)" in TEACH_INTRO
     coop = next(row for row in implants if row["base"] == "clean-coop")
     assert "after 2 tries" in coop["page_said"]  # what "(two tries)" says of that run
+
+
+def test_the_schedule_picker_quotes_the_last_schedule_runs_clean_flags() -> None:
+    rows = json.loads((ROOT / "benchmarks" / "speed-schedules.json").read_text())["rows"]
+    clean = [row for row in rows if row["truth"] is None]
+    flagged = {name: sum(row[name]["flagged"] for row in clean) for name in ("fast", "faithful")}
+    assert (f"flagged {flagged['faithful']} of {len(clean)} clean models where the fast schedule flagged "
+            f"{flagged['fast']} ") in SCHEDULE_INFO, flagged

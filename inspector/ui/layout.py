@@ -52,6 +52,10 @@ TEACH_INTRO = ("**Teaching mode.** 1 · Implant a backdoor into a clean demo mod
                "provider would. On 2 CPU cores the default Blended implant took 23 s into clean-coop (two tries) and "
                "70 s into clean-cocoop (benchmarks/speed-interactive.md).")
 
+SCHEDULE_INFO = ("fast: short runs for every class, full runs for the most suspicious; faithful: a full epoch for "
+                 "every class (published), decided on flip rates alone (its reference holds no margin losses): it "
+                 "flagged 8 of 32 clean models where the fast schedule flagged 2 (benchmarks/speed-schedules.md)")
+
 # A picture's corner buttons: no "share to Hugging Face", which an offline workshop cannot reach and whose icon
 # crowded the trigger pictures' labels out.
 OFFLINE_BUTTONS = ["download", "fullscreen"]
@@ -159,8 +163,7 @@ def build_app(settings: AppSettings | None = None) -> gr.Blocks:
                     c["pool_size"] = gr.Slider(64, 1200, value=1000, step=16, label="OOD images used",
                                                info="80 % fit the trigger, 20 % measure its flip rate")
                     c["schedule"] = gr.Radio(list(SCHEDULES), value=ScanConfig.schedule, label="Schedule",
-                                             info="fast: short runs for every class, full runs for the most "
-                                                  "suspicious; faithful: a full epoch for every class (published)")
+                                             info=SCHEDULE_INFO)
                     c["epochs"] = gr.Slider(1, 5, value=1, step=1, label="Epochs per class (faithful schedule)")
                     c["classes"] = gr.Dropdown([], multiselect=True, allow_custom_value=True,  # checked by the engine
                                                 label="Candidate classes (empty: all)")
