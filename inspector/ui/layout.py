@@ -57,7 +57,7 @@ SCHEDULE_INFO = ("fast: short runs for every class, full runs for the most suspi
                  "flagged 8 of 32 clean models where the fast schedule flagged 2 (benchmarks/speed-schedules.md)")
 
 # A picture's corner buttons: no "share to Hugging Face", which an offline workshop cannot reach and whose icon
-# crowded the trigger pictures' labels out.
+# would cover the end of a trigger picture's label.
 OFFLINE_BUTTONS = ["download", "fullscreen"]
 
 
