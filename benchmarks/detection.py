@@ -293,7 +293,7 @@ def _folder(variant: str) -> str:
 def calibrated(row: dict[str, Any], reference: Reference) -> dict[str, Any]:
     """The row's verdict with the clean reference: the engine's own decision on the same per-class
     records, as a scan given the reference computes it (the reference changes the decision, not the scan)."""
-    schedule = "faithful" if row["method"] == "inspector-faithful" else "fast"
+    schedule = "faithful" if row["method"].startswith("inspector-faithful") else "fast"
     classes, v = decide_with_reference(row["classes"], reference, schedule)
     return {**row, "method": row["method"] + " + reference", "classes": classes, "flagged": v.flagged,
             "predicted_target": v.target_name, "suspect": v.suspect_name, "max_anomaly": v.max_anomaly,
@@ -343,8 +343,8 @@ def write_tables(zoo: Path, scans: dict[str, list[dict[str, Any]]], repairs: lis
              "does not depend on it): the index on each class's flip rate *in excess* of theirs, each measured "
              "as the scan measured that class (same schedule, same number of steps, fresh batches or held-out "
              "images), dividing by no less than the clean learners' own spread, averaged with how far the class's "
-             "margin loss lies below theirs in the same units (benchmarks/margin_choice.md; the faithful schedule's "
-             "reference kept no margins, so there the flip rate alone); with it, the fast plan stops half "
+             "margin loss lies below theirs in the same units (benchmarks/margin_choice.md; in the faithful schedule "
+             "against their held-out margins under it); with it, the fast plan stops half "
              "the classes after 4 steps. `inspector` is a scan without a reference (raw flip rate; the fast plan "
              "for that case). `inspector-faithful + reference` decides again on the faithful scans' records (that "
              "schedule does not depend on the reference). Neural Cleanse: its mask-norm rule, no reference.", "",

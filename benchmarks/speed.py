@@ -1,12 +1,13 @@
 """Speed of the fast schedule against the faithful one (issue 6), measured in one run on this machine.
 
-    .venv/bin/python benchmarks/speed.py [--zoo benchmarks/zoo] [--threads 2] [--bench-faithful curves|run]
+    .venv/bin/python benchmarks/speed.py [--zoos benchmarks/zoos/dev,...] [--threads 2] [--faithful-missing skip|run]
+        [--parts schedules,interactive]
 
 1. Schedules. Every demo-zoo model is scanned with both schedules, one after the other in this process:
-   image-encoder passes, wall time, verdict and target. Every benchmark-zoo model is scanned with the
-   fast schedule; its faithful verdict comes from a faithful scan run here too (``--bench-faithful run``)
-   or from the faithful learning curves of ``schedule_design.py collect`` (``curves``: the same
-   computation, already done; passes are then counted from the schedule, not timed).
+   image-encoder passes, wall time, verdict and target. Every zoo model's two verdicts come from detection.py's
+   cached scans (a missing faithful scan is run and cached with ``--faithful-missing run``), decided with the
+   shipped reference and rule; one cached faithful scan per kind and zoo is made again from scratch here, to
+   check what the cache stands for (``recheck``).
 2. Memory, each in a process of its own, read from the kernel (peak resident set): a default CLI scan
    of every demo model; scans of 5, 10 and 20 candidate classes; and the app serving one scan
    (started as ``python app.py``, the scan driven through its API with gradio_client).
@@ -44,6 +45,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from inspector.data import load_shipped_pool  # noqa: E402
+from inspector.detect import QUICK_FAMILIES  # noqa: E402
 from inspector.invert import ScanConfig, run_scan  # noqa: E402
 from inspector.lab.truth import read_ground_truth  # noqa: E402
 from inspector.prompts import open_model  # noqa: E402
@@ -71,7 +73,9 @@ def scan_row(path: Path, schedule: str, pool: torch.Tensor) -> dict[str, Any]:
     v = result.verdict
     return {"schedule": schedule, "seconds": round(seconds, 2), "image_passes": result.image_passes,
             "steps": sum(c["steps"] for c in result.classes), "flagged": v.flagged, "target": v.target_name,
-            "suspect": v.suspect_name, "max_anomaly": v.max_anomaly}
+            "suspect": v.suspect_name, "max_anomaly": v.max_anomaly,
+            "family_flip_rates": {c["name"]: [c[f"{family}_flip_rate"] for family in QUICK_FAMILIES
+                                              if f"{family}_flip_rate" in c] for c in result.classes}}
 
 
 def cli_process(args: list[str], threads: int, tree: Path = ROOT) -> dict[str, Any]:
@@ -225,25 +229,71 @@ def cli_repair(model: str, report: str, threads: int, out: Path) -> dict[str, An
     return {**run, "model": model, "before": summary["before"], "after": summary["after"]}
 
 
-def zoo_row(path: Path, variant: str, pool: torch.Tensor, run: bool) -> dict[str, Any] | None:
-    """detection.py's cached scan of a zoo model, scanned and cached when ``run``. ``inspector + reference``: the
-    default's verdict as detection.md gives it (every quick family the default runs now, decided with the shipped
-    reference and rule); ``inspector-faithful + reference``: the faithful schedule as ``scan --schedule faithful``
-    runs it, with the same reference and families, decided by the scan itself."""
+def zoo_scans(path: Path, pool: torch.Tensor, run: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """detection.py's cached scans of a zoo model with both schedules, decided as each scan decides now with the
+    shipped reference and rule (the faithful one scanned and cached when missing and ``run``; None when missing).
+    The default's is its verdict as detection.md gives it (every quick family the default runs now); the faithful
+    one is ``scan --schedule faithful`` with the same families, its quick families' records the default scan's
+    (``with_fast_families``)."""
     from benchmarks.detection import _folder, calibrated, colour_tag, scan_model, with_default_families
 
-    cache = path.parent / "scans" / (_folder(variant) + colour_tag(True)) / f"{path.stem}.json"
+    scans = {variant: path.parent / "scans" / (_folder(variant) + colour_tag(True)) / f"{path.stem}.json"
+             for variant in ("inspector + reference", "inspector-faithful + reference")}
+    default = with_default_families(scan_model(path, "inspector + reference", scans["inspector + reference"], pool,
+                                               None, "cpu", True), path)
+    reference = Reference.read(shipped_reference_path("pocket-clip", default["kind"]))
+    fast = calibrated(default, reference)
+    cache = scans["inspector-faithful + reference"]
     if not cache.exists() and not run:
-        return None
-    row = scan_model(path, variant, cache, pool, None, "cpu", True)
-    if variant == "inspector + reference":
-        reference = Reference.read(shipped_reference_path("pocket-clip", row["kind"]))
-        row = calibrated(with_default_families(row, path), reference)
-    schedule = "faithful" if "faithful" in variant else "fast"
+        return fast, None
+    faithful = scan_model(path, "inspector-faithful + reference", cache, pool, None, "cpu", True)
+    return fast, calibrated({**with_fast_families(faithful, default), "method": "inspector-faithful"}, reference)
+
+
+def with_fast_families(faithful: dict[str, Any], default: dict[str, Any]) -> dict[str, Any]:
+    """A cached faithful scan with the default scan's quick-family records in place of its own: both schedules now
+    draw the families' images from the fast schedule's batches (``invert.family_batches_of``), so these are what a
+    faithful scan measures today; scans cached before that drew them from its own batches of 32. Its additive
+    records stand (a quick family changes no additive trajectory). ``recheck`` confirms both on fresh scans."""
+    families = tuple(f"{family}_" for family in QUICK_FAMILIES)
+    by_name = {c["name"]: c for c in default["classes"]}
+    return {**faithful, "classes": [{**{k: v for k, v in c.items() if not k.startswith(families)},
+                                     **{k: v for k, v in by_name[c["name"]].items() if k.startswith(families)}}
+                                    for c in faithful["classes"]]}
+
+
+def summary_of(row: dict[str, Any], schedule: str) -> dict[str, Any]:
+    """A decided zoo scan, as the table shows it."""
     return {"schedule": schedule, "seconds": row["seconds"], "image_passes": row["image_passes"],
             "steps": sum(c["steps"] for c in row["classes"]), "flagged": row["flagged"],
             "target": row["predicted_target"], "suspect": row["suspect"], "max_anomaly": row["max_anomaly"],
             "from": "detection.py"}
+
+
+def recheck(path: Path, pool: torch.Tensor) -> dict[str, Any]:
+    """A zoo model scanned afresh with the faithful schedule, as ``scan --schedule faithful`` does, beside what
+    ``zoo_scans`` makes of its cached scans: the same additive records, the same quick-family flip rates, the same
+    verdict (or not)."""
+    fast, composed = zoo_scans(path, pool, run=False)
+    assert composed is not None
+    model = open_model(path, device="cpu")
+    config = ScanConfig(schedule="faithful", colour=True)
+    reference, _ = reference_for(model, config, load_shipped_pool())
+    fresh = run_scan(model, pool, replace(config, reference=reference))
+    from benchmarks.detection import _folder, colour_tag
+
+    cached = json.loads((path.parent / "scans" / (_folder("inspector-faithful + reference") + colour_tag(True))
+                         / f"{path.stem}.json").read_text())["classes"]
+    additive = ("flip_rate", "flips", "eligible", "loss", "steps")
+    families = [f"{family}_flip_rate" for family in QUICK_FAMILIES if f"{family}_flip_rate" in fresh.classes[0]]
+    v = fresh.verdict
+    return {"model": path.stem, "group": path.parent.name, "seconds": fresh.seconds,
+            "additive_same": [{k: c[k] for k in additive} for c in fresh.classes]
+            == [{k: c[k] for k in additive} for c in cached],
+            "families_same": [[c[k] for k in families] for c in fresh.classes]
+            == [[c[k] for k in families] for c in composed["classes"]],
+            "families": families, "fresh": [v.flagged, v.target_name, v.max_anomaly],
+            "composed": [composed["flagged"], composed["predicted_target"], composed["max_anomaly"]]}
 
 
 def main() -> None:
@@ -279,17 +329,29 @@ def main() -> None:
         if group == "demo":
             fast, faithful = scan_row(path, "fast", pool), scan_row(path, "faithful", pool)
         else:
-            fast = zoo_row(path, "inspector + reference", pool, run=True)
-            faithful = zoo_row(path, "inspector-faithful + reference", pool, run=args.faithful_missing == "run")
-        if fast is None or faithful is None:
+            decided = zoo_scans(path, pool, run=args.faithful_missing == "run")
+            fast = summary_of(decided[0], "fast")
+            faithful = summary_of(decided[1], "faithful") if decided[1] is not None else None
+        if faithful is None:
             unscanned.append(f"{group}/{name}")
             continue
         row = {"model": name, "group": group, "truth": truth.target_name if truth else None,
                "fast": fast, "faithful": faithful}
+        if group == "demo":  # both scanned here: the same quick-family measurement in both schedules
+            row["families_same"] = fast["family_flip_rates"] == faithful["family_flip_rates"]
         rows.append(row)
         print(f"{name:<34} fast {fast['seconds']:6.1f} s {fast['image_passes']:6d} passes "
               f"{str(fast['target']):<14} | faithful {faithful['seconds'] or 0:6.1f} s "
               f"{faithful['image_passes']:6d} passes {faithful['target']}", flush=True)
+    rechecks = []
+    if "schedules" in parts:  # one cached faithful scan per kind and zoo, made again from scratch in this run
+        for zoo in zoos:
+            for kind in ("coop", "cocoop"):
+                first = next((p for _, p, g in bench if g == zoo.name and f"_{kind}_" in p.stem
+                              and f"{g}/{p.stem}" not in unscanned), None)
+                if first is not None:
+                    rechecks.append(recheck(first, pool))
+                    print("recheck", rechecks[-1], flush=True)
     memory: dict[str, Any] = {}
     interactive: dict[str, Any] = {}
     if "interactive" in parts:
@@ -318,7 +380,7 @@ def main() -> None:
                 interactive["implants"] = [app_implant(client, *teaching, args.threads) for teaching in TEACHING]
             for run in interactive["app_scans"] + interactive["implants"]:
                 print(run, flush=True)
-    write(rows, memory, interactive, unscanned, args)
+    write(rows, memory, interactive, unscanned, args, rechecks)
 
 
 def passes_counted(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -333,7 +395,7 @@ def _ratio(rows: list[dict[str, Any]], key: str) -> float:
 
 
 def write(rows: list[dict[str, Any]], memory: dict[str, Any], interactive: dict[str, Any], unscanned: list[str],
-          args: argparse.Namespace) -> None:
+          args: argparse.Namespace, rechecks: list[dict[str, Any]]) -> None:
     timed = [r for r in rows if r["faithful"]["seconds"] is not None and r["group"] == "demo"]
     counted = passes_counted(rows)
     same_verdict = [r for r in rows if r["fast"]["flagged"] == r["faithful"]["flagged"]]
@@ -355,7 +417,7 @@ def write(rows: list[dict[str, Any]], memory: dict[str, Any], interactive: dict[
     zoos = "" if args.zoos == DEFAULT_ZOOS else f" --zoos {args.zoos}"
     summary["command"] = (f"python benchmarks/speed.py --threads {args.threads} --faithful-missing "
                           f"{args.faithful_missing} --parts {args.parts}{zoos}")
-    data = {"summary": summary, "rows": rows, "unscanned": unscanned}
+    data = {"summary": summary, "rows": rows, "unscanned": unscanned, "rechecks": rechecks}
     (HERE / f"{_stem(args)}.json").write_text(json.dumps(data, indent=1) + "\n")
     render(data, HERE / f"{_stem(args)}.md")
 
@@ -383,6 +445,7 @@ def render(data: dict[str, Any], out: Path) -> None:
               f"{disagreements(rows)}",
               f"- zoo models with no faithful scan recorded, left out above: **{len(unscanned)}**"
               + (" (`--faithful-missing run` scans them)" if unscanned else ""),
+              *recheck_lines(rows, data.get("rechecks", [])),
               f"- slowest fast scan of a shipped demo model (in this process): "
               f"**{summary['fast_seconds_demo_max']} s**",
               ""]
@@ -406,6 +469,24 @@ def render(data: dict[str, Any], out: Path) -> None:
                      f"{f['image_passes']:,} | {f['target'] or '-'} | {faithful_seconds} | {g['image_passes']:,} | "
                      f"{g['target'] or '-'} | {same} |")
     out.write_text("\n".join(lines) + "\n")
+
+
+def recheck_lines(rows: list[dict[str, Any]], rechecks: list[dict[str, Any]]) -> list[str]:
+    """How the zoo models' faithful verdicts were made, and what this run checked of it."""
+    demo = [r for r in rows if "families_same" in r]
+    lines = [f"- quick-family flip rates the same in both schedules, demo models scanned with both in this run: "
+             f"**{sum(r['families_same'] for r in demo)}/{len(demo)}**"] if demo else []
+    if rechecks:
+        n = len(rechecks)
+        lines.append(
+            "- a zoo model's faithful verdict: its cached faithful scan's additive records with the default scan's "
+            "quick-family records (both schedules draw the families' images from the same batches now), decided "
+            f"with the shipped reference. Scanned again from scratch in this run, {n} models ("
+            + ", ".join(f"{r['group']}/{r['model']}" for r in rechecks) + "): additive records the same on "
+            f"**{sum(r['additive_same'] for r in rechecks)}/{n}**, family flip rates on "
+            f"**{sum(r['families_same'] for r in rechecks)}/{n}**, verdict and index on "
+            f"**{sum(r['fresh'] == r['composed'] for r in rechecks)}/{n}**")
+    return lines
 
 
 def right(scan: dict[str, Any], truth: str | None) -> bool:

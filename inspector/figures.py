@@ -85,7 +85,7 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
                               hovertext=hover, hoverinfo="text", name="this model", showlegend=False))
     estimated = any(p == "/" for p in patterns)
     if view == "flip_rate" and estimated:  # legend swatches only: what a solid and a hatched bar each are
-        for shape, words in (("", "measured on held-out OOD images"), ("/", "estimated on its last fresh batches")):
+        for shape, words in (("", "held-out images"), ("/", "fresh-batch estimate")):
             figure.add_trace(go.Bar(x=[None], y=[None], name=words, hoverinfo="skip",
                                     marker={"color": OTHER_COLOUR, "pattern": {"shape": shape}}))
     running = [(name, by_index[k]["flip_rate"]) for k, name in enumerate(class_names)
@@ -93,7 +93,7 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
     if view == "flip_rate" and running:  # a dot, so that an estimate of 0% is told apart from a class not reached
         figure.add_trace(go.Scatter(x=[n for n, _ in running], y=[r for _, r in running], mode="markers",
                                     marker={"symbol": "circle-open", "size": 9, "color": "#5b6b7b"},
-                                    name="still running (estimate so far)",
+                                    name="still running",
                                     hovertemplate="%{x}: %{y:.0%} so far<extra></extra>"))
     reference = [(name, by_index[k]["reference_flip_rate"]) for k, name in enumerate(class_names)
                  if k in by_index and "reference_flip_rate" in by_index[k]]
@@ -101,7 +101,7 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
         figure.add_trace(go.Scatter(x=[n for n, _ in reference], y=[r for _, r in reference], mode="markers",
                                     marker={"symbol": "line-ew-open", "size": 18, "line": {"width": 3},
                                             "color": "#1f4e79"},
-                                    name="clean learners' flip rate (tick)",
+                                    name="clean learners (tick)",
                                     hovertemplate="%{x}: %{y:.0%} in clean learners"
                                                                          "<extra></extra>"))
     quick = False

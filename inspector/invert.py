@@ -591,6 +591,13 @@ def family_arm(family: str, k: int, name: str, config: ScanConfig, device: torch
     return ClassInversion(k, name, trigger.to(device), "inspector", getattr(config, f"{family}_lr"))
 
 
+def family_batches_of(n: int, config: ScanConfig) -> list[torch.Tensor]:
+    """The batches a quick family draws its images from, whichever schedule runs the additive family: the fast
+    schedule's, on which the clean reference measured the families (``family_flip_rates``, ``class_curve_steps``),
+    so that a faithful scan's family flip rates are compared with clean learners' measured on the same images."""
+    return _batches(n, config.fast_batch_size, config.epochs, config.seed)
+
+
 def family_batch(family: str, fit: torch.Tensor, batches: list[torch.Tensor], clean_fit: CleanPredictions, t: int,
                  config: ScanConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """A quick family's images at step ``t`` (the first ``<family>_batch_size`` of batch t), clean predictions."""
@@ -628,14 +635,15 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
     fit, held = split_pool(pool, config.pool_size, config.holdout, config.seed)
     fast = config.schedule == "fast"
     batches = _batches(len(fit), config.fast_batch_size if fast else config.batch_size, config.epochs, config.seed)
+    family_batches = batches if fast else family_batches_of(len(fit), config)
     plan = fast_plan(config, len(classes), len(batches)) if fast else None
     steps_per_class = plan.finalist_steps if plan is not None else len(batches)
     total_steps = plan.total_steps(len(classes)) if plan is not None else len(batches) * len(classes)
-    total_steps += config.quick_total_steps(len(classes), len(batches))
+    total_steps += config.quick_total_steps(len(classes), len(family_batches))
     yield ScanStarted(classes, [names[k] for k in classes], steps_per_class, total_steps, len(fit), len(held),
                       config)
     with frozen_learner(model):
-        run = _Run(model, config, names, fit, held, batches, should_stop, started)
+        run = _Run(model, config, names, fit, held, batches, family_batches, should_stop, started)
         if plan is None:
             yield from run.quick_families(classes)
             if not run.stopped:
@@ -698,15 +706,17 @@ class _Run:
     """One scan while its schedule runs: the classes' inversions, the records so far, the shared predictions."""
 
     def __init__(self, model: PromptedCLIP, config: ScanConfig, names: list[str], fit: torch.Tensor,
-                 held: torch.Tensor, batches: list[torch.Tensor], should_stop: Callable[[], bool] | None,
-                 started: float) -> None:
+                 held: torch.Tensor, batches: list[torch.Tensor], family_batches: list[torch.Tensor],
+                 should_stop: Callable[[], bool] | None, started: float) -> None:
         self.model, self.config, self.names = model, config, names
-        self.fit, self.held, self.batches = fit, held, batches
+        self.fit, self.held, self.batches, self.family_batches = fit, held, batches, family_batches
         self.should_stop, self.started = should_stop, started
         self.device = model.backbone.device
         bf16 = config.bf16 if config.bf16 is not None else config.schedule == "fast"
         self.logits_of = Logits(model, bf16=bf16)
         self.clean_fit = CleanPredictions(self.logits_of, fit, batches)
+        self.family_clean = (self.clean_fit if family_batches is batches
+                             else CleanPredictions(self.logits_of, fit, family_batches))
         self.clean_held: torch.Tensor | None = None
         self.arms: dict[int, ClassInversion] = {}
         self.family_arms: dict[str, dict[int, ClassInversion]] = {}  # quick family -> class -> its arm
@@ -747,7 +757,7 @@ class _Run:
         """A quick family (before the additive steps in the faithful schedule, after every class's first one in the
         fast schedule): every class's trigger of ``family`` for a few steps on the same images, the classes stepped
         together (``joint_step``) in groups of at most ``colour_joint_images`` images."""
-        steps = self.config.family_steps(family, len(self.batches))
+        steps = self.config.family_steps(family, len(self.family_batches))
         started = time.time()
         arms = self.family_arms.setdefault(family, {})
         per_pass = max(1, self.config.colour_joint_images // getattr(self.config, f"{family}_batch_size"))
@@ -761,8 +771,8 @@ class _Run:
                     self.stopped = True
                     yield ScanStopped([], round(time.time() - self.started, 2))
                     return
-                joint_step(group, self.logits_of, *family_batch(family, self.fit, self.batches, self.clean_fit, t,
-                                                                self.config, self.device))
+                joint_step(group, self.logits_of, *family_batch(family, self.fit, self.family_batches,
+                                                                self.family_clean, t, self.config, self.device))
                 self.scan_steps += len(group)
                 if t == 0 or t == steps - 1:  # the first picture soon, and each class's last
                     for arm in group:
@@ -942,7 +952,7 @@ def family_flip_rates(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfi
     config = config.for_input(model.backbone.image_size)
     names = list(model.class_names)
     fit, _ = split_pool(pool, config.pool_size, config.holdout, config.seed)
-    batches = _batches(len(fit), config.fast_batch_size, config.epochs, config.seed)
+    batches = family_batches_of(len(fit), config)
     device = model.backbone.device
     rates: dict[str, float] = {}
     with frozen_learner(model):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,9 @@ class Reference:
     seeds: list[int]
     flip_rates: dict[str, float]  # class name -> mean over the reference learners (faithful schedule)
     per_learner: list[dict[str, float]] = field(default_factory=list)  # faithful held-out rate per learner
+    # faithful held-out margin loss per learner ({class: loss}), so that a faithful scan weighs its margins as the
+    # fast one does; empty in references built before it was kept (the faithful verdict then reads flip rates only)
+    faithful_loss: list[dict[str, float]] = field(default_factory=list)
     accuracies: list[float] = field(default_factory=list)
     pool_size: int = 1000
     holdout: float = 0.2
@@ -138,6 +141,10 @@ class Reference:
                 "a non-empty list of learners")
         for i, learner in enumerate(self.per_learner):
             rates(f"per_learner[{i}]", learner, names)
+        require(isinstance(self.faithful_loss, list) and len(self.faithful_loss) in (0, len(self.per_learner)),
+                "faithful_loss", self.faithful_loss, "a list, one per learner")
+        for i, losses in enumerate(self.faithful_loss):
+            rates(f"faithful_loss[{i}]", losses, names, low=-1e6, high=1e6)
         require(isinstance(self.accuracies, list) and all(number(x) for x in self.accuracies), "accuracies",
                 self.accuracies, "a list of numbers")
         require(whole(self.pool_size) and self.pool_size > 0, "pool_size", self.pool_size, "a positive whole number")
@@ -212,7 +219,9 @@ class Reference:
                             held_out_loss={c: [h[c] for h in self.fast["held_out_loss"]] for c in names}
                             if self.fast.get("held_out_loss") else {})
         return Baseline(held_out={c: [p[c] for p in self.per_learner] for c in self.per_learner[0]},
-                        families=families)
+                        families=families,
+                        held_out_loss={c: [p[c] for p in self.faithful_loss] for c in self.per_learner[0]}
+                        if self.faithful_loss else {})
 
     def family_values(self, config: ScanConfig, family: str) -> dict[str, list[float]]:
         """Per class, each clean learner's flip rate of the quick ``family``, when measured with this scan's
@@ -466,8 +475,15 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
                 for family in missing:
                     kept = {**kept, family: family_flip_rates(model, pool.pixels, config, family),
                             f"{family}_settings": config.family_settings(family)}
-                if learners is not None:
-                    _write_json(learners / f"{kind}_s{seed}.json", kept)
+            remeasure = model is not None and "faithful_loss" not in kept  # kept before faithful margins were
+            if remeasure:
+                result = yield from _published(model, pool, config, should_stop, len(measured), started, progress,
+                                               tune_steps)
+                if result is None:
+                    return
+                kept = {**kept, **_faithful_measures(result)}
+            if learners is not None and model is not None and (missing or remeasure):
+                _write_json(learners / f"{kind}_s{seed}.json", kept)
             measured.append(kept)
             yield _learner_event(kept, reused=True)
             continue
@@ -482,22 +498,16 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
             if kept_model is not None:
                 kept_model.parent.mkdir(parents=True, exist_ok=True)
                 save_learner(model, kept_model, extra={"seed": seed, "reference_key": key})
-        if kept is not None:  # measured by an older build without margins: its faithful rates stand, curves redone
-            faithful, learner_accuracy = kept["faithful"], kept["accuracy"]
+        if kept is not None and "faithful_loss" in kept:  # measured without fast margins: curves redone
+            published, learner_accuracy = _faithful_measures(kept), kept["accuracy"]
         else:
-            result = None
-            for event in scan(model, pool.pixels, replace(config, schedule="faithful", colour=False),
-                              should_stop=should_stop):
-                if isinstance(event, ScanStopped):
-                    yield ReferenceStopped(len(measured), round(time.time() - started, 2))
-                    return
-                if isinstance(event, TriggerSnapshot):
-                    yield progress("published schedule", tune_steps + event.scan_step)
-                elif isinstance(event, ScanFinished):
-                    result = event.result
-            assert result is not None
-            faithful = {c["name"]: float(c["flip_rate"]) for c in result.classes}
-            learner_accuracy = round(accuracy(model, task), 4) if task.has_test else None
+            result = yield from _published(model, pool, config, should_stop, len(measured), started, progress,
+                                           tune_steps)
+            if result is None:
+                return
+            published = _faithful_measures(result)
+            learner_accuracy = (kept["accuracy"] if kept is not None
+                                else round(accuracy(model, task), 4) if task.has_test else None)
         curves: list[dict[str, Any]] = []
         for event in class_curve_steps(model, pool.pixels, config, config.fast_lr, config.fast_batch_size, steps,
                                        out=curves):
@@ -510,7 +520,7 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
         record = {"seed": seed, "key": key, "steps": done_steps,
                   "recipe": {"n_ctx": shape.get("n_ctx", 4), "ctx_init": shape.get("ctx_init", DEFAULT_CTX_INIT),
                              **asdict(learner_tune)},
-                  "accuracy": learner_accuracy, "faithful": faithful,
+                  "accuracy": learner_accuracy, **published,
                   "fast_held_out": {c["name"]: float(c["held_out"][done_steps]["flip_rate"]) for c in curves},
                   "fast_held_out_loss": {c["name"]: float(c["held_out"][done_steps]["loss"]) for c in curves},
                   "fast_curves": {c["name"]: [[int(f), int(e), round(float(m), 4)] for f, e, m in c["curve"]]
@@ -526,6 +536,32 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
         yield _learner_event(record, reused=False)
     yield ReferenceBuilt(_assemble(kind, backbone, task, pool, config, recipe, measured, varied),
                          round(time.time() - started, 2))
+
+
+def _published(model: PromptedCLIP, pool: ImagePool, config: ScanConfig, should_stop: Callable[[], bool] | None,
+               finished: int, started: float, progress: Callable[[str, int], ReferenceProgress], tune_steps: int
+               ) -> Generator[ReferenceProgress | ReferenceStopped, None, Any]:
+    """The learner scanned with the published schedule (additive family only, as its flip rates are compared);
+    its result, or None once a ``ReferenceStopped`` has been yielded (``finished`` learners kept, the build begun
+    at ``started``)."""
+    for event in scan(model, pool.pixels, replace(config, schedule="faithful", colour=False), should_stop=should_stop):
+        if isinstance(event, ScanStopped):
+            yield ReferenceStopped(finished, round(time.time() - started, 2))
+            return None
+        if isinstance(event, TriggerSnapshot):
+            yield progress("published schedule", tune_steps + event.scan_step)
+        elif isinstance(event, ScanFinished):
+            return event.result
+    return None
+
+
+def _faithful_measures(measured: Any) -> dict[str, dict[str, float]]:
+    """Each class's held-out flip rate and margin loss under the published schedule, from a scan's result or a kept
+    measurement."""
+    if isinstance(measured, dict):
+        return {"faithful": measured["faithful"], "faithful_loss": measured["faithful_loss"]}
+    return {"faithful": {c["name"]: float(c["flip_rate"]) for c in measured.classes},
+            "faithful_loss": {c["name"]: round(float(c["loss"]), 4) for c in measured.classes}}
 
 
 def _learner_event(record: dict[str, Any], reused: bool) -> LearnerMeasured:
@@ -573,6 +609,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def _assemble(kind: str, backbone: Backbone, task: Task, pool: ImagePool, config: ScanConfig, recipe: TuneConfig,
               measured: list[dict[str, Any]], varied: bool = False) -> Reference:
     per_learner = [m["faithful"] for m in measured]
+    faithful_loss = [m["faithful_loss"] for m in measured] if all("faithful_loss" in m for m in measured) else []
     means = {name: round(sum(p[name] for p in per_learner) / len(per_learner), 4) for name in per_learner[0]}
     assert config.epsilon is not None
     fast = {"lr": config.fast_lr, "batch_size": config.fast_batch_size, "steps": measured[0]["steps"],
@@ -586,7 +623,8 @@ def _assemble(kind: str, backbone: Backbone, task: Task, pool: ImagePool, config
     return Reference(kind=kind, arch=backbone.arch, pretrained=str(backbone.pretrained),
                      image_size=backbone.image_size, class_names=list(task.class_names), epsilon=config.epsilon,
                      pool=pool.fingerprint, seeds=[int(m["seed"]) for m in measured], flip_rates=means,
-                     per_learner=per_learner, accuracies=[m["accuracy"] for m in measured if m["accuracy"] is not None],
+                     per_learner=per_learner, faithful_loss=faithful_loss,
+                     accuracies=[m["accuracy"] for m in measured if m["accuracy"] is not None],
                      pool_size=config.pool_size, holdout=config.holdout, fast=fast, pool_source=pool.source,
                      task={"source": task.source, "fingerprint": task.fingerprint,
                            "train_images": len(task.train_labels)},

@@ -189,6 +189,9 @@ def test_scan_flags_the_backdoored_demo_model_and_repair_lowers_its_flip_rate(pa
     for element in ("#verdict", "#bars"):
         box = page.locator(element).bounding_box()
         assert box is not None and box["y"] + box["height"] <= 900, (element, box)
+    rows = page.locator("#bars .legend .traces").evaluate_all(  # a demo laptop's chart: its legend in two rows
+        "nodes => new Set(nodes.map(n => Math.round(n.getBoundingClientRect().top))).size")
+    assert rows <= 2, rows
     page.screenshot(path=str(SHOTS / "1-verdict-above-the-fold.png"))
     page.set_viewport_size({"width": 1400, "height": fold})
 

@@ -9,6 +9,7 @@ import torch
 
 from inspector.candidates import (
     BLEND_ALPHA,
+    FAMILY_TENSORS,
     AdditiveInversion,
     BlendInversion,
     ColourInversion,
@@ -30,6 +31,7 @@ from inspector.invert import (
     TriggerSnapshot,
     epsilon_share,
     family_arm,
+    family_flip_rates,
     joint_step,
     parse_classes,
     run_scan,
@@ -377,6 +379,23 @@ def test_scan_with_the_colour_family_records_both_and_keeps_both_triggers(clean_
     assert result.extra["colour_seconds"] > 0
     plain = run_scan(clean_coop, small_pool, small_config())
     assert [c["flip_rate"] for c in plain.classes] == [c["flip_rate"] for c in result.classes]  # additive unchanged
+
+
+def test_the_quick_families_measure_the_same_images_in_both_schedules(clean_coop, small_pool):
+    """A faithful scan's colour and patch records are the fast scan's, and the clean reference's measurement
+    (``family_flip_rates``): the families draw their images from the fast schedule's batches in both schedules,
+    so a faithful scan's family flip rates are compared with clean learners' measured on the same images."""
+    config = ScanConfig(classes=(0, 7, 16), pool_size=320, fast_rounds=(2, 2), colour=True, patch=True)
+    fast = run_scan(clean_coop, small_pool, config)
+    faithful = run_scan(clean_coop, small_pool, replace(config, schedule="faithful"))
+    for family in ("colour", "patch"):
+        keys = [f"{family}_{key}" for key in ("flip_rate", "flips", "eligible", "loss")]
+        assert [[c[k] for k in keys] for c in fast.classes] == [[c[k] for k in keys] for c in faithful.classes]
+        key = FAMILY_TENSORS[family]
+        assert all(torch.equal(fast.triggers[k][key], faithful.triggers[k][key]) for k in config.classes)
+        assert family_flip_rates(clean_coop, small_pool, config, family) == {
+            c["name"]: c[f"{family}_flip_rate"] for c in faithful.classes}
+    assert [c["steps"] for c in faithful.classes] != [c["steps"] for c in fast.classes]  # two schedules indeed
 
 
 @pytest.mark.parametrize(("family", "trigger_class", "setting", "value"),

@@ -138,6 +138,12 @@ def test_a_scan_with_the_reference_records_the_excess_and_decides_on_it():
     assert result.settings.as_dict()["reference"] == means  # the report names the values, not the curves
     replayed, verdict = decide_with_reference(result.classes, reference, "faithful")
     assert verdict == result.verdict and replayed == result.classes  # benchmarks replay the same decision
+    for record in result.classes:  # the margin weighed as in the default schedule: the clean learners' held-out one
+        losses = [learner[record["name"]] for learner in reference.faithful_loss]
+        assert record["reference_loss"] == pytest.approx(sum(losses) / len(losses), abs=1e-4)
+    assert result.settings.evidence == "mean"
+    flip_only = decide_with_reference(result.classes, reference, "faithful", evidence="flip")[1]
+    assert flip_only.anomalies != verdict.anomalies
     with pytest.raises(InputError, match="needs a clean reference"):
         run_scan(model, small_pool, replace(config, statistic="excess_flip_rate"))
 
@@ -220,6 +226,18 @@ def test_build_reference_measures_both_schedules_and_round_trips(tmp_path):
                               learners=tmp_path / "learners")
     assert rebuilt.accuracies == reference.accuracies and rebuilt.per_learner == reference.per_learner
     assert rebuilt.fast == reference.fast  # the curves measured again, margins and all
+    assert faithful.held_out_loss == {name: [loss] for name, loss in reference.faithful_loss[0].items()}
+    older = json.loads(kept.read_text())
+    older.pop("faithful_loss")  # kept before faithful margins were: the published schedule runs again for them
+    kept.write_text(json.dumps(older))
+    remeasured = build_reference("coop", backbone, task, pool, [7], config, progress=lambda line: None, epochs=1,
+                                 learners=tmp_path / "learners")
+    assert remeasured.faithful_loss == reference.faithful_loss and remeasured.per_learner == reference.per_learner
+    assert remeasured.fast == reference.fast and "faithful_loss" in json.loads(kept.read_text())
+    broken = {**reference.as_dict(), "faithful_loss": [reference.faithful_loss[0]] * 2}
+    path.write_text(json.dumps(broken))
+    with pytest.raises(InputError, match="faithful_loss"):  # one per learner
+        Reference.read(path)
 
 
 def test_the_fast_plan_stops_classes_early_only_with_a_reference():

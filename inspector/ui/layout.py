@@ -53,8 +53,8 @@ TEACH_INTRO = ("**Teaching mode.** 1 · Implant a backdoor into a clean demo mod
                "70 s into clean-cocoop (benchmarks/speed-interactive.md).")
 
 SCHEDULE_INFO = ("fast: short runs for every class, full runs for the most suspicious; faithful: a full epoch for "
-                 "every class (published), decided on flip rates alone (its reference holds no margin losses): it "
-                 "flagged 8 of 32 clean models where the fast schedule flagged 2 (benchmarks/speed-schedules.md)")
+                 "every class (published), 3.89x the time; same verdict on 138 of 141 models "
+                 "(benchmarks/speed-schedules.md)")
 
 # A picture's corner buttons: no "share to Hugging Face", which an offline workshop cannot reach and whose icon
 # would cover the end of a trigger picture's label.
