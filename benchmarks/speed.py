@@ -274,14 +274,14 @@ def recheck(path: Path, pool: torch.Tensor) -> dict[str, Any]:
     """A zoo model scanned afresh with the faithful schedule, as ``scan --schedule faithful`` does, beside what
     ``zoo_scans`` makes of its cached scans: the same additive records, the same quick-family flip rates, the same
     verdict (or not)."""
-    fast, composed = zoo_scans(path, pool, run=False)
+    from benchmarks.detection import _folder, colour_tag
+
+    _, composed = zoo_scans(path, pool, run=False)
     assert composed is not None
     model = open_model(path, device="cpu")
     config = ScanConfig(schedule="faithful", colour=True)
     reference, _ = reference_for(model, config, load_shipped_pool())
     fresh = run_scan(model, pool, replace(config, reference=reference))
-    from benchmarks.detection import _folder, colour_tag
-
     cached = json.loads((path.parent / "scans" / (_folder("inspector-faithful + reference") + colour_tag(True))
                          / f"{path.stem}.json").read_text())["classes"]
     additive = ("flip_rate", "flips", "eligible", "loss", "steps")

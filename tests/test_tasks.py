@@ -192,6 +192,7 @@ def test_a_reference_of_another_task_is_refused_with_the_reason(tmp_path, capsys
     fast = other["fast"]
     other.update(class_names=[renamed[n] for n in other["class_names"]], flip_rates=per_class(other["flip_rates"]),
                  per_learner=[per_class(r) for r in other["per_learner"]],
+                 faithful_loss=[per_class(r) for r in other["faithful_loss"]],
                  fast={**fast, **{key: [per_class(r) for r in fast[key]] for key in ("held_out", "curves",
                                                                                     "held_out_loss")}},
                  **{family: {**other[family], "per_learner": [per_class(r) for r in other[family]["per_learner"]]}
