@@ -274,22 +274,18 @@ def recheck(path: Path, pool: torch.Tensor) -> dict[str, Any]:
     """A zoo model scanned afresh with the faithful schedule, as ``scan --schedule faithful`` does, beside what
     ``zoo_scans`` makes of its cached scans: the same additive records, the same quick-family flip rates, the same
     verdict (or not)."""
-    from benchmarks.detection import _folder, colour_tag
-
     _, composed = zoo_scans(path, pool, run=False)
     assert composed is not None
     model = open_model(path, device="cpu")
     config = ScanConfig(schedule="faithful", colour=True)
     reference, _ = reference_for(model, config, load_shipped_pool())
     fresh = run_scan(model, pool, replace(config, reference=reference))
-    cached = json.loads((path.parent / "scans" / (_folder("inspector-faithful + reference") + colour_tag(True))
-                         / f"{path.stem}.json").read_text())["classes"]
     additive = ("flip_rate", "flips", "eligible", "loss", "steps")
     families = [f"{family}_flip_rate" for family in QUICK_FAMILIES if f"{family}_flip_rate" in fresh.classes[0]]
     v = fresh.verdict
     return {"model": path.stem, "group": path.parent.name, "seconds": fresh.seconds,
             "additive_same": [{k: c[k] for k in additive} for c in fresh.classes]
-            == [{k: c[k] for k in additive} for c in cached],
+            == [{k: c[k] for k in additive} for c in composed["classes"]],  # the cached scan's own
             "families_same": [[c[k] for k in families] for c in fresh.classes]
             == [[c[k] for k in families] for c in composed["classes"]],
             "families": families, "fresh": [v.flagged, v.target_name, v.max_anomaly],

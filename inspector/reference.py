@@ -40,6 +40,7 @@ from inspector.errors import InputError, shown
 from inspector.invert import (
     ScanConfig,
     ScanFinished,
+    ScanResult,
     ScanStopped,
     TriggerSnapshot,
     class_curve_steps,
@@ -499,7 +500,8 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
                 kept_model.parent.mkdir(parents=True, exist_ok=True)
                 save_learner(model, kept_model, extra={"seed": seed, "reference_key": key})
         if kept is not None and "faithful_loss" in kept:  # measured without fast margins: curves redone
-            published, learner_accuracy = _faithful_measures(kept), kept["accuracy"]
+            published = {key: kept[key] for key in ("faithful", "faithful_loss")}
+            learner_accuracy = kept["accuracy"]
         else:
             result = yield from _published(model, pool, config, should_stop, len(measured), started, progress,
                                            tune_steps)
@@ -552,16 +554,13 @@ def _published(model: PromptedCLIP, pool: ImagePool, config: ScanConfig, should_
             yield progress("published schedule", tune_steps + event.scan_step)
         elif isinstance(event, ScanFinished):
             return event.result
-    return None
+    raise RuntimeError("the published scan ended without a result")
 
 
-def _faithful_measures(measured: Any) -> dict[str, dict[str, float]]:
-    """Each class's held-out flip rate and margin loss under the published schedule, from a scan's result or a kept
-    measurement."""
-    if isinstance(measured, dict):
-        return {"faithful": measured["faithful"], "faithful_loss": measured["faithful_loss"]}
-    return {"faithful": {c["name"]: float(c["flip_rate"]) for c in measured.classes},
-            "faithful_loss": {c["name"]: round(float(c["loss"]), 4) for c in measured.classes}}
+def _faithful_measures(result: ScanResult) -> dict[str, dict[str, float]]:
+    """Each class's held-out flip rate and margin loss under the published schedule."""
+    return {"faithful": {c["name"]: float(c["flip_rate"]) for c in result.classes},
+            "faithful_loss": {c["name"]: round(float(c["loss"]), 4) for c in result.classes}}
 
 
 def _learner_event(record: dict[str, Any], reused: bool) -> LearnerMeasured:
