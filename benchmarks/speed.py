@@ -406,6 +406,7 @@ def write(rows: list[dict[str, Any]], memory: dict[str, Any], interactive: dict[
                "time_ratio": _ratio(timed, "seconds") if timed else None,
                "verdict_agreement": round(len(same_verdict) / len(rows), 4) if rows else None,
                "target_agreement_on_flagged": f"{len(same_target)}/{len(flagged)}",
+               "target_agreement_on_both_flagged": f"{len(same_target)}/{sum(r['fast']['flagged'] for r in flagged)}",
                "fast_seconds_demo_max": max((r["fast"]["seconds"] for r in rows if r["group"] == "demo"), default=None),
                "threads": args.threads, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                "memory": memory, "interactive": interactive, "max_rss_this_process_gib": round(
@@ -436,7 +437,9 @@ def render(data: dict[str, Any], out: Path) -> None:
               f"faithful / fast = **{summary['time_ratio']}x**",
               f"- same verdict: **{len(same_verdict)}/{len(rows)}** ("
               + ", ".join(f"{g}: {v}" for g, v in agreement.items()) + "); same target on the faithful schedule's "
-              f"flagged models: **{summary['target_agreement_on_flagged']}**",
+              f"flagged models: **{summary['target_agreement_on_flagged']}**"
+              + (f"; on the models both schedules flag: **{summary['target_agreement_on_both_flagged']}**"
+                 if "target_agreement_on_both_flagged" in summary else ""),
               f"- where the two verdicts differ (flag or target), the one the ground truth bears out: "
               f"{disagreements(rows)}",
               f"- zoo models with no faithful scan recorded, left out above: **{len(unscanned)}**"

@@ -139,6 +139,7 @@ class ScanConfig:
     fast_batch_size: int = 16
     fast_window: int = 10  # steps whose fresh batches give a class's estimate
     fast_measured: int | None = None  # finalists with the highest estimates measured on the held-out images
+    fast_joint_images: int = 80  # images per encoder pass when a round steps several classes together (joint_step)
     # The colour family (inspector method only): every class's colour transform runs ``colour_steps`` steps on the
     # first ``colour_batch_size`` images of the scan's first batches; its estimate counts the steps after the first.
     colour: bool | None = USE_COLOUR_FAMILY  # None: when the reference measured it; True: always; False: never
@@ -747,6 +748,38 @@ class _Run:
             if arm.steps == 1 or arm.steps % every == 0 or arm.steps == shown_steps:
                 yield arm.snapshot(position, shown_steps, self.scan_steps)
 
+    def joint_steps(self, group: list[ClassInversion], classes: list[int], shown_steps: int
+                    ) -> Iterator[ScanEvent]:
+        """One more step of every arm of ``group``, all on their next batch of the shared order (the same one: the
+        arms of a round have taken as many steps), in one encoder pass (``joint_step``), with snapshots."""
+        if self.should_stop is not None and self.should_stop():
+            self.stopped = True
+            yield ScanStopped(list(self.records.values()), round(time.time() - self.started, 2))
+            return
+        t = group[0].steps
+        assert all(arm.steps == t for arm in group), "a joint step needs arms at the same step"
+        pixels = self.fit[self.batches[t]].to(self.device)
+        if len(group) == 1:
+            group[0].step(self.logits_of, pixels, self.clean_fit(t))
+        else:
+            joint_step(group, self.logits_of, pixels, self.clean_fit(t))
+        every, done = self.config.snapshot_every, self.scan_steps
+        self.scan_steps += len(group)
+        for i, arm in enumerate(group):  # numbered as if stepped one after the other
+            if arm.steps == 1 or arm.steps % every == 0 or arm.steps == shown_steps:
+                yield arm.snapshot(classes.index(arm.k), shown_steps, done + i + 1)
+
+    def groups(self, active: list[int], first_alone: bool) -> list[list[ClassInversion]]:
+        """The round's classes in groups stepped together: as many as ``fast_joint_images`` images hold, for the
+        inspector's margin only (the baselines' losses and cost schedules are per trigger); ``first_alone``: the
+        first class steps by itself, so that a front-end has its first picture after one short step."""
+        arms = [self.arm(k) for k in active]
+        joins = self.config.method == "inspector" and self.config.objective == "margin"
+        size = max(1, self.config.fast_joint_images // self.config.fast_batch_size) if joins else 1
+        head = [[arms[0]]] if first_alone and size > 1 else []
+        rest = arms[len(head):]
+        return head + [rest[i:i + size] for i in range(0, len(rest), size)]
+
     def quick_families(self, classes: list[int]) -> Iterator[ScanEvent]:
         """Every quick family the scan runs, one after the other (``quick``)."""
         for family in self.config.quick_families:
@@ -826,10 +859,12 @@ class _Run:
 
         Within a round the classes take their steps in turn (step t of every class, then step t + 1), so that
         every class has an estimate after the round's first step; the quick families run right after that first
-        step, not before it, so that a front-end shows every class within seconds. A class's trajectory does not
-        depend on the others nor on the quick families (its own batches, trigger and optimiser), so the order
-        changes nothing else. After each round the classes still running are ranked by the margin loss on their
-        last fresh batches, and the others stop there. Every class's flip rate is then its share of fresh-batch
+        step, not before it, so that a front-end shows every class within seconds. Classes at the same step share
+        its batch, so they step together in groups (``groups``, ``joint_step``): larger encoder calls, the same
+        updates to float rounding. A class's trajectory does not depend on the others nor on the quick families
+        (its own batches, trigger and optimiser), so neither the order nor the grouping changes anything else.
+        After each round the classes still running are ranked by the margin loss on their last fresh batches, and
+        the others stop there. Every class's flip rate is then its share of fresh-batch
         images flipped over its last ``fast_window`` steps, except for the ``fast_measured`` classes with the
         highest ones, which are measured on the held-out images as in the faithful schedule.
         """
@@ -838,16 +873,17 @@ class _Run:
         for r, steps in enumerate(plan.rounds):
             shown += steps
             for t in range(steps):
-                for k in active:
+                for group in self.groups(active, first_alone=r == 0 and t == 0):
                     began = time.time()
-                    arm = self.arm(k)
-                    yield from self.steps(arm, 1, classes.index(k), shown)
+                    yield from self.joint_steps(group, classes, shown)
                     if self.stopped:
                         return
-                    last = min(arm.steps, self.config.fast_window)
-                    spent[k] += time.time() - began
-                    yield ClassEstimate(k, arm.name, arm.steps, round(arm.fresh_flip_rate(last), 4),
-                                        round(arm.fresh_margin(last), 4))
+                    share = (time.time() - began) / len(group)
+                    for arm in group:
+                        last = min(arm.steps, self.config.fast_window)
+                        spent[arm.k] += share
+                        yield ClassEstimate(arm.k, arm.name, arm.steps, round(arm.fresh_flip_rate(last), 4),
+                                            round(arm.fresh_margin(last), 4))
                 if r == 0 and t == 0:
                     yield from self.quick_families(classes)
                     if self.stopped:

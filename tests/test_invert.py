@@ -24,6 +24,7 @@ from inspector.errors import InputError
 from inspector.invert import (
     ClassEstimate,
     ClassFinished,
+    ClassInversion,
     ScanConfig,
     ScanFinished,
     ScanStarted,
@@ -306,6 +307,36 @@ def test_fast_scan_shows_every_class_before_the_colour_family_and_the_order_chan
     assert all(torch.equal(plain.triggers[k]["delta"], result.triggers[k]["delta"]) for k in config.classes)
 
 
+def test_a_round_steps_its_classes_in_groups_with_the_records_of_classes_stepped_one_by_one(
+        clean_coop, small_pool, monkeypatch):
+    """Classes stepped together (``fast_joint_images``) give each class the record and trigger it gets stepped alone
+    (to float rounding), the events still say every step, and the first class steps alone for a first picture."""
+    import inspector.invert as invert
+
+    groups: list[list[int]] = []
+    stepped = invert.joint_step
+    monkeypatch.setattr(invert, "joint_step", lambda arms, *args: (groups.append([a.k for a in arms]),
+                                                                  stepped(arms, *args)))
+    config = ScanConfig(classes=(0, 3, 7, 11, 16, 19), pool_size=480, fast_rounds=(2, 3), fast_keep=0.5,
+                        fast_measured=2, snapshot_every=1, fast_joint_images=48)
+    events = list(scan(clean_coop, small_pool, config))
+    assert groups[:3] == [[3, 7, 11], [16, 19], [0, 3, 7]]  # class 0 alone first, then three classes per pass
+    assert len(groups) == 4 + 3  # round two: the three kept classes in one pass per step
+    monkeypatch.setattr(invert, "joint_step", stepped)
+    alone = run_scan(clean_coop, small_pool, replace(config, fast_joint_images=16))
+    grouped = events[-1].result
+    snapshots = [e for e in events if isinstance(e, TriggerSnapshot)]
+    assert [e.scan_step for e in snapshots] == list(range(1, 22))
+    assert [e.class_index for e in snapshots[:6]] == list(config.classes)
+    for a, b in zip(alone.classes, grouped.classes, strict=True):
+        assert (a["index"], a["steps"], a["measured_on"]) == (b["index"], b["steps"], b["measured_on"])
+        assert a["curve"] == b["curve"] and a["flip_rate"] == b["flip_rate"]
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-2)
+        one, other = (result.triggers[a["index"]]["delta"].flatten() for result in (alone, grouped))
+        assert float(torch.nn.functional.cosine_similarity(one, other, dim=0)) > 0.95  # Adam's steps amplify rounding
+
+
+
 def test_colour_trigger_stays_in_its_box_and_is_the_same_on_every_pixel():
     trigger = ColourInversion(0.5, 0.2)
     with torch.no_grad():
@@ -338,9 +369,15 @@ def test_blend_trigger_moves_no_pixel_by_more_than_its_opacity_and_starts_as_a_g
     assert torch.equal(rebuilt(pixels), out)
 
 
+def additive_arm(k: int) -> ClassInversion:
+    return ClassInversion(k, str(k), AdditiveInversion(64, 8 / 255), "inspector", 0.3)
+
+
+@pytest.mark.parametrize("family", ["colour", "additive"])
 @pytest.mark.parametrize("name", ["clean-coop", "clean-cocoop"])
-def test_colour_arms_stepped_together_match_arms_stepped_alone(name, backbone, small_pool):
-    """The colour phase steps every class in one encoder pass: the same updates and curves as one by one."""
+def test_arms_stepped_together_match_arms_stepped_alone(name, family, backbone, small_pool):
+    """The colour phase steps every class in one encoder pass, and the fast schedule's rounds step their additive
+    triggers in groups: the same updates and curves as one by one."""
     from inspector.invert import CleanPredictions, Logits
 
     model = load_learner(resolve_model(name), backbone)
@@ -348,15 +385,19 @@ def test_colour_arms_stepped_together_match_arms_stepped_alone(name, backbone, s
     batches = [torch.arange(i * 6, (i + 1) * 6) for i in range(2)]
     logits_of = Logits(model)
     clean = CleanPredictions(logits_of, small_pool, batches)
-    alone = [family_arm("colour", k, str(k), config, device, 64) for k in (0, 7, 16)]
-    together = [family_arm("colour", k, str(k), config, device, 64) for k in (0, 7, 16)]
+    make = additive_arm if family == "additive" else lambda k: family_arm("colour", k, str(k), config, device, 64)
+    alone, together = [make(k) for k in (0, 7, 16)], [make(k) for k in (0, 7, 16)]
     for t in range(2):
         for arm in alone:
             arm.step(logits_of, small_pool[batches[t]], clean(t))
         joint_step(together, logits_of, small_pool[batches[t]], clean(t))
     for a, b in zip(alone, together, strict=True):
         assert float(a.trigger.unit.detach().abs().max()) > 0  # it moved
-        assert torch.allclose(a.trigger.unit, b.trigger.unit, atol=1e-5)
+        if family == "colour":
+            assert torch.allclose(a.trigger.unit, b.trigger.unit, atol=1e-5)
+        else:  # Adam's first steps move a pixel whose gradient is near zero by its sign: rounding can flip a few
+            one, other = a.trigger.unit.flatten(), b.trigger.unit.flatten()
+            assert float(torch.nn.functional.cosine_similarity(one, other, dim=0)) > 0.99
         assert [c[:2] for c in a.curve] == [c[:2] for c in b.curve]
         assert a.loss == pytest.approx(b.loss, abs=1e-4)
 
