@@ -91,13 +91,16 @@ def scans_in_process(name: str, pairs: int) -> dict[str, Any]:
     reference, _ = reference_for(model, ScanConfig(), pool)
     times: dict[str, list[float]] = {"alone": [], "together": []}
     answers: dict[str, str] = {}
+    records: dict[str, list[tuple[Any, ...]]] = {}
     for _ in range(pairs):
         for side, images in (("alone", ALONE), ("together", ScanConfig.fast_joint_images)):
             started = time.perf_counter()
             result = run_scan(model, pool.pixels, replace(ScanConfig(reference=reference), fast_joint_images=images))
             times[side].append(round(time.perf_counter() - started, 2))
             answers[side] = f"{result.verdict.target_name or 'clean'} ({result.verdict.max_anomaly:.4f})"
-    return {"model": name, **times, "answers": answers,
+            records[side] = [(c["name"], c["flips"], c["loss"], c["curve"], c.get("colour_flips"), c.get("patch_flips"))
+                             for c in result.classes]
+    return {"model": name, **times, "answers": answers, "records_equal": records["alone"] == records["together"],
             "ratio": round(statistics.median(times["alone"]) / statistics.median(times["together"]), 2)}
 
 
@@ -171,10 +174,12 @@ def write(out: Path, steps: list[dict[str, Any]], scans: list[dict[str, Any]], w
               f"| **{r['ratio']}x** |" for r in steps]
     lines += ["", "Default scans in one process (`run_scan`, the shipped reference; `fast_joint_images` 16 puts one "
               "class in each pass, as the engine did before), in turn:", "",
-              "| demo model | one per pass: s | together: s | median ratio | answer one per pass | answer together |",
-              "|---|---|---|---|---|---|"]
+              "| demo model | one per pass: s | together: s | median ratio | answer one per pass | answer together | "
+              "every class's flips, losses and curve equal |",
+              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {', '.join(map(str, r['alone']))} | {', '.join(map(str, r['together']))} | "
-              f"**{r['ratio']}x** | {r['answers']['alone']} | {r['answers']['together']} |" for r in scans]
+              f"**{r['ratio']}x** | {r['answers']['alone']} | {r['answers']['together']} | "
+              f"{'yes' if r['records_equal'] else 'no'} |" for r in scans]
     if whole:
         lines += ["", f"Whole CLI scans (`python -m inspector scan NAME --json`, start to exit), the checkout before "
                   f"({before}) and this one in turn:", "",

@@ -304,6 +304,9 @@ def main() -> None:
     parser.add_argument("--parts", default=",".join(PARTS),
                         help="schedules: fast vs faithful on the demo models and zoos; interactive: memory and the "
                              "timings of section 3 (comma-separated; default: both)")
+    parser.add_argument("--recheck", default=None,
+                        help="the zoos (of --zoos) of which one cached faithful scan per kind is made again from "
+                             "scratch (comma-separated; default: every zoo)")
     parser.add_argument("--render", default=None, help="draw the page of a recorded run's JSON again, nothing else")
     args = parser.parse_args()
     if args.render:
@@ -341,7 +344,8 @@ def main() -> None:
               f"{faithful['image_passes']:6d} passes {faithful['target']}", flush=True)
     rechecks = []
     if "schedules" in parts:  # one cached faithful scan per kind and zoo, made again from scratch in this run
-        for zoo in zoos:
+        rechecked = zoos if args.recheck is None else [ROOT / zoo for zoo in args.recheck.split(",") if zoo]
+        for zoo in rechecked:
             for kind in ("coop", "cocoop"):
                 first = next((p for _, p, g in bench if g == zoo.name and f"_{kind}_" in p.stem
                               and f"{g}/{p.stem}" not in unscanned), None)
@@ -411,7 +415,8 @@ def write(rows: list[dict[str, Any]], memory: dict[str, Any], interactive: dict[
                "threads": args.threads, "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                "memory": memory, "interactive": interactive, "max_rss_this_process_gib": round(
                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)}
-    zoos = "" if args.zoos == DEFAULT_ZOOS else f" --zoos {args.zoos}"
+    zoos = ("" if args.zoos == DEFAULT_ZOOS else f" --zoos {args.zoos}") + (
+        f" --recheck {args.recheck}" if args.recheck is not None else "")
     summary["command"] = (f"python benchmarks/speed.py --threads {args.threads} --faithful-missing "
                           f"{args.faithful_missing} --parts {args.parts}{zoos}")
     data = {"summary": summary, "rows": rows, "unscanned": unscanned, "rechecks": rechecks}
