@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.detection import calibrated, colour_tag, scan_model  # noqa: E402
-from benchmarks.inference_tower import DEMO_MODELS, _commit, whole_scans  # noqa: E402
+from benchmarks.inference_tower import DEMO_MODELS, _answer, _commit, whole_scans  # noqa: E402
 from inspector.backbone import machine_name  # noqa: E402
 from inspector.candidates import AdditiveInversion  # noqa: E402
 from inspector.data import load_shipped_pool  # noqa: E402
@@ -133,10 +133,6 @@ def pair_agreement(zoo: Path, kinds: tuple[str, ...]) -> list[dict[str, Any]]:
                          "seconds": {"alone": alone["seconds"], "together": together["seconds"]}})
             print(json.dumps(rows[-1]), flush=True)
     return rows
-
-
-def _answer(row: dict[str, Any]) -> str:
-    return f"{row['predicted_target'] or 'clean'} ({row['max_anomaly']:.3f})"
 
 
 def agreement_lines(zoo: str, rows: list[dict[str, Any]]) -> list[str]:

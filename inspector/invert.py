@@ -734,24 +734,11 @@ class _Run:
             self.arms[k] = ClassInversion(k, self.names[k], trigger, self.config.method, lr, self.config.objective)
         return self.arms[k]
 
-    def steps(self, arm: ClassInversion, count: int, position: int, shown_steps: int) -> Iterator[ScanEvent]:
-        """``count`` more steps of ``arm`` on the next batches of the shared order, with snapshots."""
-        every = self.config.snapshot_every
-        for _ in range(count):
-            if self.should_stop is not None and self.should_stop():
-                self.stopped = True
-                yield ScanStopped(list(self.records.values()), round(time.time() - self.started, 2))
-                return
-            t = arm.steps
-            arm.step(self.logits_of, self.fit[self.batches[t]].to(self.device), self.clean_fit(t))
-            self.scan_steps += 1
-            if arm.steps == 1 or arm.steps % every == 0 or arm.steps == shown_steps:
-                yield arm.snapshot(position, shown_steps, self.scan_steps)
-
     def joint_steps(self, group: list[ClassInversion], classes: list[int], shown_steps: int
                     ) -> Iterator[ScanEvent]:
         """One more step of every arm of ``group``, all on their next batch of the shared order (the same one: the
-        arms of a round have taken as many steps), in one encoder pass (``joint_step``), with snapshots."""
+        arms of a round have taken as many steps), in one encoder pass (``joint_step``; a group of one, as the
+        faithful schedule steps, takes its own step), with snapshots."""
         if self.should_stop is not None and self.should_stop():
             self.stopped = True
             yield ScanStopped(list(self.records.values()), round(time.time() - self.started, 2))
@@ -849,9 +836,10 @@ class _Run:
         for position, k in enumerate(classes):
             class_started = time.time()
             arm = self.arm(k)
-            yield from self.steps(arm, len(self.batches), position, len(self.batches))
-            if self.stopped:
-                return
+            for _ in range(len(self.batches)):
+                yield from self.joint_steps([arm], classes, len(self.batches))
+                if self.stopped:
+                    return
             yield self.finish(arm, position, len(classes), held_out=True, seconds=time.time() - class_started)
 
     def fast(self, classes: list[int], plan: FastPlan) -> Iterator[ScanEvent]:
