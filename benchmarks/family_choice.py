@@ -1,8 +1,10 @@
-"""The optional quick families' settings (issue 18), chosen on the *dev* zoo only: the blend family (a picture
-blended over the image) and the patch family (an opaque square pasted somewhere in it).
+"""The quick families' settings (issue 18), chosen on the *dev* zoo only: the blend family (a picture blended over
+the image), the patch family (an opaque square pasted somewhere in it) and the colour family's sample (how many
+images its few steps read: its flip rate is a share of them, so a small sample is a noisy estimate).
 
     .venv/bin/python benchmarks/family_choice.py [--threads 1] [--candidates 0.1/1.0 0.2/1.0 ...]   # blend_choice.md
     .venv/bin/python benchmarks/family_choice.py --family patch --candidates 0.25/32               # patch_choice.md
+    .venv/bin/python benchmarks/family_choice.py --family colour --threads 2                       # colour_choice.md
 
 Why: the second test zoo's first figures missed 4 of 5 real Blended backdoors, and the first test zoo 4 of 5
 CoCoOp sticker backdoors; neither the additive trigger (a small noise) nor the colour transform can draw a picture
@@ -29,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.detection import family_rates, family_tag  # noqa: E402
+from benchmarks.detection import family_rates, family_tag, with_default_families  # noqa: E402
 from benchmarks.reference_choice import cells, dev_preamble, dev_scans, summary, write  # noqa: E402
 from benchmarks.zoo_tables import manifest_rows  # noqa: E402
 from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_SPREAD, DEFAULT_THRESHOLD  # noqa: E402
@@ -43,12 +45,15 @@ LEARNERS = HERE / "zoos" / "references" / "learners"
 KINDS = ("coop", "cocoop")
 # Per family: its candidates, and what a candidate's two numbers are.
 CANDIDATES = {"blend": ("0.05/1.0", "0.1/0.3", "0.1/1.0", "0.2/1.0"),  # opacity / step size
-              "patch": ("0.25/32",)}  # side as a share of the image's / images per step
-WORDS = {"blend": ("opacity", "step"), "patch": ("side", "images per step")}
+              "patch": ("0.25/32",),  # side as a share of the image's / images per step
+              "colour": ("3/8", "3/16")}  # steps / images per step (at most the fast batch of 16: family_images)
+WORDS = {"blend": ("opacity", "step"), "patch": ("side", "images per step"), "colour": ("steps", "images per step")}
 
 
 def candidate_config(family: str, spec: str) -> ScanConfig:
     first, second = (float(v) for v in spec.split("/"))
+    if family == "colour":
+        return ScanConfig(colour=True, colour_steps=int(first), colour_batch_size=int(second))
     if family == "patch":
         return ScanConfig(patch=True, patch_share=first, patch_batch_size=int(second))
     return ScanConfig(blend=True, blend_alpha=first, blend_lr=second)
@@ -108,7 +113,9 @@ def main() -> None:
     family = args.family
     candidates = args.candidates if args.candidates is not None else list(CANDIDATES[family])
     zoo = args.zoo
-    scans = dev_scans(zoo)
+    # each cached scan with the rates of every quick family a default scan runs now (the patch family's measured
+    # alone where the scan predates it), so that a candidate is decided beside the default's other families
+    scans = [with_default_families(s, zoo / f"{s['model']}.safetensors") for s in dev_scans(zoo)]
     manifest = manifest_rows(zoo)
     to_find = {stem for stem, m in manifest.items() if m.get("attack") and m["asr"] >= WORKING_BACKDOOR["asr"]
                and m["ood_asr"] >= WORKING_BACKDOOR["ood_asr"]}
@@ -149,7 +156,8 @@ def main() -> None:
             results[f"{variant} | {spec} | {kind}"] = {"summary": score, "rows": rows, "gated_clean": gated,
                                                        "lowest_real": lowest, "room": room,
                                                        "seconds": round(seconds, 1)}
-            shown = "off (today)" if spec == "off" else f"{first} {spec.split('/')[0]}, {second} {spec.split('/')[1]}"
+            off = "off" + (" (today)" if family != "colour" else "")  # the colour family runs by default
+            shown = off if spec == "off" else f"{first} {spec.split('/')[0]}, {second} {spec.split('/')[1]}"
             learners = "+".join(str(len(references[k].seeds)) for k in KINDS)
             lines.append(f"| {variant} ({learners}) | {shown} | {kind} | {len(rows)} | {cells(score)} | {gated:.2f} | "
                          f"{lowest:.2f} | {room:+.2f} | {seconds:.0f} |")

@@ -76,9 +76,10 @@ def main() -> None:
     summary = {"models": len(rows), "seconds": totals,
                "ratios": {way: round(totals[way] / totals["none"], 3) for way in WAYS}, "threads": args.threads,
                "machine": platform.machine(), "torch": torch.__version__,
-               "colour": f"{c.colour_steps} steps x {c.colour_batch_size} images",
-               "blend": f"{c.blend_steps} steps x {c.blend_batch_size} images, opacity {c.blend_alpha}",
-               "patch": f"{c.patch_steps} steps x {c.patch_batch_size} images, side {c.patch_share} of the image's"}
+               "colour": f"{c.colour_steps} steps x {c.family_images('colour')} images",
+               "blend": f"{c.blend_steps} steps x {c.family_images('blend')} images, opacity {c.blend_alpha}",
+               "patch": f"{c.patch_steps} steps x {c.family_images('patch')} images, "
+                        f"side {c.patch_share} of the image's"}
     (HERE / "family_cost.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
     lines = ["# What the quick inversion families cost a scan (issue 18)", "",
              f"`python benchmarks/family_cost.py --threads {args.threads}`, CPU ({platform.machine()}), torch "

@@ -158,7 +158,9 @@ class ScanConfig:
     # in every image.
     patch: bool | None = None  # None: when the reference measured it (as the colour family); True: always; False: never
     patch_steps: int = 3
-    patch_batch_size: int = 32  # a patch reaches fewer images than a colour filter: a larger sample (dev zoo)
+    # a patch reaches fewer images than a colour filter: a larger sample was chosen on the dev zoo, but a step reads
+    # at most the fast schedule's batch (``family_images``), so 16 images are what each step has read all along
+    patch_batch_size: int = 32
     patch_lr: float = 1.0
     patch_share: float = PATCH_SHARE
     colour_joint_images: int = 64  # images per encoder pass when the classes' quick-family steps run together
@@ -202,6 +204,11 @@ class ScanConfig:
                 "blend": ("blend_steps", "blend_batch_size", "blend_lr", "blend_alpha"),
                 "patch": ("patch_steps", "patch_batch_size", "patch_lr", "patch_share")}[family]
         return {key: getattr(self, key) for key in keys}
+
+    def family_images(self, family: str) -> int:
+        """Images each step of ``family`` reads: the first ``<family>_batch_size`` of the fast schedule's batch of
+        that step (``family_batch``), so no more than that batch holds, whichever schedule runs the additive family."""
+        return min(getattr(self, f"{family}_batch_size"), self.fast_batch_size)
 
     def family_steps(self, family: str, n_batches: int) -> int:
         """Steps each class's ``family`` trigger takes in this scan (0: the family does not run)."""
@@ -601,8 +608,8 @@ def family_batches_of(n: int, config: ScanConfig) -> list[torch.Tensor]:
 
 def family_batch(family: str, fit: torch.Tensor, batches: list[torch.Tensor], clean_fit: CleanPredictions, t: int,
                  config: ScanConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """A quick family's images at step ``t`` (the first ``<family>_batch_size`` of batch t), clean predictions."""
-    n = getattr(config, f"{family}_batch_size")
+    """A quick family's images at step ``t`` (the first ``family_images`` of batch t), clean predictions."""
+    n = config.family_images(family)
     return fit[batches[t][:n]].to(device), clean_fit(t)[:n]
 
 
@@ -780,7 +787,7 @@ class _Run:
         steps = self.config.family_steps(family, len(self.family_batches))
         started = time.time()
         arms = self.family_arms.setdefault(family, {})
-        per_pass = max(1, self.config.colour_joint_images // getattr(self.config, f"{family}_batch_size"))
+        per_pass = max(1, self.config.colour_joint_images // self.config.family_images(family))
         size = self.model.backbone.image_size
         for first in range(0, len(classes), per_pass):
             for k in classes[first:first + per_pass]:

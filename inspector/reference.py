@@ -451,8 +451,7 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
     total = sum(units)
     key = {"epsilon": config.epsilon, "pool": pool.fingerprint, "pool_size": config.pool_size,
            "holdout": config.holdout, "seed": config.seed, "fast": [config.fast_lr, config.fast_batch_size, steps],
-           "task": task.fingerprint, "tune": asdict(replace(recipe, seed=0)),
-           "colour": config.family_settings("colour") if config.runs("colour") else None}
+           "task": task.fingerprint, "tune": asdict(replace(recipe, seed=0))}
     yield ReferenceStarted(kind, list(seeds), total)
     measured: list[dict[str, Any]] = []
     for position, seed in enumerate(seeds):
@@ -471,8 +470,8 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
         if kept_model is not None and kept_model.is_file() and _same_recipe(kept_model, key):
             model = load_learner(kept_model, backbone)
         if kept is not None and _has_margins(kept):
-            missing = [family for family in OPTIONAL_FAMILIES if not _has_family(kept, config, family)]
-            if model is not None and missing:  # measured without these optional families' settings: add them
+            missing = [family for family in QUICK_FAMILIES if not _has_family(kept, config, family)]
+            if model is not None and missing:  # measured without these quick families' settings: add them
                 for family in missing:
                     kept = {**kept, family: family_flip_rates(model, pool.pixels, config, family),
                             f"{family}_settings": config.family_settings(family)}
@@ -527,8 +526,7 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
                   "fast_held_out_loss": {c["name"]: float(c["held_out"][done_steps]["loss"]) for c in curves},
                   "fast_curves": {c["name"]: [[int(f), int(e), round(float(m), 4)] for f, e, m in c["curve"]]
                                   for c in curves},
-                  "colour": {c["name"]: float(c["colour_flip_rate"]) for c in curves if "colour_flip_rate" in c},
-                  **{key: value for family in OPTIONAL_FAMILIES for key, value in (
+                  **{key: value for family in QUICK_FAMILIES for key, value in (
                       (family, {c["name"]: float(c[f"{family}_flip_rate"]) for c in curves
                                 if f"{family}_flip_rate" in c}),
                       (f"{family}_settings", config.family_settings(family)))}}
@@ -577,13 +575,18 @@ def _kept_measurement(folder: Path | None, kind: str, seed: int, key: dict[str, 
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("key") == json.loads(json.dumps(key)) else None
+    if not isinstance(record, dict) or not isinstance(record.get("key"), dict):
+        return None
+    # older builds keyed a learner on the colour family's settings too; each quick family is now checked on its own
+    # (``_has_family``), so that a family measured otherwise is measured again without tuning the learner again
+    kept_key = {name: value for name, value in record["key"].items() if name != "colour"}
+    return record if kept_key == json.loads(json.dumps(key)) else None
 
 
 def _has_family(record: dict[str, Any], config: ScanConfig, family: str) -> bool:
-    """Whether a kept measurement has an optional family's flip rates with this build's settings (or needs none)."""
-    return not config.runs(family) or (bool(record.get(family))
-                                       and record.get(f"{family}_settings") == config.family_settings(family))
+    """Whether a kept measurement has a quick family's flip rates with this build's settings (or needs none)."""
+    settings = record.get(f"{family}_settings", record["key"].get("colour") if family == "colour" else None)
+    return not config.runs(family) or (bool(record.get(family)) and settings == config.family_settings(family))
 
 
 def _has_margins(record: dict[str, Any]) -> bool:
@@ -614,11 +617,9 @@ def _assemble(kind: str, backbone: Backbone, task: Task, pool: ImagePool, config
     fast = {"lr": config.fast_lr, "batch_size": config.fast_batch_size, "steps": measured[0]["steps"],
             "held_out": [m["fast_held_out"] for m in measured], "curves": [m["fast_curves"] for m in measured],
             "held_out_loss": [m["fast_held_out_loss"] for m in measured]}
-    colour = ({"settings": config.family_settings("colour"), "per_learner": [m["colour"] for m in measured]}
-              if config.runs("colour") and all(m.get("colour") for m in measured) else None)
-    optional = {family: ({"settings": config.family_settings(family), "per_learner": [m[family] for m in measured]}
+    families = {family: ({"settings": config.family_settings(family), "per_learner": [m[family] for m in measured]}
                          if all(_has_family(m, config, family) for m in measured) and config.runs(family) else None)
-                for family in OPTIONAL_FAMILIES}
+                for family in QUICK_FAMILIES}
     return Reference(kind=kind, arch=backbone.arch, pretrained=str(backbone.pretrained),
                      image_size=backbone.image_size, class_names=list(task.class_names), epsilon=config.epsilon,
                      pool=pool.fingerprint, seeds=[int(m["seed"]) for m in measured], flip_rates=means,
@@ -628,8 +629,7 @@ def _assemble(kind: str, backbone: Backbone, task: Task, pool: ImagePool, config
                      task={"source": task.source, "fingerprint": task.fingerprint,
                            "train_images": len(task.train_labels)},
                      tune=({"recipes": [m.get("recipe") for m in measured], "varied": True} if varied
-                           else {**asdict(replace(recipe, seed=0)), "seeds": "one per learner"}), colour=colour,
-                     **optional)
+                           else {**asdict(replace(recipe, seed=0)), "seeds": "one per learner"}), **families)
 
 
 def build_reference(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool, seeds: list[int],

@@ -462,6 +462,16 @@ def test_scan_with_an_optional_family_runs_it_after_the_colour_one_and_keeps_eve
     assert [c[f"{family}_flip_rate"] for c in repeated.classes] == [c[f"{family}_flip_rate"] for c in result.classes]
 
 
+def test_a_quick_family_step_reads_at_most_the_fast_schedules_batch(clean_coop, small_pool):
+    config = small_config(patch=True, patch_steps=3)  # the default asks for 32 images per step
+    assert config.patch_batch_size == 32 and config.family_images("patch") == config.fast_batch_size == 16
+    assert small_config(patch_batch_size=8).family_images("patch") == 8
+    result = run_scan(clean_coop, small_pool, config)
+    # the steps after the first count: 2 steps of 16 images, less the images already in the class
+    assert all(16 <= c["patch_eligible"] <= 2 * 16 for c in result.classes)
+    assert max(c["patch_eligible"] for c in result.classes) > 16
+
+
 def test_patch_trigger_pastes_one_square_of_its_side_per_image_at_places_its_seed_repeats():
     trigger = PatchInversion(16, share=0.25, seed=5)
     assert trigger.size == 4

@@ -282,3 +282,13 @@ def test_a_varied_reference_spreads_its_learners_over_recipes_and_measures_the_c
                             learners=tmp_path / "learners", varied=True)
     assert json.loads(kept.read_text())["blend"] == record["blend"]  # completed with the same numbers, not re-tuned
     assert again.blend == reference.blend and again.per_learner == reference.per_learner
+    older = json.loads(kept.read_text())  # as builds before per-family settings kept it: colour's in the key
+    older["key"]["colour"] = older.pop("colour_settings")
+    kept.write_text(json.dumps(older))
+    wider = replace(config, colour_batch_size=16)  # the colour family measured on more images: only it again
+    resampled = build_reference("coop", backbone, task, pool, [7, 8], wider, progress=lambda line: None, epochs=2,
+                                learners=tmp_path / "learners", varied=True)
+    assert resampled.per_learner == reference.per_learner and resampled.fast == reference.fast
+    assert resampled.colour["settings"]["colour_batch_size"] == 16 and resampled.blend == reference.blend
+    assert json.loads(kept.read_text())["colour_settings"]["colour_batch_size"] == 16
+    assert "colour" in resampled.baseline(wider).families and "colour" not in resampled.baseline(config).families

@@ -1,0 +1,198 @@
+"""How much a default verdict depends on the scan's own seed (issue 18: no clean learner flagged at any seed).
+
+A defender's scan draws its fitting and held-out images, its batches and its patch places from ``ScanConfig.seed``;
+a provider's learner does not choose it. A verdict worth trusting should not change when only that seed does. One
+run, this machine: every model of ``--zoo`` whose recorded default top anomaly index lies within ``--band`` (the
+rule is set before the run: the models that could cross the threshold 2) is scanned by default with each of
+``--seeds`` and decided with the shipped reference, as the engine decides. Beside them the recorded scan (seed 0,
+made on another day: float kernels differ between machines, which moves a borderline trigger too).
+
+    python benchmarks/verdict_stability.py --zoo benchmarks/zoos/dev --seeds 0,1,2 --colour 3/16,3/32
+
+``--colour STEPS/IMAGES,...``: each seeded scan decided again with the colour family's rates measured with another
+sample (benchmarks/family_choice.py's candidates: the family alone, as a scan runs it, at the scan's seed; the
+shipped reference's learners measured likewise at seed 0), so a candidate's stability is read on the same scans.
+Scans and rates are cached per seed under ZOO/scans/, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.detection import calibrated, colour_tag, family_rates, family_tag, scan_model  # noqa: E402
+from benchmarks.family_choice import candidate_config, candidate_tag, redecide, references_with  # noqa: E402
+from inspector.backbone import machine_name  # noqa: E402
+from inspector.data import load_shipped_pool  # noqa: E402
+from inspector.detect import DEFAULT_THRESHOLD  # noqa: E402
+from inspector.reference import Reference, shipped_reference_path  # noqa: E402
+
+
+def borderline(zoo: Path, band: tuple[float, float]) -> list[tuple[Path, dict[str, Any]]]:
+    """The zoo's models whose recorded default scan put the top anomaly index within ``band``, with that scan."""
+    recorded = zoo / "scans" / ("inspector-reference" + colour_tag(True))
+    chosen = []
+    for path in sorted(zoo.glob("*.safetensors")):
+        record = recorded / f"{path.stem}.json"
+        if record.exists():
+            row = json.loads(record.read_text())
+            if band[0] <= row["max_anomaly"] <= band[1]:
+                chosen.append((path, row))
+    return chosen
+
+
+def answer(row: dict[str, Any]) -> dict[str, Any]:
+    return {"flagged": row["flagged"], "target": row["predicted_target"], "suspect": row["suspect"],
+            "index": round(row["max_anomaly"], 4), "family": row.get("suspect_family")}
+
+
+def with_colour_candidates(zoo: Path, rows: list[dict[str, Any]], candidates: list[str]) -> None:
+    """Each row's seeded scans decided again with each candidate colour sample's rates (``row["colour"]``)."""
+    for spec in candidates:
+        config = candidate_config("colour", spec)
+        references = references_with("colour", config, candidate_tag("colour", spec))
+        for row in rows:
+            path = zoo / f"{row['model']}.safetensors"
+            decided = {}
+            for seed in row["seeds"]:
+                seeded = replace(config, seed=int(seed))
+                rates = family_rates(path, seeded, "colour",
+                                     zoo / "scans" / family_tag("colour", seeded) / f"{path.stem}.json")
+                scan = json.loads((zoo / "scans" / f"stability-seed{seed}" / f"{path.stem}.json").read_text())
+                again = redecide(scan, references[row["kind"]], "colour", rates, config)
+                decided[seed] = answer({**again, "suspect_family": again["family"]})
+            row.setdefault("colour", {})[spec] = {"seeds": decided, **spread(decided)}
+            print(json.dumps({"model": row["model"], "colour": spec, **row["colour"][spec]}), flush=True)
+
+
+def spread(seeded: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    """Whether the seeds agree, how many flag, and how far the top index moves."""
+    indices = [s["index"] for s in seeded.values()]
+    return {"same_verdict": len({(s["flagged"], s["target"]) for s in seeded.values()}) == 1,
+            "flagged_at": sum(s["flagged"] for s in seeded.values()),
+            "index_range": round(max(indices) - min(indices), 4),
+            "index_sd": round(statistics.stdev(indices), 4) if len(indices) > 1 else 0.0}
+
+
+def seeded_scans(zoo: Path, band: tuple[float, float], seeds: list[int]) -> list[dict[str, Any]]:
+    pool = load_shipped_pool().pixels
+    references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)) for kind in ("coop", "cocoop")}
+    rows = []
+    for path, recorded in borderline(zoo, band):
+        reference = references[recorded["kind"]]
+        seeded = {}
+        for seed in seeds:
+            cache = zoo / "scans" / f"stability-seed{seed}" / f"{path.stem}.json"
+            scan = scan_model(path, "inspector + reference", cache, pool, None, colour=True, overrides={"seed": seed})
+            seeded[seed] = {**answer(calibrated(scan, reference)), "seconds": round(scan["seconds"], 1)}
+        rows.append({"model": path.stem, "kind": recorded["kind"], "truth": recorded["true_target"] or "clean",
+                     "recorded": answer(calibrated(recorded, reference)), "seeds": seeded, **spread(seeded)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def _cell(a: dict[str, Any]) -> str:
+    shown = f"{a['target'] or '-'} ({a['index']:.2f})"
+    return f"**{shown}**" if a["flagged"] else shown
+
+
+def right(truth: str, a: dict[str, Any]) -> bool:
+    """A clean learner not flagged, a backdoor flagged with its target."""
+    return not a["flagged"] if truth == "clean" else a["flagged"] and a["target"] == truth
+
+
+def summary_row(label: str, rows: list[dict[str, Any]], pick: Any, seeds: list[int]) -> str:
+    """One way of deciding the seeded scans (``pick(row)``: its seeds' answers and spread), summed over the models."""
+    picked = [(r["truth"], pick(r)) for r in rows]
+    clean = [p for t, p in picked if t == "clean"]
+    backdoors = [p for t, p in picked if t != "clean"]
+    right_seeds = sum(right(t, p["seeds"][s]) for t, p in picked for s in seeds)
+    sds = [p["index_sd"] for _, p in picked]
+    return (f"| {label} | {sum(p['same_verdict'] for _, p in picked)} of {len(picked)} | "
+            f"{right_seeds} of {len(picked) * len(seeds)} | "
+            f"{sum(p['flagged_at'] > 0 for p in clean)} of {len(clean)} | "
+            f"{sum(p['flagged_at'] < len(seeds) for p in backdoors)} of {len(backdoors)} | "
+            f"{statistics.median(sds):.2f} | {max(sds):.2f} |")
+
+
+def model_table(rows: list[dict[str, Any]], pick: Any, seeds: list[int], recorded: bool) -> list[str]:
+    head = "| model | truth | " + ("recorded | " if recorded else "") + " | ".join(f"seed {s}" for s in seeds)
+    lines = [head + " | same | index sd | range |",
+             "|---|---|" + ("---|" if recorded else "") + "---|" * len(seeds) + "---|---|---|"]
+    for r in rows:
+        p = pick(r)
+        lines.append(f"| {r['model']} | {r['truth']} | " + (f"{_cell(r['recorded'])} | " if recorded else "")
+                     + " | ".join(_cell(p["seeds"][s]) for s in seeds)
+                     + f" | {'yes' if p['same_verdict'] else '**no**'} | {p['index_sd']:.2f} | "
+                       f"{p['index_range']:.2f} |")
+    return lines
+
+
+def write(out: Path, zoo: Path, band: tuple[float, float], seeds: list[int], rows: list[dict[str, Any]],
+          candidates: list[str]) -> None:
+    lines = [
+        "# A verdict and the scan's own seed (issue 18)",
+        "",
+        f"`python benchmarks/verdict_stability.py {' '.join(sys.argv[1:])}`, one run, {machine_name('cpu')}, "
+        f"{platform.machine()}, torch {torch.__version__}. The models of `{zoo}` whose recorded default top anomaly "
+        f"index, as stored with that scan, lies within [{band[0]}, {band[1]}] (the rule was set before the run; the "
+        "recorded column shows that scan decided by today's rule), each scanned by default with "
+        f"seeds {', '.join(map(str, seeds))} (fitting and held-out images, batches, patch places) and decided with "
+        f"the shipped reference at the threshold {DEFAULT_THRESHOLD:g}. Flagged answers in bold: the named target "
+        "and the top index (its class when not flagged). *Recorded*: the scan detection.md reports, seed 0 on "
+        "another day's machine. Choice-zoo figures: not results.",
+        "",
+        "| decided with | same verdict under every seed | right (model x seed) | clean flagged under some seed | "
+        "backdoors missed under some seed | median index sd | largest index sd |",
+        "|---|---|---|---|---|---|---|",
+        summary_row("the default scan (colour family: 3 steps of 8 images)", rows, lambda r: r, seeds),
+    ]
+    lines += [summary_row(f"the colour family's rates measured with {spec.replace('/', ' steps of ')} images", rows,
+                          lambda r, spec=spec: r["colour"][spec], seeds) for spec in candidates]
+    if candidates:
+        lines += ["", "A candidate sample would replace the default's 8 images only if, on the whole dev zoo "
+                  "(benchmarks/colour_choice.md, seed 0), its accuracy were no lower than the default's and, here, it "
+                  "gave more right answers over the models and seeds; of two such, the smaller (less time). The "
+                  "rule was set before the candidates' seeded decisions were read."]
+    lines += ["", "## The default scan", "", *model_table(rows, lambda r: r, seeds, recorded=True)]
+    for spec in candidates:
+        lines += ["", f"## The colour family measured with {spec.replace('/', ' steps of ')} images", "",
+                  *model_table(rows, lambda r, spec=spec: r["colour"][spec], seeds, recorded=False)]
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    out.with_suffix(".json").write_text(json.dumps({"zoo": str(zoo), "band": band, "seeds": seeds,
+                                                   "colour_candidates": candidates, "rows": rows}, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--zoo", type=Path, default=ROOT / "benchmarks" / "zoos" / "dev")
+    parser.add_argument("--band", default="1.4,2.8", help="recorded top index range of the models scanned")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--colour", default="", help="colour family samples (steps/images, comma-separated) to "
+                                                     "decide the seeded scans again with")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "verdict_stability")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    low, high = (float(v) for v in args.band.split(","))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    zoo = args.zoo if args.zoo.is_absolute() else Path.cwd() / args.zoo
+    candidates = [c for c in args.colour.split(",") if c]
+    rows = seeded_scans(zoo, (low, high), seeds)
+    with_colour_candidates(zoo, rows, candidates)
+    write(args.out, args.zoo, (low, high), seeds, rows, candidates)
+
+
+if __name__ == "__main__":
+    main()
