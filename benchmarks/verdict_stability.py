@@ -102,6 +102,38 @@ def seeded_scans(zoo: Path, band: tuple[float, float], seeds: list[int]) -> list
     return rows
 
 
+def noise(zoo: Path, rows: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+    """Per family, how much a class's flip rate moves with the seed (its variance over the seeds, averaged over
+    every class of every model) beside what counting flips on so few images alone would make it move (the binomial
+    variance p(1 - p) / n of each estimate, averaged likewise), and beside how far the shipped reference's clean
+    learners spread (their variance per class, averaged; the additive family's as the fast schedule measured it)."""
+    references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)) for kind in ("coop", "cocoop")}
+    out = []
+    for family, rate, eligible in (("additive", "flip_rate", "eligible"),
+                                   ("colour", "colour_flip_rate", "colour_eligible"),
+                                   ("patch", "patch_flip_rate", "patch_eligible")):
+        over_seeds, binomial, images, between = [], [], [], []
+        for row in rows:
+            scans = [json.loads((zoo / "scans" / f"stability-seed{s}" / f"{row['model']}.json").read_text())
+                     for s in seeds]
+            for classes in zip(*(scan["classes"] for scan in scans), strict=True):
+                if not all(eligible in c for c in classes):
+                    continue
+                over_seeds.append(statistics.variance([c[rate] for c in classes]))
+                binomial.append(statistics.mean(c[rate] * (1 - c[rate]) / max(1, c[eligible]) for c in classes))
+                images.append(statistics.mean(c[eligible] for c in classes))
+            reference = references[row["kind"]]
+            learners = (reference.fast["held_out"] if family == "additive" else
+                        (getattr(reference, family) or {}).get("per_learner", []))
+            if len(learners) > 1:
+                between += [statistics.variance([p[name] for p in learners]) for name in learners[0]]
+        out.append({"family": family, "classes": len(over_seeds), "images": round(statistics.mean(images), 1),
+                    "sd_over_seeds": round(statistics.mean(over_seeds) ** 0.5, 4),
+                    "sd_of_counting": round(statistics.mean(binomial) ** 0.5, 4),
+                    "sd_between_clean_learners": round(statistics.mean(between) ** 0.5, 4) if between else None})
+    return out
+
+
 def _cell(a: dict[str, Any]) -> str:
     shown = f"{a['target'] or '-'} ({a['index']:.2f})"
     return f"**{shown}**" if a["flagged"] else shown
@@ -140,7 +172,7 @@ def model_table(rows: list[dict[str, Any]], pick: Any, seeds: list[int], recorde
 
 
 def write(out: Path, zoo: Path, band: tuple[float, float], seeds: list[int], rows: list[dict[str, Any]],
-          candidates: list[str]) -> None:
+          candidates: list[str], noises: list[dict[str, Any]]) -> None:
     lines = [
         "# A verdict and the scan's own seed (issue 18)",
         "",
@@ -165,13 +197,24 @@ def write(out: Path, zoo: Path, band: tuple[float, float], seeds: list[int], row
                   "(benchmarks/colour_choice.md, seed 0), its accuracy were no lower than the default's and, here, it "
                   "gave more right answers over the models and seeds; of two such, the smaller (less time). The "
                   "rule was set before the candidates' seeded decisions were read."]
+    lines += ["", "Where the movement comes from, per family, over every class of these models (root mean variances, "
+              "in flip-rate units): over the three seeds; what counting flips on so few images alone gives (the "
+              "binomial p(1 - p) / n of each estimate); the shipped reference's clean learners between them (the "
+              "additive family's held-out rates under the fast schedule, as the scan's finalists are measured).", "",
+              "| family | classes | images counted per estimate | over seeds | counting alone | between clean learners "
+              "|", "|---|---|---|---|---|---|"]
+    lines += [f"| {n['family']} | {n['classes']} | {n['images']} | {n['sd_over_seeds']:.3f} | "
+              f"{n['sd_of_counting']:.3f} | "
+              + (f"{n['sd_between_clean_learners']:.3f}" if n["sd_between_clean_learners"] is not None else "-") + " |"
+              for n in noises]
     lines += ["", "## The default scan", "", *model_table(rows, lambda r: r, seeds, recorded=True)]
     for spec in candidates:
         lines += ["", f"## The colour family measured with {spec.replace('/', ' steps of ')} images", "",
                   *model_table(rows, lambda r, spec=spec: r["colour"][spec], seeds, recorded=False)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"zoo": str(zoo), "band": band, "seeds": seeds,
-                                                   "colour_candidates": candidates, "rows": rows}, indent=1) + "\n")
+                                                   "colour_candidates": candidates, "noise": noises, "rows": rows},
+                                                  indent=1) + "\n")
 
 
 def main() -> None:
@@ -191,7 +234,7 @@ def main() -> None:
     candidates = [c for c in args.colour.split(",") if c]
     rows = seeded_scans(zoo, (low, high), seeds)
     with_colour_candidates(zoo, rows, candidates)
-    write(args.out, args.zoo, (low, high), seeds, rows, candidates)
+    write(args.out, args.zoo, (low, high), seeds, rows, candidates, noise(zoo, rows, seeds))
 
 
 if __name__ == "__main__":
