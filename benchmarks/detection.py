@@ -137,7 +137,7 @@ def _has_trigger(tensors: Path, family: str) -> bool:
 
 def family_tag(family: str, config: ScanConfig) -> str:
     """The cache folder of a quick family's rates measured with ``config`` (``blend-0.2-lr1.0``,
-    ``patch-0.25-b32``, ``colour-3x32-lr0.3``), with the scan's seed when it is not 0."""
+    ``patch-0.25-b32``, ``colour-3x16-lr0.3``), with the scan's seed when it is not 0."""
     seed = f"-seed{config.seed}" if config.seed else ""
     if family == "colour":
         return f"colour-{config.colour_steps}x{config.colour_batch_size}-lr{float(config.colour_lr)}{seed}"

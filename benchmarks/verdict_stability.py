@@ -7,7 +7,7 @@ rule is set before the run: the models that could cross the threshold 2) is scan
 ``--seeds`` and decided with the shipped reference, as the engine decides. Beside them the recorded scan (seed 0,
 made on another day: float kernels differ between machines, which moves a borderline trigger too).
 
-    python benchmarks/verdict_stability.py --zoo benchmarks/zoos/dev --seeds 0,1,2 --colour 3/16,3/32
+    python benchmarks/verdict_stability.py --zoo benchmarks/zoos/dev --seeds 0,1,2 --colour 3/16
 
 ``--colour STEPS/IMAGES,...``: each seeded scan decided again with the colour family's rates measured with another
 sample (benchmarks/family_choice.py's candidates: the family alone, as a scan runs it, at the scan's seed; the
@@ -32,11 +32,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.detection import calibrated, colour_tag, family_rates, family_tag, scan_model  # noqa: E402
-from benchmarks.family_choice import candidate_config, candidate_tag, redecide, references_with  # noqa: E402
+from benchmarks.family_choice import (  # noqa: E402
+    KINDS,
+    base_reference,
+    candidate_config,
+    candidate_tag,
+    redecide,
+    references_with,
+)
 from inspector.backbone import machine_name  # noqa: E402
 from inspector.data import load_shipped_pool  # noqa: E402
 from inspector.detect import DEFAULT_THRESHOLD  # noqa: E402
-from inspector.reference import Reference, shipped_reference_path  # noqa: E402
+from inspector.reference import Reference  # noqa: E402
 
 
 def borderline(zoo: Path, band: tuple[float, float]) -> list[tuple[Path, dict[str, Any]]]:
@@ -50,6 +57,11 @@ def borderline(zoo: Path, band: tuple[float, float]) -> list[tuple[Path, dict[st
             if band[0] <= row["max_anomaly"] <= band[1]:
                 chosen.append((path, row))
     return chosen
+
+
+def seeded_scan(zoo: Path, seed: int, model: str) -> Path:
+    """Where a model's default scan at ``seed`` is cached."""
+    return zoo / "scans" / f"stability-seed{seed}" / f"{model}.json"
 
 
 def answer(row: dict[str, Any]) -> dict[str, Any]:
@@ -69,7 +81,7 @@ def with_colour_candidates(zoo: Path, rows: list[dict[str, Any]], candidates: li
                 seeded = replace(config, seed=int(seed))
                 rates = family_rates(path, seeded, "colour",
                                      zoo / "scans" / family_tag("colour", seeded) / f"{path.stem}.json")
-                scan = json.loads((zoo / "scans" / f"stability-seed{seed}" / f"{path.stem}.json").read_text())
+                scan = json.loads(seeded_scan(zoo, seed, path.stem).read_text())
                 again = redecide(scan, references[row["kind"]], "colour", rates, config)
                 decided[seed] = answer({**again, "suspect_family": again["family"]})
             row.setdefault("colour", {})[spec] = {"seeds": decided, **spread(decided)}
@@ -85,16 +97,16 @@ def spread(seeded: dict[Any, dict[str, Any]]) -> dict[str, Any]:
             "index_sd": round(statistics.stdev(indices), 4) if len(indices) > 1 else 0.0}
 
 
-def seeded_scans(zoo: Path, band: tuple[float, float], seeds: list[int]) -> list[dict[str, Any]]:
+def seeded_scans(zoo: Path, band: tuple[float, float], seeds: list[int],
+                 references: dict[str, Reference]) -> list[dict[str, Any]]:
     pool = load_shipped_pool().pixels
-    references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)) for kind in ("coop", "cocoop")}
     rows = []
     for path, recorded in borderline(zoo, band):
         reference = references[recorded["kind"]]
         seeded = {}
         for seed in seeds:
-            cache = zoo / "scans" / f"stability-seed{seed}" / f"{path.stem}.json"
-            scan = scan_model(path, "inspector + reference", cache, pool, None, colour=True, overrides={"seed": seed})
+            scan = scan_model(path, "inspector + reference", seeded_scan(zoo, seed, path.stem), pool, None,
+                              colour=True, overrides={"seed": seed})
             seeded[seed] = {**answer(calibrated(scan, reference)), "seconds": round(scan["seconds"], 1)}
         rows.append({"model": path.stem, "kind": recorded["kind"], "truth": recorded["true_target"] or "clean",
                      "recorded": answer(calibrated(recorded, reference)), "seeds": seeded, **spread(seeded)})
@@ -102,20 +114,19 @@ def seeded_scans(zoo: Path, band: tuple[float, float], seeds: list[int]) -> list
     return rows
 
 
-def noise(zoo: Path, rows: list[dict[str, Any]], seeds: list[int]) -> list[dict[str, Any]]:
+def noise(zoo: Path, rows: list[dict[str, Any]], seeds: list[int],
+          references: dict[str, Reference]) -> list[dict[str, Any]]:
     """Per family, how much a class's flip rate moves with the seed (its variance over the seeds, averaged over
     every class of every model) beside what counting flips on so few images alone would make it move (the binomial
     variance p(1 - p) / n of each estimate, averaged likewise), and beside how far the shipped reference's clean
     learners spread (their variance per class, averaged; the additive family's as the fast schedule measured it)."""
-    references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)) for kind in ("coop", "cocoop")}
     out = []
     for family, rate, eligible in (("additive", "flip_rate", "eligible"),
                                    ("colour", "colour_flip_rate", "colour_eligible"),
                                    ("patch", "patch_flip_rate", "patch_eligible")):
         over_seeds, binomial, images, between = [], [], [], []
         for row in rows:
-            scans = [json.loads((zoo / "scans" / f"stability-seed{s}" / f"{row['model']}.json").read_text())
-                     for s in seeds]
+            scans = [json.loads(seeded_scan(zoo, s, row["model"]).read_text()) for s in seeds]
             for classes in zip(*(scan["classes"] for scan in scans), strict=True):
                 if not all(eligible in c for c in classes):
                     continue
@@ -232,9 +243,10 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     zoo = args.zoo if args.zoo.is_absolute() else Path.cwd() / args.zoo
     candidates = [c for c in args.colour.split(",") if c]
-    rows = seeded_scans(zoo, (low, high), seeds)
+    references = {kind: base_reference(kind, "shipped") for kind in KINDS}
+    rows = seeded_scans(zoo, (low, high), seeds, references)
     with_colour_candidates(zoo, rows, candidates)
-    write(args.out, args.zoo, (low, high), seeds, rows, candidates, noise(zoo, rows, seeds))
+    write(args.out, args.zoo, (low, high), seeds, rows, candidates, noise(zoo, rows, seeds, references))
 
 
 if __name__ == "__main__":
