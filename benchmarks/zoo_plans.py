@@ -2,7 +2,7 @@
 and *test* zoos, planned with seeds, targets and tuning recipes of their own, that no choice sees (test3: the
 paper's SIBA and adaptive BadCLIP, after their recipes were fitted on dev learners).
 
-    .venv/bin/python benchmarks/zoo_plans.py            # writes benchmarks/zoos/{dev,test,test2,test3}.plan.json
+    .venv/bin/python benchmarks/zoo_plans.py            # writes benchmarks/zoos/{dev,test,test2,test3,test4}.plan.json
     .venv/bin/python -m inspector zoo build --plan benchmarks/zoos/dev.plan.json --out benchmarks/zoos/dev
     .venv/bin/python -m inspector zoo build --plan benchmarks/zoos/test.plan.json --out benchmarks/zoos/test
 
@@ -230,6 +230,19 @@ def test3_plan() -> list[ZooItem]:
                                   attacks=("siba", "badclip-adaptive"))
 
 
+def test4_plan() -> list[ZooItem]:
+    """The fourth test zoo, planned after the second and third had had their one re-measurement (issue 18) and
+    after the seeded reference was judged on the dev zoo (benchmarks/reference_seeds.md): the second zoo's design
+    with every lab attack, the paper's two included (4 each; stickers in CoCoOp learners), seeds (10000+), recipe
+    draws and targets of its own."""
+    rng = random.Random(10000)
+    clean = clean_items(rng, 10000, per_kind=10, defaults=2)
+    targets = rng.sample(range(CLASSES), CLASSES) + [*ATTRACTORS, *rng.sample(range(CLASSES), 7)]
+    return clean + backdoor_items(rng, clean, 10500, per_attack=4, targets=targets, kinds=("coop", "cocoop"),
+                                  only={"sticker": ("cocoop",)},
+                                  attacks=(*ISSUE18_ATTACKS, "siba", "badclip-adaptive"))
+
+
 def main() -> None:
     dev = write_plan(ZOOS / "dev.plan.json", dev_plan(),
                      "dev zoo: every detection choice (plan, reference, decision rule, second family) is made here; "
@@ -241,7 +254,10 @@ def main() -> None:
     test3 = write_plan(ZOOS / "test3.plan.json", test3_plan(),
                        "third test zoo (the paper's attacks): built for reporting only; seeds 9000+, its own "
                        "recipe and target draws")
-    print(f"wrote {dev}, {test}, {test2} and {test3}")
+    test4 = write_plan(ZOOS / "test4.plan.json", test4_plan(),
+                       "fourth test zoo: built for reporting only; seeds 10000+, its own recipe and target draws, "
+                       "every lab attack")
+    print(f"wrote {dev}, {test}, {test2}, {test3} and {test4}")
 
 
 if __name__ == "__main__":

@@ -323,7 +323,8 @@ def cmd_reference_build(args: argparse.Namespace) -> None:
     with _bar(args, f"reference for {task.source}", unit="unit") as bar:
         for event in reference_job(task, pool, args.kind, backbone, Path(args.out), args.learners, args.first_seed,
                                    config, args.epochs, args.overwrite,
-                                   keep=Path(args.keep) if args.keep else None, varied=args.recipes == "varied"):
+                                   keep=Path(args.keep) if args.keep else None, varied=args.recipes == "varied",
+                                   scan_seeds=args.scan_seeds):
             if isinstance(event, ReferenceProgress):
                 _advance(bar, event.done_units, event.total_units, f"learner {event.learner}/{event.learners}: "
                                                                    f"{event.stage}")
@@ -785,6 +786,9 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--epsilon", type=float, default=None, help="as the scans will use it (/255; default as scan)")
     rb.add_argument("--pool-size", type=int, default=1000, help="as the scans will use it")
     rb.add_argument("--seed", type=int, default=0, help="scan seed, as the scans will use it")
+    rb.add_argument("--scan-seeds", type=int, default=1,
+                    help="scan each learner's fast schedule with this many seeds (--seed, --seed + 1, ...), so that "
+                         "the spread holds the inversion's own noise too (default: %(default)s)")
     rb.add_argument("--epochs", type=int, default=None, help="tuning epochs (default: the tune recipe's)")
     rb.add_argument("--recipes", choices=["default", "varied"], default="varied",
                     help="default: every learner with the kind's default recipe; varied: learner i with a different "

@@ -370,7 +370,8 @@ def learners_folder(out: Path) -> Path:
 def reference_job(task: Task, pool: ImagePool, kind: Kind, backbone: Backbone, out: Path, learners: int = 6,
                   first_seed: int = 1000, config: ScanConfig | None = None, epochs: int | None = None,
                   overwrite: bool = False, should_stop: StopCheck = None,
-                  keep: Path | None = None, varied: bool = True) -> Iterator[ReferenceEvent | ReferenceWritten]:
+                  keep: Path | None = None, varied: bool = True,
+                  scan_seeds: int = 1) -> Iterator[ReferenceEvent | ReferenceWritten]:
     """Tune ``learners`` clean learners of ``kind`` on ``task``, scan each on ``pool`` with both schedules and
     write the reference ``out`` (JSON), valid for this task, kind, backbone, pool, epsilon and plan.
     ``varied``: each learner with another of ``reference.VARIED_RECIPES`` (a provider's recipe is unknown).
@@ -384,12 +385,14 @@ def reference_job(task: Task, pool: ImagePool, kind: Kind, backbone: Backbone, o
         raise InputError(f"{out} already exists", hint="choose another --out or pass --overwrite")
     if not 1 <= learners <= 32:
         raise InputError(f"--learners {learners} is outside 1..32", hint="6 clean learners are a good start")
+    if not 1 <= scan_seeds <= 16:
+        raise InputError(f"--scan-seeds {scan_seeds} is outside 1..16", hint="1 (the default) or a few")
     if len(task.class_names) < 3:
         raise InputError(f"task {task.source} has {len(task.class_names)} classes; the anomaly index needs 3 or "
                          "more", hint="add classes to the task")
     seeds = list(range(first_seed, first_seed + learners))
     for event in reference_build(kind, backbone, task, pool, seeds, config, epochs, keep or learners_folder(out),
-                                 should_stop, varied=varied):
+                                 should_stop, varied=varied, scan_seeds=scan_seeds):
         yield event
         if isinstance(event, ReferenceBuilt):
             with atomic_file(out) as staging:

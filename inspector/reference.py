@@ -97,6 +97,9 @@ class Reference:
     colour: dict[str, Any] | None = None
     blend: dict[str, Any] | None = None  # the blend family, likewise
     patch: dict[str, Any] | None = None  # the patch family, likewise
+    # scan seeds per learner: the fast measurements and the quick families hold one entry per learner and scan seed
+    # (learner by learner), the faithful ones one per learner
+    scan_seeds: int = 1
 
     def as_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, **asdict(self)}
@@ -152,6 +155,8 @@ class Reference:
         require(number(self.holdout) and 0 < self.holdout < 1, "holdout", self.holdout, "a share in (0, 1)")
         for name in ("task", "tune"):
             require(isinstance(getattr(self, name), dict), name, getattr(self, name), "a record")
+        require(whole(self.scan_seeds) and 1 <= self.scan_seeds <= 16, "scan_seeds", self.scan_seeds,
+                "a whole number of scan seeds per learner, 1 to 16")
         if self.fast is not None:
             _check_fast(self.fast, names)
         for family in QUICK_FAMILIES:
@@ -206,8 +211,9 @@ class Reference:
     def describe(self) -> str:
         """Where the reference comes from, in one line (for the report and the page)."""
         recipes = " with varied recipes" if self.tune.get("varied") else ""
+        seeded = f", each scanned with {self.scan_seeds} seeds" if self.scan_seeds > 1 else ""
         return (f"{len(self.seeds)} clean {self.kind} learners tuned{recipes} on {_task_name(self.task)} "
-                f"(seeds {', '.join(map(str, self.seeds))})")
+                f"(seeds {', '.join(map(str, self.seeds))}{seeded})")
 
     def baseline(self, config: ScanConfig) -> Baseline:
         """The clean learners' values for a scan with ``config``'s schedule."""
@@ -421,10 +427,15 @@ ReferenceEvent = ReferenceStarted | ReferenceProgress | LearnerMeasured | Refere
 
 def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool, seeds: list[int],
                     config: ScanConfig | None = None, epochs: int | None = None, learners: Path | None = None,
-                    should_stop: Callable[[], bool] | None = None, varied: bool = False) -> Iterator[ReferenceEvent]:
+                    should_stop: Callable[[], bool] | None = None, varied: bool = False,
+                    scan_seeds: int = 1) -> Iterator[ReferenceEvent]:
     """Tune one clean learner per seed on the task's train split and scan it with both schedules: the
     published faithful one, and the fast one with every class run to the end (``invert.class_curves``).
     ``varied``: learner i is tuned with ``VARIED_RECIPES[i]`` instead of the kind's default recipe.
+    ``scan_seeds``: the fast schedule (and the quick families) measured with that many scan seeds per learner
+    (``config.seed``, ``config.seed + 1``, ...), each an entry of the reference's fast measurements, so that the
+    spread a scan is compared with holds the inversion's own noise (its images, batches and starting trigger) as
+    well as the differences between learners.
 
     ``learners``: a folder where each tuned learner (``<kind>_s<seed>.safetensors``) and its measurements
     (``.json``, valid for these scan settings and this pool) are kept, so an interrupted build resumes.
@@ -447,13 +458,14 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
     curve_steps += config.quick_total_steps(len(names), math.ceil(fit / config.fast_batch_size) * config.epochs)
     recipes = [learner_recipe(kind, position, varied, epochs) for position in range(len(seeds))]
     batches = max(1, len(task.train_labels) // min(recipe.batch_size, len(task.train_labels)))
-    units = [tune.epochs * batches + faithful_steps + curve_steps for _, tune in recipes]
+    units = [tune.epochs * batches + faithful_steps + curve_steps * scan_seeds for _, tune in recipes]
     total = sum(units)
     key = {"epsilon": config.epsilon, "pool": pool.fingerprint, "pool_size": config.pool_size,
            "holdout": config.holdout, "seed": config.seed, "fast": [config.fast_lr, config.fast_batch_size, steps],
            "task": task.fingerprint, "tune": asdict(replace(recipe, seed=0))}
     yield ReferenceStarted(kind, list(seeds), total)
     measured: list[dict[str, Any]] = []
+    extra_seeds = [config.seed + offset for offset in range(1, scan_seeds)]
     for position, seed in enumerate(seeds):
         base = sum(units[:position])
         shape, learner_tune = recipes[position]
@@ -469,7 +481,21 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
         kept_model = learners / f"{kind}_s{seed}.safetensors" if learners is not None else None
         if kept_model is not None and kept_model.is_file() and _same_recipe(kept_model, key):
             model = load_learner(kept_model, backbone)
-        if kept is not None and _has_margins(kept):
+        extras_kept = [_kept_measurement(learners, kind, seed, {**key, "seed": s}, scan_seed=s) for s in extra_seeds]
+        extras_kept = [m if m is not None and all(_has_family(m, config, f) for f in QUICK_FAMILIES) else None
+                       for m in extras_kept]
+        seeded_at = tune_steps + faithful_steps + curve_steps  # progress units before this learner's extra scans
+
+        def extras(model: PromptedCLIP | None, seed: int = seed, key: dict[str, Any] = key,
+                   kept: list[dict[str, Any] | None] = extras_kept, done: int = seeded_at,
+                   progress: Callable[[str, int], ReferenceProgress] = progress
+                   ) -> Generator[ReferenceProgress | ReferenceStopped, None, list[dict[str, Any]] | None]:
+            return _extra_scans(model, pool, config, steps, kept, extra_seeds, should_stop, len(measured), started,
+                                progress, done, curve_steps,
+                                keep=learners / f"{kind}_s{seed}" if learners is not None else None,
+                                record={"seed": seed, "key": key})
+
+        if kept is not None and _has_margins(kept) and (model is not None or None not in extras_kept):
             missing = [family for family in QUICK_FAMILIES if not _has_family(kept, config, family)]
             if model is not None and missing:  # measured without these quick families' settings: add them
                 for family in missing:
@@ -484,7 +510,10 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
                 kept = {**kept, **_faithful_measures(result)}
             if learners is not None and model is not None and (missing or remeasure):
                 _write_json(learners / f"{kind}_s{seed}.json", kept)
-            measured.append(kept)
+            seeded = yield from extras(model)
+            if seeded is None:
+                return
+            measured.append({**kept, "extra_scans": seeded})
             yield _learner_event(kept, reused=True)
             continue
         if model is None:
@@ -509,30 +538,20 @@ def reference_build(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool,
             published = _faithful_measures(result)
             learner_accuracy = (kept["accuracy"] if kept is not None
                                 else round(accuracy(model, task), 4) if task.has_test else None)
-        curves: list[dict[str, Any]] = []
-        for event in class_curve_steps(model, pool.pixels, config, config.fast_lr, config.fast_batch_size, steps,
-                                       out=curves):
-            if should_stop is not None and should_stop():
-                yield ReferenceStopped(len(measured), round(time.time() - started, 2))
-                return
-            if event.done % 4 == 0 or event.done == event.total:
-                yield progress("fast schedule", tune_steps + faithful_steps + event.done)
-        done_steps = len(curves[0]["curve"])  # fewer when the pool has fewer batches
-        record = {"seed": seed, "key": key, "steps": done_steps,
+        fast = yield from _fast_measures(model, pool, config, steps, should_stop, len(measured), started, progress,
+                                         tune_steps + faithful_steps)
+        if fast is None:
+            return
+        record = {"seed": seed, "key": key,
                   "recipe": {"n_ctx": shape.get("n_ctx", 4), "ctx_init": shape.get("ctx_init", DEFAULT_CTX_INIT),
                              **asdict(learner_tune)},
-                  "accuracy": learner_accuracy, **published,
-                  "fast_held_out": {c["name"]: float(c["held_out"][done_steps]["flip_rate"]) for c in curves},
-                  "fast_held_out_loss": {c["name"]: float(c["held_out"][done_steps]["loss"]) for c in curves},
-                  "fast_curves": {c["name"]: [[int(f), int(e), round(float(m), 4)] for f, e, m in c["curve"]]
-                                  for c in curves},
-                  **{key: value for family in QUICK_FAMILIES for key, value in (
-                      (family, {c["name"]: float(c[f"{family}_flip_rate"]) for c in curves
-                                if f"{family}_flip_rate" in c}),
-                      (f"{family}_settings", config.family_settings(family)))}}
+                  "accuracy": learner_accuracy, **published, **fast}
         if learners is not None:
             _write_json(learners / f"{kind}_s{seed}.json", record)
-        measured.append(record)
+        seeded = yield from extras(model)
+        if seeded is None:
+            return
+        measured.append({**record, "extra_scans": seeded})
         yield _learner_event(record, reused=False)
     yield ReferenceBuilt(_assemble(kind, backbone, task, pool, config, recipe, measured, varied),
                          round(time.time() - started, 2))
@@ -555,6 +574,53 @@ def _published(model: PromptedCLIP, pool: ImagePool, config: ScanConfig, should_
     raise RuntimeError("the published scan ended without a result")
 
 
+def _extra_scans(model: PromptedCLIP | None, pool: ImagePool, config: ScanConfig, steps: int,
+                 kept: list[dict[str, Any] | None], scan_seeds: list[int], should_stop: Callable[[], bool] | None,
+                 finished: int, started: float, progress: Callable[[str, int], ReferenceProgress], done: int,
+                 per_scan: int, keep: Path | None, record: dict[str, Any]
+                 ) -> Generator[ReferenceProgress | ReferenceStopped, None, list[dict[str, Any]] | None]:
+    """A learner's fast measurements with each further scan seed, kept ones read back and the rest measured (and
+    written to ``<keep>_scan<seed>.json``); None once a ``ReferenceStopped`` was yielded."""
+    measured = []
+    for i, (scan_seed, entry) in enumerate(zip(scan_seeds, kept, strict=True)):
+        if entry is None:
+            assert model is not None, "a learner's further scans need the learner"
+            fast = yield from _fast_measures(model, pool, replace(config, seed=scan_seed), steps, should_stop,
+                                             finished, started, progress, done + i * per_scan)
+            if fast is None:
+                return None
+            entry = {**record, "scan_seed": scan_seed, "key": {**record["key"], "seed": scan_seed}, **fast}
+            if keep is not None:
+                _write_json(keep.with_name(f"{keep.name}_scan{scan_seed}.json"), entry)
+        measured.append(entry)
+    return measured
+
+
+def _fast_measures(model: PromptedCLIP, pool: ImagePool, config: ScanConfig, steps: int,
+                   should_stop: Callable[[], bool] | None, finished: int, started: float,
+                   progress: Callable[[str, int], ReferenceProgress], done: int
+                   ) -> Generator[ReferenceProgress | ReferenceStopped, None, dict[str, Any] | None]:
+    """The learner's every class run through the fast schedule to its end with ``config``'s scan seed, and the quick
+    families' flip rates: a reference entry's fast measurements (None once a ``ReferenceStopped`` was yielded)."""
+    curves: list[dict[str, Any]] = []
+    for event in class_curve_steps(model, pool.pixels, config, config.fast_lr, config.fast_batch_size, steps,
+                                   out=curves):
+        if should_stop is not None and should_stop():
+            yield ReferenceStopped(finished, round(time.time() - started, 2))
+            return None
+        if event.done % 4 == 0 or event.done == event.total:
+            yield progress("fast schedule", done + event.done)
+    done_steps = len(curves[0]["curve"])  # fewer when the pool has fewer batches
+    return {"steps": done_steps,
+            "fast_held_out": {c["name"]: float(c["held_out"][done_steps]["flip_rate"]) for c in curves},
+            "fast_held_out_loss": {c["name"]: float(c["held_out"][done_steps]["loss"]) for c in curves},
+            "fast_curves": {c["name"]: [[int(f), int(e), round(float(m), 4)] for f, e, m in c["curve"]]
+                            for c in curves},
+            **{key: value for family in QUICK_FAMILIES for key, value in (
+                (family, {c["name"]: float(c[f"{family}_flip_rate"]) for c in curves if f"{family}_flip_rate" in c}),
+                (f"{family}_settings", config.family_settings(family)))}}
+
+
 def _faithful_measures(result: ScanResult) -> dict[str, dict[str, float]]:
     """Each class's held-out flip rate and margin loss under the published schedule."""
     return {"faithful": {c["name"]: float(c["flip_rate"]) for c in result.classes},
@@ -566,9 +632,12 @@ def _learner_event(record: dict[str, Any], reused: bool) -> LearnerMeasured:
     return LearnerMeasured(record["seed"], record["accuracy"], top, record["faithful"][top], reused)
 
 
-def _kept_measurement(folder: Path | None, kind: str, seed: int, key: dict[str, Any]) -> dict[str, Any] | None:
-    """A learner measured by an earlier, interrupted build with the same settings (None: measure it)."""
-    path = folder / f"{kind}_s{seed}.json" if folder is not None else None
+def _kept_measurement(folder: Path | None, kind: str, seed: int, key: dict[str, Any],
+                      scan_seed: int | None = None) -> dict[str, Any] | None:
+    """A learner measured by an earlier, interrupted build with the same settings (None: measure it);
+    ``scan_seed``: its fast measurements with another scan seed."""
+    name = f"{kind}_s{seed}" + (f"_scan{scan_seed}" if scan_seed is not None else "")
+    path = folder / f"{name}.json" if folder is not None else None
     if path is None or not path.is_file():
         return None
     try:
@@ -614,15 +683,17 @@ def _assemble(kind: str, backbone: Backbone, task: Task, pool: ImagePool, config
     faithful_loss = [m["faithful_loss"] for m in measured] if all("faithful_loss" in m for m in measured) else []
     means = {name: round(sum(p[name] for p in per_learner) / len(per_learner), 4) for name in per_learner[0]}
     assert config.epsilon is not None
+    scans = [entry for m in measured for entry in [m, *m.get("extra_scans", [])]]  # each learner, each scan seed
     fast = {"lr": config.fast_lr, "batch_size": config.fast_batch_size, "steps": measured[0]["steps"],
-            "held_out": [m["fast_held_out"] for m in measured], "curves": [m["fast_curves"] for m in measured],
-            "held_out_loss": [m["fast_held_out_loss"] for m in measured]}
-    families = {family: ({"settings": config.family_settings(family), "per_learner": [m[family] for m in measured]}
-                         if all(_has_family(m, config, family) for m in measured) and config.runs(family) else None)
+            "held_out": [m["fast_held_out"] for m in scans], "curves": [m["fast_curves"] for m in scans],
+            "held_out_loss": [m["fast_held_out_loss"] for m in scans]}
+    families = {family: ({"settings": config.family_settings(family), "per_learner": [m[family] for m in scans]}
+                         if all(_has_family(m, config, family) for m in scans) and config.runs(family) else None)
                 for family in QUICK_FAMILIES}
     return Reference(kind=kind, arch=backbone.arch, pretrained=str(backbone.pretrained),
                      image_size=backbone.image_size, class_names=list(task.class_names), epsilon=config.epsilon,
                      pool=pool.fingerprint, seeds=[int(m["seed"]) for m in measured], flip_rates=means,
+                     scan_seeds=len(scans) // len(measured),
                      per_learner=per_learner, faithful_loss=faithful_loss,
                      accuracies=[m["accuracy"] for m in measured if m["accuracy"] is not None],
                      pool_size=config.pool_size, holdout=config.holdout, fast=fast, pool_source=pool.source,
@@ -634,9 +705,11 @@ def _assemble(kind: str, backbone: Backbone, task: Task, pool: ImagePool, config
 
 def build_reference(kind: Kind, backbone: Backbone, task: Task, pool: ImagePool, seeds: list[int],
                     config: ScanConfig | None = None, progress: Callable[[str], None] = print,
-                    epochs: int | None = None, learners: Path | None = None, varied: bool = False) -> Reference:
+                    epochs: int | None = None, learners: Path | None = None, varied: bool = False,
+                    scan_seeds: int = 1) -> Reference:
     """``reference_build`` run to its end, each learner's line sent to ``progress``."""
-    for event in reference_build(kind, backbone, task, pool, seeds, config, epochs, learners, varied=varied):
+    for event in reference_build(kind, backbone, task, pool, seeds, config, epochs, learners, varied=varied,
+                                 scan_seeds=scan_seeds):
         if isinstance(event, LearnerMeasured):
             progress(event.line())
         elif isinstance(event, ReferenceBuilt):

@@ -292,3 +292,36 @@ def test_a_varied_reference_spreads_its_learners_over_recipes_and_measures_the_c
     assert resampled.colour["settings"]["colour_batch_size"] == 16 and resampled.blend == reference.blend
     assert json.loads(kept.read_text())["colour_settings"]["colour_batch_size"] == 16
     assert "colour" in resampled.baseline(wider).families and "colour" not in resampled.baseline(config).families
+
+
+def test_a_reference_scanned_with_several_seeds_holds_one_fast_entry_per_learner_and_seed(tmp_path):
+    from inspector.backbone import load_backbone
+    from inspector.data import load_task
+    from inspector.reference import build_reference
+
+    backbone = load_backbone("pocket-clip", None, device="cpu")
+    task, pool = load_task(backbone.image_size), load_shipped_pool(backbone.image_size)
+    config = ScanConfig(classes=(0, 11, 16), pool_size=120, fast_rounds=(2, 2), colour=True, colour_batch_size=8)
+    keep = tmp_path / "learners"
+    once = build_reference("coop", backbone, task, pool, [7], config, progress=lambda line: None, epochs=1,
+                           learners=keep)
+    twice = build_reference("coop", backbone, task, pool, [7], config, progress=lambda line: None, epochs=1,
+                            learners=keep, scan_seeds=2)
+    assert twice.scan_seeds == 2 and "each scanned with 2 seeds" in twice.describe()
+    assert (keep / "coop_s7_scan1.json").is_file()  # the learner was not tuned again: its first scan is kept
+    assert twice.per_learner == once.per_learner and twice.seeds == once.seeds == [7]  # faithful: once per learner
+    assert twice.fast["held_out"][0] == once.fast["held_out"][0] and len(twice.fast["held_out"]) == 2
+    assert twice.fast["curves"][1] != twice.fast["curves"][0]  # another seed: other batches, another start
+    assert len(twice.colour["per_learner"]) == 2 and len(twice.patch["per_learner"]) == 2
+    baseline = twice.baseline(config)
+    assert all(len(values) == 2 for values in baseline.held_out.values())
+    assert all(len(values) == 2 for values in baseline.families["colour"].values())
+    path = tmp_path / "ref.json"
+    path.write_text(json.dumps(twice.as_dict()))
+    assert Reference.read(path).scan_seeds == 2
+    again = build_reference("coop", backbone, task, pool, [7], config, progress=lambda line: None, epochs=1,
+                            learners=keep, scan_seeds=2)
+    assert again.fast == twice.fast and again.colour == twice.colour  # both scans read back, nothing re-measured
+    path.write_text(json.dumps({**twice.as_dict(), "scan_seeds": 0}))
+    with pytest.raises(InputError, match="scan_seeds"):
+        Reference.read(path)
