@@ -168,6 +168,12 @@ class Reference:
                     family, measured, "a record of settings and per-learner flip rates")
             for i, learner in enumerate(measured["per_learner"]):
                 rates(f"{family}.per_learner[{i}]", learner, names)
+        entries = len(self.seeds) * self.scan_seeds  # one fast and one family entry per learner and scan seed
+        counted = [("fast.held_out", (self.fast or {}).get("held_out"))] + [
+            (f"{family}.per_learner", (getattr(self, family) or {}).get("per_learner")) for family in QUICK_FAMILIES]
+        for name, entries_of in counted:
+            require(entries_of is None or len(entries_of) == entries, name, entries_of,
+                    f"{entries} entries ({len(self.seeds)} learners x {self.scan_seeds} scan seeds)")
 
     def mismatch(self, model: PromptedCLIP, config: ScanConfig, pool: ImagePool) -> str | None:
         """Why this reference does not apply to a scan of ``model`` on ``pool`` with ``config`` (None: it does)."""

@@ -325,3 +325,6 @@ def test_a_reference_scanned_with_several_seeds_holds_one_fast_entry_per_learner
     path.write_text(json.dumps({**twice.as_dict(), "scan_seeds": 0}))
     with pytest.raises(InputError, match="scan_seeds"):
         Reference.read(path)
+    path.write_text(json.dumps({**twice.as_dict(), "scan_seeds": 3}))  # claims more scans than it holds
+    with pytest.raises(InputError, match=r"fast\.held_out.*3 entries \(1 learners x 3 scan seeds\)"):
+        Reference.read(path)
