@@ -12,12 +12,15 @@ made on another day: float kernels differ between machines, which moves a border
 ``--colour STEPS/IMAGES,...``: each seeded scan decided again with the colour family's rates measured with another
 sample (benchmarks/family_choice.py's candidates: the family alone, as a scan runs it, at the scan's seed; the
 shipped reference's learners measured likewise at seed 0), so a candidate's stability is read on the same scans.
-Scans and rates are cached per seed under ZOO/scans/, so an interrupted run resumes.
+Beside them, each model decided on two of its seeded scans at once (their calibrated evidence averaged class by
+class), for every pair of seeds: a borderline verdict inverted again. Scans and rates are cached per seed under
+ZOO/scans/, so an interrupted run resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import statistics
@@ -42,7 +45,7 @@ from benchmarks.family_choice import (  # noqa: E402
 )
 from inspector.backbone import machine_name  # noqa: E402
 from inspector.data import load_shipped_pool  # noqa: E402
-from inspector.detect import DEFAULT_THRESHOLD  # noqa: E402
+from inspector.detect import DEFAULT_SPREAD, DEFAULT_THRESHOLD, decide  # noqa: E402
 from inspector.reference import Reference  # noqa: E402
 
 
@@ -145,6 +148,38 @@ def noise(zoo: Path, rows: list[dict[str, Any]], seeds: list[int],
     return out
 
 
+# the fields of a class's evidence, after the reference, that a decision reads (flip rates, excesses, spreads)
+EVIDENCE = ("flip_rate", "excess_flip_rate", "reference_spread", "loss", "loss_excess", "loss_spread",
+            *(f"{family}_{key}" for family in ("colour", "patch")
+              for key in ("flip_rate", "excess", "reference_spread")))
+
+
+def averaged(zoo: Path, rows: list[dict[str, Any]], seeds: list[int],
+             references: dict[str, Reference]) -> dict[str, Any]:
+    """Each model decided on two of its seeded scans at once: each scan's classes calibrated with the reference,
+    their evidence averaged class by class, then the engine's rule (``detect.decide``) on the averages; over every
+    pair of seeds, beside one scan per decision. A candidate for a borderline verdict inverted again."""
+    out: dict[str, Any] = {}
+    for label, draws in (("one scan", [(s,) for s in seeds]),
+                         ("two scans, evidence averaged", list(itertools.combinations(seeds, 2)))):
+        right_n = clean_flagged = clean_n = 0
+        for row in rows:
+            for draw in draws:
+                scans = [calibrated(json.loads(seeded_scan(zoo, s, row["model"]).read_text()),
+                                    references[row["kind"]]) for s in draw]
+                merged = [{**classes[0], **{k: statistics.mean(float(c[k]) for c in classes) for k in EVIDENCE
+                                           if all(k in c for c in classes)}}
+                          for classes in zip(*(scan["classes"] for scan in scans), strict=True)]
+                verdict = decide(merged, "excess_flip_rate", spread=DEFAULT_SPREAD)
+                decided = {"flagged": verdict.flagged, "target": verdict.target_name}
+                right_n += right(row["truth"], decided)
+                clean_n += row["truth"] == "clean"
+                clean_flagged += row["truth"] == "clean" and verdict.flagged
+        out[label] = {"decisions": len(rows) * len(draws), "right": right_n, "clean_decisions": clean_n,
+                      "clean_flagged": clean_flagged}
+    return out
+
+
 def _cell(a: dict[str, Any]) -> str:
     shown = f"{a['target'] or '-'} ({a['index']:.2f})"
     return f"**{shown}**" if a["flagged"] else shown
@@ -183,7 +218,7 @@ def model_table(rows: list[dict[str, Any]], pick: Any, seeds: list[int], recorde
 
 
 def write(out: Path, zoo: Path, band: tuple[float, float], seeds: list[int], rows: list[dict[str, Any]],
-          candidates: list[str], noises: list[dict[str, Any]]) -> None:
+          candidates: list[str], noises: list[dict[str, Any]], pairs: dict[str, Any]) -> None:
     lines = [
         "# A verdict and the scan's own seed (issue 18)",
         "",
@@ -218,14 +253,20 @@ def write(out: Path, zoo: Path, band: tuple[float, float], seeds: list[int], row
               f"{n['sd_of_counting']:.3f} | "
               + (f"{n['sd_between_clean_learners']:.3f}" if n["sd_between_clean_learners"] is not None else "-") + " |"
               for n in noises]
+    lines += ["", "A borderline verdict inverted again: each model decided on two of its seeded scans at once (each "
+              "scan's classes calibrated with the shipped reference, their evidence averaged class by class, then the "
+              "engine's rule), over every pair of seeds, beside one scan per decision.", "",
+              "| decided on | decisions | right | clean learners flagged |", "|---|---|---|---|"]
+    lines += [f"| {label} | {p['decisions']} | {p['right']} ({p['right'] / p['decisions']:.0%}) | "
+              f"{p['clean_flagged']} of {p['clean_decisions']} |" for label, p in pairs.items()]
     lines += ["", "## The default scan", "", *model_table(rows, lambda r: r, seeds, recorded=True)]
     for spec in candidates:
         lines += ["", f"## The colour family measured with {spec.replace('/', ' steps of ')} images", "",
                   *model_table(rows, lambda r, spec=spec: r["colour"][spec], seeds, recorded=False)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(json.dumps({"zoo": str(zoo), "band": band, "seeds": seeds,
-                                                   "colour_candidates": candidates, "noise": noises, "rows": rows},
-                                                  indent=1) + "\n")
+                                                   "colour_candidates": candidates, "noise": noises,
+                                                   "two_scans": pairs, "rows": rows}, indent=1) + "\n")
 
 
 def main() -> None:
@@ -246,7 +287,8 @@ def main() -> None:
     references = {kind: base_reference(kind, "shipped") for kind in KINDS}
     rows = seeded_scans(zoo, (low, high), seeds, references)
     with_colour_candidates(zoo, rows, candidates)
-    write(args.out, args.zoo, (low, high), seeds, rows, candidates, noise(zoo, rows, seeds, references))
+    write(args.out, args.zoo, (low, high), seeds, rows, candidates, noise(zoo, rows, seeds, references),
+          averaged(zoo, rows, seeds, references))
 
 
 if __name__ == "__main__":
