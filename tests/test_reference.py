@@ -325,6 +325,11 @@ def test_a_reference_scanned_with_several_seeds_holds_one_fast_entry_per_learner
     path.write_text(json.dumps({**twice.as_dict(), "scan_seeds": 0}))
     with pytest.raises(InputError, match="scan_seeds"):
         Reference.read(path)
+    from inspector.pipeline import reference_job
+
+    with pytest.raises(InputError, match=r"--scan-seeds 0 is outside 1\.\.16"):  # before anything is tuned
+        next(reference_job(task, pool, "coop", backbone, tmp_path / "none.json", 1, 7, config, scan_seeds=0))
+    assert not (tmp_path / "none.json").exists()
     path.write_text(json.dumps({**twice.as_dict(), "scan_seeds": 3}))  # claims more scans than it holds
     with pytest.raises(InputError, match=r"fast\.held_out.*3 entries \(1 learners x 3 scan seeds\)"):
         Reference.read(path)
