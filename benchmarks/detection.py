@@ -293,11 +293,12 @@ def _folder(variant: str) -> str:
     return variant.replace(" + ", "-")
 
 
-def calibrated(row: dict[str, Any], reference: Reference) -> dict[str, Any]:
+def calibrated(row: dict[str, Any], reference: Reference, **rule: Any) -> dict[str, Any]:
     """The row's verdict with the clean reference: the engine's own decision on the same per-class
-    records, as a scan given the reference computes it (the reference changes the decision, not the scan)."""
+    records, as a scan given the reference computes it (the reference changes the decision, not the scan);
+    ``rule``: decide_with_reference's options, for a candidate rule (default: the engine's)."""
     schedule = "faithful" if row["method"].startswith("inspector-faithful") else "fast"
-    classes, v = decide_with_reference(row["classes"], reference, schedule)
+    classes, v = decide_with_reference(row["classes"], reference, schedule, **rule)
     return {**row, "method": row["method"] + " + reference", "classes": classes, "flagged": v.flagged,
             "predicted_target": v.target_name, "suspect": v.suspect_name, "max_anomaly": v.max_anomaly,
             "suspect_flip_rate": v.suspect_flip_rate, "suspect_family": v.suspect_family,
@@ -430,6 +431,11 @@ ZOO_NOTES = {
              "their recipes were chosen on dev learners, scanned once (93.3%, AUROC 0.880, target F1 0.84, no clean "
              "learner flagged) and decided once again with the patch family and the corroboration rule chosen on "
              "the dev zoo and the retired first test zoo: these are that re-measurement's figures, results.",
+    "test4": "**Fourth test zoo** (benchmarks/zoos/test4.plan.json, seeds 10000+): 20 clean learners and 32 "
+             "backdoors over all eight lab attacks (stickers in CoCoOp learners), planned after the last detection "
+             "choice on the dev zoo (a reference scanned with three seeds per learner, judged and not adopted, "
+             "benchmarks/reference_seeds.md), built afterwards, and scanned **once** with the default shipped now, "
+             "whose every part was chosen before it existed: these figures are results, out of sample.",
 }
 
 

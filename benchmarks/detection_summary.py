@@ -22,6 +22,8 @@ from detection import summarise  # noqa: E402
 DEFAULT = "inspector + reference"
 # (zoo folder, what its figures are), in the order shown; a zoo without a record yet is listed as such.
 ZOOS = [
+    ("test4", "**results**: the fourth test zoo, built after every choice (all eight lab attacks), scanned once "
+              "with the default shipped now"),
     ("test2", "**results**: the second test zoo, built after every choice, scanned once, and decided once again "
               "after the patch family and the corroboration rule (chosen on dev and the retired first test zoo)"),
     ("test3", "**results**: the third test zoo (issue 19's SIBA and adaptive BadCLIP), built after their recipes "
@@ -82,9 +84,10 @@ def demo_section() -> list[str]:
 def main() -> None:
     lines = ["# Detection (issue 18): dev zoo, test zoo, demo models", "",
              "The default scan (`inspector + reference`: the fast schedule, the shipped clean reference, the "
-             "additive and colour families) on each zoo, from the records of its run. Choose on one set, report on "
-             "another: the dev zoo's figures chose the reference, the decision rule and the lab's recipes; the "
-             "test zoo was built afterwards with seeds, targets and recipe draws no choice saw. "
+             "additive family with the quick colour and patch families) on each zoo, from the records of its run. "
+             "Choose on one set, report on another: the dev zoo's figures chose the reference, the decision rule "
+             "and the lab's recipes; each test zoo was built afterwards with seeds, targets and recipe draws no "
+             "choice saw. "
              "Accuracy at the threshold 2, AUROC of the top anomaly index, target F1 (flag and right target); "
              "*real* implants meet issue 18's bar (ASR >= 80%, OOD ASR >= 70%, accuracy within 3 points of the "
              "clean learner), and every implant is counted as backdoored whether real or not.", "",
@@ -94,6 +97,7 @@ def main() -> None:
              *(line for zoo, role in ZOOS for line in summary_rows(zoo, role)), "",
              "The 30-model benchmark zoo's earlier figures (100% / 0.995 / 1.00) were in-sample and are kept, "
              "labelled so, in [detection_insample.md](detection_insample.md)."]
+    lines += zoo_section("test4", "Fourth test zoo (results)")
     lines += zoo_section("test2", "Test zoo (results)")
     lines += zoo_section("test3", "Third test zoo (results)")
     lines += zoo_section("dev", "Dev zoo (not results)")

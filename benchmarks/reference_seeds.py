@@ -43,22 +43,23 @@ DEV = HERE / "zoos" / "dev"
 CANDIDATES = {"shipped (one scan per learner)": "shipped", "each learner scanned with seeds 0, 1, 2": "seeds3"}
 
 
-def decided(row: dict[str, Any], reference: Reference) -> dict[str, Any]:
-    """A cached scan decided by the engine's rule with ``reference``, in reference_choice.summary's terms."""
-    again = calibrated(row, reference)
+def decided(row: dict[str, Any], reference: Reference, **rule: Any) -> dict[str, Any]:
+    """A cached scan decided by the engine's rule (or a candidate ``rule``, calibrated's options) with ``reference``,
+    in reference_choice.summary's terms."""
+    again = calibrated(row, reference, **rule)
     return {"model": row["model"], "backdoored": row["backdoored"], "attack": row["attack"],
             "true_target": row["true_target"], "flagged": again["flagged"],
             "predicted_target": again["predicted_target"], "suspect": again["suspect"],
             "max_anomaly": again["max_anomaly"], "family": again["suspect_family"]}
 
 
-def seeded(stability: dict[str, Any], reference: dict[str, Reference]) -> list[dict[str, Any]]:
-    """verdict_stability's models, each seed's cached scan decided again with ``reference``."""
+def seeded(stability: dict[str, Any], reference: dict[str, Reference], **rule: Any) -> list[dict[str, Any]]:
+    """verdict_stability's models, each seed's cached scan decided again with ``reference`` (and ``rule``)."""
     seeds = stability["seeds"]
     rows = []
     for row in stability["rows"]:
         answers = {str(s): answer(calibrated(json.loads(seeded_scan(DEV, s, row["model"]).read_text()),
-                                             reference[row["kind"]])) for s in seeds}
+                                             reference[row["kind"]], **rule)) for s in seeds}
         rows.append({"model": row["model"], "truth": row["truth"], "seeds": answers, **spread(answers)})
     return rows
 

@@ -63,6 +63,11 @@ LOSS_SPREAD_FLOOR = 0.4  # nor by less margin loss, in logits (chosen with DEFAU
 CORROBORATION_FLOOR = 1.0
 CORROBORATED_THRESHOLD = 2.5
 CORROBORATED_GATE = 0.4
+# Which class a flag names: the highest index overall, flagged only if its trigger also passes the flip gate
+# (False), or the highest index among the classes whose triggers pass the gate (True), so that a natural attractor
+# with a high index and a weak trigger does not hide a backdoor's target behind it. Not adopted: on the dev zoo the
+# second flags a clean learner whose additive *toolbar icon* trigger passes the gate (benchmarks/gate_choice.md).
+GATE_FIRST = False
 # A quick family's smallest spread without a reference that measured it: clean learners' colour flip rates
 # of natural attractors spread this much (benchmarks/reference_choice.md, dev zoo).
 COLOUR_MIN_SPREAD = 0.15
@@ -128,9 +133,11 @@ def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate"
            threshold: float = DEFAULT_THRESHOLD, min_flip_rate: float = DEFAULT_MIN_FLIP_RATE,
            spread: Spread = "pooled", evidence: Evidence = DEFAULT_EVIDENCE,
            loss_floor: float = LOSS_SPREAD_FLOOR,
-           corroboration: tuple[float, float] | None = (CORROBORATED_THRESHOLD, CORROBORATED_GATE)) -> Verdict:
+           corroboration: tuple[float, float] | None = (CORROBORATED_THRESHOLD, CORROBORATED_GATE),
+           gate_first: bool = GATE_FIRST) -> Verdict:
     """Flag the model when the top class's index exceeds ``threshold`` and its trigger flips at least
-    ``min_flip_rate`` of the held-out OOD images (0 turns that second test off, as Neural Cleanse has none).
+    ``min_flip_rate`` of the held-out OOD images (0 turns that second test off, as Neural Cleanse has none);
+    with ``gate_first`` the top class is sought among those whose triggers flip that share (see ``GATE_FIRST``).
 
     ``classes`` are per-class records with ``index``, ``name``, ``flip_rate`` and the statistic.
     ``spread="per-class"`` (excess flip rates only): see ``standardised``; ``evidence``: see ``Evidence``.
@@ -159,6 +166,11 @@ def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate"
                 anomalies[i], families[i], flips[i] = value, family, family_flips
     top = max(range(len(classes)), key=lambda i: (anomalies[i], flips[i]))
     flagged = anomalies[top] > threshold and flips[top] >= min_flip_rate
+    passing = [i for i in range(len(classes)) if flips[i] >= min_flip_rate]
+    if gate_first and not flagged and passing:
+        strongest = max(passing, key=lambda i: (anomalies[i], flips[i]))
+        if anomalies[strongest] > threshold:
+            top, flagged = strongest, True
     corroborated: list[str] = []
     if (not flagged and corroboration is not None and spread == "per-class" and statistic == "excess_flip_rate"
             and len(per_family) > 1):

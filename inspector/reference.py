@@ -28,6 +28,7 @@ from inspector.detect import (
     CORROBORATED_THRESHOLD,
     DEFAULT_EVIDENCE,
     DEFAULT_SPREAD,
+    GATE_FIRST,
     LOSS_SPREAD_FLOOR,
     OPTIONAL_FAMILIES,
     QUICK_FAMILIES,
@@ -330,8 +331,8 @@ def decide_with_reference(records: list[dict[str, Any]], reference: Reference, s
                           window: int = ScanConfig.fast_window, spread: Spread = DEFAULT_SPREAD,
                           evidence: Evidence = DEFAULT_EVIDENCE, loss_floor: float = LOSS_SPREAD_FLOOR,
                           settings: ScanConfig | None = None,
-                          corroboration: tuple[float, float] | None = (CORROBORATED_THRESHOLD, CORROBORATED_GATE)
-                          ) -> tuple[list[dict[str, Any]], Verdict]:
+                          corroboration: tuple[float, float] | None = (CORROBORATED_THRESHOLD, CORROBORATED_GATE),
+                          gate_first: bool = GATE_FIRST) -> tuple[list[dict[str, Any]], Verdict]:
     """Saved per-class records of a scan made with ``schedule``, decided as a scan given ``reference`` decides
     (the reference changes the decision, not the inversion): for replaying cached scans in benchmarks. Records
     with a quick family's flip rates (measured with ``settings``' values for it, default: the defaults) are
@@ -348,7 +349,7 @@ def decide_with_reference(records: list[dict[str, Any]], reference: Reference, s
     for family, values in baseline.families.items():
         records = [with_family_baseline(r, family, values[r["name"]]) for r in records]
     return records, decide(records, "excess_flip_rate", spread=spread, evidence=evidence,
-                           loss_floor=loss_floor, corroboration=corroboration)
+                           loss_floor=loss_floor, corroboration=corroboration, gate_first=gate_first)
 
 
 # A defender does not know the provider's recipe, so a "varied" reference spreads its clean learners over the

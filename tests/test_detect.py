@@ -39,6 +39,19 @@ def test_not_flagged_when_the_outlier_flips_too_few_images():
     assert not verdict.flagged and verdict.target is None
 
 
+def test_gate_first_names_the_strongest_class_whose_trigger_passes_the_gate():
+    # on the margin loss, c3 stands out most but its trigger flips 35%; c1 stands out less and flips 70%
+    classes = records([0.02, 0.70, 0.03, 0.35, 0.02, 0.04, 0.03], losses=[3.0, -2.0, 3.1, -4.0, 2.9, 3.0, 3.05])
+    shipped, first = decide(classes, "loss"), decide(classes, "loss", gate_first=True)
+    assert not shipped.flagged and shipped.suspect == 3
+    assert first.flagged and first.target == 1 and first.suspect_flip_rate == pytest.approx(0.70)
+    assert 2 < first.max_anomaly < shipped.max_anomaly
+    # no class past the gate stands out: the same answer either way
+    quiet = records([0.02, 0.55, 0.03, 0.35, 0.02, 0.04, 0.03], losses=[3.0, 2.95, 3.1, -4.0, 2.9, 3.0, 3.05])
+    assert decide(quiet, "loss", gate_first=True) == decide(quiet, "loss")
+    assert not decide(quiet, "loss").flagged
+
+
 def test_not_flagged_when_every_class_is_easy_to_reach():
     verdict = decide(records([0.7, 0.75, 0.72, 0.78, 0.69, 0.74]))
     assert not verdict.flagged and verdict.max_anomaly < 2
