@@ -30,7 +30,7 @@ QUICK_FAMILY_MARKERS = {"colour": {"symbol": "diamond", "size": 9, "color": "#ff
 def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], view: View = "flip_rate",
                anomalies: Sequence[float] | None = None, suspect: int | None = None, threshold: float = 2.0,
                min_flip_rate: float = 0.5, title: str | None = None, flagged: bool | None = None,
-               height: int = 380) -> go.Figure:
+               height: int = 380, suspect_family: str | None = None) -> go.Figure:
     """Per-class bars of flip rate (with the 50 % line) or anomaly index (with the threshold line).
 
     Classes not scanned yet appear as empty slots and classes still running (``measured_on`` "running") as light
@@ -39,6 +39,8 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
     are the fast schedule's fresh-batch estimates (the others were measured on the held-out images); dark ticks
     mark each class's flip rate in clean reference learners; orange diamonds and purple triangles, when the scan
     ran the quick families, each class's colour-transform and blended-pattern flip rates. The legend says so.
+    When another family than the additive one gave the suspect its index (``suspect_family``), the bars are the
+    additive trigger's, so that family's marker is labelled on the chart: the rate the verdict quotes is there.
     """
     by_index = {int(r["index"]): r for r in records}
     index_of = {int(r["index"]): i for i, r in enumerate(records)}
@@ -113,6 +115,9 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
             figure.add_trace(go.Scatter(x=[n for n, _ in rates], y=[r for _, r in rates], mode="markers",
                                         marker=QUICK_FAMILY_MARKERS[family], name=words,
                                         hovertemplate=f"%{{x}}: {words} flips %{{y:.0%}}<extra></extra>"))
+    if view == "flip_rate" and suspect is not None and suspect_family in QUICK_FAMILY_WORDS:
+        _label_suspect_family(figure, names[suspect], by_index.get(suspect), suspect_family,
+                              {True: SUSPECT_COLOUR, False: CLEAR_LEADER_COLOUR, None: LEADER_COLOUR}[flagged])
     if view == "flip_rate":
         figure.add_hline(y=min_flip_rate, line_dash="dash", line_color="#444",
                          annotation_text=f"flip rate {min_flip_rate:.0%}", annotation_position="top left")
@@ -129,6 +134,18 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
                          legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right",
                                  "font": {"size": 12}})
     return figure
+
+
+def _label_suspect_family(figure: go.Figure, name: str, record: dict[str, Any] | None, family: str,
+                          colour: str) -> None:
+    """An arrow to the suspect's marker of the family that gave its index, saying so, from the left."""
+    rate = record.get(f"{family}_flip_rate") if record is not None else None
+    if rate is None:
+        return
+    figure.add_annotation(x=name, y=float(rate), text=f"{QUICK_FAMILY_WORDS[family]}: {float(rate):.0%}<br>"
+                          "gives the index", showarrow=True, arrowhead=2, arrowcolor=colour, ax=-70, ay=-34,
+                          xanchor="right", align="right", font={"size": 12, "color": colour},
+                          bgcolor="rgba(255,255,255,0.85)")
 
 
 def compare_bars(class_names: Sequence[str], scans: Sequence[tuple[str, Sequence[dict[str, Any]], Sequence[float],

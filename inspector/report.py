@@ -289,7 +289,8 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
     anomalies = [c["anomaly"] for c in report["classes"]]
     suspect_slot = [c["index"] for c in report["classes"]].index(report["suspect_index"])
     common = {"anomalies": anomalies, "suspect": suspect_slot, "threshold": report["threshold"],
-              "min_flip_rate": report["min_flip_rate"], "flagged": bool(report["flagged"])}
+              "min_flip_rate": report["min_flip_rate"], "flagged": bool(report["flagged"]),
+              "suspect_family": str(report.get("suspect_family", "additive"))}
     flip_chart = class_bars(names, _reindexed(report["classes"]), "flip_rate", title="flip rate per class", **common)
     anomaly_chart = class_bars(names, _reindexed(report["classes"]), "anomaly", title="anomaly index per class",
                                **common)

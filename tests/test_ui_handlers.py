@@ -333,6 +333,26 @@ def test_the_chart_shows_running_classes_from_their_estimates_and_indexes_only_f
     assert "anomaly index" in index.hovertext[0]
 
 
+def test_the_chart_labels_the_quick_family_rate_that_gave_the_suspect_its_index():
+    """The bars are the additive triggers' flip rates; when a colour trigger gave the flagged class its index, the
+    rate the verdict quotes is that marker's, and the chart points to it. An additive suspect needs no label."""
+    from inspector.figures import SUSPECT_COLOUR, class_bars
+
+    names = ["star", "arrow", "clock"]
+    records = [{"index": k, "name": n, "flip_rate": f, "loss": 1.0, "colour_flip_rate": c}
+               for k, (n, f, c) in enumerate(zip(names, (0.1, 0.2, 0.93), (0.0, 0.05, 0.53), strict=True))]
+    coloured = class_bars(names, records, anomalies=[0.1, 0.3, 7.2], suspect=2, flagged=True,
+                          suspect_family="colour")
+    (label,) = [a for a in coloured.layout.annotations if "gives the index" in a.text]
+    assert (label.x, label.y) == ("clock", 0.53) and "colour transform: 53%" in label.text
+    assert label.arrowcolor == SUSPECT_COLOUR and coloured.data[0].y[2] == 0.93
+    additive = class_bars(names, records, anomalies=[0.1, 0.3, 7.2], suspect=2, flagged=True,
+                          suspect_family="additive")
+    assert len(additive.layout.annotations) == 1  # the 50% line's alone
+    assert len(class_bars(names, records, "anomaly", [0.1, 0.3, 7.2], 2, suspect_family="colour")
+               .layout.annotations) == 1  # the threshold line's: there the bars are the indices
+
+
 def test_the_teaching_implant_makes_the_mystery_model_the_chosen_one(ws):
     """The handler stops at the implant's last event, so the mystery model must be open by then: the page's path
     box then names the new file, never the clean base."""

@@ -110,7 +110,8 @@ def live_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], set
     title = "Flip rate of each class's reconstructed trigger" if view == "flip_rate" else "Anomaly index per class"
     return class_bars(names, reindexed, view, anomalies, position.get(suspect) if suspect is not None else None,
                       settings.threshold, settings.resolved_min_flip_rate(), title,
-                      flagged=verdict.flagged if verdict is not None else None, height=CHART_HEIGHT)
+                      flagged=verdict.flagged if verdict is not None else None, height=CHART_HEIGHT,
+                      suspect_family=verdict.suspect_family if verdict is not None else None)
 
 
 def effect_figures(moved: Transitions, features: FeatureMap) -> tuple[go.Figure, go.Figure]:
