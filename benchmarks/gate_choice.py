@@ -21,17 +21,15 @@ under a seed where the shipped rule does not and gives no fewer right answers.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.detection import with_default_families  # noqa: E402
 from benchmarks.family_choice import KINDS  # noqa: E402
-from benchmarks.reference_choice import cells, dev_preamble, dev_scans, summary, write  # noqa: E402
-from benchmarks.reference_seeds import decided, seeded  # noqa: E402
+from benchmarks.reference_choice import cells, dev_preamble, summary, write  # noqa: E402
+from benchmarks.reference_seeds import decided, dev_inputs, seeded  # noqa: E402
 from benchmarks.verdict_stability import right  # noqa: E402
 from inspector.reference import Reference, shipped_reference_path  # noqa: E402
 
@@ -41,10 +39,8 @@ CANDIDATES = {"highest index, then the gate (shipped)": False, "highest index am
 
 
 def main() -> None:
-    scans = [with_default_families(s, DEV / f"{s['model']}.safetensors") for s in dev_scans(DEV)]
+    scans, stability, seeds = dev_inputs()
     references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)) for kind in KINDS}
-    stability = json.loads((HERE / "verdict_stability.json").read_text())
-    seeds = [str(s) for s in stability["seeds"]]
     results: dict[str, Any] = {}
     lines = dev_preamble("Which class a flag names: the gate after the highest index, or before (dev zoo)", scans,
                          "with the shipped references and families", "gate_choice",

@@ -64,10 +64,16 @@ def seeded(stability: dict[str, Any], reference: dict[str, Reference], **rule: A
     return rows
 
 
-def main() -> None:
+def dev_inputs() -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+    """What a rule or reference candidate is decided on: the dev zoo's cached default scans with their default
+    families, verdict_stability's record of the borderline models and its seeds."""
     scans = [with_default_families(s, DEV / f"{s['model']}.safetensors") for s in dev_scans(DEV)]
     stability = json.loads((HERE / "verdict_stability.json").read_text())
-    seeds = [str(s) for s in stability["seeds"]]
+    return scans, stability, [str(s) for s in stability["seeds"]]
+
+
+def main() -> None:
+    scans, stability, seeds = dev_inputs()
     results: dict[str, Any] = {}
     lines = dev_preamble("A reference whose spread holds the scan's own noise (dev zoo)", scans,
                          "with the default rule and families", "reference_seeds",
