@@ -166,8 +166,8 @@ def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate"
                 anomalies[i], families[i], flips[i] = value, family, family_flips
     top = max(range(len(classes)), key=lambda i: (anomalies[i], flips[i]))
     flagged = anomalies[top] > threshold and flips[top] >= min_flip_rate
-    passing = [i for i in range(len(classes)) if flips[i] >= min_flip_rate]
-    if gate_first and not flagged and passing:
+    passing = [i for i in range(len(classes)) if flips[i] >= min_flip_rate] if gate_first and not flagged else []
+    if passing:
         strongest = max(passing, key=lambda i: (anomalies[i], flips[i]))
         if anomalies[strongest] > threshold:
             top, flagged = strongest, True
