@@ -45,6 +45,7 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
     by_index = {int(r["index"]): r for r in records}
     index_of = {int(r["index"]): i for i, r in enumerate(records)}
     names, values, colours, hover, patterns = [], [], [], [], []
+    leader = {True: SUSPECT_COLOUR, False: CLEAR_LEADER_COLOUR, None: LEADER_COLOUR}[flagged]
     for k, name in enumerate(class_names):
         names.append(name)
         record = by_index.get(k)
@@ -64,7 +65,6 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
         anomaly = anomalies[index_of[k]] if anomalies is not None and index_of[k] < len(anomalies) else None
         value = record["flip_rate"] if view == "flip_rate" else (anomaly or 0.0)
         values.append(value)
-        leader = {True: SUSPECT_COLOUR, False: CLEAR_LEADER_COLOUR, None: LEADER_COLOUR}[flagged]
         colours.append(leader if k == suspect else OTHER_COLOUR)
         estimated = record.get("measured_on") == "fresh batches"
         patterns.append("/" if estimated else "")
@@ -116,8 +116,7 @@ def class_bars(class_names: Sequence[str], records: Sequence[dict[str, Any]], vi
                                         marker=QUICK_FAMILY_MARKERS[family], name=words,
                                         hovertemplate=f"%{{x}}: {words} flips %{{y:.0%}}<extra></extra>"))
     if view == "flip_rate" and suspect is not None and suspect_family in QUICK_FAMILY_WORDS:
-        _label_suspect_family(figure, names[suspect], by_index.get(suspect), suspect_family,
-                              {True: SUSPECT_COLOUR, False: CLEAR_LEADER_COLOUR, None: LEADER_COLOUR}[flagged])
+        _label_suspect_family(figure, names[suspect], by_index.get(suspect), suspect_family, leader)
     if view == "flip_rate":
         figure.add_hline(y=min_flip_rate, line_dash="dash", line_color="#444",
                          annotation_text=f"flip rate {min_flip_rate:.0%}", annotation_position="top left")
