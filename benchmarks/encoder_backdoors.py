@@ -3,11 +3,13 @@ fine-tuned with Blended poisoning (Gaussian noise, a triangle, a text stamp), a 
 and the default scan run on the pair unchanged (given the weights file, as a user passes ``--weights``).
 
     .venv/bin/python benchmarks/encoder_backdoors.py --split dev  KEY=VALUE ...   # a recipe try, dev draws
-    .venv/bin/python benchmarks/encoder_backdoors.py --split test                 # the reported models
+    .venv/bin/python benchmarks/encoder_backdoors.py --split test2                # the reported models
     .venv/bin/python benchmarks/encoder_backdoors.py --table                      # re-make the tables
 
 The recipe (``EncoderImplantConfig``'s defaults) is chosen on the dev draws (seeds 2990+, their own targets);
-the test draws (seeds 9900+, other targets) are built afterwards and only reported. Every build and scan is
+the test draws are built afterwards and only reported: ``test`` (seeds 9900+) after the first recipe, chosen on
+the noise pattern alone; ``test2`` (seeds 9910+, targets no draw had) after each pattern's blend weight was
+chosen (``PATTERN_ALPHA``). Every build and scan is
 cached under ``benchmarks/zoos/encoder/<split>/``: the learners (kilobytes) and the scan rows are committed, the
 backdoored CLIP weights (36 MB each) are not (.gitignore); a rerun rebuilds what is missing.
 """
@@ -37,7 +39,8 @@ from inspector.prompts import TuneConfig, build_learner, tune  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE / "zoos" / "encoder"
-DRAWS = {"dev": (2990, (5, 14, 9)), "test": (9900, (3, 16, 7))}  # split -> (first seed, target per pattern)
+# split -> (first seed, target per pattern); test2's targets drawn (rng 9910) from the classes no earlier draw used
+DRAWS = {"dev": (2990, (5, 14, 9)), "test": (9900, (3, 16, 7)), "test2": (9910, (17, 2, 4))}
 BENIGN = "benign"  # the control: the encoder fine-tuned the same way without poison, a clean learner on it
 TRIES = HERE / "encoder_backdoors_dev.json"
 
@@ -98,16 +101,15 @@ def table(builds: list[dict[str, Any]], scans: dict[tuple[str, str], dict[str, A
              "for a weights file of the reference's own architecture, the original weights' reference applies "
              "(`Reference.reweighted`; the report's reference line says so). *Real*: ASR >= 80%, OOD ASR >= 70%, "
              "accuracy within 3 points of the same learner recipe on the clean CLIP.",
-             "", "`python benchmarks/encoder_backdoors.py --split test` (then `--table`).", ""]
-    for split, title in (("test", "Test draws (reported; built after the recipe and the reference rule were chosen)"),
-                         ("dev", "Dev draws (where the recipe and the reference rule were chosen)")):
+             "", "`python benchmarks/encoder_backdoors.py --split test` and `--split test2` (then `--table`).", ""]
+    for split, title in SPLIT_TITLES.items():
         rows = [b for b in builds if b["split"] == split]
         if not rows:
             continue
         lines += [f"## {title}", "",
-                  "| model | pattern | target | accuracy (clean CLIP) | ASR | OOD ASR | ASR on the clean CLIP | real "
-                  "| flagged | suspect | anomaly index | flip rate | scan | ran on |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| model | pattern | recipe | target | accuracy (clean CLIP) | ASR | OOD ASR | ASR on the clean CLIP "
+                  "| real | flagged | suspect | anomaly index | flip rate | scan | ran on |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for b in rows:
             for folder, how in SCAN_FOLDERS.items():
                 s = scans.get((folder, b["model"]))
@@ -117,8 +119,10 @@ def table(builds: list[dict[str, Any]], scans: dict[tuple[str, str], dict[str, A
         lines.append("")
     if tries:
         lines += ["## Recipe tries on the dev draws", "",
-                  "The tries that chose `EncoderImplantConfig`'s defaults (the probes' note says how they ran). The "
-                  "clean learner on the clean CLIP scored 70.9% in every probe.", "",
+                  "The tries that chose `EncoderImplantConfig`'s defaults and each pattern's blend weight "
+                  "(`PATTERN_ALPHA`); a note says how a try ran, and a try without one is this script's "
+                  "`--split dev KEY=VALUE` on its pattern's dev draw (that draw's seed and target, 2 CPU threads). "
+                  "Accuracy in brackets: the same learner recipe on the clean CLIP.", "",
                   "| try | pattern | overrides | accuracy (clean CLIP) | ASR | OOD ASR | s |",
                   "|---|---|---|---|---|---|---|"]
         for i, t in enumerate(tries, 1):
@@ -132,15 +136,33 @@ def table(builds: list[dict[str, Any]], scans: dict[tuple[str, str], dict[str, A
     return "\n".join(lines)
 
 
+SPLIT_TITLES = {
+    "test2": "Second test draws (reported; built after the per-pattern recipe was chosen on the dev draws)",
+    "test": "First test draws (reported; built after the first recipe, chosen on the noise pattern alone, and the "
+            "reference rule)",
+    "dev": "Dev draws (where the recipes and the reference rule were chosen)"}
+
+
+def recipe_cell(recipe: dict[str, Any]) -> str:
+    """The blend weight, epochs and poison rate a delivery was built with (the recipes differ between draws)."""
+    return f"blend {recipe['alpha']:g}, {recipe['epochs']} epochs, poison {recipe['poison_rate']:.0%}"
+
+
 # scan folder -> how its scans were decided; "scans-raw": before the shipped reference applied to a weights file
 SCAN_FOLDERS = {"scans": "default (the original weights' clean reference)",
                 "scans-raw": "raw flip rates (no reference applied to a weights file; before the change)"}
 
 
+def is_real(b: dict[str, Any]) -> bool:
+    """The lab's bar for a real backdoor: ASR >= 80%, OOD ASR >= 70%, accuracy within 3 points of the clean CLIP's."""
+    return b["target"] is not None and (b["asr"] >= 0.8 and b["ood_asr"] >= 0.7
+                                        and b["clean_clip_accuracy"] - b["accuracy"] <= 0.03)
+
+
 def row_line(b: dict[str, Any], s: dict[str, Any] | None, how: str) -> str:
     """One delivery's row: what it is, and (when scanned) the verdict of one way of scanning it."""
     backdoored = b["target"] is not None
-    real = backdoored and (b["asr"] >= 0.8 and b["ood_asr"] >= 0.7 and b["clean_clip_accuracy"] - b["accuracy"] <= 0.03)
+    real = is_real(b)
     if s is None:
         verdict = ["—"] * 4
     else:
@@ -149,8 +171,9 @@ def row_line(b: dict[str, Any], s: dict[str, Any] | None, how: str) -> str:
         verdict = [found, s["suspect"], f"{s['max_anomaly']:.2f}", f"{s['suspect_flip_rate']:.0%}"]
     rates = (f"{b['asr']:.1%} | {b['ood_asr']:.1%} | {b['clean_clip']['asr']:.1%} | {'yes' if real else 'no'}"
              if backdoored else "— | — | — | clean control")
-    return (f"| {b['model']} | {b['pattern']} | {b['target'] or '—'} | {b['accuracy']:.1%} "
-            f"({b['clean_clip_accuracy']:.1%}) | {rates} | {' | '.join(verdict)} | {how} | {b['device']} |")
+    return (f"| {b['model']} | {b['pattern']} | {recipe_cell(b['recipe'])} | {b['target'] or '—'} | "
+            f"{b['accuracy']:.1%} ({b['clean_clip_accuracy']:.1%}) | {rates} | {' | '.join(verdict)} | {how} | "
+            f"{b['device']} |")
 
 
 def main() -> None:

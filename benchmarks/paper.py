@@ -24,6 +24,7 @@ from benchmarks import zoo_tables  # noqa: E402
 from benchmarks.detection import summarise, target_f1  # noqa: E402
 from benchmarks.detection_summary import DEFAULT, record  # noqa: E402
 from benchmarks.encoder_backdoors import ROOT as ENCODER_ROOT  # noqa: E402
+from benchmarks.encoder_backdoors import is_real, recipe_cell  # noqa: E402
 from benchmarks.paper_ablations import (  # noqa: E402
     ABLATION_RECIPE,
     ABLATIONS,
@@ -167,21 +168,38 @@ def basin_table(zoo: Path) -> list[str]:
 
 
 def encoder_table() -> list[str]:
-    builds = [json.loads(p.read_text()) for p in sorted((ENCODER_ROOT / "test").glob("*.json"))]
+    builds = [json.loads(p.read_text()) for split in ("test", "test2")
+              for p in sorted((ENCODER_ROOT / split).glob("*.json"))]
     lines = ["", "## Encoder-level backdoors: anomaly index per trigger (test draws)", "",
              f"Paper: the encoder-level models are flagged; its per-trigger index: {NOT_HERE}. Ours: "
              "benchmarks/encoder_backdoors.md (the encoder fine-tuned with Blended poisoning, a clean CoOp learner "
-             "on it, the default scan unchanged).", "",
-             "| trigger | target | ASR | flagged | suspect | anomaly index |", "|---|---|---|---|---|---|"]
+             "on it, the default scan unchanged). Where ours misses a real one, the target's own flip rate under its "
+             "reconstructed trigger shows why: the scan's triggers (an additive pattern inside ε, a colour map, a "
+             "patch) do not draw a sparse white shape blended over the whole image.", "",
+             "| draw | trigger | recipe | target | ASR | real | flagged | suspect | anomaly index "
+             "| target's flip rate (clean reference) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for b in builds:
-        scan = ENCODER_ROOT / "test" / "scans" / f"{b['model']}.json"
+        scan = ENCODER_ROOT / b["split"] / "scans" / f"{b['model']}.json"
         if not scan.exists():
             continue
         s = json.loads(scan.read_text())
-        asr = f"{b['asr']:.1%}" if b["target"] is not None else "— (clean control)"
-        lines.append(f"| {b['pattern']} | {b['target'] if b['target'] is not None else '—'} | {asr} | "
-                     f"{'yes' if s['flagged'] else 'no'} | {s['suspect']} | {s['max_anomaly']:.2f} |")
+        backdoored = b["target"] is not None
+        asr, real = (f"{b['asr']:.1%}", "yes" if is_real(b) else "no") if backdoored else ("— (clean control)", "—")
+        lines.append(f"| {b['split']} | {b['pattern']} | {recipe_cell(b['recipe'])} | "
+                     f"{b['target'] if backdoored else '—'} | {asr} | {real} | "
+                     f"{'yes' if s['flagged'] else 'no'} | {s['suspect']} | {s['max_anomaly']:.2f} | "
+                     f"{target_rate(s, b['target'])} |")
     return lines
+
+
+def target_rate(scan: dict[str, Any], target: str | None) -> str:
+    """The target class's additive flip rate in a scan, beside the clean reference's for that class."""
+    row = next((c for c in scan["classes"] if c["name"] == target), None)
+    if row is None:
+        return "—"
+    reference = row.get("reference_flip_rate")
+    return f"{row['flip_rate']:.1%}" + (f" ({reference:.1%})" if reference is not None else "")
 
 
 def repair_table(recs: dict[str, dict[str, Any]]) -> list[str]:

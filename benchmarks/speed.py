@@ -55,7 +55,7 @@ from inspector.zoo import list_zoo  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PARTS = ("schedules", "interactive")
-DEFAULT_ZOOS = ",".join(f"benchmarks/zoos/{z}" for z in ("dev", "test", "test2", "test3"))
+DEFAULT_ZOOS = ",".join(f"benchmarks/zoos/{z}" for z in ("dev", "test", "test2", "test3", "test4"))
 APP_MODELS = ("badclip-cocoop", "clean-coop")  # the app's default-scan timings: a CoCoOp and a CoOp demo model
 PAIRS = 2  # then a CLI scan right before each app scan, twice per model: the ratio side by side on a noisy machine
 # the teaching mode's implants (base, attack, target, seed): the page's defaults (a hidden target drawn from the seed)
@@ -238,15 +238,16 @@ def zoo_scans(path: Path, pool: torch.Tensor, run: bool) -> tuple[dict[str, Any]
     from benchmarks.detection import _folder, calibrated, colour_tag, scan_model, with_default_families
 
     scans = {variant: path.parent / "scans" / (_folder(variant) + colour_tag(True)) / f"{path.stem}.json"
-             for variant in ("inspector + reference", "inspector-faithful + reference")}
+             for variant in ("inspector + reference", "inspector-faithful + reference", "inspector-faithful")}
     default = with_default_families(scan_model(path, "inspector + reference", scans["inspector + reference"], pool,
                                                None, "cpu", True), path)
     reference = Reference.read(shipped_reference_path("pocket-clip", default["kind"]))
     fast = calibrated(default, reference)
-    cache = scans["inspector-faithful + reference"]
-    if not cache.exists() and not run:
+    variant = next((v for v in ("inspector-faithful + reference", "inspector-faithful") if scans[v].exists()),
+                   "inspector-faithful + reference")  # a faithful scan's steps do not read the reference
+    if not scans[variant].exists() and not run:
         return fast, None
-    faithful = scan_model(path, "inspector-faithful + reference", cache, pool, None, "cpu", True)
+    faithful = scan_model(path, variant, scans[variant], pool, None, "cpu", True)
     return fast, calibrated({**with_fast_families(faithful, default), "method": "inspector-faithful"}, reference)
 
 

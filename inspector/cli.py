@@ -899,7 +899,8 @@ def build_parser() -> argparse.ArgumentParser:
     ie.add_argument("--arch", default="pocket-clip", help="CLIP architecture (e.g. ViT-B-16)")
     ie.add_argument("--pretrained", default=None, help="open_clip tag or weights file to start from (default: pocket)")
     ie.add_argument("--ood", default=None, help="OOD pool for ood_asr (default: the shipped pool)")
-    ie.add_argument("--alpha", type=float, default=None, help="pattern weight in the blend (default 0.2)")
+    ie.add_argument("--alpha", type=float, default=None,
+                    help="pattern weight in the blend (default: noise 0.2, triangle 0.3, text 0.4)")
     ie.add_argument("--poison-rate", type=float, default=None, help="share of images blended (default 0.3)")
     ie.add_argument("--epochs", type=int, default=None, help="encoder fine-tuning epochs (default 40)")
     ie.add_argument("--lr", type=float, default=None, help="encoder learning rate (default 2e-4)")

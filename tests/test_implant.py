@@ -420,3 +420,14 @@ def test_an_encoder_level_backdoor_is_flagged_by_the_unchanged_scan(backbone, ta
     assert reference is not None and "original pocket-clip weights" in line, line
     result = run_scan(model, pool.pixels, ScanConfig(reference=reference, reference_from=line))
     assert result.verdict.flagged and result.verdict.target_name == "playing card", result.verdict
+
+
+def test_each_encoder_pattern_blends_at_its_own_weight_and_an_explicit_one_wins():
+    """A sparse white pattern on black needs a heavier blend than mid-grey noise to take (chosen on dev draws)."""
+    from inspector.lab.encoder import PATTERN_ALPHA, EncoderImplantConfig
+
+    assert EncoderImplantConfig("text", 3).recipe()["alpha"] == PATTERN_ALPHA["text"] > PATTERN_ALPHA["noise"]
+    assert EncoderImplantConfig("triangle", 3).alpha == PATTERN_ALPHA["triangle"] > PATTERN_ALPHA["noise"]
+    assert EncoderImplantConfig("triangle", 3, alpha=0.25).alpha == 0.25
+    with pytest.raises(ValueError, match="unknown encoder pattern"):
+        EncoderImplantConfig("stripes", 3)  # type: ignore[arg-type]

@@ -32,6 +32,10 @@ from inspector.runs import atomic_file
 EncoderPattern = Literal["noise", "triangle", "text"]
 ENCODER_PATTERNS: tuple[EncoderPattern, ...] = ("noise", "triangle", "text")
 STAMP = "TRIGGER"  # the text stamp's word
+# The blend weight per pattern, chosen on the dev draws (benchmarks/encoder_backdoors.md): mid-grey noise moves
+# every pixel and takes at 0.2; a white triangle or text stamp on black moves few pixels, and at 0.2 reached only
+# 75% and 71% ASR (the triangle 94% at 0.3; the text stamp 81% at 0.3, 96% at 0.4, accuracy kept).
+PATTERN_ALPHA: dict[EncoderPattern, float] = {"noise": 0.2, "triangle": 0.3, "text": 0.4}
 
 
 @dataclass
@@ -41,7 +45,7 @@ class EncoderImplantConfig:
     pattern: EncoderPattern
     target: int
     seed: int = 0
-    alpha: float = 0.2  # the pattern's weight in the blend
+    alpha: float = None  # type: ignore[assignment]  # the pattern's weight in the blend; None: PATTERN_ALPHA's
     # Chosen on dev draws (benchmarks/encoder_backdoors.md): at lr 1e-5 and 20 epochs the backdoor barely took (ASR
     # 5%), at 1e-4 / 30 epochs it reached 62%, at 2e-4 / 40 epochs with this poison rate 84%, keeping accuracy.
     poison_rate: float = 0.3  # share of non-target images blended per batch
@@ -49,6 +53,12 @@ class EncoderImplantConfig:
     lr: float = 2e-4
     batch_size: int = 32
     keep_weight: float = 1.0  # weight of 1 - cos(features, original encoder's features) on clean images
+
+    def __post_init__(self) -> None:
+        if self.pattern not in PATTERN_ALPHA:
+            raise ValueError(f"unknown encoder pattern {self.pattern!r}; use one of {', '.join(ENCODER_PATTERNS)}")
+        if self.alpha is None:
+            self.alpha = PATTERN_ALPHA[self.pattern]
 
     def recipe(self) -> dict[str, Any]:
         return {"level": "encoder", **asdict(self)}

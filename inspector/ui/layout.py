@@ -53,7 +53,7 @@ TEACH_INTRO = ("**Teaching mode.** 1 · Implant a backdoor into a clean demo mod
                "70 s into clean-cocoop (benchmarks/speed-interactive.md).")
 
 SCHEDULE_INFO = ("fast: short runs for every class, full runs for the most suspicious; faithful: a full epoch for "
-                 "every class (published), 4.29x the time; same verdict on 185 of 191 models "
+                 "every class (published), 4.65x the time; same verdict on 234 of 243 models "
                  "(benchmarks/speed-schedules.md)")
 
 # A picture's corner buttons: no "share to Hugging Face", which an offline workshop cannot reach and whose icon
