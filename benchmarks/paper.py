@@ -23,8 +23,8 @@ sys.path.insert(0, str(HERE.parent))
 from benchmarks import zoo_tables  # noqa: E402
 from benchmarks.detection import summarise, target_f1  # noqa: E402
 from benchmarks.detection_summary import DEFAULT, record  # noqa: E402
+from benchmarks.encoder_backdoors import DRAWS, is_real, recipe_cell  # noqa: E402
 from benchmarks.encoder_backdoors import ROOT as ENCODER_ROOT  # noqa: E402
-from benchmarks.encoder_backdoors import is_real, recipe_cell  # noqa: E402
 from benchmarks.paper_ablations import (  # noqa: E402
     ABLATION_RECIPE,
     ABLATIONS,
@@ -168,7 +168,7 @@ def basin_table(zoo: Path) -> list[str]:
 
 
 def encoder_table() -> list[str]:
-    builds = [json.loads(p.read_text()) for split in ("test", "test2")
+    builds = [json.loads(p.read_text()) for split in DRAWS if split != "dev"  # every reported draw
               for p in sorted((ENCODER_ROOT / split).glob("*.json"))]
     lines = ["", "## Encoder-level backdoors: anomaly index per trigger (test draws)", "",
              f"Paper: the encoder-level models are flagged; its per-trigger index: {NOT_HERE}. Ours: "
