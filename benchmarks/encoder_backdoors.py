@@ -40,7 +40,9 @@ from inspector.prompts import TuneConfig, build_learner, tune  # noqa: E402
 HERE = Path(__file__).resolve().parent
 ROOT = HERE / "zoos" / "encoder"
 # split -> (first seed, target per pattern); test2's targets drawn (rng 9910) from the classes no earlier draw used
-DRAWS = {"dev": (2990, (5, 14, 9)), "test": (9900, (3, 16, 7)), "test2": (9910, (17, 2, 4))}
+# dev2: the dev draws' targets with fresh seeds, built at the per-pattern blend weights (for scan choices)
+DRAWS = {"dev": (2990, (5, 14, 9)), "dev2": (2980, (5, 14, 9)), "test": (9900, (3, 16, 7)),
+         "test2": (9910, (17, 2, 4))}
 BENIGN = "benign"  # the control: the encoder fine-tuned the same way without poison, a clean learner on it
 TRIES = HERE / "encoder_backdoors_dev.json"
 
@@ -80,12 +82,14 @@ def build(split: str, pattern: str, overrides: dict[str, Any], device: str, root
     return row
 
 
-def scan(row: dict[str, Any], device: str) -> dict[str, Any]:
+def scan(row: dict[str, Any], device: str, scans: str = "scans") -> dict[str, Any]:
+    """The default scan of one delivery (cached in ``scans``); "scans-blend": with the opt-in blend family too."""
     folder = ROOT / row["split"]
     learner = folder / f"{row['model']}.safetensors"
-    cache = folder / "scans" / f"{row['model']}.json"
+    cache = folder / scans / f"{row['model']}.json"
     return scan_model(learner, "inspector + reference", cache, load_shipped_pool().pixels, None, device,
-                      weights=str(folder / f"{row['model']}.clip.safetensors"))
+                      weights=str(folder / f"{row['model']}.clip.safetensors"),
+                      overrides={"blend": True} if scans == "scans-blend" else None)
 
 
 def table(builds: list[dict[str, Any]], scans: dict[tuple[str, str], dict[str, Any]],
@@ -140,6 +144,8 @@ SPLIT_TITLES = {
     "test2": "Second test draws (reported; built after the per-pattern recipe was chosen on the dev draws)",
     "test": "First test draws (reported; built after the first recipe, chosen on the noise pattern alone, and the "
             "reference rule)",
+    "dev2": "Second dev draws (the dev draws' targets, fresh seeds, the per-pattern blend weights: where scan "
+            "choices for encoder-level backdoors are made)",
     "dev": "Dev draws (where the recipes and the reference rule were chosen)"}
 
 
@@ -150,6 +156,7 @@ def recipe_cell(recipe: dict[str, Any]) -> str:
 
 # scan folder -> how its scans were decided; "scans-raw": before the shipped reference applied to a weights file
 SCAN_FOLDERS = {"scans": "default (the original weights' clean reference)",
+                "scans-blend": "default + the opt-in blend family (`scan --blend`; a dev try)",
                 "scans-raw": "raw flip rates (no reference applied to a weights file; before the change)"}
 
 
@@ -183,6 +190,8 @@ def main() -> None:
     parser.add_argument("--patterns", default=",".join((*ENCODER_PATTERNS, BENIGN)))
     parser.add_argument("--table", action="store_true", help="only re-make the tables")
     parser.add_argument("--no-scan", action="store_true", help="build only")
+    parser.add_argument("--blend", action="store_true",
+                        help="scan with the opt-in blend family too (dev draws only; scans-blend/)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
@@ -190,8 +199,8 @@ def main() -> None:
     tries = json.loads(TRIES.read_text()) if TRIES.exists() else []
     if args.split and not args.table:
         overrides = {k: parse_value(v) for k, v in (pair.split("=", 1) for pair in args.overrides)}
-        if overrides and args.split != "dev":
-            raise SystemExit("recipe overrides are tried on the dev draws only")
+        if (overrides or args.blend) and not args.split.startswith("dev"):
+            raise SystemExit("recipe overrides and scan tries are for the dev draws only")
         for pattern in args.patterns.split(","):
             if overrides:  # a try: built in a scratch folder, recorded, not kept
                 row = build_try(pattern, overrides, args.device)
@@ -200,7 +209,7 @@ def main() -> None:
             else:
                 row = build(args.split, pattern, {}, args.device)
                 if not args.no_scan:
-                    scan(row, args.device)
+                    scan(row, args.device, "scans-blend" if args.blend else "scans")
             print(json.dumps({k: v for k, v in row.items() if k != "recipe"}), flush=True)
     builds = [json.loads(p.read_text()) for split in DRAWS for p in sorted((ROOT / split).glob("*.json"))]
     scans = {(folder, p.stem): json.loads(p.read_text()) for split in DRAWS for folder in SCAN_FOLDERS

@@ -168,7 +168,7 @@ def basin_table(zoo: Path) -> list[str]:
 
 
 def encoder_table() -> list[str]:
-    builds = [json.loads(p.read_text()) for split in DRAWS if split != "dev"  # every reported draw
+    builds = [json.loads(p.read_text()) for split in DRAWS if not split.startswith("dev")  # every reported draw
               for p in sorted((ENCODER_ROOT / split).glob("*.json"))]
     lines = ["", "## Encoder-level backdoors: anomaly index per trigger (test draws)", "",
              f"Paper: the encoder-level models are flagged; its per-trigger index: {NOT_HERE}. Ours: "

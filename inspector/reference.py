@@ -323,7 +323,10 @@ def reference_for(model: PromptedCLIP, config: ScanConfig, pool: ImagePool,
                    "with no clean learner" for family in unmeasured)
     if reference.reweighted(model.backbone):
         note += (f"; its learners ran on the original {reference.arch} weights ({reference.pretrained}), this model's "
-                 f"CLIP is a weights file ({model.backbone.pretrained}): the original's clean attractors")
+                 f"CLIP is a weights file ({model.backbone.pretrained}): the original's clean attractors. A backdoor "
+                 "in the image encoder itself whose trigger is a sparse shape blended over the image (a triangle, a "
+                 "text stamp) is not reconstructed by the scan's trigger families and goes unflagged "
+                 "(benchmarks/encoder_backdoors.md)")
     return baseline, reference.describe() + note
 
 

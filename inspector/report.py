@@ -283,6 +283,12 @@ FAMILY_WORDS = {"additive": "the additive trigger, a small noise on every pixel"
                 "patch": "the pasted patch, an opaque square that works wherever it lands"}
 
 
+def _reference_note(settings: dict[str, Any]) -> str:
+    """What the flip rates were compared with, as the scan's reference line says it (also the page's footer)."""
+    line = str(settings.get("reference_from") or "")
+    return f"<p class='meta'>Clean reference: {html.escape(line)}</p>" if line else ""
+
+
 def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]], examples: list[Example]) -> str:
     """One self-contained page (plotly.js inlined, images as data URIs): works offline, can be mailed."""
     names = [c["name"] for c in report["classes"]]
@@ -365,6 +371,7 @@ and that class's trigger flips at least {report['min_flip_rate']:.0%} of the hel
 (at least {report['min_flip_rate'] * report['corroborated_gate']:.0%} for a class two
 families name together).
 {_evidence_note(settings) if has_margin else ""}{_schedule_note(settings)}</p>
+{_reference_note(settings)}
 {flip_html}
 {anomaly_html}
 <h2>Before / after: OOD images with the {e(str(report.get('suspect_family', 'additive')))} trigger of class

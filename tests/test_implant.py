@@ -417,7 +417,7 @@ def test_an_encoder_level_backdoor_is_flagged_by_the_unchanged_scan(backbone, ta
     assert model.backbone.pretrained.startswith("file:")
     pool = load_shipped_pool()
     reference, line = reference_for(model, ScanConfig(), pool)  # the original weights' clean attractors
-    assert reference is not None and "original pocket-clip weights" in line, line
+    assert reference is not None and "original pocket-clip weights" in line and "sparse shape" in line, line
     result = run_scan(model, pool.pixels, ScanConfig(reference=reference, reference_from=line))
     assert result.verdict.flagged and result.verdict.target_name == "playing card", result.verdict
 

@@ -174,6 +174,7 @@ def test_a_fast_scan_compares_each_class_margin_loss_with_clean_learners_and_rep
     page = (tmp_path / "report.html").read_text()
     assert "clean learners&#x27; loss" in page or "clean learners' loss" in page
     assert "how far its margin loss lies below theirs" in page
+    assert "<p class='meta'>Clean reference: shipped</p>" in page  # what the flip rates were compared with
     from inspector.ui.views import verdict_html
 
     panel = verdict_html(result.verdict, result, "clean-coop")  # what the page says the index was computed on
