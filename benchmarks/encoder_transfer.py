@@ -1,0 +1,121 @@
+"""Does a trigger fitted on a delivered *encoder* carry over to clean learners on the original encoder? (issue 19, dev)
+
+Why a candidate: the default scan misses encoder-level backdoors whose trigger is a sparse shape blended over the
+image (benchmarks/encoder_backdoors.md: the triangle and the text stamp, on the test and the second dev draws). A
+blended pattern strong enough to draw such a shape sends images to *any* class of the delivered model, so its flip
+rate alone says nothing. But a pattern that reaches a class through a natural weakness of CLIP should also move clean
+learners on the original encoder, while one that reaches the class through a backdoor in the delivered encoder
+should not. So for every class: the blend family's trigger is stepped longer on the delivered model (the engine's
+own arm and steps, ``invert.family_arm`` / ``step_family_arm``, here at opacity 10%, lr 0.1, 40 steps of 16
+images), measured on the scan's held-out images, once on the delivered model and once on each of three clean CoOp
+reference learners on the original CLIP (benchmarks/zoos/references/learners); a class's *transfer gap* is the
+delivered flip rate minus the clean learners' mean, and the anomaly index (``detect.anomaly_index``) runs over the
+gaps.
+
+    .venv/bin/python benchmarks/encoder_transfer.py        # the second dev draws; writes encoder_transfer.md / .json
+
+Only the dev draws are read (the test draws are not); nothing here is adopted.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.encoder_backdoors import ROOT  # noqa: E402
+from inspector.backbone import machine_name  # noqa: E402
+from inspector.data import load_shipped_pool  # noqa: E402
+from inspector.detect import anomaly_index  # noqa: E402
+from inspector.invert import (  # noqa: E402
+    CleanPredictions,
+    Logits,
+    ScanConfig,
+    _measure,
+    family_arm,
+    family_batches_of,
+    frozen_learner,
+    split_pool,
+    step_family_arm,
+)
+from inspector.prompts import PromptedCLIP, open_model  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+LEARNERS = HERE / "zoos" / "references" / "learners"
+CLEAN = (3000, 3003, 3006)  # three of the shipped CoOp reference's learners (varied recipes)
+SETTINGS = {"blend_alpha": 0.1, "blend_lr": 0.1, "blend_batch_size": 16}
+STEPS = 40
+OUT = HERE / "encoder_transfer"
+
+
+def transfer(row: dict[str, Any], clean: list[PromptedCLIP], pool: torch.Tensor) -> dict[str, Any]:
+    """Every class's blend trigger fitted on the delivered model, measured there and on the clean learners."""
+    folder = ROOT / row["split"]
+    model = open_model(folder / f"{row['model']}.safetensors", str(folder / f"{row['model']}.clip.safetensors"))
+    config = ScanConfig(blend=True, **SETTINGS).for_input(model.backbone.image_size)
+    fit, held = split_pool(pool, config.pool_size, config.holdout, config.seed)
+    batches = family_batches_of(len(fit), config)
+    device = model.backbone.device
+    started, classes = time.time(), []
+    with frozen_learner(model):
+        logits_of = Logits(model)
+        clean_fit, clean_held = CleanPredictions(logits_of, fit, batches), logits_of.predict(held)
+        others = [(Logits(m), Logits(m).predict(held)) for m in clean]
+        for k, name in enumerate(model.class_names):
+            arm = family_arm("blend", k, name, config, device, model.backbone.image_size)
+            for _ in step_family_arm(arm, "blend", logits_of, fit, batches, clean_fit, STEPS, config, device):
+                pass
+            delivered = _measure(logits_of, arm.trigger, k, name, held, clean_held)["flip_rate"]
+            carried = [_measure(lo, arm.trigger, k, name, held, ch)["flip_rate"] for lo, ch in others]
+            classes.append({"name": name, "delivered": delivered, "clean": round(sum(carried) / len(carried), 4)})
+    gaps = [c["delivered"] - c["clean"] for c in classes]
+    for c, index in zip(classes, anomaly_index(gaps), strict=True):
+        c["index"] = round(index, 2)
+    top = max(classes, key=lambda c: c["index"])
+    return {"model": row["model"], "pattern": row["pattern"], "target": row["target"], "suspect": top["name"],
+            "index": top["index"], "median_gap": round(median(gaps), 3), "classes": classes,
+            "seconds": round(time.time() - started, 1), "device": machine_name(device)}
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = ["# Encoder-level backdoors: the transfer gap of a longer blend trigger (second dev draws; not adopted)",
+             "", __doc__.split("\n\n")[0].replace("\n", " "), "", __doc__.split("\n\n")[1].replace("\n", " "), "",
+             "`python benchmarks/encoder_transfer.py`. Per delivery: the class with the highest index of the gap, "
+             "then the target's own row, then the next classes.", "",
+             "| model | target | top class | its index | target: delivered / clean learners / index | next three "
+             "(delivered / clean, index) | median gap | s | ran on |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        ranked = sorted(r["classes"], key=lambda c: -c["index"])
+        target = next((c for c in r["classes"] if c["name"] == r["target"]), None)
+        target_cell = (f"{target['delivered']:.0%} / {target['clean']:.0%} / {target['index']:.2f}" if target
+                       else "— (benign)")
+        rest = "; ".join(f"{c['name']} {c['delivered']:.0%} / {c['clean']:.0%}, {c['index']:.2f}"
+                         for c in [c for c in ranked if c is not ranked[0]][:3])
+        lines.append(f"| {r['model']} | {r['target'] or '—'} | {r['suspect']} | {r['index']:.2f} | {target_cell} | "
+                     f"{rest} | {r['median_gap']:+.2f} | {r['seconds']:.0f} | {r['device']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    torch.set_num_threads(2)
+    pool = load_shipped_pool().pixels
+    clean = [open_model(LEARNERS / f"coop_s{seed}.safetensors") for seed in CLEAN]
+    rows = [json.loads(p.read_text()) for p in sorted((ROOT / "dev2").glob("*.json"))]
+    results = []
+    for row in rows:
+        results.append(transfer(row, clean, pool))
+        print(json.dumps({k: v for k, v in results[-1].items() if k != "classes"}), flush=True)
+    OUT.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
+    OUT.with_suffix(".md").write_text(table(results))
+
+
+if __name__ == "__main__":
+    main()
