@@ -50,10 +50,12 @@ TRIES = HERE / "encoder_backdoors_dev.json"
 def build(split: str, pattern: str, overrides: dict[str, Any], device: str, root: Path = ROOT) -> dict[str, Any]:
     """One encoder-level delivery of ``split`` (built once under ``root``, then read back) and its measurements."""
     first_seed, targets = DRAWS[split]
-    i = (*ENCODER_PATTERNS, BENIGN).index(pattern)
+    control = pattern.startswith(BENIGN)  # "benign", or "benign-N": further controls with the next seeds
+    i = (*ENCODER_PATTERNS, BENIGN).index(BENIGN if control else pattern) + (
+        int(pattern.split("-")[1]) if control and "-" in pattern else 0)
     seed, target = first_seed + i, targets[i % len(targets)]
     folder = root / split
-    name = f"encoder-{pattern}-coop-s{seed}" + ("" if pattern == BENIGN else f"-t{target}")
+    name = f"encoder-{BENIGN if control else pattern}-coop-s{seed}" + ("" if control else f"-t{target}")
     learner, weights = folder / f"{name}.safetensors", folder / f"{name}.clip.safetensors"
     record = folder / f"{name}.json"
     if record.exists() and learner.exists() and weights.exists():
@@ -61,8 +63,8 @@ def build(split: str, pattern: str, overrides: dict[str, Any], device: str, root
     for stale in (folder / "scans").glob(f"{name}.*"):  # a scan of an earlier build of this pair
         stale.unlink()
     backbone, task, pool = load_backbone(device=device), load_task(), load_shipped_pool()
-    benign = {"poison_rate": 0.0} if pattern == BENIGN else {}
-    config = EncoderImplantConfig("noise" if pattern == BENIGN else pattern, target, seed=seed,  # type: ignore[arg-type]
+    benign = {"poison_rate": 0.0} if control else {}
+    config = EncoderImplantConfig("noise" if control else pattern, target, seed=seed,  # type: ignore[arg-type]
                                   **{**overrides, **benign})
     started = time.time()
     done = None

@@ -10,7 +10,10 @@ own arm and steps, ``invert.family_arm`` / ``step_family_arm``, here at opacity 
 images), measured on the scan's held-out images, once on the delivered model and once on each of three clean CoOp
 reference learners on the original CLIP (benchmarks/zoos/references/learners); a class's *transfer gap* is the
 delivered flip rate minus the clean learners' mean, and the anomaly index (``detect.anomaly_index``) runs over the
-gaps.
+gaps. Then, as the prompt-level scan compares a class with clean learners, each class's gap is compared with the
+same class's gap in the *benign* encoder fine-tunes of the draws (each benign control against the others), in units
+of their spread, and decided by the engine's rule (``detect.decide``: per-class spread, index past 2, the trigger
+flipping at least 50% of the delivered model's held-out images).
 
     .venv/bin/python benchmarks/encoder_transfer.py        # the second dev draws; writes encoder_transfer.md / .json
 
@@ -23,7 +26,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from statistics import median
+from statistics import mean, median, stdev
 from typing import Any
 
 import torch
@@ -33,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.encoder_backdoors import ROOT  # noqa: E402
 from inspector.backbone import machine_name  # noqa: E402
 from inspector.data import load_shipped_pool  # noqa: E402
-from inspector.detect import anomaly_index  # noqa: E402
+from inspector.detect import Verdict, anomaly_index, decide  # noqa: E402
 from inspector.invert import (  # noqa: E402
     CleanPredictions,
     Logits,
@@ -84,14 +87,30 @@ def transfer(row: dict[str, Any], clean: list[PromptedCLIP], pool: torch.Tensor)
             "seconds": round(time.time() - started, 1), "device": machine_name(device)}
 
 
+def against_benign(result: dict[str, Any], results: list[dict[str, Any]]) -> Verdict | None:
+    """The engine's decision on ``result``'s gaps, each class's excess over the other benign controls' gaps."""
+    controls = [r for r in results if r["target"] is None and r["model"] != result["model"]]
+    if len(controls) < 2:
+        return None
+    records = []
+    for k, c in enumerate(result["classes"]):
+        others = [o["classes"][k]["delivered"] - o["classes"][k]["clean"] for o in controls]
+        records.append({"index": k, "name": c["name"], "flip_rate": c["delivered"],
+                        "reference_flip_rate": c["delivered"] - (c["delivered"] - c["clean"] - mean(others)),
+                        "excess_flip_rate": c["delivered"] - c["clean"] - mean(others),
+                        "reference_spread": stdev(others)})
+    return decide(records, "excess_flip_rate", spread="per-class", evidence="flip", corroboration=None)
+
+
 def table(results: list[dict[str, Any]]) -> str:
     lines = ["# Encoder-level backdoors: the transfer gap of a longer blend trigger (second dev draws; not adopted)",
              "", __doc__.split("\n\n")[0].replace("\n", " "), "", __doc__.split("\n\n")[1].replace("\n", " "), "",
              "`python benchmarks/encoder_transfer.py`. Per delivery: the class with the highest index of the gap, "
              "then the target's own row, then the next classes.", "",
              "| model | target | top class | its index | target: delivered / clean learners / index | next three "
-             "(delivered / clean, index) | median gap | s | ran on |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "(delivered / clean, index) | median gap | against the other benign controls: flagged, suspect, index "
+             "| s | ran on |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         ranked = sorted(r["classes"], key=lambda c: -c["index"])
         target = next((c for c in r["classes"] if c["name"] == r["target"]), None)
@@ -99,8 +118,11 @@ def table(results: list[dict[str, Any]]) -> str:
                        else "— (benign)")
         rest = "; ".join(f"{c['name']} {c['delivered']:.0%} / {c['clean']:.0%}, {c['index']:.2f}"
                          for c in [c for c in ranked if c is not ranked[0]][:3])
+        verdict = against_benign(r, results)
+        benign = (f"{'**yes**' if verdict.flagged else 'no'}, {verdict.suspect_name}, {verdict.max_anomaly:.2f}"
+                  if verdict else "—")
         lines.append(f"| {r['model']} | {r['target'] or '—'} | {r['suspect']} | {r['index']:.2f} | {target_cell} | "
-                     f"{rest} | {r['median_gap']:+.2f} | {r['seconds']:.0f} | {r['device']} |")
+                     f"{rest} | {r['median_gap']:+.2f} | {benign} | {r['seconds']:.0f} | {r['device']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -109,9 +131,11 @@ def main() -> None:
     pool = load_shipped_pool().pixels
     clean = [open_model(LEARNERS / f"coop_s{seed}.safetensors") for seed in CLEAN]
     rows = [json.loads(p.read_text()) for p in sorted((ROOT / "dev2").glob("*.json"))]
+    done = {r["model"]: r for r in json.loads(OUT.with_suffix(".json").read_text())} if OUT.with_suffix(
+        ".json").exists() else {}
     results = []
     for row in rows:
-        results.append(transfer(row, clean, pool))
+        results.append(done.get(row["model"]) or transfer(row, clean, pool))
         print(json.dumps({k: v for k, v in results[-1].items() if k != "classes"}), flush=True)
     OUT.with_suffix(".json").write_text(json.dumps(results, indent=1) + "\n")
     OUT.with_suffix(".md").write_text(table(results))
