@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from inspector.backbone import machine_name  # noqa: E402
 from inspector.data import load_shipped_pool  # noqa: E402
 from inspector.detect import DEFAULT_MIN_FLIP_RATE, DEFAULT_THRESHOLD, QUICK_FAMILIES  # noqa: E402
 from inspector.invert import (  # noqa: E402
+    ClassInversion,
     CleanPredictions,
     Logits,
     ScanConfig,
@@ -43,7 +45,7 @@ from inspector.invert import (  # noqa: E402
     split_pool,
     step_family_arm,
 )
-from inspector.prompts import open_model  # noqa: E402
+from inspector.prompts import PromptedCLIP, open_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEV = HERE / "zoos" / "dev"
@@ -57,26 +59,48 @@ def blocked(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             and r.get("suspect_family") in QUICK_FAMILIES]
 
 
+class FamilyBench:
+    """A model set up as a scan sets it up for the quick families (its fitting batches and held-out images, clean
+    predictions on both), to step one class's trigger of a family longer than a scan does and measure it on the
+    held-out images, with this model or another one (``measure``'s ``other``)."""
+
+    def __init__(self, model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig) -> None:
+        self.model, self.config = model, config.for_input(model.backbone.image_size)
+        self.fit, self.held = split_pool(pool, self.config.pool_size, self.config.holdout, self.config.seed)
+        self.batches = family_batches_of(len(self.fit), self.config)
+        self.logits_of = Logits(model)
+        self.clean_fit = CleanPredictions(self.logits_of, self.fit, self.batches)
+        self.clean_held = self.logits_of.predict(self.held)
+
+    def stepped(self, family: str, k: int, steps: int) -> Iterator[tuple[int, ClassInversion]]:
+        """Class ``k``'s trigger of ``family`` from its neutral start, after each of ``steps`` steps."""
+        device, size = self.model.backbone.device, self.model.backbone.image_size
+        arm = family_arm(family, k, self.model.class_names[k], self.config, device, size)
+        for t in step_family_arm(arm, family, self.logits_of, self.fit, self.batches, self.clean_fit, steps,
+                                 self.config, device):
+            yield t, arm
+
+    def measure(self, arm: ClassInversion, other: PromptedCLIP | None = None) -> float:
+        """The trigger's flip rate on the held-out images, read by this model or by ``other``."""
+        logits_of = self.logits_of if other is None else Logits(other)
+        clean = self.clean_held if other is None else logits_of.predict(self.held)
+        return _measure(logits_of, arm.trigger, arm.k, arm.name, self.held, clean)["flip_rate"]
+
+
 def confirm(row: dict[str, Any], pool: torch.Tensor) -> dict[str, Any]:
     """The suspect's family trigger stepped to each checkpoint, measured on the scan's held-out images."""
     model = open_model(DEV / f"{row['model']}.safetensors")
-    config = ScanConfig().for_input(model.backbone.image_size)
-    fit, held = split_pool(pool, config.pool_size, config.holdout, config.seed)
-    batches = family_batches_of(len(fit), config)
     family, name = row["suspect_family"], row["suspect"]
-    k = list(model.class_names).index(name)
-    device = model.backbone.device
     started, held_out = time.time(), {}
     with frozen_learner(model):
-        logits_of = Logits(model)
-        clean_fit, clean_held = CleanPredictions(logits_of, fit, batches), logits_of.predict(held)
-        arm = family_arm(family, k, name, config, device, model.backbone.image_size)
-        for t in step_family_arm(arm, family, logits_of, fit, batches, clean_fit, max(CHECKPOINTS), config, device):
+        bench = FamilyBench(model, pool, ScanConfig())
+        for t, arm in bench.stepped(family, list(model.class_names).index(name), max(CHECKPOINTS)):
             if t in CHECKPOINTS:
-                held_out[t] = _measure(logits_of, arm.trigger, k, name, held, clean_held)["flip_rate"]
+                held_out[t] = bench.measure(arm)
     return {"model": row["model"], "kind": row["kind"], "truth": row["true_target"], "suspect": name,
             "family": family, "index": row["max_anomaly"], "estimate": row["suspect_flip_rate"],
-            "held_out": held_out, "seconds": round(time.time() - started, 1), "device": machine_name(device)}
+            "held_out": held_out, "seconds": round(time.time() - started, 1),
+            "device": machine_name(model.backbone.device)}
 
 
 def table(results: list[dict[str, Any]]) -> str:

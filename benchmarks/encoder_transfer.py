@@ -33,21 +33,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.confirmation_choice import FamilyBench  # noqa: E402
 from benchmarks.encoder_backdoors import ROOT  # noqa: E402
 from inspector.backbone import machine_name  # noqa: E402
 from inspector.data import load_shipped_pool  # noqa: E402
 from inspector.detect import Verdict, anomaly_index, decide  # noqa: E402
-from inspector.invert import (  # noqa: E402
-    CleanPredictions,
-    Logits,
-    ScanConfig,
-    _measure,
-    family_arm,
-    family_batches_of,
-    frozen_learner,
-    split_pool,
-    step_family_arm,
-)
+from inspector.invert import ScanConfig, frozen_learner  # noqa: E402
 from inspector.prompts import PromptedCLIP, open_model  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -62,29 +53,21 @@ def transfer(row: dict[str, Any], clean: list[PromptedCLIP], pool: torch.Tensor)
     """Every class's blend trigger fitted on the delivered model, measured there and on the clean learners."""
     folder = ROOT / row["split"]
     model = open_model(folder / f"{row['model']}.safetensors", str(folder / f"{row['model']}.clip.safetensors"))
-    config = ScanConfig(blend=True, **SETTINGS).for_input(model.backbone.image_size)
-    fit, held = split_pool(pool, config.pool_size, config.holdout, config.seed)
-    batches = family_batches_of(len(fit), config)
-    device = model.backbone.device
     started, classes = time.time(), []
     with frozen_learner(model):
-        logits_of = Logits(model)
-        clean_fit, clean_held = CleanPredictions(logits_of, fit, batches), logits_of.predict(held)
-        others = [(Logits(m), Logits(m).predict(held)) for m in clean]
+        bench = FamilyBench(model, pool, ScanConfig(blend=True, **SETTINGS))
         for k, name in enumerate(model.class_names):
-            arm = family_arm("blend", k, name, config, device, model.backbone.image_size)
-            for _ in step_family_arm(arm, "blend", logits_of, fit, batches, clean_fit, STEPS, config, device):
-                pass
-            delivered = _measure(logits_of, arm.trigger, k, name, held, clean_held)["flip_rate"]
-            carried = [_measure(lo, arm.trigger, k, name, held, ch)["flip_rate"] for lo, ch in others]
-            classes.append({"name": name, "delivered": delivered, "clean": round(sum(carried) / len(carried), 4)})
+            *_, (_, arm) = bench.stepped("blend", k, STEPS)
+            carried = [bench.measure(arm, other) for other in clean]
+            classes.append({"name": name, "delivered": bench.measure(arm),
+                            "clean": round(sum(carried) / len(carried), 4)})
     gaps = [c["delivered"] - c["clean"] for c in classes]
     for c, index in zip(classes, anomaly_index(gaps), strict=True):
         c["index"] = round(index, 2)
     top = max(classes, key=lambda c: c["index"])
     return {"model": row["model"], "pattern": row["pattern"], "target": row["target"], "suspect": top["name"],
             "index": top["index"], "median_gap": round(median(gaps), 3), "classes": classes,
-            "seconds": round(time.time() - started, 1), "device": machine_name(device)}
+            "seconds": round(time.time() - started, 1), "device": machine_name(model.backbone.device)}
 
 
 def against_benign(result: dict[str, Any], results: list[dict[str, Any]]) -> Verdict | None:
