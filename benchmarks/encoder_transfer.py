@@ -49,10 +49,9 @@ STEPS = 40
 OUT = HERE / "encoder_transfer"
 
 
-def transfer(row: dict[str, Any], clean: list[PromptedCLIP], pool: torch.Tensor) -> dict[str, Any]:
-    """Every class's blend trigger fitted on the delivered model, measured there and on the clean learners."""
-    folder = ROOT / row["split"]
-    model = open_model(folder / f"{row['model']}.safetensors", str(folder / f"{row['model']}.clip.safetensors"))
+def transfer_gaps(model: PromptedCLIP, clean: list[PromptedCLIP], pool: torch.Tensor) -> dict[str, Any]:
+    """Every class's blend trigger fitted on ``model``, measured there and on the ``clean`` learners; the index of
+    the gaps."""
     started, classes = time.time(), []
     with frozen_learner(model):
         bench = FamilyBench(model, pool, ScanConfig(blend=True, **SETTINGS))
@@ -65,9 +64,16 @@ def transfer(row: dict[str, Any], clean: list[PromptedCLIP], pool: torch.Tensor)
     for c, index in zip(classes, anomaly_index(gaps), strict=True):
         c["index"] = round(index, 2)
     top = max(classes, key=lambda c: c["index"])
-    return {"model": row["model"], "pattern": row["pattern"], "target": row["target"], "suspect": top["name"],
-            "index": top["index"], "median_gap": round(median(gaps), 3), "classes": classes,
+    return {"suspect": top["name"], "index": top["index"], "median_gap": round(median(gaps), 3), "classes": classes,
             "seconds": round(time.time() - started, 1), "device": machine_name(model.backbone.device)}
+
+
+def transfer(row: dict[str, Any], clean: list[PromptedCLIP], pool: torch.Tensor) -> dict[str, Any]:
+    """``transfer_gaps`` of one encoder-level delivery (its learner on its own CLIP weights file)."""
+    folder = ROOT / row["split"]
+    model = open_model(folder / f"{row['model']}.safetensors", str(folder / f"{row['model']}.clip.safetensors"))
+    return {"model": row["model"], "pattern": row["pattern"], "target": row["target"],
+            **transfer_gaps(model, clean, pool)}
 
 
 def against_benign(result: dict[str, Any], results: list[dict[str, Any]]) -> Verdict | None:
