@@ -115,13 +115,19 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def prepared(kind: str, seeds: tuple[int, ...], out: Path) -> tuple[torch.Tensor, list[PromptedCLIP],
+                                                                   dict[str, dict[str, Any]]]:
+    """The shipped pool, the clean reference learners a trigger is carried over to, the results kept in ``out``."""
     torch.set_num_threads(2)
-    pool = load_shipped_pool().pixels
-    clean = [open_model(LEARNERS / f"coop_s{seed}.safetensors") for seed in CLEAN]
+    cached = out.with_suffix(".json")
+    done = {r["model"]: r for r in json.loads(cached.read_text())} if cached.exists() else {}
+    return (load_shipped_pool().pixels, [open_model(LEARNERS / f"{kind}_s{seed}.safetensors") for seed in seeds],
+            done)
+
+
+def main() -> None:
+    pool, clean, done = prepared("coop", CLEAN, OUT)
     rows = [json.loads(p.read_text()) for p in sorted((ROOT / "dev2").glob("*.json"))]
-    done = {r["model"]: r for r in json.loads(OUT.with_suffix(".json").read_text())} if OUT.with_suffix(
-        ".json").exists() else {}
     results = []
     for row in rows:
         results.append(done.get(row["model"]) or transfer(row, clean, pool))

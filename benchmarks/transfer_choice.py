@@ -20,12 +20,9 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.encoder_transfer import LEARNERS, transfer_gaps  # noqa: E402
-from inspector.data import load_shipped_pool  # noqa: E402
+from benchmarks.encoder_transfer import prepared, transfer_gaps  # noqa: E402
 from inspector.lab.truth import read_ground_truth  # noqa: E402
 from inspector.prompts import open_model  # noqa: E402
 
@@ -52,11 +49,7 @@ def table(results: list[dict]) -> str:
 
 
 def main() -> None:
-    torch.set_num_threads(2)
-    pool = load_shipped_pool().pixels
-    clean = [open_model(LEARNERS / f"cocoop_s{seed}.safetensors") for seed in CLEAN]
-    done = {r["model"]: r for r in json.loads(OUT.with_suffix(".json").read_text())} if OUT.with_suffix(
-        ".json").exists() else {}
+    pool, clean, done = prepared("cocoop", CLEAN, OUT)
     results = []
     for name in MODELS:
         if name not in done:
