@@ -7,7 +7,7 @@ trigger that carries over least to clean learners named each target (benchmarks/
 measurement (``encoder_transfer.transfer_gaps``: every class's blend trigger at 10% opacity stepped 40 times on the
 delivered model, measured on the scan's held-out images there and on three clean CoCoOp reference learners of
 varied recipes) on the dev zoo's blocked Blended CoCoOp backdoors and on clean CoCoOp learners, among them the one
-the blend family flags.
+the blend family flags; then on two default-recipe clean learners and a BadNets CoCoOp backdoor the default misses.
 
     .venv/bin/python benchmarks/transfer_choice.py        # writes transfer_choice.md / .json
 
@@ -30,7 +30,9 @@ HERE = Path(__file__).resolve().parent
 DEV = HERE / "zoos" / "dev"
 CLEAN = (3100, 3104, 3108)  # three of the shipped CoCoOp reference's learners (varied recipes)
 MODELS = ("blended_cocoop_s2952_t2", "blended_cocoop_s2953_t13", "blended_cocoop_s2954_t17",
-          "clean_cocoop_c4_sgd_s2103", "clean_cocoop_c8_adamw_s2300", "clean_cocoop_c4_sgd_s2302")
+          "clean_cocoop_c4_sgd_s2103", "clean_cocoop_c8_adamw_s2300", "clean_cocoop_c4_sgd_s2302",
+          # then: two default-recipe clean learners and a BadNets backdoor the default also misses
+          "clean_cocoop_default_s2100", "clean_cocoop_default_s2101", "badnets_cocoop_s2955_t10")
 OUT = HERE / "transfer_choice"
 
 
