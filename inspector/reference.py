@@ -325,7 +325,7 @@ def reference_for(model: PromptedCLIP, config: ScanConfig, pool: ImagePool,
         note += (f"; its learners ran on the original {reference.arch} weights ({reference.pretrained}), this model's "
                  f"CLIP is a weights file ({model.backbone.pretrained}): the original's clean attractors. A backdoor "
                  "in the image encoder itself whose trigger is a sparse shape blended over the image (a triangle, a "
-                 "text stamp) is not reconstructed by the scan's trigger families and goes unflagged "
+                 "text stamp) is not reconstructed by the scan's trigger families and may go unflagged "
                  "(benchmarks/encoder_backdoors.md)")
     return baseline, reference.describe() + note
 
