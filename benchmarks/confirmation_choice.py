@@ -71,6 +71,7 @@ class FamilyBench:
         self.logits_of = Logits(model)
         self.clean_fit = CleanPredictions(self.logits_of, self.fit, self.batches)
         self.clean_held = self.logits_of.predict(self.held)
+        self._readers: dict[int, tuple[Logits, torch.Tensor]] = {}  # other models: logits, clean held-out predictions
 
     def stepped(self, family: str, k: int, steps: int) -> Iterator[tuple[int, ClassInversion]]:
         """Class ``k``'s trigger of ``family`` from its neutral start, after each of ``steps`` steps."""
@@ -82,8 +83,13 @@ class FamilyBench:
 
     def measure(self, arm: ClassInversion, other: PromptedCLIP | None = None) -> float:
         """The trigger's flip rate on the held-out images, read by this model or by ``other``."""
-        logits_of = self.logits_of if other is None else Logits(other)
-        clean = self.clean_held if other is None else logits_of.predict(self.held)
+        if other is None:
+            logits_of, clean = self.logits_of, self.clean_held
+        else:
+            if id(other) not in self._readers:
+                reader = Logits(other)
+                self._readers[id(other)] = reader, reader.predict(self.held)
+            logits_of, clean = self._readers[id(other)]
         return _measure(logits_of, arm.trigger, arm.k, arm.name, self.held, clean)["flip_rate"]
 
 

@@ -60,7 +60,7 @@ def build(split: str, pattern: str, overrides: dict[str, Any], device: str, root
     record = folder / f"{name}.json"
     if record.exists() and learner.exists() and weights.exists():
         return json.loads(record.read_text())
-    for stale in (folder / "scans").glob(f"{name}.*"):  # a scan of an earlier build of this pair
+    for stale in (s for scans in SCAN_FOLDERS for s in (folder / scans).glob(f"{name}.*")):  # of an earlier build
         stale.unlink()
     backbone, task, pool = load_backbone(device=device), load_task(), load_shipped_pool()
     benign = {"poison_rate": 0.0} if control else {}
