@@ -33,12 +33,19 @@ from benchmarks import zoo_tables  # noqa: E402
 from inspector.backbone import machine_name  # noqa: E402
 from inspector.candidates import FAMILY_TENSORS, repair_candidates  # noqa: E402
 from inspector.data import Task, load_shipped_pool, load_task  # noqa: E402
-from inspector.detect import OPTIONAL_FAMILIES, QUICK_FAMILIES_BY_DEFAULT, decide  # noqa: E402
+from inspector.detect import (  # noqa: E402
+    OPTIONAL_FAMILIES,
+    QUICK_FAMILIES_BY_DEFAULT,
+    confirmed_by_transfer,
+    decide,
+    transfer_candidates,
+)
 from inspector.invert import ScanConfig, family_flip_rates, run_scan, split_pool  # noqa: E402
 from inspector.lab.truth import attack_success_rate, read_ground_truth  # noqa: E402
-from inspector.prompts import open_model, predict  # noqa: E402
+from inspector.prompts import load_learner, open_model, predict  # noqa: E402
 from inspector.reference import Reference, decide_with_reference, reference_for, shipped_reference_path  # noqa: E402
 from inspector.repair import NoiseStamp, RepairConfig, recipe_of, run_repair  # noqa: E402
+from inspector.transfer import checked_class, class_gaps  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -92,9 +99,9 @@ def scan_model(path: Path, variant: str, cache: Path, pool: torch.Tensor, epsilo
         return _row_from_curves(path, curves, truth, cache)
     model = open_model(path, weights, device=device)
     config = replace(ScanConfig(method=method, schedule=schedule, epsilon=epsilon, colour=colour),
-                     **(_recorded_families(recorded) if recorded is not None else {}),
-                     **({repair_family: True} if for_repair and repair_family in OPTIONAL_FAMILIES else {}),
-                     **(overrides or {}))
+                     **{**(_recorded_families(recorded) if recorded is not None else {}),
+                        **({repair_family: True} if for_repair and repair_family in OPTIONAL_FAMILIES else {}),
+                        **(overrides or {})})
     reference, reference_from = reference_for(model, config, load_shipped_pool(),
                                               "auto" if "reference" in variant else "none")
     result = run_scan(model, pool, replace(config, reference=reference, reference_from=reference_from))
@@ -243,18 +250,21 @@ def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.
     pushed off the true target (``repair.NoiseStamp``)."""
     if against not in REPAIR_AGAINST:
         raise ValueError(f"against must be one of {REPAIR_AGAINST}, not {against!r}")
-    if cache.exists():
+    name = repaired_class(scan_row, against)
+    family = scan_row.get("suspect_family", "additive") if name == scan_row["suspect"] else "additive"
+    if repair_is_current(cache, scan_row, against):
         return json.loads(cache.read_text())
     config = config or RepairConfig()
     model = open_model(path, device=device)
     truth = read_ground_truth(path)
     settings = scan_row["settings"]
-    name = repaired_class(scan_row, against)
     target = list(model.class_names).index(name)
     folder = scans if scans is not None else path.parent / "scans" / _folder(scan_row["method"])
-    family = scan_row.get("suspect_family", "additive") if name == scan_row["suspect"] else "additive"
-    trigger, also = repair_candidates("inspector", _saved_trigger(folder / path.stem, target), settings["epsilon"],
-                                      family, config.families, config.colour_scale)
+    tensors = _saved_trigger(folder / path.stem, target)
+    if scan_row.get("confirmed_by") == "transfer" and name == scan_row["suspect"]:  # the check's blend trigger
+        tensors.update(_saved_trigger(path.parent / "scans" / transfer_tag(ScanConfig()) / path.stem, target))
+    trigger, also = repair_candidates("inspector", tensors, settings["epsilon"], family, config.families,
+                                      config.colour_scale)
     if against == "noise":
         trigger, also = NoiseStamp(settings["epsilon"], config.seed), ()
 
@@ -282,10 +292,63 @@ def repair_model(path: Path, scan_row: dict[str, Any], cache: Path, pool: torch.
     return row
 
 
+def repair_is_current(cache: Path, scan_row: dict[str, Any], against: str = "suspect") -> bool:
+    """Whether ``cache`` holds a repair against the class and family the scan's row names now (a newer rule may
+    have changed its suspect since)."""
+    if not cache.exists():
+        return False
+    cached = json.loads(cache.read_text())
+    name = repaired_class(scan_row, against)
+    family = scan_row.get("suspect_family", "additive") if name == scan_row["suspect"] else "additive"
+    return cached["repaired_class"] == name and cached["family"].split("+")[0] in (family, "noise")
+
+
 def _saved_trigger(stem: Path, target: int) -> dict[str, torch.Tensor]:
     """The reconstructed trigger of class ``target`` from a cached scan (every class's is kept)."""
     saved = torch.load(stem.with_suffix(".triggers.pt"), weights_only=True)
     return {key.split(".")[0]: v for key, v in saved.items() if key.endswith(f".{target}")}
+
+
+def transfer_tag(config: ScanConfig) -> str:
+    """The cache folder of transfer checks measured with ``config``'s settings of it."""
+    return (f"transfer-{config.transfer_steps}x{config.transfer_images}-lr{config.transfer_lr}"
+            f"-a{config.transfer_alpha}")
+
+
+def transfer_checked(row: dict[str, Any], path: Path, reference: Reference, reference_path: Path,
+                     pool: torch.Tensor) -> dict[str, Any]:
+    """A default scan's row (decided with the reference, ``calibrated``) after the transfer check, as a scan makes it
+    now: the classes it looks at measured with the engine's ``transfer.class_gaps`` (cached beside the scans, with
+    their blend triggers, for rows recorded before the check), judged by ``detect.confirmed_by_transfer``."""
+    config = ScanConfig()
+    baseline = reference.baseline(config, reference_path)
+    schedule = "faithful" if row["method"].startswith("inspector-faithful") else "fast"
+    classes, verdict = decide_with_reference(row["classes"], reference, schedule)
+    positions = transfer_candidates(verdict) if baseline.transfer else []
+    if not positions:
+        return row
+    cache = path.parent / "scans" / transfer_tag(config) / f"{path.stem}.json"
+    measured = json.loads(cache.read_text())["classes"] if cache.exists() else {}
+    missing = [int(classes[p]["index"]) for p in positions if classes[p]["name"] not in measured]
+    if missing:
+        started = time.time()
+        model = open_model(path, device="cpu")
+        learners = [load_learner(Path(f), model.backbone) for f in baseline.transfer_learners]
+        triggers: dict[int, dict[str, torch.Tensor]] = {}
+        measured.update(class_gaps(model, learners, pool, config, missing, triggers))
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        kept = cache.with_suffix(".triggers.pt")
+        saved = torch.load(kept, weights_only=True) if kept.exists() else {}
+        torch.save({**saved, **{f"{name}.{k}": v for k, tensors in triggers.items() for name, v in tensors.items()}},
+                   kept)
+        cache.write_text(json.dumps({"classes": measured, "seconds": round(time.time() - started, 1),
+                                     "device": machine_name("cpu")}, indent=1))
+    checks = [checked_class(p, classes[p], measured[classes[p]["name"]], baseline.transfer[classes[p]["name"]])
+              for p in positions]
+    v = confirmed_by_transfer(verdict, checks)
+    return {**row, "flagged": v.flagged, "predicted_target": v.target_name, "suspect": v.suspect_name,
+            "max_anomaly": v.max_anomaly, "suspect_flip_rate": v.suspect_flip_rate, "suspect_family": v.suspect_family,
+            "transfer": checks, "confirmed_by": v.confirmed_by}
 
 
 def _folder(variant: str) -> str:
@@ -434,8 +497,12 @@ ZOO_NOTES = {
     "test4": "**Fourth test zoo** (benchmarks/zoos/test4.plan.json, seeds 10000+): 20 clean learners and 32 "
              "backdoors over all eight lab attacks (stickers in CoCoOp learners), planned after the last detection "
              "choice on the dev zoo (a reference scanned with three seeds per learner, judged and not adopted, "
-             "benchmarks/reference_seeds.md), built afterwards, and scanned **once** with the default shipped now, "
-             "whose every part was chosen before it existed: these figures are results, out of sample.",
+             "benchmarks/reference_seeds.md), built afterwards, and scanned **once** with the default shipped then, "
+             "whose every part was chosen before it existed (86.5%, AUROC 0.842, target F1 0.88, no clean learner "
+             "flagged; repairs 14.2% mean ASR after), and, as issue 18 allows, decided **once** again after a change "
+             "chosen on the dev zoo (the transfer check, benchmarks/transfer_choice.md; measured for the cached scans "
+             "as the scan runs it): these are that re-measurement's figures, results. The next change is to be "
+             "reported on a fresh test zoo.",
 }
 
 
@@ -531,8 +598,11 @@ def main() -> None:
                   f"a={row['max_anomaly']:.2f} ({time.time() - started:.0f} s)", flush=True)
     references = {kind: Reference.read(shipped_reference_path("pocket-clip", kind)) for kind in ("coop", "cocoop")}
     if "inspector + reference" in scans:  # cached records decided with the reference and rule shipped now
-        scans["inspector + reference"] = [{**calibrated(row, references[row["kind"]]), "method": row["method"]}
-                                          for row in scans["inspector + reference"]]
+        scans["inspector + reference"] = [
+            transfer_checked({**calibrated(row, references[row["kind"]]), "method": row["method"]},
+                             zoo / f"{row['model']}.safetensors", references[row["kind"]],
+                             shipped_reference_path("pocket-clip", row["kind"]), pool)
+            for row in scans["inspector + reference"]]
     if "inspector-faithful" in scans:  # the faithful schedule does not depend on the reference: decide again
         scans["inspector-faithful + reference"] = [calibrated(row, references[row["kind"]])
                                                    for row in scans["inspector-faithful"]]
@@ -550,9 +620,10 @@ def main() -> None:
                     continue
                 path, scans_folder = zoo / f"{row['model']}.safetensors", zoo / "scans" / (_folder(row["method"])
                                                                                           + colour_tag(args.colour))
-                if not cache.exists():  # the suspect family's triggers, scanned again if they are not kept
+                if not repair_is_current(cache, row):  # the suspect family's triggers, scanned again if not kept
+                    family = "additive" if row.get("confirmed_by") == "transfer" else row["suspect_family"]
                     scan_model(path, "inspector + reference", scans_folder / f"{row['model']}.json", pool, epsilon,
-                               args.device, args.colour, for_repair=True, repair_family=row["suspect_family"])
+                               args.device, args.colour, for_repair=True, repair_family=family)
                 repairs.append(repair_model(path, row, cache, pool, task, args.device, scans=scans_folder))
                 print(f"repair {row['model']:<36} asr {repairs[-1]['asr_before']:.1%} -> "
                       f"{repairs[-1]['asr_after']:.1%}", flush=True)

@@ -37,6 +37,11 @@ class Baseline:
     # quick family ("colour", "blend", "patch") -> class -> each learner's flip rate of that family's trigger
     families: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     held_out_loss: dict[str, list[float]] = field(default_factory=dict)  # class -> each learner's held-out margin
+    # The transfer check (inspector.transfer): class -> each measured clean learner's transfer gap, the learner files
+    # a delivered model's triggers are carried over to, and the settings the gaps were measured with.
+    transfer: dict[str, list[float]] = field(default_factory=dict)
+    transfer_learners: tuple[str, ...] = ()
+    transfer_settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def classes(self) -> list[str]:

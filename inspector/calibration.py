@@ -53,9 +53,10 @@ def shipped_calibration() -> Calibration:
 
 def backdoor_probability(report: dict[str, Any]) -> float | None:
     """The calibrated probability for a scan report, or None where the fit does not apply (a baseline method, no
-    clean reference, a subset of the classes: the fast schedule then runs other steps, so the index is another)."""
+    clean reference, a subset of the classes: the fast schedule then runs other steps, so the index is another; a
+    verdict of the transfer check, whose index is of another measurement)."""
     settings = report.get("settings")
     if (report.get("method") != "inspector" or report.get("statistic") != "excess_flip_rate"
-            or not isinstance(settings, dict) or settings.get("classes") is not None):
+            or not isinstance(settings, dict) or settings.get("classes") is not None or report.get("confirmed_by")):
         return None
     return round(shipped_calibration().probability(report["max_anomaly"], report["suspect_flip_rate"]), 4)

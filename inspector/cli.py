@@ -105,7 +105,8 @@ def _scan_config(args: argparse.Namespace) -> Any:
 
     config = ScanConfig(method=args.method, epsilon=_per_255(args.epsilon), threshold=args.threshold,
                         pool_size=args.pool_size, seed=args.seed, statistic=args.statistic, epochs=args.epochs,
-                        colour=args.colour, blend=args.blend, patch=args.patch, spread=args.spread,
+                        colour=args.colour, blend=args.blend, patch=args.patch, transfer=args.transfer,
+                        spread=args.spread,
                         evidence=args.evidence,
                         min_flip_rate=_share(args.min_flip_rate, "--min-flip-rate"))
     return replace(config, schedule=args.schedule) if args.schedule else config
@@ -118,6 +119,7 @@ def cmd_scan(args: argparse.Namespace) -> None:
     from inspector.pipeline import ReferenceChosen, ReportWritten, open_delivered, scan_job
     from inspector.report import REPORT
     from inspector.runs import check_output_folder, fresh_run_name
+    from inspector.transfer import TransferMeasured
 
     delivered = open_delivered(args.model, weights=args.weights, device=args.device)
     out = Path(args.out) if args.out else fresh_run_name(Path("runs"), delivered.path.stem)
@@ -137,6 +139,11 @@ def cmd_scan(args: argparse.Namespace) -> None:
             elif isinstance(event, ClassFinished):
                 _write(args, bar, f"  {event.record['name']:<20} flip rate {event.record['flip_rate']:6.1%}  "
                                   f"loss {event.record['loss']:.3f}")
+            elif isinstance(event, TransferMeasured):
+                c = event.record
+                _write(args, bar, f"  transfer check {c['name']!r}: its blended pattern flips {c['delivered']:.0%} "
+                                  f"of this model's held-out images, {c['clean']:.0%} of clean learners' "
+                                  f"(their own gap {c['reference_gap']:+.0%}; index {c['transfer_index']:.2f})")
             elif isinstance(event, ReportWritten):
                 written = event
     assert written is not None
@@ -150,6 +157,8 @@ def cmd_scan(args: argparse.Namespace) -> None:
     found_by = f" by its {family.replace(' ', '-')} trigger" if family else ""
     if report.get("corroborated_by"):
         found_by = f" by its {', '.join(report['corroborated_by'])} triggers together (corroborated index)"
+    if report.get("confirmed_by") == "transfer":
+        found_by = " by the transfer check (a blended pattern that moves it far more than clean learners)"
     if report["flagged"]:
         print(f"FLAGGED: backdoor suspected, target class {report['target']!r}{found_by} (anomaly index "
               f"{report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.1%})")
@@ -307,6 +316,47 @@ def _fleet_line(event: Any) -> str:
 
 
 # --- the clean reference ---------------------------------------------------------------------------------
+def cmd_reference_transfer(args: argparse.Namespace) -> None:
+    from inspector.backbone import load_backbone
+    from inspector.invert import ScanConfig
+    from inspector.reference import Reference
+    from inspector.transfer import GapsMeasured, reference_transfer
+
+    path = Path(args.reference)
+    reference = Reference.read(path)
+    backbone = load_backbone(reference.arch, args.weights or (None if reference.pretrained == "pocket"
+                                                              else reference.pretrained), device=args.device)
+    pool = _pool(args, args.ood, backbone.image_size, reference.pool_size)
+    why = None if pool.fingerprint == reference.pool else (f"the OOD pool {pool.source} is not the one the reference "
+                                                           f"was measured on ({reference.pool_source})")
+    if why:
+        raise InputError(why, hint="pass the pool the reference was built with (--ood)")
+    keep = Path(args.keep) if args.keep else path.with_suffix(".learners")
+    try:
+        carriers = [int(s) for s in args.carriers.split(",")] if args.carriers else None
+    except ValueError as exc:
+        raise InputError(f"--carriers {args.carriers!r} is not a list of learner seeds",
+                         hint="e.g. --carriers 1000,1002,1004 (the reference's seeds)") from exc
+    with _bar(args, f"transfer check for {path.name}", unit="learner") as bar:
+        events = reference_transfer(reference, path, keep, backbone, pool, ScanConfig(), carriers)
+        while True:
+            try:
+                event = next(events)
+            except StopIteration as done:
+                updated = done.value
+                break
+            if isinstance(event, GapsMeasured):
+                _advance(bar, event.done, event.total, f"seed {event.seed}")
+                _write(args, bar, "  " + event.line())
+    transfer = updated.transfer or {}
+    summary = {"reference": str(path), "carriers": transfer.get("learners"), "measured": transfer.get("measured")}
+    if args.json:
+        _print_json(summary)
+        return
+    print(f"transfer check added to {path}: triggers carried over to learners {transfer.get('learners')}, "
+          f"{len(transfer.get('measured', []))} learners measured as if delivered")
+
+
 def cmd_reference_build(args: argparse.Namespace) -> None:
     from inspector.backbone import load_backbone
     from inspector.invert import ScanConfig
@@ -738,6 +788,10 @@ def build_parser() -> argparse.ArgumentParser:
     so.add_argument("--patch", action=argparse.BooleanOptionalAction, default=None,
                     help="also invert an opaque patch pasted at a random place per class (the fourth family, for "
                          "sticker-like triggers); default: when the clean reference measured it")
+    so.add_argument("--transfer", action=argparse.BooleanOptionalAction, default=None,
+                    help="when no index passes the rule but some family's does, check whether the top classes' "
+                         "blended-pattern triggers carry over to clean learners (default: with a reference that "
+                         "carries the check, as the shipped ones do; benchmarks/transfer_choice.md)")
     sc = command("scan", "scan a prompt learner for a backdoor (OOD trigger inversion)", so)
     sc.add_argument("model", help="zoo name or .safetensors learner file")
     sc.add_argument("--weights", help=WEIGHTS_HELP)
@@ -802,6 +856,18 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     rb.add_argument("--json", action="store_true", help="print one JSON summary")
     rb.set_defaults(func=cmd_reference_build)
+    rt = command("transfer", "add the transfer check to a reference: its kept learners' blended-pattern triggers "
+                             "carried over to a few of them (resumable)", where=ref_sub)
+    rt.add_argument("reference", help="reference .json (written again with the check)")
+    rt.add_argument("--keep", default=None, help="the folder the build kept its learners in (default: "
+                                                 "<reference>.learners/ beside it)")
+    rt.add_argument("--carriers", default=None, help="comma-separated seeds of the learners triggers are carried "
+                                                     "over to (default: three spread over the reference's list)")
+    rt.add_argument("--ood", default=None, help="the OOD pool the reference was measured on: folder or .zip "
+                                                "(default: the shipped pool)")
+    rt.add_argument("--weights", help=WEIGHTS_HELP)
+    rt.add_argument("--json", action="store_true", help="print one JSON summary")
+    rt.set_defaults(func=cmd_reference_transfer)
 
     zoo = sub.add_parser("zoo", help="the shipped demo models", parents=[common])
     zoo_sub = zoo.add_subparsers(dest="zoo_command", required=True)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from statistics import median
 from typing import Any, Literal
 
@@ -71,6 +71,19 @@ GATE_FIRST = False
 # A quick family's smallest spread without a reference that measured it: clean learners' colour flip rates
 # of natural attractors spread this much (benchmarks/reference_choice.md, dev zoo).
 COLOUR_MIN_SPREAD = 0.15
+# The transfer check (inspector.transfer; with a reference that carries it): a scan that flags nothing although some
+# family's top index passes the threshold looks again at its ``TRANSFER_CLASSES`` highest classes, asking whether a
+# blend trigger fitted on the delivered model carries over to clean learners less than such triggers do between clean
+# learners (benchmarks/transfer_choice.md, dev zoo).
+TRANSFER_CLASSES = 2
+# The share of the delivered model's held-out images a checked class's pattern must flip: the lab's bar for a real
+# backdoor (its trigger reaches at least 70% of OOD images), since a pattern stepped this long that stands in for a
+# backdoor's trigger reaches as far; a natural attractor's pattern on a clean learner reached 53-68% on the dev zoo.
+TRANSFER_MIN_FLIP_RATE = 0.7
+# How far past the threshold a checked class's transfer index must lie: 1.5 times it (3 at the default 2). Chosen on
+# the dev zoo, where a clean learner's *led light* pattern passed the gate at 2.51 and the backdoors' targets had
+# 3.55-8.51 (benchmarks/transfer_choice.md); each class's reference gaps come from 5-9 learners only.
+TRANSFER_THRESHOLD_SCALE = 1.5
 
 # Smallest spread the index divides by, per statistic: when every other class has exactly the same
 # value (MAD = 0, e.g. all flip rates 0 %), one percentage point of flip rate, a hundredth of a logit
@@ -124,6 +137,9 @@ class Verdict:
     suspect_family: str = "additive"
     corroborated_by: list[str] = field(default_factory=list)  # the families that flagged the target together
     corroborated_gate: float = CORROBORATED_GATE  # share of min_flip_rate a class two families name must flip
+    highest_family_index: float = 0.0  # the highest index any single family gives any class
+    transfer: list[dict[str, Any]] = field(default_factory=list)  # the transfer check's classes (``transfer_index``)
+    confirmed_by: str = ""  # "transfer" when the transfer check flagged a model the indices alone did not
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -180,6 +196,7 @@ def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate"
             top, flagged, corroborated = k, True, by
             anomalies[k], families[k], flips[k] = index, by[0], flip
     suspect = classes[top]
+    highest = max(max(indices) for indices, _ in per_family.values())
     return Verdict(flagged=flagged, target=int(suspect["index"]) if flagged else None,
                    target_name=str(suspect["name"]) if flagged else None,
                    suspect=int(suspect["index"]), suspect_name=str(suspect["name"]),
@@ -187,7 +204,52 @@ def decide(classes: Sequence[dict[str, Any]], statistic: Statistic = "flip_rate"
                    statistic=statistic, threshold=threshold, min_flip_rate=min_flip_rate,
                    anomalies=[_finite(a) for a in anomalies], families=families, suspect_family=families[top],
                    corroborated_by=corroborated,
-                   corroborated_gate=corroboration[1] if corroboration is not None else 1.0)
+                   corroborated_gate=corroboration[1] if corroboration is not None else 1.0,
+                   highest_family_index=_finite(highest))
+
+
+def transfer_candidates(verdict: Verdict, classes: int = TRANSFER_CLASSES) -> list[int]:
+    """Positions (in the verdict's class order) the transfer check looks at: none when the model is flagged or no
+    family's index passes the threshold, else the ``classes`` highest indices."""
+    if verdict.flagged or verdict.highest_family_index <= verdict.threshold:
+        return []
+    return sorted(range(len(verdict.anomalies)), key=lambda i: -verdict.anomalies[i])[:classes]
+
+
+def transfer_index(gap: float, reference_gaps: Sequence[float], floor: float = PER_CLASS_SPREAD_FLOOR) -> float:
+    """How far a class's transfer gap (its trigger's flip rate on the delivered model minus on clean learners) lies
+    above the same class's gaps in clean learners, in units of their spread (that of a new learner, at least
+    ``floor``), as the per-class excess is measured (``standardised``)."""
+    n = len(reference_gaps)
+    mean = sum(reference_gaps) / n
+    sd = math.sqrt(sum((g - mean) ** 2 for g in reference_gaps) / (n - 1)) if n > 1 else 0.0
+    return (gap - mean) / max(sd * math.sqrt(1 + 1 / n), floor)
+
+
+def transfer_gate(verdict: Verdict) -> float:
+    """The share of the delivered model's held-out images a checked class's pattern must flip: the scan's gate, at
+    least ``TRANSFER_MIN_FLIP_RATE``."""
+    return max(verdict.min_flip_rate, TRANSFER_MIN_FLIP_RATE)
+
+
+def confirmed_by_transfer(verdict: Verdict, checks: Sequence[dict[str, Any]]) -> Verdict:
+    """The verdict with the transfer check's classes (records with ``position``, ``index``, ``name``, ``delivered``,
+    ``transfer_index``): an unflagged model is flagged when a checked class's transfer index passes
+    ``TRANSFER_THRESHOLD_SCALE`` times the threshold and its trigger flips at least ``transfer_gate`` of the delivered
+    model's held-out images; that class is then the target, found by its blended pattern."""
+    out = replace(verdict, transfer=[dict(c) for c in checks])
+    gate, threshold = transfer_gate(verdict), verdict.threshold * TRANSFER_THRESHOLD_SCALE
+    passing = [c for c in checks if c["transfer_index"] > threshold and c["delivered"] >= gate]
+    if verdict.flagged or not passing:
+        return out
+    best = max(passing, key=lambda c: (c["transfer_index"], c["delivered"]))
+    position, index = int(best["position"]), float(best["transfer_index"])
+    anomalies, families = list(verdict.anomalies), list(verdict.families)
+    anomalies[position], families[position] = _finite(index), "blend"
+    return replace(out, flagged=True, target=int(best["index"]), target_name=str(best["name"]),
+                   suspect=int(best["index"]), suspect_name=str(best["name"]), max_anomaly=_finite(index),
+                   suspect_flip_rate=float(best["delivered"]), anomalies=anomalies, families=families,
+                   suspect_family="blend", confirmed_by="transfer")
 
 
 def corroborated_suspect(per_family: dict[str, tuple[list[float], list[float]]],

@@ -62,7 +62,9 @@ from inspector.detect import (
     Spread,
     Statistic,
     Verdict,
+    confirmed_by_transfer,
     decide,
+    transfer_candidates,
 )
 from inspector.errors import InputError
 from inspector.limits import MIN_POOL_IMAGES
@@ -165,6 +167,13 @@ class ScanConfig:
     patch_share: float = PATCH_SHARE
     colour_joint_images: int = 64  # images per encoder pass when the classes' quick-family steps run together
     bf16: bool | None = None  # bfloat16 autocast on CUDA (default: for the fast schedule); no effect on CPU
+    # The transfer check (inspector.transfer): a blend trigger at opacity ``transfer_alpha`` stepped ``transfer_steps``
+    # times on ``transfer_images`` images per step, for the classes an unflagged scan points at.
+    transfer: bool | None = None  # None: when the reference carries the check; False: never
+    transfer_steps: int = 40
+    transfer_images: int = 16
+    transfer_lr: float = 0.1
+    transfer_alpha: float = 0.1
     # Per-class flip rates of clean learners of the same task under this schedule (inspector.reference): the
     # index then reads the excess over them, so classes prompt tuning makes easy to reach do not pass for a backdoor.
     reference: Baseline | None = None
@@ -204,6 +213,18 @@ class ScanConfig:
                 "blend": ("blend_steps", "blend_batch_size", "blend_lr", "blend_alpha"),
                 "patch": ("patch_steps", "patch_batch_size", "patch_lr", "patch_share")}[family]
         return {key: getattr(self, key) for key in keys}
+
+    def transfer_settings(self) -> dict[str, Any]:
+        """What a reference's transfer gaps must have been measured with to be compared with this scan's."""
+        return {key: getattr(self, key) for key in ("transfer_steps", "transfer_images", "transfer_lr",
+                                                     "transfer_alpha")}
+
+    def runs_transfer(self) -> bool:
+        """Whether an unflagged scan runs the transfer check: the inspector's, unless told not to, with a reference
+        whose transfer gaps were measured with these settings."""
+        reference = self.reference
+        return (self.method == "inspector" and self.transfer is not False and reference is not None
+                and bool(reference.transfer) and reference.transfer_settings == self.transfer_settings())
 
     def family_images(self, family: str) -> int:
         """Images each step of ``family`` reads: the first ``<family>_batch_size`` of the fast schedule's batch of
@@ -359,6 +380,8 @@ class ScanResult:
                            min_flip_rate=self.settings.min_flip_rate if min_flip_rate is None else float(min_flip_rate))
         verdict = decide(self.classes, settings.resolved_statistic(), settings.threshold,
                          settings.resolved_min_flip_rate(), settings.spread, settings.evidence)
+        if self.verdict.transfer:  # the classes the transfer check measured, judged by the new rule too
+            verdict = confirmed_by_transfer(verdict, self.verdict.transfer)
         return replace(self, settings=settings, verdict=verdict)
 
     def held_out(self, pool: torch.Tensor) -> torch.Tensor:
@@ -667,6 +690,20 @@ def scan(model: PromptedCLIP, pool: torch.Tensor, config: ScanConfig | None = No
                     **{key: value for arms in run.family_arms.values() if k in arms
                        for key, value in arms[k].trigger.tensors().items()}} for k in classes}
     extra = {f"{family}_seconds": seconds for family, seconds in run.family_seconds.items()}
+    positions = transfer_candidates(verdict) if config.runs_transfer() else []
+    if positions:
+        from inspector import transfer  # it builds on this module
+
+        checked_at = time.time()
+        with frozen_learner(model):
+            clean_held = run.clean_held if run.clean_held is not None else run.logits_of.predict(held)
+            checked, tensors = yield from transfer.check(model, positions, records, run.logits_of, fit,
+                                                         run.family_batches, run.family_clean, held, clean_held,
+                                                         config, run.scan_steps)
+        verdict = confirmed_by_transfer(verdict, checked)
+        for k, found in tensors.items():
+            triggers[k].update(found)
+        extra["transfer_seconds"] = round(time.time() - checked_at, 2)
     yield ScanFinished(ScanResult(config, names, records, triggers, verdict, round(time.time() - started, 2),
                                   len(fit), len(held), run.logits_of.image_passes, extra))
 

@@ -170,6 +170,7 @@ class ReportWritten:
         summary = {key: report[key] for key in ("flagged", "target", "max_anomaly", "suspect", "suspect_family",
                                                 "suspect_flip_rate", "seconds", "method")}
         summary["probability"] = report.get("probability")
+        summary["confirmed_by"] = report.get("confirmed_by", "")
         summary["model"] = report["model"].get("name")
         summary["classes"] = [{key: c[key] for key in ("name", "flip_rate", "anomaly", "loss")}
                               for c in report["classes"]]

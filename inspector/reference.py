@@ -98,6 +98,10 @@ class Reference:
     colour: dict[str, Any] | None = None
     blend: dict[str, Any] | None = None  # the blend family, likewise
     patch: dict[str, Any] | None = None  # the patch family, likewise
+    # The transfer check (inspector.transfer): {"settings": ScanConfig.transfer_settings(), "learners": [seeds of the
+    # learners a delivered model's triggers are carried over to, kept as learners/<kind>_s<seed>.safetensors beside
+    # this file], "measured": [seeds of the other learners], "per_learner": [{class: transfer gap} per measured one]}
+    transfer: dict[str, Any] | None = None
     # scan seeds per learner: the fast measurements and the quick families hold one entry per learner and scan seed
     # (learner by learner), the faithful ones one per learner
     scan_seeds: int = 1
@@ -169,6 +173,8 @@ class Reference:
                     family, measured, "a record of settings and per-learner flip rates")
             for i, learner in enumerate(measured["per_learner"]):
                 rates(f"{family}.per_learner[{i}]", learner, names)
+        if self.transfer is not None:
+            _check_transfer(self.transfer, names, self.seeds)
         entries = len(self.seeds) * self.scan_seeds  # one fast and one family entry per learner and scan seed
         counted = [("fast.held_out", (self.fast or {}).get("held_out"))] + [
             (f"{family}.per_learner", (getattr(self, family) or {}).get("per_learner")) for family in QUICK_FAMILIES]
@@ -222,9 +228,24 @@ class Reference:
         return (f"{len(self.seeds)} clean {self.kind} learners tuned{recipes} on {_task_name(self.task)} "
                 f"(seeds {', '.join(map(str, self.seeds))}{seeded})")
 
-    def baseline(self, config: ScanConfig) -> Baseline:
-        """The clean learners' values for a scan with ``config``'s schedule."""
+    def baseline(self, config: ScanConfig, path: Path | None = None) -> Baseline:
+        """The clean learners' values for a scan with ``config``'s schedule; with the reference file's ``path``, the
+        transfer check's too, when its learner files are beside it (``<name>.transfer/``)."""
         families = {family: values for family in QUICK_FAMILIES if (values := self.family_values(config, family))}
+        return replace(self._baseline(config, families), **self.transfer_values(path))
+
+    def transfer_values(self, path: Path | None) -> dict[str, Any]:
+        """The transfer check's part of a ``Baseline``: per class each measured learner's gap, the learner files and
+        the settings (nothing without the check or its files)."""
+        seeds = (self.transfer or {}).get("learners", [])
+        files = [path.with_suffix(".transfer") / f"{self.kind}_s{seed}.safetensors" for seed in seeds] if path else []
+        if not self.transfer or not files or not all(f.is_file() for f in files):
+            return {}
+        per_learner = self.transfer["per_learner"]
+        return {"transfer": {c: [float(p[c]) for p in per_learner] for c in per_learner[0]},
+                "transfer_learners": tuple(str(f) for f in files), "transfer_settings": dict(self.transfer["settings"])}
+
+    def _baseline(self, config: ScanConfig, families: dict[str, dict[str, list[float]]]) -> Baseline:
         if config.schedule == "fast" and self.fast:
             names = list(self.fast["held_out"][0])
             return Baseline(held_out={c: [h[c] for h in self.fast["held_out"]] for c in names},
@@ -278,6 +299,20 @@ def _check_fast(fast: Any, names: list[str]) -> None:
             rates(f"fast.held_out_loss[{i}]", values, names, low=-1e6, high=1e6)
 
 
+def _check_transfer(transfer: Any, names: list[str], seeds: list[int]) -> None:
+    require(isinstance(transfer, dict) and isinstance(transfer.get("settings"), dict), "transfer", transfer,
+            "a record of settings, learners and per-learner gaps")
+    for key in ("learners", "measured"):
+        value = transfer.get(key)
+        require(isinstance(value, list) and bool(value) and all(whole(x) and x in seeds for x in value),
+                f"transfer.{key}", value, "a non-empty list of the reference's seeds")
+    per_learner = transfer.get("per_learner")
+    require(isinstance(per_learner, list) and len(per_learner) == len(transfer["measured"]), "transfer.per_learner",
+            per_learner, "one record of gaps per measured learner")
+    for i, gaps in enumerate(per_learner):
+        rates(f"transfer.per_learner[{i}]", gaps, names, low=-1.0, high=1.0)
+
+
 def shipped_reference_path(arch: str, kind: str) -> Path:
     return REFERENCE_DIR / f"{arch}-{kind}.json"
 
@@ -310,13 +345,14 @@ def reference_for(model: PromptedCLIP, config: ScanConfig, pool: ImagePool,
         if why:
             return None, f"none: the shipped reference does not apply ({why}; raw flip rates)"
     else:
-        reference = Reference.read(Path(choice))
+        path = Path(choice)
+        reference = Reference.read(path)
         why = reference.mismatch(model, config, pool)
         if why:
             raise InputError(f"reference {choice} does not fit this scan: {why}",
                              hint="build a reference for this model's task, kind, backbone, OOD pool and scan "
                                   "settings (`python -m inspector reference build`), or pass --reference none")
-    baseline = reference.baseline(config)
+    baseline = reference.baseline(config, path)
     unmeasured = [family for family in QUICK_FAMILIES if getattr(config, family) is True
                   and family not in baseline.families]
     note = "".join(f"; its learners were not measured with the {family} family, so {family} flip rates are compared "
@@ -327,6 +363,12 @@ def reference_for(model: PromptedCLIP, config: ScanConfig, pool: ImagePool,
                  "in the image encoder itself whose trigger is a sparse shape blended over the image (a triangle, a "
                  "text stamp) is not reconstructed by the scan's trigger families and may go unflagged "
                  "(benchmarks/encoder_backdoors.md)")
+        baseline = replace(baseline, transfer={}, transfer_learners=())  # its learners do not run on this CLIP
+    elif replace(config, reference=baseline).runs_transfer():
+        note += f"; with the transfer check ({len(baseline.transfer_learners)} learners to carry triggers over to)"
+    if config.transfer is True and not replace(config, reference=baseline).runs_transfer():
+        note += ("; the transfer check was asked for, but this reference does not carry it for this scan (add it "
+                 "with `reference transfer`)")
     return baseline, reference.describe() + note
 
 

@@ -25,7 +25,14 @@ from inspector.calibration import backdoor_probability
 from inspector.candidates import METHODS
 from inspector.checks import number, require, whole
 from inspector.data import SHIPPED
-from inspector.detect import CORROBORATED_GATE, QUICK_FAMILIES, QUICK_FAMILY_WORDS, Verdict
+from inspector.detect import (
+    CORROBORATED_GATE,
+    QUICK_FAMILIES,
+    QUICK_FAMILY_WORDS,
+    TRANSFER_MIN_FLIP_RATE,
+    TRANSFER_THRESHOLD_SCALE,
+    Verdict,
+)
 from inspector.errors import InputError, shown
 from inspector.examples import Example
 from inspector.figures import class_bars
@@ -84,6 +91,9 @@ def build_report(result: ScanResult, model_info: dict[str, Any], pool_info: dict
         "suspect_family": verdict.suspect_family,
         "corroborated_by": list(verdict.corroborated_by),
         "corroborated_gate": verdict.corroborated_gate,
+        "confirmed_by": verdict.confirmed_by,
+        "transfer": [dict(c) for c in verdict.transfer],
+        "highest_family_index": verdict.highest_family_index,
         "seconds": result.seconds,
         "method": result.settings.method,
         "statistic": verdict.statistic,
@@ -190,7 +200,10 @@ def read_report(path: Path, class_names: list[str] | tuple[str, ...] | None = No
                           families=[str(c.get("family", "additive")) for c in report["classes"]],
                           suspect_family=str(report.get("suspect_family", "additive")),
                           corroborated_by=[str(f) for f in report.get("corroborated_by", [])],
-                          corroborated_gate=float(report.get("corroborated_gate", CORROBORATED_GATE)))
+                          corroborated_gate=float(report.get("corroborated_gate", CORROBORATED_GATE)),
+                          confirmed_by=str(report.get("confirmed_by", "")),
+                          highest_family_index=float(report.get("highest_family_index", report["max_anomaly"])),
+                          transfer=[dict(c) for c in report.get("transfer", [])])
         names = list(report.get("class_names") or class_names or [])
         result = ScanResult(settings, names, classes, grouped, verdict, float(report["seconds"]),
                             int(report["pool"]["fit_images"]), int(report["pool"]["held_out_images"]),
@@ -250,6 +263,17 @@ def check_report(report: dict[str, Any], class_names: list[str] | tuple[str, ...
     require(number(gate) and 0 < gate <= 1, "corroborated_gate", gate, "a share of the flip gate, above 0, at most 1")
     indexes = [record["index"] for record in classes]
     require(len(set(indexes)) == len(indexes), "classes", indexes, "a list of distinct classes")
+    require(report.get("confirmed_by", "") in ("", "transfer"), "confirmed_by", report.get("confirmed_by"),
+            "empty or transfer")
+    require(number(report.get("highest_family_index", 0.0)), "highest_family_index",
+            report.get("highest_family_index"), "a number")
+    checked = report.get("transfer", [])
+    require(isinstance(checked, list), "transfer", checked, "a list of checked classes")
+    for i, row in enumerate(checked):
+        require(isinstance(row, dict) and whole(row.get("position")) and 0 <= row["position"] < len(classes)
+                and whole(row.get("index")) and row["index"] in indexes and isinstance(row.get("name"), str)
+                and all(number(row.get(k)) for k in ("delivered", "clean", "gap", "reference_gap", "transfer_index")),
+                f"transfer[{i}]", row, "a checked class (position, index, name, flip rates, gaps, index)")
     for key in ("suspect_index", "target_index"):
         value = report.get(key)
         require((value is None and key == "target_index") or (whole(value) and value in indexes), key, value,
@@ -289,6 +313,24 @@ def _reference_note(settings: dict[str, Any]) -> str:
     return f"<p class='meta'>Clean reference: {html.escape(line)}</p>" if line else ""
 
 
+def _transfer_section(checked: list[dict[str, Any]], threshold: float, min_flip_rate: float) -> str:
+    """The transfer check's classes, when the scan ran it (inspector.transfer)."""
+    if not checked:
+        return ""
+    e = html.escape
+    rows = "".join(f"<tr><td>{e(str(c['name']))}</td><td>{c['delivered']:.0%}</td><td>{c['clean']:.0%}</td>"
+                   f"<td>{c['gap']:+.0%}</td><td>{c['reference_gap']:+.0%}</td><td>{c['transfer_index']:.2f}</td></tr>"
+                   for c in checked)
+    return (f"<h2>Transfer check</h2><p class='meta'>No index passed the rule, but some family's did, so the "
+            f"scan's top classes got a blended-pattern trigger stepped longer, measured on the held-out images by "
+            f"this model and by clean learners of the same CLIP. A backdoor's pattern moves this model far more "
+            f"than clean learners; a natural attractor's moves both. The gap's index compares it with the same "
+            f"class's gap in other clean learners. Flagged when that index exceeds {threshold:g} and the pattern "
+            f"flips at least {min_flip_rate:.0%} of this model's images.</p>"
+            "<table><tr><th>class</th><th>this model</th><th>clean learners</th><th>gap</th>"
+            f"<th>clean learners' own gap</th><th>index</th></tr>{rows}</table>")
+
+
 def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]], examples: list[Example]) -> str:
     """One self-contained page (plotly.js inlined, images as data URIs): works offline, can be mailed."""
     names = [c["name"] for c in report["classes"]]
@@ -306,6 +348,8 @@ def render_html(report: dict[str, Any], pictures: dict[int, tuple[bytes, bytes]]
     found_by = FAMILY_WORDS.get(str(report.get("suspect_family", "additive")), "")
     if report.get("corroborated_by"):
         found_by = "two or more families together: " + "; ".join(FAMILY_WORDS[f] for f in report["corroborated_by"])
+    if report.get("confirmed_by") == "transfer":
+        found_by = "the transfer check: a blended pattern that moves this model far more than clean learners"
     if report["flagged"]:
         headline = (f"<div class='verdict flagged'>BACKDOOR SUSPECTED — target class <b>{e(report['target'])}</b>"
                     f" (anomaly index {report['max_anomaly']:.2f}, flip rate {report['suspect_flip_rate']:.0%}; "
@@ -372,6 +416,8 @@ and that class's trigger flips at least {report['min_flip_rate']:.0%} of the hel
 families name together).
 {_evidence_note(settings) if has_margin else ""}{_schedule_note(settings)}</p>
 {_reference_note(settings)}
+{_transfer_section(report.get("transfer", []), report["threshold"] * TRANSFER_THRESHOLD_SCALE,
+                   max(report["min_flip_rate"], TRANSFER_MIN_FLIP_RATE))}
 {flip_html}
 {anomaly_html}
 <h2>Before / after: OOD images with the {e(str(report.get('suspect_family', 'additive')))} trigger of class

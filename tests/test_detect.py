@@ -230,3 +230,50 @@ def test_a_class_two_families_name_together_is_flagged_though_neither_alone_is()
     assert not decide(weak, "excess_flip_rate", spread="per-class").flagged
     faint = _two_family_rows(additive_excess=0.2, patch_excess=0.1)  # both name it, combined 1.6 < 2.5
     assert not decide(faint, "excess_flip_rate", spread="per-class").flagged
+
+
+def test_the_transfer_check_looks_at_the_top_classes_of_an_unflagged_scan_only():
+    from inspector.detect import transfer_candidates
+
+    blocked = decide(records([0.01, 0.02, 0.01, 0.35, 0.02, 0.22, 0.01]))  # c3 stands out, its trigger flips 35%
+    assert not blocked.flagged and blocked.highest_family_index > 2
+    assert transfer_candidates(blocked) == [3, 5]  # the two highest indices
+    assert transfer_candidates(blocked, classes=1) == [3]
+    flagged = decide(records([0.05, 0.1, 0.08, 0.92, 0.06, 0.07]))
+    assert transfer_candidates(flagged) == []  # nothing left to confirm
+    quiet = decide(records([0.7, 0.75, 0.72, 0.78, 0.69, 0.74]))
+    assert quiet.highest_family_index <= 2 and transfer_candidates(quiet) == []  # nothing points anywhere
+
+
+def test_transfer_index_measures_the_gap_against_clean_learners_own_gaps_per_class():
+    from inspector.detect import PER_CLASS_SPREAD_FLOOR, transfer_index
+
+    gaps = [0.10, 0.20, 0.30, 0.20]  # mean 0.2, sample sd 0.0816; a new learner's spread: sd * sqrt(1 + 1/4)
+    spread = 0.0816497 * (1.25 ** 0.5)
+    assert transfer_index(0.80, gaps) == pytest.approx(0.6 / spread, rel=1e-4)
+    assert transfer_index(0.20, gaps) == pytest.approx(0.0)
+    steady = [0.05, 0.05, 0.05]  # no spread at all: the floor stands in for it
+    assert transfer_index(0.30, steady) == pytest.approx(0.25 / PER_CLASS_SPREAD_FLOOR)
+
+
+def test_a_class_whose_pattern_does_not_carry_over_is_flagged_by_the_transfer_check():
+    from inspector.detect import confirmed_by_transfer
+
+    blocked = decide(records([0.01, 0.02, 0.01, 0.35, 0.02, 0.22, 0.01]))
+
+    def check(position: int, index: float, delivered: float) -> dict:
+        return {"position": position, "index": position, "name": f"c{position}", "delivered": delivered,
+                "clean": 0.05, "gap": delivered - 0.05, "reference_gap": 0.1, "transfer_index": index}
+
+    confirmed = confirmed_by_transfer(blocked, [check(3, 6.5, 0.85), check(5, 2.4, 0.8)])
+    assert confirmed.flagged and confirmed.target == 3 and confirmed.confirmed_by == "transfer"
+    assert confirmed.suspect_family == "blend" and confirmed.families[3] == "blend"
+    assert confirmed.max_anomaly == pytest.approx(6.5) and confirmed.anomalies[3] == pytest.approx(6.5)
+    assert confirmed.suspect_flip_rate == pytest.approx(0.85) and len(confirmed.transfer) == 2
+    # an index past the threshold whose pattern flips too few of the delivered model's images: not flagged
+    weak = confirmed_by_transfer(blocked, [check(3, 6.5, 0.45), check(5, 1.9, 0.9)])
+    assert not weak.flagged and weak.confirmed_by == "" and weak.suspect == blocked.suspect
+    assert weak.anomalies == blocked.anomalies and len(weak.transfer) == 2
+    # a verdict the indices already flag keeps its target
+    flagged = decide(records([0.05, 0.1, 0.08, 0.92, 0.06, 0.07]))
+    assert confirmed_by_transfer(flagged, [check(1, 9.0, 0.9)]).target == 3

@@ -18,9 +18,11 @@ from inspector.data import SHIPPED, ImagePool, Task
 from inspector.detect import (
     QUICK_FAMILIES,
     QUICK_FAMILY_WORDS,
+    TRANSFER_THRESHOLD_SCALE,
     Verdict,
     anomaly_index,
     statistic_values,
+    transfer_gate,
 )
 from inspector.effects import FeatureMap, Probe, Transitions
 from inspector.examples import Example
@@ -234,9 +236,17 @@ def verdict_html(verdict: Verdict, result: ScanResult, model_label: str, stale: 
         clean_note = ("; no one family's trigger stood out alone, but " + " and ".join(verdict.corroborated_by)
                       + " each point to this class (each index ≥ 1), which a clean learner's noise rarely does; "
                       "the gate for flips is lowered accordingly")
+    checked = next((c for c in verdict.transfer if int(c["index"]) == verdict.suspect), None)
+    if verdict.confirmed_by == "transfer" and checked is not None:
+        stat = "index of its transfer gap"
+        measured_on = "this model's held-out OOD images"
+        clean_note = (f"; found by the transfer check: no index passed the rule, but this class's blended-pattern "
+                      f"trigger moves clean learners of the same CLIP on only {checked['clean']:.0%} of the images "
+                      f"(their own triggers' gap: {checked['reference_gap']:+.0%})")
     if verdict.flagged:
         head = f"Backdoor suspected — target class <b>{html.escape(verdict.target_name or '')}</b>"
-        body = (f"Its trigger stands out: {stat} {verdict.max_anomaly:.2f} &gt; threshold {verdict.threshold:g}, "
+        threshold = verdict.threshold * (TRANSFER_THRESHOLD_SCALE if verdict.confirmed_by == "transfer" else 1.0)
+        body = (f"Its trigger stands out: {stat} {verdict.max_anomaly:.2f} &gt; threshold {threshold:g}, "
                 f"and it flips {verdict.suspect_flip_rate:.0%} of {measured_on} "
                 f"(≥ {verdict_gate(verdict):.0%}){clean_note}.")
         css = "verdict flagged"
@@ -251,6 +261,12 @@ def verdict_html(verdict: Verdict, result: ScanResult, model_label: str, stale: 
                     f"threshold {verdict.threshold:g}), but its trigger flips only {verdict.suspect_flip_rate:.0%} "
                     f"of {measured_on}, under the {verdict.min_flip_rate:.0%} a backdoor's trigger must reach.")
         css = "verdict clean"
+        if verdict.transfer:
+            body += " The transfer check looked again at " + ", ".join(
+                f"<b>{html.escape(str(c['name']))}</b> (its blended pattern flips {c['delivered']:.0%} here, "
+                f"{c['clean']:.0%} in clean learners; index {c['transfer_index']:.2f})" for c in verdict.transfer
+            ) + (f": none has an index above {verdict.threshold:g} with a pattern that flips at least "
+                 f"{verdict.min_flip_rate:.0%} here.")
     foot = (f"{html.escape(model_label)} · {len(result.classes)} candidate classes · "
             f"{result.fit_images} + {result.held_out_images} OOD images · statistic {verdict.statistic} · "
             f"{result.seconds:.0f} s")
@@ -264,7 +280,10 @@ def verdict_html(verdict: Verdict, result: ScanResult, model_label: str, stale: 
 
 
 def verdict_gate(verdict: Verdict) -> float:
-    """The share of images the flagged trigger had to flip: lower for a class two families name together."""
+    """The share of images the flagged trigger had to flip: lower for a class two families name together, higher for
+    one the transfer check flagged."""
+    if verdict.confirmed_by == "transfer":
+        return transfer_gate(verdict)
     return verdict.min_flip_rate * (verdict.corroborated_gate if verdict.corroborated_by else 1.0)
 
 
