@@ -197,6 +197,8 @@ def test_a_reference_of_another_task_is_refused_with_the_reason(tmp_path, capsys
                                                                                     "held_out_loss")}},
                  **{family: {**other[family], "per_learner": [per_class(r) for r in other[family]["per_learner"]]}
                     for family in QUICK_FAMILIES if other.get(family)},
+                 transfer={**other["transfer"],
+                           "per_learner": [per_class(r) for r in other["transfer"]["per_learner"]]},
                  task={"source": "things/", "fingerprint": "sha256:0123456789abcdef", "train_images": 128})
     path = tmp_path / "other-task.json"
     path.write_text(json.dumps(other))
